@@ -1,0 +1,31 @@
+//! The parsed form of a `#[node]` function, keeping the user's spans.
+
+use proc_macro2::Span;
+
+pub(crate) struct NodeDef<'a> {
+    pub(crate) func: &'a syn::ItemFn,
+    pub(crate) input: syn::Type,
+    pub(crate) output: Output,
+    pub(crate) is_async: bool,
+    pub(crate) options: Options,
+}
+
+pub(crate) enum Output {
+    /// `-> T` (including `-> ()` or no return type).
+    Plain(syn::Type),
+    /// `-> Result<T, E>`: `ok` is `T`, `err` is `E` (spanned for its `Into<NodeError>` check).
+    Result { ok: syn::Type, err: syn::Type },
+    /// `-> Result<T>` (a user alias): the error type is found through a trait.
+    ResultAlias { ok: syn::Type, ret: syn::Type },
+}
+
+#[derive(Default)]
+pub(crate) struct Options {
+    pub(crate) retries: Option<u32>,
+    pub(crate) backoff_ns: Option<u64>,
+    pub(crate) max_backoff_ns: Option<u64>,
+    pub(crate) timeout_ns: Option<u64>,
+    pub(crate) isolation: Option<(String, Span)>,
+    pub(crate) name: Option<String>,
+    pub(crate) krate: Option<syn::Path>,
+}

@@ -1,0 +1,69 @@
+//! The parsed form of a `workflow!` invocation, keeping the user's spans.
+
+use proc_macro2::Span;
+
+use crate::trigger::ast::Trigger;
+
+pub(crate) struct WorkflowFile {
+    /// `#![crate = path]` when the user renamed the `nanoflow` dependency.
+    pub(crate) krate: Option<syn::Path>,
+    pub(crate) workflows: Vec<WorkflowDecl>,
+}
+
+/// `/// doc  #[trigger(..)]  pub name: graph;`
+pub(crate) struct WorkflowDecl {
+    pub(crate) docs: Vec<syn::Attribute>,
+    pub(crate) triggers: Vec<Trigger>,
+    pub(crate) vis: syn::Visibility,
+    pub(crate) name: syn::Ident,
+    pub(crate) colon: Span,
+    pub(crate) graph: Chain,
+}
+
+/// Stages joined by `->`.
+pub(crate) struct Chain {
+    pub(crate) stages: Vec<Stage>,
+}
+
+pub(crate) enum Stage {
+    /// One node, maybe aliased: `charge as retry_charge`.
+    Node(NodeRef),
+    /// Parallel branches: `(b -> c, d)`; each gets a copy of the previous output.
+    Group { paren: Span, branches: Vec<Chain> },
+}
+
+pub(crate) struct NodeRef {
+    /// The node's path (`charge` or `payments::charge`).
+    pub(crate) path: syn::Path,
+    pub(crate) alias: Option<syn::Ident>,
+}
+
+impl NodeRef {
+    /// The step's name in the graph: the alias, or the node's last path segment.
+    pub(crate) fn step_ident(&self) -> &syn::Ident {
+        match &self.alias {
+            Some(alias) => alias,
+            None => &self.path.segments.last().expect("a path has a segment").ident,
+        }
+    }
+}
+
+impl Chain {
+    /// The leftmost node: the one whose input is the chain's input.
+    pub(crate) fn entry(&self) -> Option<&NodeRef> {
+        match self.stages.first()? {
+            Stage::Node(n) => Some(n),
+            Stage::Group { branches, .. } => branches.first()?.entry(),
+        }
+    }
+
+    /// Every node, in written order.
+    pub(crate) fn nodes<'a>(&'a self, out: &mut Vec<&'a NodeRef>) {
+        for stage in &self.stages {
+            match stage {
+                Stage::Node(n) => out.push(n),
+                Stage::Group { branches, .. } => branches.iter().for_each(|b| b.nodes(out)),
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Generates, for each workflow, a unit type implementing `Workflow` whose `execute` calls each
+//! node directly: values move between in-process nodes without serialization, and parallel
+//! branches are joined with `try_join!`.
+//!
+//! The macro never compares types. Each step is a call `ctx.step::<Node, _>(..)` spanned at the
+//! user's node token, whose `Accepts<Got, Takes>` bound makes the compiler report a mismatched
+//! edge under the downstream node's name.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+
+use super::ast::{Chain, Stage, WorkflowDecl, WorkflowFile};
+use crate::trigger;
+
+pub(crate) fn expand(file: &WorkflowFile) -> TokenStream {
+    let krate = file.krate.as_ref().map(|p| quote!(#p)).unwrap_or_else(|| quote!(::nanoflow));
+    let private = quote!(#krate::__private);
+    file.workflows.iter().map(|wf| expand_one(&private, wf)).collect()
+}
+
+struct Gen<'a> {
+    private: &'a TokenStream,
+    counter: usize,
+    /// Step names in written order; their index is the step's index in the graph.
+    steps: Vec<TokenStream>,
+    edges: Vec<TokenStream>,
+}
+
+/// An endpoint of an edge while walking the graph.
+#[derive(Clone)]
+enum End {
+    Input,
+    Step(usize),
+}
+
+impl Gen<'_> {
+    fn var(&mut self) -> syn::Ident {
+        self.counter += 1;
+        format_ident!("__nanoflow_v{}", self.counter)
+    }
+
+    fn endpoint(&self, end: &End) -> TokenStream {
+        let private = self.private;
+        match end {
+            End::Input => quote!(#private::Endpoint::Input),
+            End::Step(i) => quote!(#private::Endpoint::Step(#i)),
+        }
+    }
+
+    fn edge(&mut self, from: &End, to: &End) {
+        let (a, b) = (self.endpoint(from), self.endpoint(to));
+        self.edges.push(quote!((#a, #b)));
+    }
+
+    /// Emits statements running `chain` on the variable `input` (produced by `from`), returning
+    /// the statements, the variable holding the chain's output, and the chain's exits.
+    fn chain(&mut self, chain: &Chain, input: syn::Ident, from: Vec<End>) -> (TokenStream, syn::Ident, Vec<End>) {
+        let mut stmts = TokenStream::new();
+        let mut current = input;
+        let mut exits = from;
+        for stage in &chain.stages {
+            let (s, out, next) = self.stage(stage, current, exits);
+            stmts.extend(s);
+            current = out;
+            exits = next;
+        }
+        (stmts, current, exits)
+    }
+
+    fn stage(&mut self, stage: &Stage, input: syn::Ident, from: Vec<End>) -> (TokenStream, syn::Ident, Vec<End>) {
+        let private = self.private;
+        match stage {
+            Stage::Node(node) => {
+                let index = self.steps.len();
+                let path = &node.path;
+                let name = node.step_ident().to_string();
+                self.steps.push(quote!(#private::Step::of::<#path>(#name)));
+                for f in &from {
+                    self.edge(f, &End::Step(index));
+                }
+                let out = self.var();
+                let span = node.step_ident().span();
+                let call = quote_spanned!(span=> __nanoflow_ctx.step::<#path, _>);
+                let stmts = quote! {
+                    let #out = #call(#name, #input).await?;
+                };
+                (stmts, out, vec![End::Step(index)])
+            }
+            Stage::Group { branches, .. } if branches.len() == 1 => self.chain(&branches[0], input, from),
+            Stage::Group { paren, branches } => {
+                let mut stmts = TokenStream::new();
+                let mut futures = Vec::new();
+                let mut results = Vec::new();
+                let mut exits = Vec::new();
+                let count = branches.len();
+                for (i, branch) in branches.iter().enumerate() {
+                    let arg = self.var();
+                    if i + 1 < count {
+                        let copy = quote_spanned!(*paren=> #private::fan_out(&#input));
+                        stmts.extend(quote!(let #arg = #copy;));
+                    } else {
+                        stmts.extend(quote!(let #arg = #input;));
+                    }
+                    let (body, out, branch_exits) = self.chain(branch, arg, from.clone());
+                    futures.push(quote! {
+                        async move {
+                            #body
+                            ::core::result::Result::Ok::<_, #private::Error>(#out)
+                        }
+                    });
+                    results.push(self.var());
+                    exits.extend(branch_exits);
+                }
+                let out = self.var();
+                stmts.extend(quote! {
+                    let (#(#results,)*) = #private::tokio::try_join!(#(#futures),*)?;
+                    let #out = (#(#results,)*);
+                });
+                (stmts, out, exits)
+            }
+        }
+    }
+}
+
+/// The type of a chain's output, as a projection through the nodes' `Node` impls.
+fn output_type(private: &TokenStream, chain: &Chain) -> TokenStream {
+    match chain.stages.last() {
+        None => quote!(()),
+        Some(Stage::Node(n)) => {
+            let path = &n.path;
+            quote!(<#path as #private::Node>::Output)
+        }
+        Some(Stage::Group { branches, .. }) if branches.len() == 1 => output_type(private, &branches[0]),
+        Some(Stage::Group { branches, .. }) => {
+            let types = branches.iter().map(|b| output_type(private, b));
+            quote!((#(#types,)*))
+        }
+    }
+}
+
+fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
+    let name = &wf.name;
+    let name_str = name.to_string();
+    let vis = &wf.vis;
+    let docs = &wf.docs;
+    let doc_text: String = docs
+        .iter()
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value().trim().to_owned()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    let Some(entry) = wf.graph.entry() else {
+        // Empty graph: the error is reported by `validate`; a stub keeps uses of the name quiet.
+        return stub(private, wf);
+    };
+    let entry_path = &entry.path;
+    let input_ty = quote!(<#entry_path as #private::Node>::Input);
+    let output_ty = output_type(private, &wf.graph);
+
+    let mut gen = Gen { private, counter: 0, steps: Vec::new(), edges: Vec::new() };
+    let input = format_ident!("__nanoflow_input");
+    let (body, out, exits) = gen.chain(&wf.graph, input.clone(), vec![End::Input]);
+    for exit in &exits {
+        let from = gen.endpoint(exit);
+        gen.edges.push(quote!((#from, #private::Endpoint::Output)));
+    }
+    let steps = &gen.steps;
+    let edges = &gen.edges;
+    let trigger_defs = wf.triggers.iter().map(|t| trigger::expand::definition(private, t));
+    let trigger_checks = wf.triggers.iter().map(|t| trigger::expand::check(private, t, &input_ty));
+    let run_doc = format!("Runs `{name_str}` in-process on `input` and returns its output.");
+    let graph_doc = format!("The graph of `{name_str}`: steps, edges, triggers and types.");
+
+    quote! {
+        #(#docs)*
+        #[allow(non_camel_case_types)]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
+        #vis struct #name;
+
+        impl #private::Workflow for #name {
+            type Input = #input_ty;
+            type Output = #output_ty;
+            const NAME: &'static str = #name_str;
+
+            fn graph(&self) -> &'static #private::Graph {
+                static GRAPH: ::std::sync::OnceLock<#private::Graph> = ::std::sync::OnceLock::new();
+                GRAPH.get_or_init(|| #private::Graph {
+                    name: #name_str,
+                    doc: #doc_text,
+                    steps: ::std::vec![#(#steps),*],
+                    edges: ::std::vec![#(#edges),*],
+                    triggers: ::std::vec![#(#trigger_defs),*],
+                    input_type: ::core::any::type_name::<#input_ty>(),
+                    output_type: ::core::any::type_name::<#output_ty>(),
+                })
+            }
+
+            #[allow(clippy::let_unit_value, clippy::redundant_clone)]
+            fn execute<'__nanoflow_a>(
+                &'__nanoflow_a self,
+                __nanoflow_ctx: &'__nanoflow_a #private::RunCtx,
+                #input: #input_ty,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<#output_ty, #private::Error>,
+            > + ::core::marker::Send + '__nanoflow_a {
+                async move {
+                    #body
+                    ::core::result::Result::Ok(#out)
+                }
+            }
+        }
+
+        impl #name {
+            #[doc = #run_doc]
+            #[allow(dead_code)]
+            #vis async fn run(&self, input: #input_ty) -> ::core::result::Result<#output_ty, #private::Error> {
+                <Self as #private::Workflow>::run(self, input).await
+            }
+
+            #[doc = #graph_doc]
+            #[allow(dead_code)]
+            #vis fn graph(&self) -> &'static #private::Graph {
+                <Self as #private::Workflow>::graph(self)
+            }
+        }
+
+        #(#trigger_checks)*
+    }
+}
+
+/// Beside a reported error: the workflow's name exists and its methods accept anything, so the
+/// user's uses of it add no further errors.
+fn stub(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
+    let name = &wf.name;
+    let vis = &wf.vis;
+    let span = Span::call_site();
+    quote_spanned! {span=>
+        #[allow(non_camel_case_types, dead_code)]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
+        #vis struct #name;
+
+        #[allow(dead_code, missing_docs)]
+        impl #name {
+            #vis async fn run<I, O>(&self, _input: I) -> ::core::result::Result<O, #private::Error> {
+                ::core::panic!("workflow `{}` failed to compile", ::core::stringify!(#name))
+            }
+        }
+    }
+}

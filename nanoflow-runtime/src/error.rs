@@ -1,0 +1,74 @@
+//! The errors a workflow run, a runner or a trigger can return.
+
+use crate::node::NodeError;
+use crate::run::RunId;
+
+/// Everything that can go wrong when running or serving workflows.
+///
+/// Runtime errors name the workflow, node, attempt and run id; HTTP clients only ever see the
+/// stable code, the message and the run id (see [`Error::code`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A node failed for good (after its retries): the run failed.
+    #[error("workflow `{workflow}` failed at node `{node}` (attempt {attempt}, run {run_id}): {error}")]
+    Node {
+        /// The workflow that ran.
+        workflow: &'static str,
+        /// The step that failed (its alias when it has one).
+        node: &'static str,
+        /// The attempt that failed last, counting from 1.
+        attempt: u32,
+        /// The run.
+        run_id: RunId,
+        /// What the node reported.
+        error: NodeError,
+    },
+    /// The input does not fit the workflow's input type.
+    #[error("invalid input for workflow `{workflow}`: {error}")]
+    InvalidInput {
+        /// The workflow that was asked to run.
+        workflow: &'static str,
+        /// What is wrong, with the JSON path.
+        error: crate::workflow::InputError,
+    },
+    /// No workflow with this name is registered.
+    #[error("unknown workflow `{0}`; `list` shows the registered workflows")]
+    UnknownWorkflow(String),
+    /// A setting or command line is not valid.
+    #[error("{0}")]
+    Config(String),
+    /// Reading or writing a file or socket failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A stable, machine-readable code for the error (used in HTTP error bodies).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Node { error, .. } => error.kind().code(),
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::UnknownWorkflow(_) => "unknown_workflow",
+            Error::Config(_) => "config",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// The node's error, when a node failed.
+    pub fn node_error(&self) -> Option<&NodeError> {
+        match self {
+            Error::Node { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}

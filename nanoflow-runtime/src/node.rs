@@ -1,0 +1,229 @@
+//! The node contract: what `#[node]` implements for each annotated function.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A value that can flow between nodes.
+///
+/// Every node input and output must be serializable, because the same value may be journaled,
+/// sent to a node running in a container, or returned over HTTP.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot flow between nodes",
+    label = "node inputs and outputs must be `Serialize + DeserializeOwned + Send + Sync + 'static`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, and use owned data (no references)"
+)]
+pub trait Data: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Data for T {}
+
+/// A unit of work in a workflow. Implemented by `#[node]`, never by hand.
+///
+/// The implementing type is a hidden zero-sized type with the same name as the annotated
+/// function, so the function itself stays callable as a normal Rust function.
+pub trait Node: Send + Sync + 'static {
+    /// The single input the function takes.
+    type Input: Data;
+    /// The value the function returns (after unwrapping `Result<_, E>`).
+    type Output: Data;
+    /// The node's name as shown in graphs, logs and errors.
+    const NAME: &'static str;
+    /// Retry, timeout and isolation settings from `#[node(...)]`.
+    const OPTIONS: NodeOptions;
+
+    /// Runs one attempt of the node.
+    fn call(input: Self::Input) -> impl Future<Output = Result<Self::Output, NodeError>> + Send;
+
+    /// Makes a copy of an input for a retry: `Clone` when the type has it, a JSON round trip
+    /// otherwise. Only called when a node may run more than once.
+    fn duplicate(input: &Self::Input) -> Result<Self::Input, NodeError>;
+}
+
+/// Proof that node `Self` takes a `Got` as input, where it expects `Takes`.
+///
+/// `#[node]` implements it only for `Got == Takes == Self::Input`, so an edge whose upstream output
+/// differs from the node's input fails to compile with a message under the node's name.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot take `{Got}` as input: it takes `{Takes}`",
+    label = "`{Self}` takes `{Takes}`, but the previous step gives `{Got}`",
+    note = "the output of a step must be exactly the input type of the next one; a fan-in `(a, b) -> c` gives `c` a tuple in written order"
+)]
+pub trait Accepts<Got, Takes>: Node {
+    /// Passes the value through unchanged (the types are equal).
+    fn into_input(value: Got) -> Takes;
+}
+
+/// Where a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Inside the runner process (default): values move between nodes without serialization.
+    #[default]
+    Process,
+    /// In its own container, built from the same code.
+    Container,
+}
+
+impl Isolation {
+    /// The name used on the command line and in `#[node(isolation = "...")]`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::Container => "container",
+        }
+    }
+}
+
+/// Settings given in `#[node(...)]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeOptions {
+    /// How many times a failed attempt is retried (0: run once).
+    pub retries: u32,
+    /// The first retry delay; doubles at each retry, with jitter.
+    pub backoff: Duration,
+    /// The longest retry delay.
+    pub max_backoff: Duration,
+    /// The longest one attempt may take; past it the attempt fails as retryable.
+    pub timeout: Option<Duration>,
+    /// Where the node runs, when set explicitly.
+    pub isolation: Option<Isolation>,
+}
+
+impl NodeOptions {
+    /// The defaults: no retries, 100 ms first backoff, 30 s maximum, no timeout.
+    pub const DEFAULT: NodeOptions = NodeOptions {
+        retries: 0,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(30),
+        timeout: None,
+        isolation: None,
+    };
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Whether a failure may succeed if tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Retrying cannot help (bad input, business rule): never retried.
+    Permanent,
+    /// A transient failure: retried per the node's policy.
+    Retryable,
+    /// The attempt ran past the node's timeout: retried per the node's policy.
+    Timeout,
+    /// The node panicked: reported as a failure of that node, not retried.
+    Panic,
+}
+
+impl ErrorKind {
+    /// The stable code used in HTTP error bodies and the journal.
+    pub const fn code(self) -> &'static str {
+        match self {
+            ErrorKind::Permanent => "node_failed",
+            ErrorKind::Retryable => "node_failed",
+            ErrorKind::Timeout => "node_timeout",
+            ErrorKind::Panic => "node_panicked",
+        }
+    }
+}
+
+/// The error a node returns.
+///
+/// Any `std::error::Error + Send + Sync + 'static` converts into a retryable `NodeError`, so `?`
+/// works in node bodies. `NodeError` deliberately does not implement `std::error::Error` itself
+/// (like `anyhow::Error`), which is what makes that blanket conversion possible.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeError {
+    kind: ErrorKind,
+    message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+}
+
+impl NodeError {
+    /// A failure that retrying cannot fix: never retried.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Permanent, message: message.into(), status: None }
+    }
+
+    /// A transient failure: retried per the node's `retries` and `backoff`.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Retryable, message: message.into(), status: None }
+    }
+
+    pub(crate) fn timeout(after: Duration) -> Self {
+        Self {
+            kind: ErrorKind::Timeout,
+            message: format!("timed out after {after:?}"),
+            status: None,
+        }
+    }
+
+    pub(crate) fn panic(message: String) -> Self {
+        Self { kind: ErrorKind::Panic, message: format!("panicked: {message}"), status: None }
+    }
+
+    /// Chooses the HTTP status a trigger answers with when this error fails the run
+    /// (default 500, 504 for a timeout). Only 4xx and 5xx codes are kept.
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> Self {
+        if (400..600).contains(&status) {
+            self.status = Some(status);
+        }
+        self
+    }
+
+    /// Whether the failure is permanent, retryable, a timeout or a panic.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message given by the node.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The HTTP status chosen with [`NodeError::with_status`], if any.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Retryable | ErrorKind::Timeout)
+    }
+}
+
+impl fmt::Debug for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ErrorKind::Permanent => "permanent error",
+            ErrorKind::Retryable => "retryable error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Panic => "panic",
+        };
+        write!(f, "{kind}: {}", self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for NodeError {
+    fn from(error: E) -> Self {
+        NodeError::retryable(error.to_string())
+    }
+}

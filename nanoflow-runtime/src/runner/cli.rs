@@ -1,0 +1,148 @@
+//! The command line every nanoflow service gets: `serve` (default), `run`, `list`, `graph`.
+
+use std::ffi::OsString;
+use std::io::{Read as _, Write as _};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use super::Runner;
+use crate::error::Error;
+use crate::graph::short_type;
+use crate::run::RunCtx;
+
+#[derive(Debug, Parser)]
+#[command(about = "A nanoflow workflow service", disable_help_subcommand = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the workflows' triggers (default).
+    Serve(ServeArgs),
+    /// Run one workflow in-process and print its output as JSON.
+    Run {
+        /// The workflow's name.
+        workflow: String,
+        /// The input: inline JSON, `@file.json`, or `-` for standard input.
+        #[arg(long, short)]
+        input: String,
+    },
+    /// List workflows with their nodes and triggers.
+    List,
+    /// Print a workflow's graph.
+    Graph {
+        /// The workflow's name.
+        workflow: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct ServeArgs {}
+
+pub(super) async fn main<I, T>(runner: Runner, args: I) -> Result<(), Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    runner.check()?;
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return Ok(());
+        }
+        Err(e) => return Err(Error::Config(e.render().to_string().trim_end().to_owned())),
+    };
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(_) => Err(Error::Config("`serve` is not available yet".to_owned())),
+        Command::Run { workflow, input } => run(&runner, &workflow, &input).await,
+        Command::List => {
+            print_stdout(&list(&runner));
+            Ok(())
+        }
+        Command::Graph { workflow, format } => {
+            let wf = runner.get(&workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.clone()))?;
+            let graph = wf.graph();
+            print_stdout(&match format {
+                GraphFormat::Mermaid => graph.to_mermaid(),
+                GraphFormat::Dot => graph.to_dot(),
+            });
+            Ok(())
+        }
+    }
+}
+
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn read_input(input: &str) -> Result<Vec<u8>, Error> {
+    if input == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| Error::io("reading the input from standard input", e))?;
+        Ok(buf)
+    } else if let Some(path) = input.strip_prefix('@') {
+        std::fs::read(path).map_err(|e| Error::io(format!("reading the input file `{path}`"), e))
+    } else {
+        Ok(input.as_bytes().to_vec())
+    }
+}
+
+async fn run(runner: &Runner, workflow: &str, input: &str) -> Result<(), Error> {
+    let wf = runner.get(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
+    let bytes = read_input(input)?;
+    let name = wf.graph().name;
+    let future = wf
+        .start(RunCtx::new(name), &bytes)
+        .map_err(|error| Error::InvalidInput { workflow: name, error })?;
+    let output = future.await?;
+    print_stdout(&format!("{}\n", serde_json::to_string_pretty(&output).unwrap_or_default()));
+    Ok(())
+}
+
+pub(crate) fn list(runner: &Runner) -> String {
+    let mut out = String::new();
+    for wf in runner.workflows.values() {
+        let g = wf.graph();
+        out.push_str(&format!(
+            "{}: {} -> {}\n",
+            g.name,
+            short_type(g.input_type),
+            short_type(g.output_type)
+        ));
+        if !g.doc.is_empty() {
+            for line in g.doc.lines() {
+                out.push_str(&format!("  # {line}\n"));
+            }
+        }
+        for step in &g.steps {
+            let alias = if step.name == step.node { String::new() } else { format!(" (node {})", step.node) };
+            out.push_str(&format!(
+                "  node {}{alias}: {} -> {}\n",
+                step.name,
+                short_type(step.input_type),
+                short_type(step.output_type)
+            ));
+        }
+        if g.triggers.is_empty() {
+            out.push_str("  trigger: none (run with `run` or from code)\n");
+        }
+        for t in &g.triggers {
+            out.push_str(&format!("  trigger: {t}\n"));
+        }
+    }
+    out
+}

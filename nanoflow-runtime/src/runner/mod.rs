@@ -1,0 +1,74 @@
+//! The runner: the registered workflows and the command line that serves or runs them.
+
+mod cli;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::workflow::{DynWorkflow, Workflow};
+
+/// Registers workflows and serves them.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), nanoflow_runtime::Error> {
+/// # use nanoflow_runtime::Runner;
+/// Runner::new() /* .workflow(checkout).workflow(report) */ .serve().await
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Runner {
+    pub(crate) workflows: BTreeMap<&'static str, Arc<dyn DynWorkflow>>,
+    pub(crate) duplicate: Vec<&'static str>,
+}
+
+impl fmt::Debug for Runner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner").field("workflows", &self.workflows.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Runner {
+    /// A runner with no workflows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a workflow. Its triggers are served by `serve`.
+    #[must_use]
+    pub fn workflow<W: Workflow>(mut self, workflow: W) -> Self {
+        if self.workflows.insert(W::NAME, Arc::new(workflow)).is_some() {
+            self.duplicate.push(W::NAME);
+        }
+        self
+    }
+
+    /// The registered workflow called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn DynWorkflow>> {
+        self.workflows.get(name)
+    }
+
+    /// Runs the command line from the process arguments: `serve` (the default), `run`, `list`,
+    /// `graph`. Returns when the command is done (for `serve`: after a graceful shutdown).
+    pub async fn serve(self) -> Result<(), Error> {
+        self.run_cli(std::env::args_os()).await
+    }
+
+    /// Runs the command line from `args` (the first item is the program name).
+    pub async fn run_cli<I, T>(self, args: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        cli::main(self, args).await
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if let Some(name) = self.duplicate.first() {
+            return Err(Error::Config(format!("workflow `{name}` is registered twice with the runner")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! The workflow contract implemented by `workflow!`, and its type-erased JSON form used by the
+//! runner, the command line and the triggers.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::error::Error;
+use crate::graph::Graph;
+use crate::node::Data;
+use crate::run::RunCtx;
+
+/// A workflow declared with `workflow!`. Implemented by the macro, never by hand.
+pub trait Workflow: Copy + Send + Sync + 'static {
+    /// The first step's input (the trigger's payload).
+    type Input: Data;
+    /// The last step's output.
+    type Output: Data;
+    /// The workflow's name.
+    const NAME: &'static str;
+
+    /// The graph as declared: steps, edges, triggers, types.
+    fn graph(&self) -> &'static Graph;
+
+    /// Runs the graph within `ctx`. Values pass between in-process nodes without serialization
+    /// and independent branches run concurrently.
+    fn execute<'a>(
+        &'a self,
+        ctx: &'a RunCtx,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, Error>> + Send + 'a;
+
+    /// Runs the workflow in-process on `input` and returns its output.
+    fn run(&self, input: Self::Input) -> impl Future<Output = Result<Self::Output, Error>> + Send {
+        let this = *self;
+        async move {
+            let ctx = RunCtx::new(Self::NAME);
+            this.execute(&ctx, input).await
+        }
+    }
+}
+
+/// Why a JSON input was refused before any run was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// Malformed JSON (`Syntax`) or JSON of the wrong shape (`Data`).
+    pub kind: InputErrorKind,
+    /// The parser's message.
+    pub message: String,
+    /// Where in the document: a JSON path like `items[2].qty` (`.` for the root).
+    pub path: String,
+    /// 1-based line of the error.
+    pub line: usize,
+    /// 1-based column of the error.
+    pub column: usize,
+}
+
+/// The two ways an input can be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputErrorKind {
+    /// Not JSON at all, or truncated.
+    Syntax,
+    /// Valid JSON that does not fit the input type.
+    Data,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            InputErrorKind::Syntax => write!(
+                f,
+                "malformed JSON at line {} column {}: {}",
+                self.line, self.column, self.message
+            ),
+            InputErrorKind::Data => write!(f, "at `{}`: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Parses a JSON document into `T`, reporting the path of a value that does not fit.
+pub fn parse_json<T: Data>(bytes: &[u8]) -> Result<T, InputError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut track = serde_path_to_error::Track::new();
+    let result = T::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
+        .and_then(|value| de.end().map(|()| value));
+    result.map_err(|e| {
+        use serde_json::error::Category;
+        let kind = match e.classify() {
+            Category::Data => InputErrorKind::Data,
+            Category::Syntax | Category::Eof | Category::Io => InputErrorKind::Syntax,
+        };
+        let path = track.path().to_string();
+        let message = strip_position(&e.to_string());
+        InputError { kind, message, path, line: e.line(), column: e.column() }
+    })
+}
+
+/// serde_json appends " at line L column C"; the position is reported separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A workflow with its types erased to JSON: what the runner stores.
+pub trait DynWorkflow: Send + Sync + 'static {
+    /// The workflow's graph.
+    fn graph(&self) -> &'static Graph;
+    /// Parses `input` (refusing it before any run exists) and returns the run to drive.
+    fn start(&self, ctx: RunCtx, input: &[u8]) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError>;
+    /// Runs on an already-parsed JSON value.
+    fn start_value(
+        &self,
+        ctx: RunCtx,
+        input: serde_json::Value,
+    ) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError>;
+}
+
+impl<W: Workflow> DynWorkflow for W {
+    fn graph(&self) -> &'static Graph {
+        Workflow::graph(self)
+    }
+
+    fn start(&self, ctx: RunCtx, input: &[u8]) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError> {
+        let input: W::Input = parse_json(input)?;
+        Ok(Box::pin(drive(*self, ctx, input)))
+    }
+
+    fn start_value(
+        &self,
+        ctx: RunCtx,
+        input: serde_json::Value,
+    ) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError> {
+        // Re-encoding keeps one parsing path (and its error paths) for every entry point.
+        let bytes = serde_json::to_vec(&input).expect("a JSON value always serializes");
+        self.start(ctx, &bytes)
+    }
+}
+
+async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<serde_json::Value, Error> {
+    let output = w.execute(&ctx, input).await?;
+    serde_json::to_value(&output).map_err(|e| Error::Config(format!("workflow `{}` output does not serialize to JSON: {e}", W::NAME)))
+}

@@ -1,0 +1,20 @@
+#![doc = include_str!("../../README.md")]
+
+#[doc(inline)]
+pub use nanoflow_macros::{node, workflow};
+pub use nanoflow_runtime::{
+    Accepts, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation, Node, NodeError,
+    NodeOptions, Overlap, RunCtx, RunId, Runner, Step, Tick, TriggerDef, Workflow,
+};
+
+/// Everything a workflow file needs: `use nanoflow::prelude::*;`.
+pub mod prelude {
+    #[doc(inline)]
+    pub use nanoflow_macros::{node, workflow};
+    pub use nanoflow_runtime::{NodeError, Runner, Tick, Workflow};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use nanoflow_runtime::__private::*;
+}
