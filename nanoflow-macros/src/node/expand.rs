@@ -9,7 +9,6 @@ use super::ast::{NodeDef, Output};
 pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
     let func = node.func;
     let ident = &func.sig.ident;
-    let vis = &func.vis;
     let krate = node
         .options
         .krate
@@ -68,7 +67,9 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub, clippy::empty_structs_with_brackets)]
         #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy, ::core::default::Default)]
-        #vis struct #ident {}
+        // Always `pub` (nominally): a `pub` workflow names this type in its `Workflow` impl,
+        // which must not leak a private type. It is hidden and, in a private module, unreachable.
+        pub struct #ident {}
 
         impl #private::Node for #ident {
             type Input = #input;
