@@ -1,7 +1,9 @@
 //! Trigger metadata for the runtime, plus compile-time checks of the payload type.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::quote;
+
+use crate::respan::respan;
 
 use super::ast::{Trigger, TriggerKind};
 
@@ -31,7 +33,7 @@ pub(crate) fn check(private: &TokenStream, trigger: &Trigger, input_ty: &TokenSt
     match &trigger.kind {
         TriggerKind::Http { .. } => TokenStream::new(),
         TriggerKind::Cron { lit, .. } => {
-            let check = quote_spanned!(lit.span()=> #private::cron_input::<#input_ty>);
+            let check = respan(quote!(#private::cron_input::<#input_ty>), lit.span());
             quote!(const _: () = { let _ = #check; };)
         }
     }

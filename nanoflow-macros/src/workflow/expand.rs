@@ -2,14 +2,15 @@
 //! node directly: values move between in-process nodes without serialization, and parallel
 //! branches are joined with `try_join!`.
 //!
-//! The macro never compares types. Each step is a call `ctx.step::<Node, _>(..)` spanned at the
-//! user's node token, whose `Accepts<Got, Takes>` bound makes the compiler report a mismatched
-//! edge under the downstream node's name.
+//! The macro never compares types. Each step is a call `ctx.step::<Node, Upstream>(..)` spanned
+//! at the user's node token, whose `Accepts<Got, Takes>` bound makes the compiler report a
+//! mismatched edge under the downstream node's name.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
 use super::ast::{Chain, Stage, WorkflowDecl, WorkflowFile};
+use crate::respan::respan;
 use crate::trigger;
 
 pub(crate) fn expand(file: &WorkflowFile) -> TokenStream {
@@ -21,7 +22,10 @@ pub(crate) fn expand(file: &WorkflowFile) -> TokenStream {
 struct Gen<'a> {
     private: &'a TokenStream,
     counter: usize,
-    /// Step names in written order; their index is the step's index in the graph.
+    /// One type alias per step (`type __nanoflow_s0 = price;`), spanned at the user's token: a
+    /// name that is not a node is reported once, there, and nowhere else.
+    aliases: Vec<TokenStream>,
+    /// Step descriptions in written order; their index is the step's index in the graph.
     steps: Vec<TokenStream>,
     edges: Vec<TokenStream>,
 }
@@ -31,6 +35,12 @@ struct Gen<'a> {
 enum End {
     Input,
     Step(usize),
+}
+
+/// A value flowing through the graph: the variable holding it and its type.
+struct Value {
+    var: syn::Ident,
+    ty: TokenStream,
 }
 
 impl Gen<'_> {
@@ -52,9 +62,9 @@ impl Gen<'_> {
         self.edges.push(quote!((#a, #b)));
     }
 
-    /// Emits statements running `chain` on the variable `input` (produced by `from`), returning
-    /// the statements, the variable holding the chain's output, and the chain's exits.
-    fn chain(&mut self, chain: &Chain, input: syn::Ident, from: Vec<End>) -> (TokenStream, syn::Ident, Vec<End>) {
+    /// Emits statements running `chain` on `input` (produced by `from`), returning the
+    /// statements, the chain's output, and the chain's exits.
+    fn chain(&mut self, chain: &Chain, input: Value, from: Vec<End>) -> (TokenStream, Value, Vec<End>) {
         let mut stmts = TokenStream::new();
         let mut current = input;
         let mut exits = from;
@@ -67,48 +77,60 @@ impl Gen<'_> {
         (stmts, current, exits)
     }
 
-    fn stage(&mut self, stage: &Stage, input: syn::Ident, from: Vec<End>) -> (TokenStream, syn::Ident, Vec<End>) {
+    fn stage(&mut self, stage: &Stage, input: Value, from: Vec<End>) -> (TokenStream, Value, Vec<End>) {
         let private = self.private;
         match stage {
             Stage::Node(node) => {
                 let index = self.steps.len();
                 let path = &node.path;
+                let alias = format_ident!("__nanoflow_s{}", index);
+                self.aliases.push(quote!(type #alias = #path;));
                 let name = node.step_ident().to_string();
-                self.steps.push(quote!(#private::Step::of::<#path>(#name)));
+                self.steps.push(quote!(#private::Step::of::<#alias>(#name)));
                 for f in &from {
                     self.edge(f, &End::Step(index));
                 }
                 let out = self.var();
                 let span = node.step_ident().span();
-                let call = quote_spanned!(span=> __nanoflow_ctx.step::<#path, _>);
+                // The upstream type is given explicitly: with a single `Accepts` impl the compiler
+                // would otherwise infer it from the impl and report a plain type mismatch.
+                let in_ty = &input.ty;
+                let in_var = &input.var;
+                let call = respan(quote!(__nanoflow_ctx.step::<#alias, #in_ty>(#name, #in_var).await), span);
                 let stmts = quote! {
-                    let #out = #call(#name, #input).await?;
+                    let #out = #call?;
                 };
-                (stmts, out, vec![End::Step(index)])
+                let ty = quote!(<#alias as #private::Node>::Output);
+                (stmts, Value { var: out, ty }, vec![End::Step(index)])
             }
             Stage::Group { branches, .. } if branches.len() == 1 => self.chain(&branches[0], input, from),
             Stage::Group { paren, branches } => {
                 let mut stmts = TokenStream::new();
                 let mut futures = Vec::new();
                 let mut results = Vec::new();
+                let mut types = Vec::new();
                 let mut exits = Vec::new();
                 let count = branches.len();
                 for (i, branch) in branches.iter().enumerate() {
                     let arg = self.var();
+                    let in_var = &input.var;
                     if i + 1 < count {
-                        let copy = quote_spanned!(*paren=> #private::fan_out(&#input));
+                        let copy = respan(quote!(#private::fan_out(&#in_var)), *paren);
                         stmts.extend(quote!(let #arg = #copy;));
                     } else {
-                        stmts.extend(quote!(let #arg = #input;));
+                        stmts.extend(quote!(let #arg = #in_var;));
                     }
-                    let (body, out, branch_exits) = self.chain(branch, arg, from.clone());
+                    let branch_in = Value { var: arg, ty: input.ty.clone() };
+                    let (body, out, branch_exits) = self.chain(branch, branch_in, from.clone());
+                    let out_var = &out.var;
                     futures.push(quote! {
                         async move {
                             #body
-                            ::core::result::Result::Ok::<_, #private::Error>(#out)
+                            ::core::result::Result::Ok::<_, #private::Error>(#out_var)
                         }
                     });
                     results.push(self.var());
+                    types.push(out.ty);
                     exits.extend(branch_exits);
                 }
                 let out = self.var();
@@ -116,24 +138,8 @@ impl Gen<'_> {
                     let (#(#results,)*) = #private::tokio::try_join!(#(#futures),*)?;
                     let #out = (#(#results,)*);
                 });
-                (stmts, out, exits)
+                (stmts, Value { var: out, ty: quote!((#(#types,)*)) }, exits)
             }
-        }
-    }
-}
-
-/// The type of a chain's output, as a projection through the nodes' `Node` impls.
-fn output_type(private: &TokenStream, chain: &Chain) -> TokenStream {
-    match chain.stages.last() {
-        None => quote!(()),
-        Some(Stage::Node(n)) => {
-            let path = &n.path;
-            quote!(<#path as #private::Node>::Output)
-        }
-        Some(Stage::Group { branches, .. }) if branches.len() == 1 => output_type(private, &branches[0]),
-        Some(Stage::Group { branches, .. }) => {
-            let types = branches.iter().map(|b| output_type(private, b));
-            quote!((#(#types,)*))
         }
     }
 }
@@ -155,21 +161,23 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         .collect::<Vec<_>>()
         .join("\n");
 
-    let Some(entry) = wf.graph.entry() else {
+    if wf.graph.entry().is_none() {
         // Empty graph: the error is reported by `validate`; a stub keeps uses of the name quiet.
         return stub(private, wf);
-    };
-    let entry_path = &entry.path;
-    let input_ty = quote!(<#entry_path as #private::Node>::Input);
-    let output_ty = output_type(private, &wf.graph);
-
-    let mut gen = Gen { private, counter: 0, steps: Vec::new(), edges: Vec::new() };
+    }
+    // Step 0 is always the entry node: its alias names the workflow's input type.
+    let input_ty = quote!(<__nanoflow_s0 as #private::Node>::Input);
+    let mut gen = Gen { private, counter: 0, aliases: Vec::new(), steps: Vec::new(), edges: Vec::new() };
     let input = format_ident!("__nanoflow_input");
-    let (body, out, exits) = gen.chain(&wf.graph, input.clone(), vec![End::Input]);
+    let start = Value { var: input.clone(), ty: input_ty.clone() };
+    let (body, out, exits) = gen.chain(&wf.graph, start, vec![End::Input]);
+    let output_ty = out.ty;
+    let out = out.var;
     for exit in &exits {
         let from = gen.endpoint(exit);
         gen.edges.push(quote!((#from, #private::Endpoint::Output)));
     }
+    let aliases = &gen.aliases;
     let steps = &gen.steps;
     let edges = &gen.edges;
     let trigger_defs = wf.triggers.iter().map(|t| trigger::expand::definition(private, t));
@@ -183,54 +191,58 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
         #vis struct #name;
 
-        impl #private::Workflow for #name {
-            type Input = #input_ty;
-            type Output = #output_ty;
-            const NAME: &'static str = #name_str;
+        const _: () = {
+            #(#aliases)*
 
-            fn graph(&self) -> &'static #private::Graph {
-                static GRAPH: ::std::sync::OnceLock<#private::Graph> = ::std::sync::OnceLock::new();
-                GRAPH.get_or_init(|| #private::Graph {
-                    name: #name_str,
-                    doc: #doc_text,
-                    steps: ::std::vec![#(#steps),*],
-                    edges: ::std::vec![#(#edges),*],
-                    triggers: ::std::vec![#(#trigger_defs),*],
-                    input_type: ::core::any::type_name::<#input_ty>(),
-                    output_type: ::core::any::type_name::<#output_ty>(),
-                })
-            }
+            impl #private::Workflow for #name {
+                type Input = #input_ty;
+                type Output = #output_ty;
+                const NAME: &'static str = #name_str;
 
-            #[allow(clippy::let_unit_value, clippy::redundant_clone)]
-            fn execute<'__nanoflow_a>(
-                &'__nanoflow_a self,
-                __nanoflow_ctx: &'__nanoflow_a #private::RunCtx,
-                #input: #input_ty,
-            ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<#output_ty, #private::Error>,
-            > + ::core::marker::Send + '__nanoflow_a {
-                async move {
-                    #body
-                    ::core::result::Result::Ok(#out)
+                fn graph(&self) -> &'static #private::Graph {
+                    static GRAPH: ::std::sync::OnceLock<#private::Graph> = ::std::sync::OnceLock::new();
+                    GRAPH.get_or_init(|| #private::Graph {
+                        name: #name_str,
+                        doc: #doc_text,
+                        steps: ::std::vec![#(#steps),*],
+                        edges: ::std::vec![#(#edges),*],
+                        triggers: ::std::vec![#(#trigger_defs),*],
+                        input_type: ::core::any::type_name::<#input_ty>(),
+                        output_type: ::core::any::type_name::<#output_ty>(),
+                    })
+                }
+
+                #[allow(clippy::let_unit_value, clippy::redundant_clone)]
+                fn execute<'__nanoflow_a>(
+                    &'__nanoflow_a self,
+                    __nanoflow_ctx: &'__nanoflow_a #private::RunCtx,
+                    #input: #input_ty,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<#output_ty, #private::Error>,
+                > + ::core::marker::Send + '__nanoflow_a {
+                    async move {
+                        #body
+                        ::core::result::Result::Ok(#out)
+                    }
                 }
             }
-        }
 
-        impl #name {
-            #[doc = #run_doc]
-            #[allow(dead_code)]
-            #vis async fn run(&self, input: #input_ty) -> ::core::result::Result<#output_ty, #private::Error> {
-                <Self as #private::Workflow>::run(self, input).await
+            impl #name {
+                #[doc = #run_doc]
+                #[allow(dead_code)]
+                #vis async fn run(&self, input: #input_ty) -> ::core::result::Result<#output_ty, #private::Error> {
+                    <Self as #private::Workflow>::run(self, input).await
+                }
+
+                #[doc = #graph_doc]
+                #[allow(dead_code)]
+                #vis fn graph(&self) -> &'static #private::Graph {
+                    <Self as #private::Workflow>::graph(self)
+                }
             }
 
-            #[doc = #graph_doc]
-            #[allow(dead_code)]
-            #vis fn graph(&self) -> &'static #private::Graph {
-                <Self as #private::Workflow>::graph(self)
-            }
-        }
-
-        #(#trigger_checks)*
+            #(#trigger_checks)*
+        };
     }
 }
 
