@@ -1,0 +1,86 @@
+//! Support for the macros' expansions. Not a public API: anything here may change.
+
+pub use futures_util;
+pub use serde;
+pub use serde_json;
+pub use tokio;
+
+pub use crate::error::Error;
+pub use crate::graph::{Endpoint, Graph, Step};
+pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions};
+pub use crate::run::RunCtx;
+pub use crate::trigger::{Overlap, TriggerDef};
+pub use crate::workflow::Workflow;
+
+/// Converts a node's error type; spanned at the user's error type so a type that does not
+/// convert is reported there.
+#[inline(always)]
+pub fn node_error<E: Into<NodeError>>(error: E) -> NodeError {
+    error.into()
+}
+
+/// A `Result` whose error converts into [`NodeError`] (for `-> Result<T>` aliases).
+pub trait IntoNodeResult<T> {
+    /// Converts the error side.
+    fn into_node_result(self) -> Result<T, NodeError>;
+}
+impl<T, E: Into<NodeError>> IntoNodeResult<T> for Result<T, E> {
+    #[inline(always)]
+    fn into_node_result(self) -> Result<T, NodeError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// See [`IntoNodeResult`].
+#[inline(always)]
+pub fn into_node_result<T, R: IntoNodeResult<T>>(result: R) -> Result<T, NodeError> {
+    result.into_node_result()
+}
+
+/// What a cron trigger delivers.
+#[diagnostic::on_unimplemented(
+    message = "a cron-triggered workflow must start with a node that takes `nanoflow::Tick`, not `{Self}`",
+    label = "this cron trigger delivers a `nanoflow::Tick`",
+    note = "change the first node's input to `nanoflow::Tick`, or start the workflow with a node that takes it"
+)]
+pub trait CronInput {}
+impl CronInput for crate::trigger::Tick {}
+
+/// Checked by `workflow!` for each cron trigger.
+pub fn cron_input<T: CronInput>() {}
+
+/// Copies a value fanned out to several branches. A separate function so that the `Clone`
+/// requirement is reported at the fan-out in the user's graph.
+#[inline(always)]
+pub fn fan_out<T: Clone>(value: &T) -> T {
+    value.clone()
+}
+
+/// Autoref specialization used by `#[node]` to duplicate an input for a retry: `Clone` when
+/// the type has it, otherwise a JSON round trip (the type is always `Data`).
+#[derive(Debug)]
+pub struct Duplicate<'a, T>(pub &'a T);
+
+/// Picked when the input implements `Clone`.
+pub trait DuplicateByClone<T> {
+    /// Clones the input.
+    fn __nanoflow_duplicate(&self) -> Result<T, crate::NodeError>;
+}
+impl<T: Clone> DuplicateByClone<T> for Duplicate<'_, T> {
+    #[inline]
+    fn __nanoflow_duplicate(&self) -> Result<T, crate::NodeError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Picked when the input does not implement `Clone`.
+pub trait DuplicateByJson<T> {
+    /// Round-trips the input through JSON.
+    fn __nanoflow_duplicate(&self) -> Result<T, crate::NodeError>;
+}
+impl<T: crate::Data> DuplicateByJson<T> for &Duplicate<'_, T> {
+    fn __nanoflow_duplicate(&self) -> Result<T, crate::NodeError> {
+        let copy = serde_json::to_value(self.0).and_then(serde_json::from_value);
+        copy.map_err(|e| crate::NodeError::permanent(format!("cannot copy the input for a retry (it is not `Clone` and does not round-trip through JSON): {e}")))
+    }
+}
