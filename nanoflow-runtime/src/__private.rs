@@ -9,7 +9,7 @@ pub use crate::error::Error;
 pub use crate::graph::{Endpoint, Graph, Step};
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions};
 pub use crate::run::RunCtx;
-pub use crate::trigger::{Overlap, TriggerDef};
+pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::Workflow;
 
 /// Converts a node's error type; spanned at the user's error type so a type that does not
@@ -44,7 +44,7 @@ pub fn into_node_result<T, R: IntoNodeResult<T>>(result: R) -> Result<T, NodeErr
     note = "change the first node's input to `nanoflow::Tick`, or start the workflow with a node that takes it"
 )]
 pub trait CronInput {}
-impl CronInput for crate::trigger::Tick {}
+impl CronInput for crate::triggers::Tick {}
 
 /// Checked by `workflow!` for each cron trigger.
 pub fn cron_input<T: CronInput>() {}

@@ -7,7 +7,7 @@ use crate::run::RunId;
 ///
 /// Runtime errors name the workflow, node, attempt and run id; HTTP clients only ever see the
 /// stable code, the message and the run id (see [`Error::code`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A node failed for good (after its retries): the run failed.
@@ -46,6 +46,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// Shows the message (like `anyhow`), so `fn main() -> Result<(), nanoflow::Error>` prints
+/// `Error: <message>` rather than a struct dump.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::node::{Node, NodeOptions};
-use crate::trigger::TriggerDef;
+use crate::triggers::TriggerDef;
 
 /// One node occurrence in a workflow graph.
 #[derive(Debug, Clone)]

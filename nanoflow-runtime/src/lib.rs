@@ -9,15 +9,17 @@ pub mod graph;
 pub mod node;
 pub mod run;
 pub mod runner;
-pub mod trigger;
+pub mod runs;
+pub mod triggers;
 pub mod workflow;
 
 pub use error::Error;
 pub use graph::{Endpoint, Graph, Step};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions};
 pub use run::{RunCtx, RunId};
-pub use runner::Runner;
-pub use trigger::{Overlap, Tick, TriggerDef};
+pub use runner::{Runner, ServeConfig, Server};
+pub use runs::{RunStatus, RunSummary};
+pub use triggers::{Overlap, Tick, TriggerDef};
 pub use workflow::{DynWorkflow, InputError, InputErrorKind, Workflow};
 
 /// Support for the macros' expansions. Not a public API.

@@ -30,6 +30,11 @@ pub trait Workflow: Copy + Send + Sync + 'static {
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, Error>> + Send + 'a;
 
+    /// JSON Schemas of the input and output (`None` for a type without `schemars::JsonSchema`).
+    fn schemas(&self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+        (None, None)
+    }
+
     /// Runs the workflow in-process on `input` and returns its output.
     fn run(&self, input: Self::Input) -> impl Future<Output = Result<Self::Output, Error>> + Send {
         let this = *self;
@@ -108,18 +113,17 @@ fn strip_position(message: &str) -> String {
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A run started from JSON: resolves to the output serialized as JSON.
+pub type JsonRun = BoxFuture<'static, Result<Vec<u8>, Error>>;
+
 /// A workflow with its types erased to JSON: what the runner stores.
 pub trait DynWorkflow: Send + Sync + 'static {
     /// The workflow's graph.
     fn graph(&self) -> &'static Graph;
     /// Parses `input` (refusing it before any run exists) and returns the run to drive.
-    fn start(&self, ctx: RunCtx, input: &[u8]) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError>;
-    /// Runs on an already-parsed JSON value.
-    fn start_value(
-        &self,
-        ctx: RunCtx,
-        input: serde_json::Value,
-    ) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError>;
+    fn start(&self, ctx: RunCtx, input: &[u8]) -> Result<JsonRun, InputError>;
+    /// The JSON Schemas of the input and output types, when they implement `JsonSchema`.
+    fn schemas(&self) -> (Option<serde_json::Value>, Option<serde_json::Value>);
 }
 
 impl<W: Workflow> DynWorkflow for W {
@@ -127,23 +131,19 @@ impl<W: Workflow> DynWorkflow for W {
         Workflow::graph(self)
     }
 
-    fn start(&self, ctx: RunCtx, input: &[u8]) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError> {
+    fn start(&self, ctx: RunCtx, input: &[u8]) -> Result<JsonRun, InputError> {
         let input: W::Input = parse_json(input)?;
         Ok(Box::pin(drive(*self, ctx, input)))
     }
 
-    fn start_value(
-        &self,
-        ctx: RunCtx,
-        input: serde_json::Value,
-    ) -> Result<BoxFuture<'static, Result<serde_json::Value, Error>>, InputError> {
-        // Re-encoding keeps one parsing path (and its error paths) for every entry point.
-        let bytes = serde_json::to_vec(&input).expect("a JSON value always serializes");
-        self.start(ctx, &bytes)
+    fn schemas(&self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+        Workflow::schemas(self)
     }
 }
 
-async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<serde_json::Value, Error> {
+async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<Vec<u8>, Error> {
     let output = w.execute(&ctx, input).await?;
-    serde_json::to_value(&output).map_err(|e| Error::Config(format!("workflow `{}` output does not serialize to JSON: {e}", W::NAME)))
+    serde_json::to_vec(&output).map_err(|e| {
+        Error::Config(format!("the output of workflow `{}` does not serialize to JSON: {e}", W::NAME))
+    })
 }

@@ -5,6 +5,7 @@ use std::io::{Read as _, Write as _};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use super::serve::{self, ServeConfig};
 use super::Runner;
 use crate::error::Error;
 use crate::graph::short_type;
@@ -12,9 +13,13 @@ use crate::run::RunCtx;
 
 #[derive(Debug, Parser)]
 #[command(about = "A nanoflow workflow service", disable_help_subcommand = true)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `serve`'s flags, accepted without the subcommand since `serve` is the default.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +53,48 @@ enum GraphFormat {
 }
 
 #[derive(Debug, Default, clap::Args)]
-pub(crate) struct ServeArgs {}
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "NANOFLOW_ADDR")]
+    addr: Option<std::net::SocketAddr>,
+    /// Largest request body (e.g. 1MiB); larger bodies get 413.
+    #[arg(long, env = "NANOFLOW_MAX_BODY", value_parser = serve::parse_size)]
+    max_body: Option<usize>,
+    /// Most runs in flight; past it requests get 503 with Retry-After.
+    #[arg(long, env = "NANOFLOW_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// How long a shutdown (SIGINT/SIGTERM) waits for in-flight runs (e.g. 30s).
+    #[arg(long, env = "NANOFLOW_GRACE", value_parser = serve::parse_duration)]
+    grace: Option<std::time::Duration>,
+    /// How many finished runs `GET /runs/{id}` remembers.
+    #[arg(long, env = "NANOFLOW_KEEP_RUNS")]
+    keep_runs: Option<usize>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<ServeConfig, Error> {
+        let mut c = ServeConfig::default();
+        if let Some(a) = self.addr {
+            c.addr = a;
+        }
+        if let Some(b) = self.max_body {
+            c.max_body = b;
+        }
+        if let Some(m) = self.max_in_flight {
+            if m == 0 {
+                return Err(Error::Config("`--max-in-flight` must be at least 1".into()));
+            }
+            c.max_in_flight = m;
+        }
+        if let Some(g) = self.grace {
+            c.grace = g;
+        }
+        if let Some(k) = self.keep_runs {
+            c.keep_runs = k;
+        }
+        Ok(c)
+    }
+}
 
 pub(super) async fn main<I, T>(runner: Runner, args: I) -> Result<(), Error>
 where
@@ -62,10 +108,21 @@ where
             let _ = e.print();
             return Ok(());
         }
-        Err(e) => return Err(Error::Config(e.render().to_string().trim_end().to_owned())),
+        Err(e) => {
+            let text = e.render().to_string();
+            return Err(Error::Config(text.trim_start_matches("error: ").trim_end().to_owned()));
+        }
     };
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Serve(_) => Err(Error::Config("`serve` is not available yet".to_owned())),
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => {
+            serve::init_logging();
+            let server = runner.start(args.config()?).await?;
+            serve::shutdown_signal().await;
+            tracing::info!("shutting down: no new runs; waiting for in-flight runs");
+            server.shutdown().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
         Command::Run { workflow, input } => run(&runner, &workflow, &input).await,
         Command::List => {
             print_stdout(&list(&runner));
@@ -109,7 +166,8 @@ async fn run(runner: &Runner, workflow: &str, input: &str) -> Result<(), Error> 
         .start(RunCtx::new(name), &bytes)
         .map_err(|error| Error::InvalidInput { workflow: name, error })?;
     let output = future.await?;
-    print_stdout(&format!("{}\n", serde_json::to_string_pretty(&output).unwrap_or_default()));
+    let value: serde_json::Value = serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
+    print_stdout(&format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()));
     Ok(())
 }
 
@@ -142,6 +200,12 @@ pub(crate) fn list(runner: &Runner) -> String {
         }
         for t in &g.triggers {
             out.push_str(&format!("  trigger: {t}\n"));
+            if let crate::triggers::TriggerDef::Cron { schedule, tz, .. } = t {
+                if let Ok(s) = crate::triggers::cron::Schedule::new(schedule, *tz) {
+                    let next: Vec<String> = s.upcoming(3).iter().map(|t| t.to_rfc3339()).collect();
+                    out.push_str(&format!("    next: {}\n", next.join(", ")));
+                }
+            }
         }
     }
     out

@@ -1,6 +1,9 @@
 //! The runner: the registered workflows and the command line that serves or runs them.
 
 mod cli;
+pub(crate) mod serve;
+
+pub use serve::{ServeConfig, Server};
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

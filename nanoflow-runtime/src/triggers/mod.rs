@@ -1,5 +1,8 @@
 //! What starts a workflow: the triggers declared with `#[trigger(...)]` inside `workflow!`.
 
+pub(crate) mod cron;
+pub(crate) mod http;
+
 use std::fmt;
 
 /// What a cron trigger does when a tick comes while the previous run is still going.

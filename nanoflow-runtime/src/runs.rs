@@ -1,0 +1,138 @@
+//! The runs a runner knows about: status and outcome, for `GET /runs/{id}` and async mode.
+//!
+//! Kept in memory and bounded: the most recent finished runs are kept (oldest evicted first),
+//! running runs are always kept.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::run::RunId;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted and not finished.
+    Running,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+}
+
+impl RunStatus {
+    /// `running`, `succeeded` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The error of a failed run, as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunError {
+    /// Stable machine-readable code (`node_failed`, `node_timeout`, ...).
+    pub code: &'static str,
+    /// A message safe to show a client.
+    pub message: String,
+    /// The step that failed, when a node failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<&'static str>,
+}
+
+/// A run as reported by `GET /runs/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: RunId,
+    /// The workflow.
+    pub workflow: &'static str,
+    /// Running, succeeded or failed.
+    pub status: RunStatus,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// End time, milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// The output, once succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Box<RawValue>>,
+    /// The error, once failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The in-memory registry of runs.
+#[derive(Debug)]
+pub(crate) struct Runs {
+    inner: Mutex<Inner>,
+    keep_finished: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    runs: HashMap<RunId, RunSummary>,
+    finished: VecDeque<RunId>,
+}
+
+impl Runs {
+    pub(crate) fn new(keep_finished: usize) -> Self {
+        Self { inner: Mutex::new(Inner::default()), keep_finished }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent: recover.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn started(&self, run_id: RunId, workflow: &'static str) {
+        let summary = RunSummary {
+            run_id,
+            workflow,
+            status: RunStatus::Running,
+            started_ms: now_ms(),
+            finished_ms: None,
+            output: None,
+            error: None,
+        };
+        self.lock().runs.insert(run_id, summary);
+    }
+
+    pub(crate) fn finished(&self, run_id: RunId, outcome: Result<Box<RawValue>, RunError>) {
+        let mut inner = self.lock();
+        if let Some(run) = inner.runs.get_mut(&run_id) {
+            run.finished_ms = Some(now_ms());
+            match outcome {
+                Ok(output) => {
+                    run.status = RunStatus::Succeeded;
+                    run.output = Some(output);
+                }
+                Err(error) => {
+                    run.status = RunStatus::Failed;
+                    run.error = Some(error);
+                }
+            }
+            inner.finished.push_back(run_id);
+            while inner.finished.len() > self.keep_finished {
+                if let Some(old) = inner.finished.pop_front() {
+                    inner.runs.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, run_id: RunId) -> Option<RunSummary> {
+        self.lock().runs.get(&run_id).cloned()
+    }
+}

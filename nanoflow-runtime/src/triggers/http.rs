@@ -1,0 +1,407 @@
+//! The HTTP side of the runner: one route per `#[trigger(http = "...")]`, plus `/healthz`,
+//! `/workflows` and `/runs/{id}`. Bad input gets a specific JSON error and creates no run.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawPathParams, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodFilter, MethodRouter};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
+use crate::node::ErrorKind;
+use crate::run::{RunCtx, RunId};
+use crate::runner::serve::App;
+use crate::runs::RunError;
+use crate::triggers::TriggerDef;
+use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
+
+/// Builds the router for every HTTP trigger of `app`'s workflows and the runner's own routes.
+pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
+    let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
+    for wf in app.workflows.values() {
+        for trigger in &wf.graph().triggers {
+            let TriggerDef::Http { method, path } = trigger else { continue };
+            let method: Method = method
+                .parse()
+                .map_err(|_| Error::Config(format!("invalid HTTP method `{method}` on workflow `{}`", wf.graph().name)))?;
+            let filter = MethodFilter::try_from(method.clone())
+                .map_err(|_| Error::Config(format!("unsupported HTTP method `{method}`")))?;
+            let handler = {
+                let app = app.clone();
+                let wf = wf.clone();
+                move |params: RawPathParams, req: Request| async move { trigger_run(app, wf, params, req).await }
+            };
+            let routes = by_path.remove(path).unwrap_or_default();
+            by_path.insert(path, routes.on(filter, handler));
+        }
+    }
+    let mut router = Router::new();
+    for (path, routes) in by_path {
+        router = router.route(path, routes);
+    }
+    let status_app = app.clone();
+    let list_app = app.clone();
+    Ok(router
+        .route("/healthz", get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }))
+        .route("/workflows", get(move || async move { workflows(&list_app) }))
+        .route("/runs/{id}", get(move |Path(id): Path<String>| async move { run_status(&status_app, &id) }))
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            error_response(StatusCode::NOT_FOUND, "not_found", &format!("no route for {method} {}", uri.path()), |_| {})
+        })
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{method} is not allowed on {}", uri.path()),
+                |_| {},
+            )
+        }))
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes(status, bytes)
+}
+
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `{"error": {"code", "message", ...}}`.
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    extra: impl FnOnce(&mut Map<String, Value>),
+) -> Response {
+    let mut error = Map::new();
+    error.insert("code".into(), Value::from(code));
+    error.insert("message".into(), Value::from(message));
+    extra(&mut error);
+    json_response(status, &json!({ "error": error }))
+}
+
+fn overloaded(max: usize) -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        &format!("the runner is at its limit of {max} runs in flight; retry shortly"),
+        |_| {},
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn input_error(error: &InputError) -> Response {
+    match error.kind {
+        InputErrorKind::Syntax => error_response(StatusCode::BAD_REQUEST, "malformed_json", &error.to_string(), |e| {
+            e.insert("line".into(), error.line.into());
+            e.insert("column".into(), error.column.into());
+        }),
+        InputErrorKind::Data => {
+            error_response(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", &error.to_string(), |e| {
+                e.insert("path".into(), Value::from(error.path.clone()));
+            })
+        }
+    }
+}
+
+/// Maps a failed run to a status and a body that never leaks internals.
+pub(crate) fn run_error(error: &Error) -> (StatusCode, RunError) {
+    match error {
+        Error::Node { node, error, .. } => {
+            let status = error
+                .status()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(match error.kind() {
+                    ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                });
+            let message = match error.kind() {
+                // A panic message may hold anything; the log has it, the client does not.
+                ErrorKind::Panic => format!("node `{node}` panicked"),
+                _ => error.message().to_owned(),
+            };
+            (status, RunError { code: error.kind().code(), message, node: Some(node) })
+        }
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            RunError { code: "internal", message: "the run failed inside the runner; see its log".into(), node: None },
+        ),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")))
+    })
+}
+
+/// A path or query value as JSON: numbers and booleans as such, anything else as a string.
+fn param_value(raw: &str) -> Value {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than the limit of {limit} bytes"),
+            |e| {
+                e.insert("limit".into(), limit.into());
+            },
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
+        }
+        error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("could not read the request body: {e}"), |_| {})
+    })
+}
+
+/// Builds the input document: the JSON body (for methods with a body) with path parameters
+/// (and, without a body, query parameters) merged in as fields.
+fn input_document<'a>(
+    body: &'a [u8],
+    has_body: bool,
+    params: &RawPathParams,
+    query: Option<&str>,
+) -> Result<Cow<'a, [u8]>, Response> {
+    let mut fields: Vec<(String, Value)> = params.iter().map(|(k, v)| (k.to_owned(), param_value(v))).collect();
+    if !has_body {
+        if let Some(q) = query {
+            for pair in q.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let k = percent_decode(k);
+                if !fields.iter().any(|(name, _)| *name == k) {
+                    fields.push((k, param_value(&percent_decode(v))));
+                }
+            }
+        }
+    }
+    if fields.is_empty() {
+        return Ok(Cow::Borrowed(if has_body { body } else { b"null" }));
+    }
+    let mut object = if has_body && !body.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => {
+                return Err(error_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_input",
+                    "the body must be a JSON object on a route with parameters",
+                    |e| {
+                        e.insert("path".into(), Value::from("."));
+                    },
+                ))
+            }
+            Err(e) => {
+                return Err(input_error(&InputError {
+                    kind: InputErrorKind::Syntax,
+                    message: e.to_string(),
+                    path: ".".into(),
+                    line: e.line(),
+                    column: e.column(),
+                }))
+            }
+        }
+    } else {
+        Map::new()
+    };
+    for (k, v) in fields {
+        object.insert(k, v);
+    }
+    Ok(Cow::Owned(serde_json::to_vec(&Value::Object(object)).unwrap_or_default()))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathParams, req: Request) -> Response {
+    let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
+        return overloaded(app.config.max_in_flight);
+    };
+    let (parts, body) = req.into_parts();
+    let has_body = !matches!(parts.method, Method::GET | Method::DELETE | Method::HEAD);
+    let bytes = if has_body {
+        let declared_empty = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0");
+        if !is_json(&parts.headers) && !declared_empty {
+            return error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the input as JSON with `Content-Type: application/json`",
+                |_| {},
+            );
+        }
+        match read_body(body, &parts.headers, app.config.max_body).await {
+            Ok(b) => b,
+            Err(response) => return response,
+        }
+    } else {
+        Bytes::new()
+    };
+    let document = match input_document(&bytes, has_body, &params, parts.uri.query()) {
+        Ok(d) => d,
+        Err(response) => return response,
+    };
+    let run_id = RunId::new();
+    let name = wf.graph().name;
+    let future = match wf.start(RunCtx::with_id(name, run_id), &document) {
+        Ok(f) => f,
+        Err(e) => return input_error(&e),
+    };
+    app.runs.started(run_id, name);
+    // The run is spawned so that it completes even if the client goes away.
+    let task = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = future.await;
+            app.finish(run_id, name, started, &result);
+            drop(permit);
+            result
+        })
+    };
+    if prefers_async(&parts.headers) {
+        let location = format!("/runs/{run_id}");
+        let mut response = json_response(
+            StatusCode::ACCEPTED,
+            &json!({"run_id": run_id, "status": "running", "location": location}),
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, v);
+        }
+        return response;
+    }
+    match task.await {
+        Ok(Ok(output)) => json_bytes(StatusCode::OK, output),
+        Ok(Err(error)) => {
+            let (status, body) = run_error(&error);
+            error_response(status, body.code, &body.message, |e| {
+                if let Some(node) = body.node {
+                    e.insert("node".into(), Value::from(node));
+                }
+                e.insert("run_id".into(), Value::from(run_id.to_string()));
+            })
+        }
+        Err(_) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the run was aborted inside the runner; see its log",
+            |e| {
+                e.insert("run_id".into(), Value::from(run_id.to_string()));
+            },
+        ),
+    }
+}
+
+fn run_status(app: &App, id: &str) -> Response {
+    let Ok(run_id) = id.parse::<RunId>() else {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_run_id", &format!("`{id}` is not a run id (32 hex digits)"), |_| {});
+    };
+    match app.runs.get(run_id) {
+        Some(summary) => json_response(StatusCode::OK, &summary),
+        None => error_response(StatusCode::NOT_FOUND, "run_not_found", &format!("no run with id `{id}`"), |_| {}),
+    }
+}
+
+fn workflows(app: &App) -> Response {
+    let list: Vec<Value> = app
+        .workflows
+        .values()
+        .map(|wf| {
+            let g = wf.graph();
+            let (input_schema, output_schema) = wf.schemas();
+            json!({
+                "name": g.name,
+                "doc": g.doc,
+                "input_type": g.input_type,
+                "output_type": g.output_type,
+                "input_schema": input_schema,
+                "output_schema": output_schema,
+                "triggers": g.triggers.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                "steps": g.steps.iter().map(|s| json!({
+                    "name": s.name, "node": s.node, "input_type": s.input_type, "output_type": s.output_type,
+                })).collect::<Vec<_>>(),
+                "edges": g.edges_text(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "workflows": list }))
+}
+
+impl IntoResponse for crate::runs::RunSummary {
+    fn into_response(self) -> Response {
+        json_response(StatusCode::OK, &self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_become_typed_values() {
+        assert_eq!(param_value("12"), json!(12));
+        assert_eq!(param_value("true"), json!(true));
+        assert_eq!(param_value("007"), json!("007"));
+        assert_eq!(param_value("abc"), json!("abc"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
