@@ -4,7 +4,8 @@
 pub use nanoflow_macros::{node, workflow};
 pub use nanoflow_runtime::{
     Accepts, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation, Node, NodeError,
-    NodeOptions, Overlap, RunCtx, RunId, Runner, Step, Tick, TriggerDef, Workflow,
+    NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner, ServeConfig, Server, Step, Tick, TriggerDef,
+    Workflow,
 };
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
