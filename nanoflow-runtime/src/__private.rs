@@ -12,18 +12,45 @@ pub use crate::run::RunCtx;
 pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::Workflow;
 
+/// An error type a node may return: anything that converts into [`NodeError`].
+///
+/// A separate trait (rather than a bare `Into<NodeError>` bound) so that a type that does not
+/// convert is reported with a message in the user's terms, at the user's error type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned as a node error",
+    label = "`{Self}` does not convert into `nanoflow::NodeError`",
+    note = "implement `std::error::Error` for `{Self}` (every `std::error::Error + Send + Sync + 'static` converts), or `impl From<{Self}> for nanoflow::NodeError`, or return `nanoflow::NodeError` itself"
+)]
+pub trait IntoNodeError {
+    /// Converts the error.
+    fn into_node_error(self) -> NodeError;
+}
+#[diagnostic::do_not_recommend]
+impl<E: Into<NodeError>> IntoNodeError for E {
+    #[inline(always)]
+    fn into_node_error(self) -> NodeError {
+        self.into()
+    }
+}
+
 /// Converts a node's error type; spanned at the user's error type so a type that does not
 /// convert is reported there.
 #[inline(always)]
-pub fn node_error<E: Into<NodeError>>(error: E) -> NodeError {
-    error.into()
+pub fn node_error<E: IntoNodeError>(error: E) -> NodeError {
+    error.into_node_error()
 }
 
 /// A `Result` whose error converts into [`NodeError`] (for `-> Result<T>` aliases).
+#[diagnostic::on_unimplemented(
+    message = "the error type of `{Self}` cannot be returned as a node error",
+    label = "its error type does not convert into `nanoflow::NodeError`",
+    note = "a node returns `T` or `Result<T, E>` where `E` implements `std::error::Error + Send + Sync + 'static` or `Into<nanoflow::NodeError>`"
+)]
 pub trait IntoNodeResult<T> {
     /// Converts the error side.
     fn into_node_result(self) -> Result<T, NodeError>;
 }
+#[diagnostic::do_not_recommend]
 impl<T, E: Into<NodeError>> IntoNodeResult<T> for Result<T, E> {
     #[inline(always)]
     fn into_node_result(self) -> Result<T, NodeError> {
@@ -49,11 +76,31 @@ impl CronInput for crate::triggers::Tick {}
 /// Checked by `workflow!` for each cron trigger.
 pub fn cron_input<T: CronInput>() {}
 
+/// A value that a fan-out `a -> (b, c)` copies to each branch.
+///
+/// A separate trait (rather than a bare `Clone` bound) so that the message speaks of the graph.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must implement `Clone` to be sent to several branches",
+    label = "each branch of this fan-out gets its own copy of `{Self}`",
+    note = "add `#[derive(Clone)]` to `{Self}`, or give the branches a node that returns a type that is `Clone`"
+)]
+pub trait FanOut: Sized {
+    /// Makes one branch's copy.
+    fn fan_out_copy(&self) -> Self;
+}
+#[diagnostic::do_not_recommend]
+impl<T: Clone> FanOut for T {
+    #[inline(always)]
+    fn fan_out_copy(&self) -> Self {
+        self.clone()
+    }
+}
+
 /// Copies a value fanned out to several branches. A separate function so that the `Clone`
 /// requirement is reported at the fan-out in the user's graph.
 #[inline(always)]
-pub fn fan_out<T: Clone>(value: &T) -> T {
-    value.clone()
+pub fn fan_out<T: FanOut>(value: &T) -> T {
+    value.fan_out_copy()
 }
 
 /// Autoref specialization used by `#[node]` to duplicate an input for a retry: `Clone` when

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde_json::value::RawValue;
+use axum::body::Bytes;
 
 use crate::run::RunId;
 
@@ -61,12 +61,19 @@ pub struct RunSummary {
     /// End time, milliseconds since the Unix epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
-    /// The output, once succeeded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<Box<RawValue>>,
+    /// The output as JSON text, once succeeded.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "raw_json")]
+    pub output: Option<Bytes>,
     /// The error, once failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
+}
+
+/// Embeds JSON text as JSON (it was produced by `serde_json`, so it is valid).
+fn raw_json<S: serde::Serializer>(output: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+    let text = output.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_else(|| "null".into());
+    let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+    raw.serialize(s)
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -109,7 +116,7 @@ impl Runs {
         self.lock().runs.insert(run_id, summary);
     }
 
-    pub(crate) fn finished(&self, run_id: RunId, outcome: Result<Box<RawValue>, RunError>) {
+    pub(crate) fn finished(&self, run_id: RunId, outcome: Result<Bytes, RunError>) {
         let mut inner = self.lock();
         if let Some(run) = inner.runs.get_mut(&run_id) {
             run.finished_ms = Some(now_ms());

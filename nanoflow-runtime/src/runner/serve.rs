@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
+use axum::body::Bytes;
 use tokio::sync::{watch, Semaphore};
 
 use super::Runner;
@@ -59,16 +59,12 @@ impl std::fmt::Debug for dyn DynWorkflow {
 
 impl App {
     /// Records a finished run and logs one line for it.
-    pub(crate) fn finish(&self, run_id: RunId, workflow: &'static str, started: Instant, result: &Result<Vec<u8>, Error>) {
+    pub(crate) fn finish(&self, run_id: RunId, workflow: &'static str, started: Instant, result: &Result<Bytes, Error>) {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(output) => {
                 tracing::info!(%run_id, workflow, status = "succeeded", duration_ms, "run finished");
-                let raw = String::from_utf8(output.clone())
-                    .ok()
-                    .and_then(|s| RawValue::from_string(s).ok())
-                    .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
-                self.runs.finished(run_id, Ok(raw));
+                self.runs.finished(run_id, Ok(output.clone()));
             }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");

@@ -133,7 +133,7 @@ pub(crate) async fn run(
                 Ok(future) => {
                     app.runs.started(run_id, name);
                     let started = Instant::now();
-                    let result = future.await;
+                    let result = future.await.map(axum::body::Bytes::from);
                     app.finish(run_id, name, started, &result);
                 }
                 Err(e) => tracing::error!(workflow = name, error = %e, "cron input rejected"),

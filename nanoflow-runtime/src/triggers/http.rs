@@ -70,8 +70,8 @@ pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) ->
     json_bytes(status, bytes)
 }
 
-fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(bytes));
+fn json_bytes(status: StatusCode, bytes: impl Into<Body>) -> Response {
+    let mut response = Response::new(bytes.into());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
@@ -307,7 +307,7 @@ async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathPar
         let app = app.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = future.await;
+            let result = future.await.map(Bytes::from);
             app.finish(run_id, name, started, &result);
             drop(permit);
             result

@@ -1,0 +1,204 @@
+//! HTTP throughput and latency of a 3-node workflow behind its trigger, against a bare axum
+//! handler doing the same work and returning the same JSON, with the same in-tree load
+//! generator (keep-alive HTTP/1.1 connections on loopback), in one run.
+//!
+//! `cargo bench -p nanoflow --bench http` (env `BENCH_SECS`, `BENCH_CONNS` to change the load)
+#![allow(missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use nanoflow::prelude::*;
+use nanoflow::ServeConfig;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub customer: String,
+    pub items: Vec<Item>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    pub sku: String,
+    pub qty: u32,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Quote {
+    pub id: String,
+    pub subtotal_cents: u64,
+    pub tax_cents: u64,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub order_id: String,
+    pub total_cents: u64,
+}
+
+fn unit_price(sku: &str) -> u64 {
+    match sku {
+        "apple" => 120,
+        "pear" => 150,
+        _ => 400,
+    }
+}
+
+fn check(order: &Order) -> Result<(), String> {
+    if order.items.is_empty() || order.items.iter().any(|i| i.qty == 0) {
+        return Err("bad order".into());
+    }
+    Ok(())
+}
+fn quote(order: &Order) -> Quote {
+    let subtotal_cents: u64 = order.items.iter().map(|i| u64::from(i.qty) * unit_price(&i.sku)).sum();
+    Quote { id: order.id.clone(), subtotal_cents, tax_cents: subtotal_cents / 5 }
+}
+fn confirmation(q: &Quote) -> Confirmation {
+    Confirmation { order_id: q.id.clone(), total_cents: q.subtotal_cents + q.tax_cents }
+}
+
+#[node]
+fn validate(order: Order) -> Result<Order, NodeError> {
+    check(&order).map_err(|e| NodeError::permanent(e).with_status(422))?;
+    Ok(order)
+}
+#[node]
+fn price(order: Order) -> Quote {
+    quote(&order)
+}
+#[node]
+fn confirm(q: Quote) -> Confirmation {
+    confirmation(&q)
+}
+
+workflow! {
+    #[trigger(http = "POST /orders")]
+    orders: validate -> price -> confirm;
+}
+
+async fn bare(body: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let order: Order = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    };
+    if let Err(e) = check(&order) {
+        return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, e).into_response();
+    }
+    let out = confirmation(&quote(&order));
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(&out).unwrap()).into_response()
+}
+
+const BODY: &str = r#"{"id":"o-1","customer":"ada","items":[{"sku":"apple","qty":3},{"sku":"pear","qty":2}]}"#;
+
+struct Stats {
+    requests: usize,
+    secs: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+async fn connection(addr: SocketAddr, until: Instant, mut lat: Vec<u32>) -> Vec<u32> {
+    let request = format!(
+        "POST /orders HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut buf = vec![0u8; 8192];
+    while Instant::now() < until {
+        let start = Instant::now();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut filled = 0;
+        loop {
+            let n = stream.read(&mut buf[filled..]).await.unwrap();
+            assert!(n > 0, "server closed the connection");
+            filled += n;
+            if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&buf[..end]).unwrap();
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .unwrap();
+                while filled < end + 4 + len {
+                    filled += stream.read(&mut buf[filled..]).await.unwrap();
+                }
+                break;
+            }
+        }
+        lat.push(start.elapsed().as_micros() as u32);
+    }
+    lat
+}
+
+fn load(addr: SocketAddr, conns: usize, secs: f64) -> Stats {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // Warm up.
+        let warm = Instant::now() + Duration::from_millis(500);
+        let tasks: Vec<_> = (0..conns).map(|_| tokio::spawn(connection(addr, warm, Vec::new()))).collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let start = Instant::now();
+        let until = start + Duration::from_secs_f64(secs);
+        let tasks: Vec<_> =
+            (0..conns).map(|_| tokio::spawn(connection(addr, until, Vec::with_capacity(200_000)))).collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        all.sort_unstable();
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64;
+        Stats { requests: all.len(), secs: elapsed, p50_us: pct(0.50), p99_us: pct(0.99) }
+    })
+}
+
+fn main() {
+    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    let conns: usize = std::env::var("BENCH_CONNS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
+    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    let bare_addr = server_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/orders", post(bare));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    });
+    let server = server_rt.block_on(async {
+        Runner::new()
+            .workflow(orders)
+            .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServeConfig::default() })
+            .await
+            .unwrap()
+    });
+    let flow_addr = server.local_addr();
+
+    println!("HTTP benchmark: {conns} keep-alive connections, {secs} s per round, loopback, 2 server threads");
+    let mut best = [(0.0f64, 0.0f64, 0.0f64); 2];
+    for round in 1..=2 {
+        for (i, (name, addr)) in [("bare axum", bare_addr), ("nanoflow", flow_addr)].into_iter().enumerate() {
+            let s = load(addr, conns, secs);
+            let rps = s.requests as f64 / s.secs;
+            println!(
+                "round {round} {name:<10}: {rps:>9.0} req/s   p50 {:>6.0} us   p99 {:>6.0} us   ({} requests)",
+                s.p50_us, s.p99_us, s.requests
+            );
+            if rps > best[i].0 {
+                best[i] = (rps, s.p50_us, s.p99_us);
+            }
+        }
+    }
+    println!(
+        "nanoflow / bare axum: throughput {:.1}%   p50 {:.2}x   p99 {:.2}x   (best round of each)",
+        best[1].0 / best[0].0 * 100.0,
+        best[1].1 / best[0].1,
+        best[1].2 / best[0].2
+    );
+    server_rt.block_on(server.shutdown()).unwrap();
+}
