@@ -44,7 +44,12 @@ workflow! {
 }
 
 fn config() -> ServeConfig {
-    ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), grace: Duration::from_secs(5), ..ServeConfig::default() }
+    ServeConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        grace: Duration::from_secs(5),
+        journal: None,
+        ..ServeConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,9 +123,14 @@ async fn start(config: ServeConfig) -> Server {
         .workflow(sleepy)
         .workflow(timing_out)
         .workflow(panicking)
-        .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), ..config })
+        .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), journal: Some(temp_journal()), ..config })
         .await
         .expect("server starts")
+}
+
+/// A fresh journal file per server.
+fn temp_journal() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("nanoflow-http-{}", nanoflow::RunId::new())).join("journal.db")
 }
 
 const ORDER: &str = r#"{"id":"o-1","qty":3,"unit_cents":1000}"#;

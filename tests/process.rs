@@ -46,7 +46,7 @@ fn signal(child: &Child, sig: &str) {
 async fn serves_and_stops_gracefully_on_sigterm() {
     let addr = free_addr();
     let mut child = Command::new(example_binary())
-        .args(["serve", "--addr", &addr.to_string(), "--grace", "10s"])
+        .args(["serve", "--addr", &addr.to_string(), "--grace", "10s", "--journal", "off"])
         .env("NANOFLOW_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

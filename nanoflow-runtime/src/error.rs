@@ -38,6 +38,9 @@ pub enum Error {
     /// A setting or command line is not valid.
     #[error("{0}")]
     Config(String),
+    /// The journal cannot be opened, read or written.
+    #[error("{0}")]
+    Journal(String),
     /// Reading or writing a file or socket failed.
     #[error("{context}: {source}")]
     Io {
@@ -65,6 +68,7 @@ impl Error {
             Error::UnknownWorkflow(_) => "unknown_workflow",
             Error::Config(_) => "config",
             Error::Io { .. } => "io",
+            Error::Journal(_) => "journal_unavailable",
         }
     }
 

@@ -69,6 +69,12 @@ impl Graph {
         self.steps.iter().find(|s| s.name == name)
     }
 
+    /// Whether step `name` feeds only the workflow's output (no step runs after it).
+    pub fn is_terminal(&self, name: &str) -> bool {
+        let Some(index) = self.steps.iter().position(|s| s.name == name) else { return false };
+        self.edges.iter().filter(|(from, _)| *from == Endpoint::Step(index)).all(|(_, to)| *to == Endpoint::Output)
+    }
+
     fn label(&self, end: Endpoint) -> String {
         match end {
             Endpoint::Input => "input".to_owned(),

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod graph;
+pub mod journal;
 pub mod node;
 pub mod run;
 pub mod runner;

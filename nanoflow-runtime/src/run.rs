@@ -8,7 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt as _;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+
 use crate::error::Error;
+use crate::graph::Graph;
+use crate::journal::{FinishWrite, Journal, NewRun, StepWrite};
+use crate::runs::RunError;
 use crate::node::{Accepts, Node, NodeError, NodeOptions};
 
 /// A run's identifier: 48 bits of milliseconds since the Unix epoch, then 80 random bits, shown
@@ -111,17 +119,35 @@ pub fn backoff_delay(options: &NodeOptions, retry: u32) -> Duration {
 pub struct RunCtx {
     run_id: RunId,
     workflow: &'static str,
+    durable: Option<Box<Durable>>,
+}
+
+/// What a journaled run carries: where to record, and what a resumed run already completed.
+#[derive(Debug)]
+pub(crate) struct Durable {
+    pub(crate) journal: Journal,
+    pub(crate) graph: &'static Graph,
+    /// Outputs of steps completed before a crash or a re-drive, by step name.
+    pub(crate) resumed: HashMap<String, Bytes>,
+    /// The run row, written with the run's first record (runs acknowledged only on completion
+    /// need no commit of their own before they start).
+    pub(crate) pending_create: Mutex<Option<NewRun>>,
 }
 
 impl RunCtx {
     /// A context for a new run of `workflow`.
     pub fn new(workflow: &'static str) -> Self {
-        Self { run_id: RunId::new(), workflow }
+        Self { run_id: RunId::new(), workflow, durable: None }
     }
 
     /// A context for a run with a known id.
     pub fn with_id(workflow: &'static str, run_id: RunId) -> Self {
-        Self { run_id, workflow }
+        Self { run_id, workflow, durable: None }
+    }
+
+    /// A journaled run.
+    pub(crate) fn durable(workflow: &'static str, run_id: RunId, durable: Durable) -> Self {
+        Self { run_id, workflow, durable: Some(Box::new(durable)) }
     }
 
     /// This run's id.
@@ -145,13 +171,44 @@ impl RunCtx {
         N: Accepts<T, <N as Node>::Input>,
     {
         let input = N::into_input(input);
+        match &self.durable {
+            None => self.attempts::<N>(name, input, None).await,
+            Some(durable) => {
+                if let Some(recorded) = durable.resumed.get(name) {
+                    // Completed before a restart: never run again.
+                    return serde_json::from_slice(recorded).map_err(|e| {
+                        self.node_failed(
+                            name,
+                            0,
+                            NodeError::permanent(format!("the journaled output no longer fits the node's output type: {e}")),
+                        )
+                    });
+                }
+                self.attempts::<N>(name, input, Some(durable)).await
+            }
+        }
+    }
+
+    async fn attempts<N: Node>(&self, name: &'static str, input: N::Input, durable: Option<&Durable>) -> Result<N::Output, Error> {
         let options = N::OPTIONS;
         let mut attempt = 1;
-        while attempt <= options.retries {
-            let copy = N::duplicate(&input).map_err(|error| self.node_failed(name, attempt, error))?;
-            match attempt_once::<N>(copy, &options).await {
-                Ok(output) => return Ok(output),
+        loop {
+            let last = attempt > options.retries;
+            let arg = if last {
+                None
+            } else {
+                Some(N::duplicate(&input).map_err(|error| self.node_failed(name, attempt, error))?)
+            };
+            let started = durable.map(|_| (crate::runs::now_ms(), std::time::Instant::now()));
+            let outcome = match arg {
+                Some(copy) => attempt_once::<N>(copy, &options).await,
+                None => break self.finish_attempts::<N>(name, attempt, attempt_once::<N>(input, &options).await, durable, started).await,
+            };
+            match outcome {
                 Err(error) if error.is_retryable() => {
+                    if let (Some(d), Some(started)) = (durable, started) {
+                        self.record(d, name, attempt, Err(&error), started);
+                    }
                     let delay = backoff_delay(&options, attempt);
                     tracing::debug!(
                         run_id = %self.run_id, workflow = self.workflow, node = name, attempt,
@@ -160,14 +217,89 @@ impl RunCtx {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                Err(error) => return Err(self.node_failed(name, attempt, error)),
+                other => break self.finish_attempts::<N>(name, attempt, other, durable, started).await,
             }
         }
-        attempt_once::<N>(input, &options).await.map_err(|error| self.node_failed(name, attempt, error))
+    }
+
+    async fn finish_attempts<N: Node>(
+        &self,
+        name: &'static str,
+        attempt: u32,
+        outcome: Result<N::Output, NodeError>,
+        durable: Option<&Durable>,
+        started: Option<(u64, std::time::Instant)>,
+    ) -> Result<N::Output, Error> {
+        let (Some(d), Some(started)) = (durable, started) else {
+            return outcome.map_err(|error| self.node_failed(name, attempt, error));
+        };
+        match outcome {
+            Ok(output) => {
+                let bytes = serde_json::to_vec(&output).map_err(|e| {
+                    self.node_failed(name, attempt, NodeError::permanent(format!("the output does not serialize to JSON: {e}")))
+                })?;
+                let committed = self.record(d, name, attempt, Ok(Bytes::from(bytes)), started);
+                // A step whose successors would start now must be durable first, so that a
+                // crash can never make it run twice. A last step is made durable together with
+                // the run's finish record.
+                if !d.graph.is_terminal(name) {
+                    wait_commit(committed).await?;
+                }
+                Ok(output)
+            }
+            Err(error) => {
+                let _ = self.record(d, name, attempt, Err(&error), started);
+                Err(self.node_failed(name, attempt, error))
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        d: &Durable,
+        step: &'static str,
+        attempt: u32,
+        outcome: Result<Bytes, &NodeError>,
+        started: (u64, std::time::Instant),
+    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+        let write = StepWrite {
+            run_id: self.run_id,
+            step,
+            attempt,
+            outcome: outcome.map_err(|e| serde_json::to_value(e).unwrap_or_default()),
+            started_ms: started.0,
+            duration_us: started.1.elapsed().as_micros() as u64,
+        };
+        // Taking the pending run row and sending under one lock keeps the row ahead of every
+        // other record of this run in the writer's queue.
+        let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
+        d.journal.record_step(write, pending.take())
+    }
+
+    /// Records the run's end (durably) when journaled.
+    pub(crate) async fn finish_run(&self, outcome: Result<Bytes, RunError>) -> Result<(), Error> {
+        let Some(d) = &self.durable else { return Ok(()) };
+        let committed = {
+            let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
+            d.journal.finish(FinishWrite { run_id: self.run_id, outcome }, pending.take())
+        };
+        wait_commit(committed).await
+    }
+
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable.is_some()
     }
 
     fn node_failed(&self, node: &'static str, attempt: u32, error: NodeError) -> Error {
         Error::Node { workflow: self.workflow, node, attempt, run_id: self.run_id, error }
+    }
+}
+
+async fn wait_commit(rx: tokio::sync::oneshot::Receiver<Result<(), String>>) -> Result<(), Error> {
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Journal(format!("journal write failed: {e}"))),
+        Err(_) => Err(Error::Journal("the journal writer stopped".into())),
     }
 }
 

@@ -36,15 +36,48 @@ impl RunStatus {
 }
 
 /// The error of a failed run, as clients see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunError {
     /// Stable machine-readable code (`node_failed`, `node_timeout`, ...).
-    pub code: &'static str,
+    pub code: String,
     /// A message safe to show a client.
     pub message: String,
     /// The step that failed, when a node failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<&'static str>,
+    pub node: Option<String>,
+}
+
+impl RunError {
+    /// The HTTP status and the client-safe error of a failed run. Never leaks internals: a
+    /// panic's message stays in the log, runner errors say only where to look.
+    pub fn from_error(error: &crate::Error) -> (u16, RunError) {
+        use crate::node::ErrorKind;
+        match error {
+            crate::Error::Node { node, error, .. } => {
+                let status = error.status().unwrap_or(match error.kind() {
+                    ErrorKind::Timeout => 504,
+                    _ => 500,
+                });
+                let message = match error.kind() {
+                    ErrorKind::Panic => format!("node `{node}` panicked"),
+                    _ => error.message().to_owned(),
+                };
+                (status, RunError { code: error.kind().code().to_owned(), message, node: Some((*node).to_owned()) })
+            }
+            crate::Error::Journal(_) => (
+                503,
+                RunError {
+                    code: "journal_unavailable".into(),
+                    message: "the run could not be recorded; it will resume when the journal is back".into(),
+                    node: None,
+                },
+            ),
+            _ => (
+                500,
+                RunError { code: "internal".into(), message: "the run failed inside the runner; see its log".into(), node: None },
+            ),
+        }
+    }
 }
 
 /// A run as reported by `GET /runs/{id}`.
@@ -70,10 +103,15 @@ pub struct RunSummary {
 }
 
 /// Embeds JSON text as JSON (it was produced by `serde_json`, so it is valid).
-fn raw_json<S: serde::Serializer>(output: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn raw_json<S: serde::Serializer>(output: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
     let text = output.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_else(|| "null".into());
     let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
     raw.serialize(s)
+}
+
+/// [`raw_json`] for a value that is always present.
+pub(crate) fn raw_json_required<S: serde::Serializer>(output: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    raw_json(&Some(output.clone()), s)
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -91,6 +129,10 @@ pub(crate) struct Runs {
 struct Inner {
     runs: HashMap<RunId, RunSummary>,
     finished: VecDeque<RunId>,
+    /// (workflow, idempotency key) -> run, for keys of runs still remembered.
+    keys: HashMap<(&'static str, String), RunId>,
+    /// The reverse of `keys`, to forget a key with its run.
+    key_of: HashMap<RunId, (&'static str, String)>,
 }
 
 impl Runs {
@@ -134,7 +176,24 @@ impl Runs {
             while inner.finished.len() > self.keep_finished {
                 if let Some(old) = inner.finished.pop_front() {
                     inner.runs.remove(&old);
+                    if let Some(key) = inner.key_of.remove(&old) {
+                        inner.keys.remove(&key);
+                    }
                 }
+            }
+        }
+    }
+
+    /// Claims `key` for `run_id`, or returns the run that already holds it.
+    pub(crate) fn claim(&self, workflow: &'static str, key: &str, run_id: RunId) -> Option<RunId> {
+        let mut inner = self.lock();
+        let existing = inner.keys.get(&(workflow, key.to_owned())).copied();
+        match existing {
+            Some(original) if inner.runs.contains_key(&original) => Some(original),
+            _ => {
+                inner.keys.insert((workflow, key.to_owned()), run_id);
+                inner.key_of.insert(run_id, (workflow, key.to_owned()));
+                None
             }
         }
     }

@@ -5,7 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use axum::body::Bytes;
+
 use crate::error::Error;
+use crate::runs::RunError;
 use crate::graph::Graph;
 use crate::node::Data;
 use crate::run::RunCtx;
@@ -114,7 +117,7 @@ fn strip_position(message: &str) -> String {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A run started from JSON: resolves to the output serialized as JSON.
-pub type JsonRun = BoxFuture<'static, Result<Vec<u8>, Error>>;
+pub type JsonRun = BoxFuture<'static, Result<Bytes, Error>>;
 
 /// A workflow with its types erased to JSON: what the runner stores.
 pub trait DynWorkflow: Send + Sync + 'static {
@@ -141,9 +144,19 @@ impl<W: Workflow> DynWorkflow for W {
     }
 }
 
-async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<Vec<u8>, Error> {
-    let output = w.execute(&ctx, input).await?;
-    serde_json::to_vec(&output).map_err(|e| {
-        Error::Config(format!("the output of workflow `{}` does not serialize to JSON: {e}", W::NAME))
-    })
+async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<Bytes, Error> {
+    let result = w.execute(&ctx, input).await.and_then(|output| {
+        serde_json::to_vec(&output).map(Bytes::from).map_err(|e| {
+            Error::Config(format!("the output of workflow `{}` does not serialize to JSON: {e}", W::NAME))
+        })
+    });
+    if ctx.is_durable() {
+        match &result {
+            Ok(bytes) => ctx.finish_run(Ok(bytes.clone())).await?,
+            // The journal itself failed: the run stays `running` and resumes after a restart.
+            Err(Error::Journal(_)) => {}
+            Err(error) => ctx.finish_run(Err(RunError::from_error(error).1)).await?,
+        }
+    }
+    result
 }

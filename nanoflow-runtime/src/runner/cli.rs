@@ -36,6 +36,14 @@ enum Command {
     },
     /// List workflows with their nodes and triggers.
     List,
+    /// Inspect and re-drive journaled runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+        /// The journal file.
+        #[arg(long, env = "NANOFLOW_JOURNAL", default_value = ".nanoflow/journal.db", global = true)]
+        journal: std::path::PathBuf,
+    },
     /// Print a workflow's graph.
     Graph {
         /// The workflow's name.
@@ -43,6 +51,32 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        /// Only this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only this status: running, succeeded or failed (the dead-letter list).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One run with its per-node timeline, as JSON.
+    Show {
+        /// The run id.
+        id: String,
+    },
+    /// Re-drive a failed run from its failed node, in this process, and print its output.
+    Retry {
+        /// The run id.
+        id: String,
     },
 }
 
@@ -66,9 +100,18 @@ pub(crate) struct ServeArgs {
     /// How long a shutdown (SIGINT/SIGTERM) waits for in-flight runs (e.g. 30s).
     #[arg(long, env = "NANOFLOW_GRACE", value_parser = serve::parse_duration)]
     grace: Option<std::time::Duration>,
-    /// How many finished runs `GET /runs/{id}` remembers.
+    /// How many finished runs `GET /runs/{id}` remembers without a journal.
     #[arg(long, env = "NANOFLOW_KEEP_RUNS")]
     keep_runs: Option<usize>,
+    /// The journal file, or `off` to run without durability.
+    #[arg(long, env = "NANOFLOW_JOURNAL")]
+    journal: Option<String>,
+    /// Finished runs older than this are pruned from the journal (e.g. 7d).
+    #[arg(long, env = "NANOFLOW_RETENTION_AGE", value_parser = serve::parse_duration)]
+    retention_age: Option<std::time::Duration>,
+    /// At most this many finished runs are kept in the journal.
+    #[arg(long, env = "NANOFLOW_RETENTION_RUNS")]
+    retention_runs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -91,6 +134,17 @@ impl ServeArgs {
         }
         if let Some(k) = self.keep_runs {
             c.keep_runs = k;
+        }
+        match self.journal.as_deref() {
+            None => {}
+            Some("off" | "none" | "") => c.journal = None,
+            Some(path) => c.journal = Some(path.into()),
+        }
+        if let Some(a) = self.retention_age {
+            c.retention.max_age = a;
+        }
+        if let Some(r) = self.retention_runs {
+            c.retention.max_runs = r;
         }
         Ok(c)
     }
@@ -124,6 +178,7 @@ where
             Ok(())
         }
         Command::Run { workflow, input } => run(&runner, &workflow, &input).await,
+        Command::Runs { command, journal } => runs(runner, command, journal).await,
         Command::List => {
             print_stdout(&list(&runner));
             Ok(())
@@ -209,4 +264,65 @@ pub(crate) fn list(runner: &Runner) -> String {
         }
     }
     out
+}
+
+async fn runs(runner: Runner, command: RunsCommand, journal: std::path::PathBuf) -> Result<(), Error> {
+    use crate::journal::RunFilter;
+    use crate::run::RunId;
+    use crate::runs::RunStatus;
+
+    if !journal.exists() {
+        return Err(Error::Config(format!("no journal at `{}`; pass `--journal PATH`", journal.display())));
+    }
+    let parse_id = |id: &str| id.parse::<RunId>().map_err(Error::Config);
+    let config = ServeConfig { journal: Some(journal), ..ServeConfig::default() };
+    let app = serve::App::new(&runner, &config)?;
+    let j = app.journal.clone().expect("opened above");
+    match command {
+        RunsCommand::List { workflow, status, limit } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some("running") => Some(RunStatus::Running),
+                Some("succeeded") => Some(RunStatus::Succeeded),
+                Some("failed") => Some(RunStatus::Failed),
+                Some(other) => {
+                    return Err(Error::Config(format!("unknown status `{other}`; expected running, succeeded or failed")))
+                }
+            };
+            let list = j.list_runs(RunFilter { workflow, status, before: None, limit }).await?;
+            let mut out = String::new();
+            for r in list {
+                let detail = match (&r.error, r.status) {
+                    (Some(e), _) => format!(
+                        "  {}: {}",
+                        e.get("node").and_then(|n| n.as_str()).unwrap_or("-"),
+                        e.get("message").and_then(|m| m.as_str()).unwrap_or("")
+                    ),
+                    _ => String::new(),
+                };
+                out.push_str(&format!("{}  {:<10} {:<9}{detail}\n", r.run_id, r.workflow, r.status.as_str()));
+            }
+            print_stdout(&out);
+            Ok(())
+        }
+        RunsCommand::Show { id } => {
+            let run_id = parse_id(&id)?;
+            let run = j.get_run(run_id).await?.ok_or_else(|| Error::Config(format!("no run `{id}` in the journal")))?;
+            print_stdout(&format!("{}\n", serde_json::to_string_pretty(&run).unwrap_or_default()));
+            Ok(())
+        }
+        RunsCommand::Retry { id } => {
+            let run_id = parse_id(&id)?;
+            let Some(record) = j.reopen(run_id).await? else {
+                return Err(Error::Config(format!("run `{id}` is not a failed run in the journal")));
+            };
+            let Some(task) = app.resume(record).await? else {
+                return Err(Error::Config(format!("run `{id}` belongs to a workflow this program does not have")));
+            };
+            let output = task.await.map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
+            let value: serde_json::Value = serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
+            print_stdout(&format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()));
+            Ok(())
+        }
+    }
 }

@@ -72,6 +72,16 @@ impl Runner {
         if let Some(name) = self.duplicate.first() {
             return Err(Error::Config(format!("workflow `{name}` is registered twice with the runner")));
         }
+        for wf in self.workflows.values() {
+            let graph = wf.graph();
+            if let Some(step) = graph.steps.iter().find(|s| s.options.isolation == Some(crate::node::Isolation::Container)) {
+                return Err(Error::Config(format!(
+                    "node `{}` of workflow `{}` asks for `isolation = \"container\"`, which this version of nanoflow \
+                     cannot provide yet; remove the option to run it in-process",
+                    step.name, graph.name
+                )));
+            }
+        }
         Ok(())
     }
 }

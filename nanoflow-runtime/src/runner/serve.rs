@@ -2,18 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::Runner;
 use crate::error::Error;
-use crate::run::RunId;
-use crate::runs::Runs;
+use crate::journal::{Created, Journal, NewRun, Retention, RunRecord};
+use crate::run::{Durable, RunCtx, RunId};
+use crate::runs::{RunError, Runs};
 use crate::triggers::{cron, http, TriggerDef};
-use crate::workflow::DynWorkflow;
+use crate::workflow::{DynWorkflow, JsonRun};
 
 /// How `serve` runs. Every field has a command-line flag and an environment variable.
 #[derive(Debug, Clone)]
@@ -26,8 +27,14 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// How long a shutdown waits for in-flight runs (`--grace`; default 30 s).
     pub grace: Duration,
-    /// How many finished runs `GET /runs/{id}` remembers (`--keep-runs`; default 10000).
+    /// How many finished runs `GET /runs/{id}` remembers without a journal (`--keep-runs`;
+    /// default 10000).
     pub keep_runs: usize,
+    /// The journal file (`--journal`, `NANOFLOW_JOURNAL`; default `.nanoflow/journal.db`);
+    /// `None` (`--journal off`) runs without durability.
+    pub journal: Option<std::path::PathBuf>,
+    /// How long finished runs stay in the journal (`--retention-age`, `--retention-runs`).
+    pub retention: Retention,
 }
 
 impl Default for ServeConfig {
@@ -38,6 +45,8 @@ impl Default for ServeConfig {
             max_in_flight: 1024,
             grace: Duration::from_secs(30),
             keep_runs: 10_000,
+            journal: Some(std::path::PathBuf::from(".nanoflow/journal.db")),
+            retention: Retention::default(),
         }
     }
 }
@@ -49,6 +58,7 @@ pub(crate) struct App {
     pub(crate) runs: Runs,
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) config: ServeConfig,
+    pub(crate) journal: Option<Journal>,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -58,19 +68,141 @@ impl std::fmt::Debug for dyn DynWorkflow {
 }
 
 impl App {
-    /// Records a finished run and logs one line for it.
-    pub(crate) fn finish(&self, run_id: RunId, workflow: &'static str, started: Instant, result: &Result<Bytes, Error>) {
+    /// The context of a new run: journaled when the journal is on. The run row is written with
+    /// the run's first record, so input that fails to parse writes nothing.
+    pub(crate) fn context(&self, wf: &dyn DynWorkflow, run_id: RunId, input: &[u8], idempotency_key: Option<String>) -> RunCtx {
+        let graph = wf.graph();
+        match &self.journal {
+            None => RunCtx::with_id(graph.name, run_id),
+            Some(journal) => RunCtx::durable(
+                graph.name,
+                run_id,
+                Durable {
+                    journal: journal.clone(),
+                    graph,
+                    resumed: Default::default(),
+                    pending_create: Mutex::new(Some(NewRun {
+                        run_id,
+                        workflow: graph.name,
+                        input: Bytes::copy_from_slice(input),
+                        idempotency_key,
+                    })),
+                },
+            ),
+        }
+    }
+
+    /// Claims an idempotency key for `run_id`. `None`: the key is new and the run is recorded
+    /// (durably, with the journal); `Some(Ok(id))`: the key belongs to run `id`.
+    pub(crate) async fn claim_idempotency_key(
+        &self,
+        workflow: &'static str,
+        key: &str,
+        run_id: RunId,
+        input: &[u8],
+    ) -> Option<Result<RunId, Error>> {
+        match &self.journal {
+            Some(journal) => {
+                let run = NewRun {
+                    run_id,
+                    workflow,
+                    input: Bytes::copy_from_slice(input),
+                    idempotency_key: Some(key.to_owned()),
+                };
+                match journal.create_run(run).await {
+                    Ok(Created::New) => None,
+                    Ok(Created::Existing(original)) => Some(Ok(original)),
+                    Err(e) => Some(Err(e)),
+                }
+            }
+            None => self.runs.claim(workflow, key, run_id).map(Ok),
+        }
+    }
+
+    /// Drives a started run on its own task (it completes even if its caller goes away),
+    /// holding `permit` until it ends, and records and logs its end.
+    pub(crate) fn spawn_run(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        future: JsonRun,
+        permit: OwnedSemaphorePermit,
+    ) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
+        if self.journal.is_none() {
+            self.runs.started(run_id, workflow);
+        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = future.await;
+            app.finish(run_id, workflow, started, &result);
+            drop(permit);
+            result
+        })
+    }
+
+    /// Records a finished run (in memory, when there is no journal) and logs one line for it.
+    fn finish(&self, run_id: RunId, workflow: &'static str, started: Instant, result: &Result<Bytes, Error>) {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(output) => {
                 tracing::info!(%run_id, workflow, status = "succeeded", duration_ms, "run finished");
-                self.runs.finished(run_id, Ok(output.clone()));
+                if self.journal.is_none() {
+                    self.runs.finished(run_id, Ok(output.clone()));
+                }
             }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
-                self.runs.finished(run_id, Err(http::run_error(error).1));
+                if self.journal.is_none() {
+                    self.runs.finished(run_id, Err(RunError::from_error(error).1));
+                }
             }
         }
+    }
+
+    /// Continues a journaled run from its last completed step (after a restart, or a re-drive
+    /// of a failed run from its failed step).
+    pub(crate) async fn resume(
+        self: &Arc<Self>,
+        record: RunRecord,
+    ) -> Result<Option<tokio::task::JoinHandle<Result<Bytes, Error>>>, Error> {
+        let Some(journal) = &self.journal else { return Ok(None) };
+        let Some(wf) = self.workflows.get(record.workflow.as_str()).cloned() else {
+            tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
+            return Ok(None);
+        };
+        let graph = wf.graph();
+        let resumed = record.completed_steps().into_iter().collect();
+        let ctx = RunCtx::durable(
+            graph.name,
+            record.run_id,
+            Durable { journal: journal.clone(), graph, resumed, pending_create: Mutex::new(None) },
+        );
+        let future = match wf.start(ctx, &record.input) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(run_id = %record.run_id, error = %e, "cannot resume: the journaled input no longer fits");
+                return Ok(None);
+            }
+        };
+        let permit = self.limiter.clone().acquire_owned().await.map_err(|_| Error::Config("runner stopped".into()))?;
+        tracing::info!(run_id = %record.run_id, workflow = graph.name, completed_steps = record.completed_steps().len(), "resuming run");
+        Ok(Some(self.spawn_run(record.run_id, graph.name, future, permit)))
+    }
+
+    pub(crate) fn new(runner: &Runner, config: &ServeConfig) -> Result<Arc<Self>, Error> {
+        runner.check()?;
+        let journal = match &config.journal {
+            Some(path) => Some(Journal::open(path)?),
+            None => None,
+        };
+        Ok(Arc::new(App {
+            workflows: runner.workflows.clone(),
+            runs: Runs::new(config.keep_runs),
+            limiter: Arc::new(Semaphore::new(config.max_in_flight)),
+            config: config.clone(),
+            journal,
+        }))
     }
 }
 
@@ -117,13 +249,7 @@ impl Server {
 impl Runner {
     /// Binds the HTTP triggers, starts the cron loops, and returns a handle to stop them.
     pub async fn start(self, config: ServeConfig) -> Result<Server, Error> {
-        self.check()?;
-        let app = Arc::new(App {
-            workflows: self.workflows.clone(),
-            runs: Runs::new(config.keep_runs),
-            limiter: Arc::new(Semaphore::new(config.max_in_flight)),
-            config: config.clone(),
-        });
+        let app = App::new(&self, &config)?;
         let mut schedules = Vec::new();
         for wf in app.workflows.values() {
             for trigger in &wf.graph().triggers {
@@ -149,7 +275,28 @@ impl Runner {
                 .await
                 .map_err(|e| Error::io("serving HTTP", e))
         });
-        tracing::info!(%addr, workflows = app.workflows.len(), "nanoflow serving");
+        if let Some(journal) = &app.journal {
+            // Every run that was accepted but not finished when the runner stopped continues
+            // after its last completed step.
+            for record in journal.unfinished_runs().await? {
+                let _ = app.resume(record).await?;
+            }
+            let (journal, retention, mut stop) = (journal.clone(), config.retention, shutdown.subscribe());
+            tokio::spawn(async move {
+                loop {
+                    match journal.prune(retention).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(pruned = n, "pruned finished runs past retention"),
+                        Err(e) => tracing::warn!(error = %e, "pruning the journal failed"),
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
+        tracing::info!(%addr, workflows = app.workflows.len(), journal = ?config.journal, "nanoflow serving");
         Ok(Server { addr, shutdown, task, app })
     }
 }
@@ -201,7 +348,7 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     n.checked_mul(scale).ok_or_else(|| format!("size `{text}` is too large"))
 }
 
-/// Parses `30s`, `500ms`, `2m`.
+/// Parses `30s`, `500ms`, `2m`, `12h`, `7d`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -211,7 +358,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration `{text}`: use ms, s or m")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86400)),
+        _ => Err(format!("invalid duration `{text}`: use ms, s, m, h or d")),
     }
 }
 
@@ -226,6 +375,7 @@ mod tests {
         assert!(parse_size("1 parsec").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert!(parse_duration("2y").is_err());
     }
 }

@@ -7,13 +7,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::error::Error;
-use crate::run::{RunCtx, RunId};
+use crate::run::RunId;
 use crate::runner::serve::App;
 use crate::triggers::{Overlap, Tick};
 use crate::workflow::DynWorkflow;
@@ -129,16 +128,14 @@ pub(crate) async fn run(
             };
             let run_id = RunId::new();
             let input = serde_json::to_vec(&tick).unwrap_or_default();
-            match wf.start(RunCtx::with_id(name, run_id), &input) {
+            let ctx = app.context(wf.as_ref(), run_id, &input, None);
+            match wf.start(ctx, &input) {
+                // Awaited so the overlap gate is held for the whole run.
                 Ok(future) => {
-                    app.runs.started(run_id, name);
-                    let started = Instant::now();
-                    let result = future.await.map(axum::body::Bytes::from);
-                    app.finish(run_id, name, started, &result);
+                    let _ = app.spawn_run(run_id, name, future, permit).await;
                 }
                 Err(e) => tracing::error!(workflow = name, error = %e, "cron input rejected"),
             }
-            drop(permit);
         });
     }
 }

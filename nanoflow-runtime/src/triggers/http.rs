@@ -4,21 +4,21 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawPathParams, Request};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, RawPathParams, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodFilter, MethodRouter};
+use axum::routing::{get, post, MethodFilter, MethodRouter};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::node::ErrorKind;
-use crate::run::{RunCtx, RunId};
+use crate::journal::{NewRun, RunFilter};
+use crate::run::RunId;
 use crate::runner::serve::App;
-use crate::runs::RunError;
+use crate::runs::{RunError, RunStatus};
 use crate::triggers::TriggerDef;
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 
@@ -48,10 +48,25 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
     }
     let status_app = app.clone();
     let list_app = app.clone();
+    let runs_app = app.clone();
+    let retry_app = app.clone();
     Ok(router
         .route("/healthz", get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }))
         .route("/workflows", get(move || async move { workflows(&list_app) }))
-        .route("/runs/{id}", get(move |Path(id): Path<String>| async move { run_status(&status_app, &id) }))
+        .route("/runs/{id}", get(move |Path(id): Path<String>| async move { run_status(&status_app, &id).await }))
+        .route(
+            "/runs",
+            get(move |query: Result<Query<ListQuery>, QueryRejection>| async move {
+                match query {
+                    Ok(Query(q)) => list_runs(&runs_app, q).await,
+                    Err(e) => error_response(StatusCode::BAD_REQUEST, "invalid_query", &e.body_text(), |_| {}),
+                }
+            }),
+        )
+        .route(
+            "/runs/{id}/retry",
+            post(move |Path(id): Path<String>| async move { retry_run(&retry_app, &id).await }),
+        )
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             error_response(StatusCode::NOT_FOUND, "not_found", &format!("no route for {method} {}", uri.path()), |_| {})
         })
@@ -118,27 +133,8 @@ fn input_error(error: &InputError) -> Response {
 
 /// Maps a failed run to a status and a body that never leaks internals.
 pub(crate) fn run_error(error: &Error) -> (StatusCode, RunError) {
-    match error {
-        Error::Node { node, error, .. } => {
-            let status = error
-                .status()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(match error.kind() {
-                    ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                });
-            let message = match error.kind() {
-                // A panic message may hold anything; the log has it, the client does not.
-                ErrorKind::Panic => format!("node `{node}` panicked"),
-                _ => error.message().to_owned(),
-            };
-            (status, RunError { code: error.kind().code(), message, node: Some(node) })
-        }
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            RunError { code: "internal", message: "the run failed inside the runner; see its log".into(), node: None },
-        ),
-    }
+    let (status, body) = RunError::from_error(error);
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -297,44 +293,48 @@ async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathPar
     };
     let run_id = RunId::new();
     let name = wf.graph().name;
-    let future = match wf.start(RunCtx::with_id(name, run_id), &document) {
+    let idempotency_key = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
+                |_| {},
+            )
+        }
+    };
+    let asynchronous = prefers_async(&parts.headers);
+    let ctx = app.context(wf.as_ref(), run_id, &document, idempotency_key.clone());
+    // Parsing happens here: input that does not fit creates no run and writes nothing.
+    let future = match wf.start(ctx, &document) {
         Ok(f) => f,
         Err(e) => return input_error(&e),
     };
-    app.runs.started(run_id, name);
-    // The run is spawned so that it completes even if the client goes away.
-    let task = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = future.await.map(Bytes::from);
-            app.finish(run_id, name, started, &result);
-            drop(permit);
-            result
-        })
-    };
-    if prefers_async(&parts.headers) {
-        let location = format!("/runs/{run_id}");
-        let mut response = json_response(
-            StatusCode::ACCEPTED,
-            &json!({"run_id": run_id, "status": "running", "location": location}),
-        );
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, v);
+    if let Some(key) = &idempotency_key {
+        if let Some(existing) = app.claim_idempotency_key(name, key, run_id, &document).await {
+            return match existing {
+                Ok(original) => existing_run(&app, original).await,
+                Err(e) => journal_unavailable(&e),
+            };
         }
-        return response;
+    } else if asynchronous {
+        // 202 promises the run survives a crash: record it before answering.
+        if let Some(journal) = &app.journal {
+            let run = NewRun { run_id, workflow: name, input: Bytes::copy_from_slice(&document), idempotency_key: None };
+            if let Err(e) = journal.create_run(run).await {
+                return journal_unavailable(&e);
+            }
+        }
+    }
+    let task = app.spawn_run(run_id, name, future, permit);
+    if asynchronous {
+        return accepted(run_id);
     }
     match task.await {
         Ok(Ok(output)) => json_bytes(StatusCode::OK, output),
-        Ok(Err(error)) => {
-            let (status, body) = run_error(&error);
-            error_response(status, body.code, &body.message, |e| {
-                if let Some(node) = body.node {
-                    e.insert("node".into(), Value::from(node));
-                }
-                e.insert("run_id".into(), Value::from(run_id.to_string()));
-            })
-        }
+        Ok(Err(error)) => failed_run(&error, run_id),
         Err(_) => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -346,13 +346,170 @@ async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathPar
     }
 }
 
-fn run_status(app: &App, id: &str) -> Response {
-    let Ok(run_id) = id.parse::<RunId>() else {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_run_id", &format!("`{id}` is not a run id (32 hex digits)"), |_| {});
+fn accepted(run_id: RunId) -> Response {
+    let location = format!("/runs/{run_id}");
+    let mut response =
+        json_response(StatusCode::ACCEPTED, &json!({"run_id": run_id, "status": "running", "location": location}));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+fn journal_unavailable(e: &Error) -> Response {
+    tracing::error!(error = %e, "journal unavailable; refusing the run");
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "journal_unavailable",
+        "the run could not be recorded durably, so it was not started; retry later",
+        |_| {},
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+fn failed_run(error: &Error, run_id: RunId) -> Response {
+    if let Error::Journal(_) = error {
+        return journal_unavailable(error);
+    }
+    let (status, body) = run_error(error);
+    run_error_response(status, &body, run_id)
+}
+
+fn run_error_response(status: StatusCode, body: &RunError, run_id: RunId) -> Response {
+    error_response(status, &body.code, &body.message, |e| {
+        if let Some(node) = &body.node {
+            e.insert("node".into(), Value::from(node.clone()));
+        }
+        e.insert("run_id".into(), Value::from(run_id.to_string()));
+    })
+}
+
+/// The answer for a repeated idempotency key: the original run's output or error when it has
+/// finished, or 202 with its location while it runs.
+async fn existing_run(app: &App, run_id: RunId) -> Response {
+    let (status, output, error) = match &app.journal {
+        Some(journal) => match journal.get_run(run_id).await {
+            Ok(Some(r)) => (r.status, r.output, r.error.and_then(|e| serde_json::from_value::<RunError>(e).ok())),
+            Ok(None) => return accepted(run_id),
+            Err(e) => return journal_unavailable(&e),
+        },
+        None => match app.runs.get(run_id) {
+            Some(r) => (r.status, r.output, r.error),
+            None => return accepted(run_id),
+        },
     };
-    match app.runs.get(run_id) {
-        Some(summary) => json_response(StatusCode::OK, &summary),
-        None => error_response(StatusCode::NOT_FOUND, "run_not_found", &format!("no run with id `{id}`"), |_| {}),
+    match (status, output, error) {
+        (RunStatus::Succeeded, Some(output), _) => json_bytes(StatusCode::OK, output),
+        (RunStatus::Failed, _, Some(error)) => {
+            let code = if error.code == "node_timeout" { 504 } else { 500 };
+            run_error_response(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &error, run_id)
+        }
+        _ => accepted(run_id),
+    }
+}
+
+fn parse_run_id(id: &str) -> Result<RunId, Response> {
+    id.parse::<RunId>().map_err(|_| {
+        error_response(StatusCode::BAD_REQUEST, "invalid_run_id", &format!("`{id}` is not a run id (32 hex digits)"), |_| {})
+    })
+}
+
+fn run_not_found(id: RunId) -> Response {
+    error_response(StatusCode::NOT_FOUND, "run_not_found", &format!("no run with id `{id}`"), |_| {})
+}
+
+async fn run_status(app: &App, id: &str) -> Response {
+    let run_id = match parse_run_id(id) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match &app.journal {
+        Some(journal) => match journal.get_run(run_id).await {
+            Ok(Some(record)) => json_response(StatusCode::OK, &record),
+            Ok(None) => run_not_found(run_id),
+            Err(e) => journal_unavailable(&e),
+        },
+        None => match app.runs.get(run_id) {
+            Some(summary) => json_response(StatusCode::OK, &summary),
+            None => run_not_found(run_id),
+        },
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /runs?workflow=&status=&before=&limit=`: newest first; `before` is the last run id of
+/// the previous page.
+async fn list_runs(app: &App, query: ListQuery) -> Response {
+    let Some(journal) = &app.journal else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "journal_disabled",
+            "run history needs the journal; start the runner without `--journal off`",
+            |_| {},
+        );
+    };
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some("running") => Some(RunStatus::Running),
+        Some("succeeded") => Some(RunStatus::Succeeded),
+        Some("failed") => Some(RunStatus::Failed),
+        Some(other) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_status",
+                &format!("unknown status `{other}`; expected running, succeeded or failed"),
+                |_| {},
+            )
+        }
+    };
+    let before = match query.before.as_deref().filter(|b| !b.is_empty()).map(parse_run_id).transpose() {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let filter = RunFilter { workflow: query.workflow.filter(|w| !w.is_empty()), status, before, limit };
+    match journal.list_runs(filter).await {
+        Ok(runs) => {
+            let next = if runs.len() == limit { runs.last().map(|r| r.run_id.to_string()) } else { None };
+            json_response(StatusCode::OK, &json!({ "runs": runs, "next_before": next }))
+        }
+        Err(e) => journal_unavailable(&e),
+    }
+}
+
+/// `POST /runs/{id}/retry`: re-drives a failed run from its failed node.
+async fn retry_run(app: &Arc<App>, id: &str) -> Response {
+    let run_id = match parse_run_id(id) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Some(journal) = &app.journal else {
+        return error_response(StatusCode::NOT_FOUND, "journal_disabled", "re-driving a run needs the journal", |_| {});
+    };
+    match journal.reopen(run_id).await {
+        Ok(Some(record)) => match app.resume(record).await {
+            Ok(_) => accepted(run_id),
+            Err(e) => journal_unavailable(&e),
+        },
+        Ok(None) => match journal.get_run(run_id).await {
+            Ok(Some(r)) => error_response(
+                StatusCode::CONFLICT,
+                "run_not_failed",
+                &format!("run `{run_id}` is {}; only failed runs can be retried", r.status.as_str()),
+                |_| {},
+            ),
+            Ok(None) => run_not_found(run_id),
+            Err(e) => journal_unavailable(&e),
+        },
+        Err(e) => journal_unavailable(&e),
     }
 }
 

@@ -1,0 +1,482 @@
+//! The SQLite journal: one file in WAL mode with `synchronous=FULL`, one writer thread doing
+//! group commit, and one reader connection for queries.
+
+use std::path::Path;
+use std::sync::{mpsc, Mutex};
+
+use axum::body::Bytes;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{Attempt, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, StepWrite};
+use crate::error::Error;
+use crate::run::RunId;
+use crate::runs::{now_ms, RunStatus};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input BLOB NOT NULL,
+    output BLOB,
+    error TEXT,
+    idempotency_key TEXT,
+    created_ms INTEGER NOT NULL,
+    finished_ms INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
+CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, id);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    output BLOB,
+    error TEXT,
+    started_ms INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step, attempt)
+);
+CREATE TABLE IF NOT EXISTS state (
+    node TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (node, key)
+);
+";
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Write {
+    Create(NewRun, Reply<Created>),
+    Step(StepWrite, Option<NewRun>, Reply<()>),
+    Finish(FinishWrite, Option<NewRun>, Reply<()>),
+    Reopen(RunId, Reply<bool>),
+    Prune(Retention, Reply<u64>),
+}
+
+/// The SQLite store behind [`Journal`](super::Journal).
+#[derive(Debug)]
+pub struct SqliteStore {
+    writes: Mutex<mpsc::Sender<Write>>,
+    reader: Mutex<Connection>,
+    path: String,
+}
+
+fn journal_error(path: &str, e: impl std::fmt::Display) -> Error {
+    Error::Journal(format!("journal `{path}`: {e}"))
+}
+
+fn configure(conn: &Connection, path: &str) -> Result<(), Error> {
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| journal_error(path, e))?;
+    // Reading the schema fails here if the file is not a SQLite database.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| journal_error(path, format!("cannot be opened as a journal ({e}); move it away or point `--journal` elsewhere")))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(journal_error(path, format!("cannot switch to WAL mode (got `{mode}`)")));
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;").map_err(|e| journal_error(path, e))?;
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| journal_error(&shown, format!("cannot create directory `{}`: {e}", dir.display())))?;
+        }
+        let writer = Connection::open(path).map_err(|e| journal_error(&shown, e))?;
+        configure(&writer, &shown)?;
+        let version: i64 = writer.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| journal_error(&shown, e))?;
+        if version > SCHEMA_VERSION {
+            return Err(journal_error(
+                &shown,
+                format!("was written by a newer nanoflow (schema {version}, this build reads up to {SCHEMA_VERSION}); upgrade nanoflow or use another journal file"),
+            ));
+        }
+        // Version 0 is a new file; later versions migrate here, step by step.
+        writer
+            .execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            .map_err(|e| journal_error(&shown, format!("cannot write the schema: {e}")))?;
+        let integrity: String = writer
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(|e| journal_error(&shown, e))?;
+        if integrity != "ok" {
+            return Err(journal_error(&shown, format!("is corrupt ({integrity}); restore a backup or move it away")));
+        }
+        let reader = Connection::open(path).map_err(|e| journal_error(&shown, e))?;
+        configure(&reader, &shown)?;
+
+        let (tx, rx) = mpsc::channel();
+        let thread_path = shown.clone();
+        std::thread::Builder::new()
+            .name("nanoflow-journal".into())
+            .spawn(move || writer_loop(writer, rx, &thread_path))
+            .map_err(|e| journal_error(&shown, format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { writes: Mutex::new(tx), reader: Mutex::new(reader), path: shown })
+    }
+
+    fn send(&self, write: Write) {
+        let tx = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        // If the writer thread is gone, the reply sender is dropped with the message and the
+        // caller sees a closed channel, reported as a journal error.
+        let _ = tx.send(write);
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) async fn create_run(&self, run: NewRun) -> Result<Created, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Create(run, tx));
+        self.wait(rx).await
+    }
+
+    pub(crate) fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Step(write, create, tx));
+        rx
+    }
+
+    pub(crate) fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Finish(write, create, tx));
+        rx
+    }
+
+    pub(crate) async fn reopen(&self, run_id: RunId) -> Result<bool, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Reopen(run_id, tx));
+        self.wait(rx).await
+    }
+
+    pub(crate) async fn prune(&self, retention: Retention) -> Result<u64, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Prune(retention, tx));
+        self.wait(rx).await
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T, String>>) -> Result<T, Error> {
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(journal_error(&self.path, e)),
+            Err(_) => Err(journal_error(&self.path, "the writer thread stopped")),
+        }
+    }
+
+    pub(crate) fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>, Error> {
+        let conn = self.reader();
+        let id = run_id.to_string();
+        let run = conn
+            .query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [&id], run_row)
+            .optional()
+            .map_err(|e| journal_error(&self.path, e))?;
+        let Some(mut run) = run else { return Ok(None) };
+        run.timeline = timeline(&conn, &id).map_err(|e| journal_error(&self.path, e))?;
+        Ok(Some(run))
+    }
+
+    pub(crate) fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
+        let conn = self.reader();
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(w) = &filter.workflow {
+            args.push(w.clone());
+            sql.push_str(&format!(" AND workflow = ?{}", args.len()));
+        }
+        if let Some(s) = filter.status {
+            args.push(s.as_str().to_owned());
+            sql.push_str(&format!(" AND status = ?{}", args.len()));
+        }
+        if let Some(b) = filter.before {
+            args.push(b.to_string());
+            sql.push_str(&format!(" AND id < ?{}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| journal_error(&self.path, e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), run_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| journal_error(&self.path, e))?;
+        Ok(rows)
+    }
+
+    pub(crate) fn unfinished_runs(&self) -> Result<Vec<RunRecord>, Error> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id"))
+            .map_err(|e| journal_error(&self.path, e))?;
+        let mut runs = stmt
+            .query_map([], run_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| journal_error(&self.path, e))?;
+        for run in &mut runs {
+            run.timeline = timeline(&conn, &run.run_id.to_string()).map_err(|e| journal_error(&self.path, e))?;
+        }
+        Ok(runs)
+    }
+
+    pub(crate) fn get_state(&self, node: &str, key: &str) -> Result<Option<Bytes>, Error> {
+        let conn = self.reader();
+        conn.query_row("SELECT value FROM state WHERE node = ?1 AND key = ?2", params![node, key], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .optional()
+        .map(|v| v.map(Bytes::from))
+        .map_err(|e| journal_error(&self.path, e))
+    }
+}
+
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms";
+
+fn parse_status(s: &str) -> RunStatus {
+    match s {
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        _ => RunStatus::Running,
+    }
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let id: String = r.get(0)?;
+    let status: String = r.get(2)?;
+    let error: Option<String> = r.get(5)?;
+    Ok(RunRecord {
+        run_id: id.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))?,
+        workflow: r.get(1)?,
+        status: parse_status(&status),
+        input: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+        output: r.get::<_, Option<Vec<u8>>>(4)?.map(Bytes::from),
+        error: error.and_then(|e| serde_json::from_str(&e).ok()),
+        idempotency_key: r.get(6)?,
+        created_ms: r.get::<_, i64>(7)? as u64,
+        finished_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        timeline: Vec::new(),
+    })
+}
+
+fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT step, attempt, status, output, error, started_ms, duration_us FROM steps
+         WHERE run_id = ?1 ORDER BY started_ms, attempt",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        let status: String = r.get(2)?;
+        let error: Option<String> = r.get(4)?;
+        Ok(Attempt {
+            step: r.get(0)?,
+            attempt: r.get::<_, i64>(1)? as u32,
+            status: if status == "succeeded" { "succeeded" } else { "failed" },
+            output: r.get::<_, Option<Vec<u8>>>(3)?.map(Bytes::from),
+            error: error.and_then(|e| serde_json::from_str(&e).ok()),
+            started_ms: r.get::<_, i64>(5)? as u64,
+            duration_us: r.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Replies waiting for the batch's commit.
+enum Pending {
+    Create(Reply<Created>, Result<Created, String>),
+    Unit(Reply<()>, Result<(), String>),
+    Bool(Reply<bool>, Result<bool, String>),
+    Count(Reply<u64>, Result<u64, String>),
+}
+
+impl Pending {
+    fn send(self, commit: &Result<(), String>) {
+        macro_rules! reply {
+            ($tx:expr, $r:expr) => {{
+                let _ = $tx.send(match commit {
+                    Ok(()) => $r,
+                    Err(e) => Err(e.clone()),
+                });
+            }};
+        }
+        match self {
+            Pending::Create(tx, r) => reply!(tx, r),
+            Pending::Unit(tx, r) => reply!(tx, r),
+            Pending::Bool(tx, r) => reply!(tx, r),
+            Pending::Count(tx, r) => reply!(tx, r),
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let mut pending = Vec::with_capacity(batch.len());
+        let commit = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => {
+                for write in batch {
+                    pending.push(apply(&tx, write));
+                }
+                tx.commit().map_err(|e| e.to_string())
+            }
+            Err(e) => {
+                for write in batch {
+                    pending.push(refuse(write, e.to_string()));
+                }
+                Err(e.to_string())
+            }
+        };
+        if let Err(e) = &commit {
+            tracing::error!(journal = path, error = %e, "journal commit failed");
+        }
+        for p in pending {
+            p.send(&commit);
+        }
+    }
+}
+
+fn refuse(write: Write, e: String) -> Pending {
+    match write {
+        Write::Create(_, tx) => Pending::Create(tx, Err(e)),
+        Write::Step(_, _, tx) | Write::Finish(_, _, tx) => Pending::Unit(tx, Err(e)),
+        Write::Reopen(_, tx) => Pending::Bool(tx, Err(e)),
+        Write::Prune(_, tx) => Pending::Count(tx, Err(e)),
+    }
+}
+
+/// Applies one write inside the batch's transaction, in a savepoint so that one bad write
+/// fails alone.
+fn apply(tx: &rusqlite::Transaction<'_>, write: Write) -> Pending {
+    fn isolated<T>(tx: &rusqlite::Transaction<'_>, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
+        tx.execute_batch("SAVEPOINT w").map_err(|e| e.to_string())?;
+        match f(tx) {
+            Ok(v) => {
+                tx.execute_batch("RELEASE w").map_err(|e| e.to_string())?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = tx.execute_batch("ROLLBACK TO w; RELEASE w");
+                Err(e.to_string())
+            }
+        }
+    }
+    match write {
+        Write::Create(run, reply) => {
+            let r = isolated(tx, |c| {
+                if let Some(key) = &run.idempotency_key {
+                    let existing: Option<String> = c
+                        .prepare_cached("SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2")?
+                        .query_row(params![run.workflow, key], |r| r.get(0))
+                        .optional()?;
+                    if let Some(id) = existing {
+                        return Ok(id.parse().map(Created::Existing).unwrap_or(Created::New));
+                    }
+                }
+                insert_run(c, &run)?;
+                Ok(Created::New)
+            });
+            Pending::Create(reply, r)
+        }
+        Write::Step(step, create, reply) => {
+            let r = isolated(tx, |c| {
+                if let Some(run) = &create {
+                    insert_run(c, run)?;
+                }
+                let (status, output, error) = match &step.outcome {
+                    Ok(out) => ("succeeded", Some(out.as_ref()), None),
+                    Err(e) => ("failed", None, Some(e.to_string())),
+                };
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    step.run_id.to_string(),
+                    step.step,
+                    step.attempt,
+                    status,
+                    output,
+                    error,
+                    step.started_ms as i64,
+                    step.duration_us as i64
+                ])?;
+                Ok(())
+            });
+            Pending::Unit(reply, r)
+        }
+        Write::Finish(finish, create, reply) => {
+            let r = isolated(tx, |c| {
+                if let Some(run) = &create {
+                    insert_run(c, run)?;
+                }
+                let (status, output, error) = match &finish.outcome {
+                    Ok(out) => ("succeeded", Some(out.as_ref()), None),
+                    Err(e) => ("failed", None, serde_json::to_string(e).ok()),
+                };
+                c.prepare_cached("UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1")?
+                    .execute(params![finish.run_id.to_string(), status, output, error, now_ms() as i64])?;
+                Ok(())
+            });
+            Pending::Unit(reply, r)
+        }
+        Write::Reopen(run_id, reply) => {
+            let r = isolated(tx, |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE runs SET status = 'running', error = NULL, finished_ms = NULL
+                         WHERE id = ?1 AND status = 'failed'",
+                    )?
+                    .execute([run_id.to_string()])?;
+                Ok(n == 1)
+            });
+            Pending::Bool(reply, r)
+        }
+        Write::Prune(retention, reply) => {
+            let r = isolated(tx, |c| {
+                let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
+                let mut n = c.execute(
+                    "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE status != 'running' AND finished_ms < ?1)",
+                    [cutoff],
+                )?;
+                n = c.execute("DELETE FROM runs WHERE status != 'running' AND finished_ms < ?1", [cutoff])?.max(n.min(0));
+                let mut removed = n as u64;
+                let keep = retention.max_runs as i64;
+                let over = c.execute(
+                    "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE status != 'running'
+                     ORDER BY id DESC LIMIT -1 OFFSET ?1)",
+                    [keep],
+                )?;
+                let _ = over;
+                removed += c.execute(
+                    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE status != 'running'
+                     ORDER BY id DESC LIMIT -1 OFFSET ?1)",
+                    [keep],
+                )? as u64;
+                Ok(removed)
+            });
+            Pending::Count(reply, r)
+        }
+    }
+}
+
+fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms)
+         VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
+    )?
+    .execute(params![run.run_id.to_string(), run.workflow, run.input.as_ref(), run.idempotency_key, now_ms() as i64])?;
+    Ok(())
+}
