@@ -8,6 +8,8 @@ pub use nanoflow_runtime::{
     Workflow,
 };
 
+pub use nanoflow_runtime::journal;
+
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
 pub mod prelude {
     #[doc(inline)]
