@@ -17,7 +17,11 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         .unwrap_or_else(|| quote!(::nanoflow));
     let private = quote!(#krate::__private);
     let input = &node.input;
-    let name = node.options.name.clone().unwrap_or_else(|| ident.to_string());
+    let name = node
+        .options
+        .name
+        .clone()
+        .unwrap_or_else(|| ident.to_string());
     let arg = quote!(__nanoflow_input);
     let call = if node.is_async {
         quote!(#ident(#arg).await)
@@ -54,11 +58,18 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         fields.push(quote!(max_backoff: ::core::time::Duration::from_nanos(#ns),));
     }
     if let Some(ns) = opts.timeout_ns {
-        fields.push(quote!(timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(#ns)),));
+        fields.push(
+            quote!(timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(#ns)),),
+        );
     }
     if let Some((iso, _)) = &opts.isolation {
-        let variant = if iso == "container" { quote!(Container) } else { quote!(Process) };
-        fields.push(quote!(isolation: ::core::option::Option::Some(#private::Isolation::#variant),));
+        let variant = if iso == "container" {
+            quote!(Container)
+        } else {
+            quote!(Process)
+        };
+        fields
+            .push(quote!(isolation: ::core::option::Option::Some(#private::Isolation::#variant),));
     }
 
     quote! {

@@ -6,7 +6,8 @@ use super::ast::{NodeDef, Options, Output};
 use crate::ctxt::Ctxt;
 use crate::duration;
 
-const OPTIONS: &str = "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `name`, `crate`";
+const OPTIONS: &str =
+    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `name`, `crate`";
 
 pub(crate) fn parse(attr: TokenStream, func: &syn::ItemFn) -> syn::Result<NodeDef<'_>> {
     let mut cx = Ctxt::default();
@@ -25,7 +26,10 @@ pub(crate) fn parse(attr: TokenStream, func: &syn::ItemFn) -> syn::Result<NodeDe
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
             &sig.generics,
-            format!("node `{}` cannot be generic: a node has one concrete input and output type", sig.ident),
+            format!(
+                "node `{}` cannot be generic: a node has one concrete input and output type",
+                sig.ident
+            ),
         );
     }
     if let Some(variadic) = &sig.variadic {
@@ -53,7 +57,9 @@ pub(crate) fn parse(attr: TokenStream, func: &syn::ItemFn) -> syn::Result<NodeDe
         match first {
             syn::FnArg::Receiver(r) => cx.error_spanned_by(
                 r,
-                format!("node `{name}` cannot take `self`: a node is a free function with one input"),
+                format!(
+                    "node `{name}` cannot take `self`: a node is a free function with one input"
+                ),
             ),
             syn::FnArg::Typed(pat) => {
                 check_owned(&mut cx, &pat.ty);
@@ -107,10 +113,16 @@ fn parse_output(ret: &syn::ReturnType) -> Output {
                             .collect();
                         match types.as_slice() {
                             [ok, err] => {
-                                return Output::Result { ok: (*ok).clone(), err: (*err).clone() }
+                                return Output::Result {
+                                    ok: (*ok).clone(),
+                                    err: (*err).clone(),
+                                }
                             }
                             [ok] => {
-                                return Output::ResultAlias { ok: (*ok).clone(), ret: (**ty).clone() }
+                                return Output::ResultAlias {
+                                    ok: (*ok).clone(),
+                                    ret: (**ty).clone(),
+                                }
                             }
                             _ => {}
                         }
@@ -132,7 +144,9 @@ fn parse_options(cx: &mut Ctxt, attr: TokenStream) -> Options {
             None => {
                 let path = &meta.path;
                 let shown = quote::quote!(#path).to_string().replace(' ', "");
-                return Err(meta.error(format!("unknown `#[node]` option `{shown}`; expected one of {OPTIONS}")));
+                return Err(meta.error(format!(
+                    "unknown `#[node]` option `{shown}`; expected one of {OPTIONS}"
+                )));
             }
         };
         if seen.contains(&key) {
@@ -143,15 +157,22 @@ fn parse_options(cx: &mut Ctxt, attr: TokenStream) -> Options {
             "retries" => {
                 let lit: syn::LitInt = meta.value()?.parse()?;
                 let n: u32 = lit.base10_parse().map_err(|_| {
-                    syn::Error::new(lit.span(), "`retries` must be a whole number from 0 to 4294967295")
+                    syn::Error::new(
+                        lit.span(),
+                        "`retries` must be a whole number from 0 to 4294967295",
+                    )
                 })?;
                 options.retries = Some(n);
             }
             "backoff" | "max_backoff" | "timeout" => {
                 let lit: syn::LitStr = meta.value()?.parse()?;
-                let nanos = duration::parse(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
+                let nanos =
+                    duration::parse(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
                 if nanos == 0 && key == "timeout" {
-                    return Err(syn::Error::new(lit.span(), "`timeout` must be longer than zero"));
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "`timeout` must be longer than zero",
+                    ));
                 }
                 match key.as_str() {
                     "backoff" => options.backoff_ns = Some(nanos),
@@ -165,7 +186,9 @@ fn parse_options(cx: &mut Ctxt, attr: TokenStream) -> Options {
                 if value != "process" && value != "container" {
                     return Err(syn::Error::new(
                         lit.span(),
-                        format!("unknown isolation `{value}`; expected \"process\" or \"container\""),
+                        format!(
+                            "unknown isolation `{value}`; expected \"process\" or \"container\""
+                        ),
                     ));
                 }
                 options.isolation = Some((value, lit.span()));
@@ -174,7 +197,9 @@ fn parse_options(cx: &mut Ctxt, attr: TokenStream) -> Options {
                 let lit: syn::LitStr = meta.value()?.parse()?;
                 let value = lit.value();
                 let valid = !value.is_empty()
-                    && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                 if !valid {
                     return Err(syn::Error::new(
                         lit.span(),
@@ -192,7 +217,9 @@ fn parse_options(cx: &mut Ctxt, attr: TokenStream) -> Options {
                 });
             }
             other => {
-                return Err(meta.error(format!("unknown `#[node]` option `{other}`; expected one of {OPTIONS}")))
+                return Err(meta.error(format!(
+                    "unknown `#[node]` option `{other}`; expected one of {OPTIONS}"
+                )))
             }
         }
         Ok(())
@@ -202,7 +229,10 @@ fn parse_options(cx: &mut Ctxt, attr: TokenStream) -> Options {
     }
     if let (Some(b), Some(m)) = (options.backoff_ns, options.max_backoff_ns) {
         if m < b {
-            cx.error_at(proc_macro2::Span::call_site(), "`max_backoff` must not be shorter than `backoff`");
+            cx.error_at(
+                proc_macro2::Span::call_site(),
+                "`max_backoff` must not be shorter than `backoff`",
+            );
         }
     }
     options

@@ -10,9 +10,17 @@ pub(crate) struct Trigger {
 
 pub(crate) enum TriggerKind {
     /// `http = "POST /orders/{id}"`.
-    Http { lit: syn::LitStr, method: String, path: String },
+    Http {
+        lit: syn::LitStr,
+        method: String,
+        path: String,
+    },
     /// `cron = "0 */5 * * * *", tz = "Europe/Paris", overlap = "skip"`.
-    Cron { lit: syn::LitStr, tz: Option<syn::LitStr>, overlap: Option<syn::LitStr> },
+    Cron {
+        lit: syn::LitStr,
+        tz: Option<syn::LitStr>,
+        overlap: Option<syn::LitStr>,
+    },
 }
 
 impl Trigger {

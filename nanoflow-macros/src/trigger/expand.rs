@@ -29,7 +29,11 @@ pub(crate) fn definition(private: &TokenStream, trigger: &Trigger) -> TokenStrea
 }
 
 /// A check that the workflow's input fits what the trigger delivers, spanned at the trigger.
-pub(crate) fn check(private: &TokenStream, trigger: &Trigger, input_ty: &TokenStream) -> TokenStream {
+pub(crate) fn check(
+    private: &TokenStream,
+    trigger: &Trigger,
+    input_ty: &TokenStream,
+) -> TokenStream {
     match &trigger.kind {
         TriggerKind::Http { .. } => TokenStream::new(),
         TriggerKind::Cron { lit, .. } => {

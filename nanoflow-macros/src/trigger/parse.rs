@@ -11,7 +11,11 @@ pub(crate) fn parse(attr: &syn::Attribute) -> syn::Result<Trigger> {
     let mut tz: Option<syn::LitStr> = None;
     let mut overlap: Option<syn::LitStr> = None;
     attr.parse_nested_meta(|meta| {
-        let key = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = meta
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         let slot = match key.as_str() {
             "http" => &mut http,
             "cron" => &mut cron,
@@ -33,7 +37,10 @@ pub(crate) fn parse(attr: &syn::Attribute) -> syn::Result<Trigger> {
     let kind = match (http, cron) {
         (Some(lit), None) => {
             if let Some(extra) = tz.as_ref().or(overlap.as_ref()) {
-                return Err(syn::Error::new(extra.span(), "`tz` and `overlap` apply to `cron` triggers only"));
+                return Err(syn::Error::new(
+                    extra.span(),
+                    "`tz` and `overlap` apply to `cron` triggers only",
+                ));
             }
             let text = lit.value();
             let (method, path) = match text.trim().split_once(char::is_whitespace) {
@@ -44,9 +51,17 @@ pub(crate) fn parse(attr: &syn::Attribute) -> syn::Result<Trigger> {
         }
         (None, Some(lit)) => TriggerKind::Cron { lit, tz, overlap },
         (Some(_), Some(c)) => {
-            return Err(syn::Error::new(c.span(), "one trigger per `#[trigger(...)]`; write a second attribute"))
+            return Err(syn::Error::new(
+                c.span(),
+                "one trigger per `#[trigger(...)]`; write a second attribute",
+            ))
         }
-        (None, None) => return Err(syn::Error::new(span, format!("empty trigger; expected {KINDS}"))),
+        (None, None) => {
+            return Err(syn::Error::new(
+                span,
+                format!("empty trigger; expected {KINDS}"),
+            ))
+        }
     };
     Ok(Trigger { span, kind })
 }

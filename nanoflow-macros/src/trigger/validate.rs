@@ -45,11 +45,15 @@ pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
         ));
     }
     if !path.starts_with('/') {
-        return Err(format!("invalid HTTP route `{path}`: the path must start with `/`"));
+        return Err(format!(
+            "invalid HTTP route `{path}`: the path must start with `/`"
+        ));
     }
     for reserved in RESERVED {
         if path == reserved || path.starts_with(&format!("{reserved}/")) {
-            return Err(format!("invalid HTTP route `{path}`: `{reserved}` is reserved by the runner"));
+            return Err(format!(
+                "invalid HTTP route `{path}`: `{reserved}` is reserved by the runner"
+            ));
         }
     }
     let mut params: Vec<&str> = Vec::new();
@@ -59,22 +63,36 @@ pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
             if i + 1 == segments.len() && segments.len() == 1 {
                 continue; // "/" itself
             }
-            return Err(format!("invalid HTTP route `{path}`: empty segment (`//` or a trailing `/`)"));
+            return Err(format!(
+                "invalid HTTP route `{path}`: empty segment (`//` or a trailing `/`)"
+            ));
         }
         if let Some(inner) = seg.strip_prefix('{') {
             let Some(name) = inner.strip_suffix('}') else {
-                return Err(format!("invalid HTTP route `{path}`: `{seg}` must be a whole segment like `{{id}}`"));
+                return Err(format!(
+                    "invalid HTTP route `{path}`: `{seg}` must be a whole segment like `{{id}}`"
+                ));
             };
-            let ident_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let ident_ok = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ident_ok {
-                return Err(format!("invalid HTTP route `{path}`: parameter `{{{name}}}` must be a field name"));
+                return Err(format!(
+                    "invalid HTTP route `{path}`: parameter `{{{name}}}` must be a field name"
+                ));
             }
             if params.contains(&name) {
-                return Err(format!("invalid HTTP route `{path}`: parameter `{{{name}}}` appears twice"));
+                return Err(format!(
+                    "invalid HTTP route `{path}`: parameter `{{{name}}}` appears twice"
+                ));
             }
             params.push(name);
-        } else if !seg.chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)) {
+        } else if !seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+        {
             return Err(format!(
                 "invalid HTTP route `{path}`: segment `{seg}` may only hold letters, digits, `-`, `.`, `_`, `~` or be a `{{param}}`"
             ));
@@ -101,12 +119,24 @@ mod tests {
         assert!(check_route("POST", "/orders").is_ok());
         assert!(check_route("GET", "/orders/{id}").is_ok());
         assert!(check_route("GET", "/").is_ok());
-        assert!(check_route("FETCH", "/x").unwrap_err().contains("unknown method `FETCH`"));
-        assert!(check_route("POST", "orders").unwrap_err().contains("must start with `/`"));
-        assert!(check_route("POST", "/a//b").unwrap_err().contains("empty segment"));
-        assert!(check_route("POST", "/a/{id}/{id}").unwrap_err().contains("appears twice"));
-        assert!(check_route("POST", "/a/x{id}").unwrap_err().contains("may only hold"));
-        assert!(check_route("POST", "/runs/x").unwrap_err().contains("reserved"));
+        assert!(check_route("FETCH", "/x")
+            .unwrap_err()
+            .contains("unknown method `FETCH`"));
+        assert!(check_route("POST", "orders")
+            .unwrap_err()
+            .contains("must start with `/`"));
+        assert!(check_route("POST", "/a//b")
+            .unwrap_err()
+            .contains("empty segment"));
+        assert!(check_route("POST", "/a/{id}/{id}")
+            .unwrap_err()
+            .contains("appears twice"));
+        assert!(check_route("POST", "/a/x{id}")
+            .unwrap_err()
+            .contains("may only hold"));
+        assert!(check_route("POST", "/runs/x")
+            .unwrap_err()
+            .contains("reserved"));
     }
 
     #[test]

@@ -43,7 +43,14 @@ impl NodeRef {
     pub(crate) fn step_ident(&self) -> &syn::Ident {
         match &self.alias {
             Some(alias) => alias,
-            None => &self.path.segments.last().expect("a path has a segment").ident,
+            None => {
+                &self
+                    .path
+                    .segments
+                    .last()
+                    .expect("a path has a segment")
+                    .ident
+            }
         }
     }
 }

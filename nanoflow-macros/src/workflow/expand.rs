@@ -14,9 +14,16 @@ use crate::respan::respan;
 use crate::trigger;
 
 pub(crate) fn expand(file: &WorkflowFile) -> TokenStream {
-    let krate = file.krate.as_ref().map(|p| quote!(#p)).unwrap_or_else(|| quote!(::nanoflow));
+    let krate = file
+        .krate
+        .as_ref()
+        .map(|p| quote!(#p))
+        .unwrap_or_else(|| quote!(::nanoflow));
     let private = quote!(#krate::__private);
-    file.workflows.iter().map(|wf| expand_one(&private, wf)).collect()
+    file.workflows
+        .iter()
+        .map(|wf| expand_one(&private, wf))
+        .collect()
 }
 
 struct Gen<'a> {
@@ -64,7 +71,12 @@ impl Gen<'_> {
 
     /// Emits statements running `chain` on `input` (produced by `from`), returning the
     /// statements, the chain's output, and the chain's exits.
-    fn chain(&mut self, chain: &Chain, input: Value, from: Vec<End>) -> (TokenStream, Value, Vec<End>) {
+    fn chain(
+        &mut self,
+        chain: &Chain,
+        input: Value,
+        from: Vec<End>,
+    ) -> (TokenStream, Value, Vec<End>) {
         let mut stmts = TokenStream::new();
         let mut current = input;
         let mut exits = from;
@@ -77,7 +89,12 @@ impl Gen<'_> {
         (stmts, current, exits)
     }
 
-    fn stage(&mut self, stage: &Stage, input: Value, from: Vec<End>) -> (TokenStream, Value, Vec<End>) {
+    fn stage(
+        &mut self,
+        stage: &Stage,
+        input: Value,
+        from: Vec<End>,
+    ) -> (TokenStream, Value, Vec<End>) {
         let private = self.private;
         match stage {
             Stage::Node(node) => {
@@ -96,14 +113,19 @@ impl Gen<'_> {
                 // would otherwise infer it from the impl and report a plain type mismatch.
                 let in_ty = &input.ty;
                 let in_var = &input.var;
-                let call = respan(quote!(__nanoflow_ctx.step::<#alias, #in_ty>(#name, #in_var).await), span);
+                let call = respan(
+                    quote!(__nanoflow_ctx.step::<#alias, #in_ty>(#name, #in_var).await),
+                    span,
+                );
                 let stmts = quote! {
                     let #out = #call?;
                 };
                 let ty = quote!(<#alias as #private::Node>::Output);
                 (stmts, Value { var: out, ty }, vec![End::Step(index)])
             }
-            Stage::Group { branches, .. } if branches.len() == 1 => self.chain(&branches[0], input, from),
+            Stage::Group { branches, .. } if branches.len() == 1 => {
+                self.chain(&branches[0], input, from)
+            }
             Stage::Group { paren, branches } => {
                 let mut stmts = TokenStream::new();
                 let mut futures = Vec::new();
@@ -120,7 +142,10 @@ impl Gen<'_> {
                     } else {
                         stmts.extend(quote!(let #arg = #in_var;));
                     }
-                    let branch_in = Value { var: arg, ty: input.ty.clone() };
+                    let branch_in = Value {
+                        var: arg,
+                        ty: input.ty.clone(),
+                    };
                     let (body, out, branch_exits) = self.chain(branch, branch_in, from.clone());
                     let out_var = &out.var;
                     futures.push(quote! {
@@ -138,7 +163,14 @@ impl Gen<'_> {
                     let (#(#results,)*) = #private::tokio::try_join!(#(#futures),*)?;
                     let #out = (#(#results,)*);
                 });
-                (stmts, Value { var: out, ty: quote!((#(#types,)*)) }, exits)
+                (
+                    stmts,
+                    Value {
+                        var: out,
+                        ty: quote!((#(#types,)*)),
+                    },
+                    exits,
+                )
             }
         }
     }
@@ -153,7 +185,10 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         .iter()
         .filter_map(|a| match &a.meta {
             syn::Meta::NameValue(nv) => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value().trim().to_owned()),
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value().trim().to_owned()),
                 _ => None,
             },
             _ => None,
@@ -167,9 +202,18 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     }
     // Step 0 is always the entry node: its alias names the workflow's input type.
     let input_ty = quote!(<__nanoflow_s0 as #private::Node>::Input);
-    let mut gen = Gen { private, counter: 0, aliases: Vec::new(), steps: Vec::new(), edges: Vec::new() };
+    let mut gen = Gen {
+        private,
+        counter: 0,
+        aliases: Vec::new(),
+        steps: Vec::new(),
+        edges: Vec::new(),
+    };
     let input = format_ident!("__nanoflow_input");
-    let start = Value { var: input.clone(), ty: input_ty.clone() };
+    let start = Value {
+        var: input.clone(),
+        ty: input_ty.clone(),
+    };
     let (body, out, exits) = gen.chain(&wf.graph, start, vec![End::Input]);
     let output_ty = out.ty;
     let out = out.var;
@@ -180,8 +224,14 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     let aliases = &gen.aliases;
     let steps = &gen.steps;
     let edges = &gen.edges;
-    let trigger_defs = wf.triggers.iter().map(|t| trigger::expand::definition(private, t));
-    let trigger_checks = wf.triggers.iter().map(|t| trigger::expand::check(private, t, &input_ty));
+    let trigger_defs = wf
+        .triggers
+        .iter()
+        .map(|t| trigger::expand::definition(private, t));
+    let trigger_checks = wf
+        .triggers
+        .iter()
+        .map(|t| trigger::expand::check(private, t, &input_ty));
     let run_doc = format!("Runs `{name_str}` in-process on `input` and returns its output.");
     let graph_doc = format!("The graph of `{name_str}`: steps, edges, triggers and types.");
 

@@ -1,7 +1,7 @@
 //! Parses `workflow! { ... }` into our own tree.
 
 use syn::parse::{Parse, ParseStream};
-use syn::{Token, token};
+use syn::{token, Token};
 
 use super::ast::{Chain, NodeRef, Stage, WorkflowDecl, WorkflowFile};
 use crate::trigger;
@@ -15,7 +15,10 @@ impl Parse for WorkflowFile {
             let content;
             syn::bracketed!(content in input);
             let key: Token![crate] = content.parse().map_err(|e| {
-                syn::Error::new(e.span(), "the only inner attribute of `workflow!` is `#![crate = path]`")
+                syn::Error::new(
+                    e.span(),
+                    "the only inner attribute of `workflow!` is `#![crate = path]`",
+                )
             })?;
             let _ = key;
             content.parse::<Token![=]>()?;
@@ -53,10 +56,16 @@ impl Parse for WorkflowDecl {
         }
         let vis: syn::Visibility = input.parse()?;
         let name: syn::Ident = input.parse().map_err(|e| {
-            syn::Error::new(e.span(), "expected a workflow name, as in `pub checkout: price -> total;`")
+            syn::Error::new(
+                e.span(),
+                "expected a workflow name, as in `pub checkout: price -> total;`",
+            )
         })?;
         let colon: Token![:] = input.parse().map_err(|e| {
-            syn::Error::new(e.span(), format!("expected `:` after the workflow name `{name}`"))
+            syn::Error::new(
+                e.span(),
+                format!("expected `:` after the workflow name `{name}`"),
+            )
         })?;
         let graph = if input.peek(Token![;]) {
             Chain { stages: Vec::new() }
@@ -64,9 +73,19 @@ impl Parse for WorkflowDecl {
             input.parse()?
         };
         input.parse::<Token![;]>().map_err(|e| {
-            syn::Error::new(e.span(), format!("expected `->` or `;` to end workflow `{name}`"))
+            syn::Error::new(
+                e.span(),
+                format!("expected `->` or `;` to end workflow `{name}`"),
+            )
         })?;
-        Ok(WorkflowDecl { docs, triggers, vis, name, colon: colon.span, graph })
+        Ok(WorkflowDecl {
+            docs,
+            triggers,
+            vis,
+            name,
+            colon: colon.span,
+            graph,
+        })
     }
 }
 
@@ -87,9 +106,17 @@ impl Parse for Stage {
             let content;
             let paren = syn::parenthesized!(content in input);
             let branches = content.parse_terminated(Chain::parse, Token![,])?;
-            return Ok(Stage::Group { paren: paren.span.join(), branches: branches.into_iter().collect() });
+            return Ok(Stage::Group {
+                paren: paren.span.join(),
+                branches: branches.into_iter().collect(),
+            });
         }
-        if input.peek(syn::Ident) || input.peek(Token![::]) || input.peek(Token![crate]) || input.peek(Token![self]) || input.peek(Token![super]) {
+        if input.peek(syn::Ident)
+            || input.peek(Token![::])
+            || input.peek(Token![crate])
+            || input.peek(Token![self])
+            || input.peek(Token![super])
+        {
             let path = input.call(syn::Path::parse_mod_style)?;
             let alias = if input.peek(Token![as]) {
                 input.parse::<Token![as]>()?;

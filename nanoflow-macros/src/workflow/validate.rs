@@ -14,7 +14,10 @@ pub(crate) fn validate(file: &WorkflowFile) -> syn::Result<()> {
     for wf in &file.workflows {
         let name = wf.name.to_string();
         if names.insert(name.clone(), &wf.name).is_some() {
-            cx.error_spanned_by(&wf.name, format!("workflow `{name}` is declared more than once"));
+            cx.error_spanned_by(
+                &wf.name,
+                format!("workflow `{name}` is declared more than once"),
+            );
         }
         if wf.graph.stages.is_empty() {
             cx.error_at(
@@ -31,7 +34,9 @@ pub(crate) fn validate(file: &WorkflowFile) -> syn::Result<()> {
             let key = step.to_string();
             if steps.insert(key.clone(), step).is_some() {
                 let message = if node.alias.is_some() {
-                    format!("the name `{key}` is used twice in workflow `{name}`; choose another alias")
+                    format!(
+                        "the name `{key}` is used twice in workflow `{name}`; choose another alias"
+                    )
                 } else {
                     format!(
                         "node `{key}` appears twice in workflow `{name}`; give this use an alias: `{key} as {key}_2`"
@@ -44,7 +49,10 @@ pub(crate) fn validate(file: &WorkflowFile) -> syn::Result<()> {
             trigger::validate::validate(&mut cx, t);
             if let Some(route) = t.route_key() {
                 if let Some(other) = routes.insert(route.clone(), name.clone()) {
-                    cx.error_at(t.span, format!("route `{route}` is already served by workflow `{other}`"));
+                    cx.error_at(
+                        t.span,
+                        format!("route `{route}` is already served by workflow `{other}`"),
+                    );
                 }
             }
         }
@@ -74,7 +82,11 @@ mod tests {
         let file: WorkflowFile = syn::parse2(tokens).unwrap();
         match super::validate(&file) {
             Ok(()) => String::new(),
-            Err(e) => e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"),
+            Err(e) => e
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
         }
     }
 
