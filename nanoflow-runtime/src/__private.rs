@@ -12,25 +12,6 @@ pub use crate::run::RunCtx;
 pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::Workflow;
 
-/// A node's input or output type, checked to be [`Data`](crate::Data).
-///
-/// `#[node]` writes `type Input = <In as AsData>::Type;` rather than `type Input = In;`: a type
-/// that is not `Data` is then one error, in the user's terms, at the user's type (the bare `Data`
-/// bound would report `Serialize` and `Deserialize` separately, in serde's terms).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot flow between nodes",
-    label = "node inputs and outputs must implement `Serialize` and `Deserialize`",
-    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`; it must also be owned data that is `Send + Sync + 'static`"
-)]
-pub trait AsData {
-    /// The type itself.
-    type Type: crate::Data;
-}
-#[diagnostic::do_not_recommend]
-impl<T: crate::Data> AsData for T {
-    type Type = T;
-}
-
 /// An error type a node may return: anything that converts into [`NodeError`].
 ///
 /// A separate trait (rather than a bare `Into<NodeError>` bound) so that a type that does not
@@ -90,6 +71,8 @@ pub fn into_node_result<T, R: IntoNodeResult<T>>(result: R) -> Result<T, NodeErr
     note = "change the first node's input to `nanoflow::Tick`, or start the workflow with a node that takes it"
 )]
 pub trait CronInput {}
+// Not shown as "implemented for `Tick`" beside the error: the message already says it.
+#[diagnostic::do_not_recommend]
 impl CronInput for crate::triggers::Tick {}
 
 /// Checked by `workflow!` for each cron trigger.
@@ -107,8 +90,10 @@ pub trait FanOut: Sized {
     /// Makes one branch's copy.
     fn fan_out_copy(&self) -> Self;
 }
+// `Data` too (every value in a graph is), so that references are not `FanOut` and rustc does
+// not suggest borrowing the group.
 #[diagnostic::do_not_recommend]
-impl<T: Clone> FanOut for T {
+impl<T: Clone + crate::Data> FanOut for T {
     #[inline(always)]
     fn fan_out_copy(&self) -> Self {
         self.clone()
