@@ -25,10 +25,15 @@ impl Ctxt {
         }
     }
 
-    pub(crate) fn check(self) -> Result<(), syn::Error> {
-        match self.errors {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+    pub(crate) fn has_errors(&self) -> bool {
+        self.errors.is_some()
+    }
+
+    /// Every error collected, in the order found.
+    pub(crate) fn into_errors(self) -> Vec<syn::Error> {
+        self.errors
+            .into_iter()
+            .flat_map(|e| e.into_iter())
+            .collect()
     }
 }

@@ -8,6 +8,7 @@ use proc_macro::TokenStream;
 mod ctxt;
 mod duration;
 mod node;
+mod poison;
 mod respan;
 mod trigger;
 mod workflow;

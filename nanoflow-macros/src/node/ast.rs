@@ -23,9 +23,18 @@ pub(crate) enum Output {
 pub(crate) struct Options {
     pub(crate) retries: Option<u32>,
     pub(crate) backoff_ns: Option<u64>,
-    pub(crate) max_backoff_ns: Option<u64>,
+    pub(crate) max_backoff_ns: Option<(u64, Span)>,
     pub(crate) timeout_ns: Option<u64>,
     pub(crate) isolation: Option<(String, Span)>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<syn::Path>,
+}
+
+/// What `#[node]` found: the node when the signature is usable, and every error.
+pub(crate) struct Parsed<'a> {
+    /// `None` when the signature is not a node's (the expansion is then a poisoned stub).
+    pub(crate) node: Option<NodeDef<'a>>,
+    /// The `crate = path` override, kept for the stub.
+    pub(crate) krate: Option<syn::Path>,
+    pub(crate) errors: Vec<syn::Error>,
 }

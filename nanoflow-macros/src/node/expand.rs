@@ -5,6 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::ast::{NodeDef, Output};
+use crate::poison;
 
 pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
     let func = node.func;
@@ -16,6 +17,7 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         .map(|p| quote!(#p))
         .unwrap_or_else(|| quote!(::nanoflow));
     let private = quote!(#krate::__private);
+    let declaration = declare(ident);
     let input = &node.input;
     let name = node
         .options
@@ -29,20 +31,18 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         quote!(#ident(#arg))
     };
     let (output, body) = match &node.output {
-        Output::Plain(ty) => (quote!(#ty), quote!(::core::result::Result::Ok(#call))),
+        Output::Plain(ty) => (ty, quote!(::core::result::Result::Ok(#call))),
         Output::Result { ok, err } => {
             let convert = quote_spanned!(err.span()=> #private::node_error::<#err>);
-            (
-                quote!(#ok),
-                quote!(match #call {
-                    ::core::result::Result::Ok(v) => ::core::result::Result::Ok(v),
-                    ::core::result::Result::Err(e) => ::core::result::Result::Err(#convert(e)),
-                }),
-            )
+            let body = quote!(match #call {
+                ::core::result::Result::Ok(v) => ::core::result::Result::Ok(v),
+                ::core::result::Result::Err(e) => ::core::result::Result::Err(#convert(e)),
+            });
+            (ok, body)
         }
         Output::ResultAlias { ok, ret } => {
             let convert = quote_spanned!(ret.span()=> #private::into_node_result::<#ok, #ret>);
-            (quote!(#ok), quote!(#convert(#call)))
+            (ok, quote!(#convert(#call)))
         }
     };
 
@@ -54,7 +54,7 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
     if let Some(ns) = opts.backoff_ns {
         fields.push(quote!(backoff: ::core::time::Duration::from_nanos(#ns),));
     }
-    if let Some(ns) = opts.max_backoff_ns {
+    if let Some((ns, _)) = opts.max_backoff_ns {
         fields.push(quote!(max_backoff: ::core::time::Duration::from_nanos(#ns),));
     }
     if let Some(ns) = opts.timeout_ns {
@@ -75,12 +75,7 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
     quote! {
         #func
 
-        #[doc(hidden)]
-        #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub, clippy::empty_structs_with_brackets)]
-        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy, ::core::default::Default)]
-        // Always `pub` (nominally): a `pub` workflow names this type in its `Workflow` impl,
-        // which must not leak a private type. It is hidden and, in a private module, unreachable.
-        pub struct #ident {}
+        #declaration
 
         impl #private::Node for #ident {
             type Input = #input;
@@ -111,5 +106,80 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
                 value
             }
         }
+    }
+}
+
+/// The hidden node type, named like the function.
+fn declare(ident: &syn::Ident) -> TokenStream {
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub, clippy::empty_structs_with_brackets)]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy, ::core::default::Default)]
+        // Always `pub` (nominally): a `pub` workflow names this type in its `Workflow` impl,
+        // which must not leak a private type. It is hidden and, in a private module, unreachable.
+        pub struct #ident {}
+    }
+}
+
+/// Beside a signature error: the user's function, and a node type whose input and output are
+/// poisoned with the first error, so that workflows using the node add no errors of their own.
+pub(crate) fn stub(
+    func: &syn::ItemFn,
+    krate: Option<&syn::Path>,
+    errors: &[syn::Error],
+) -> TokenStream {
+    let Some((first, rest)) = errors.split_first() else {
+        return quote!(#func);
+    };
+    if func.sig.receiver().is_some() {
+        // A method, in an impl block: no node type can be declared there.
+        let errors = poison::report(errors);
+        return quote!(#errors #func);
+    }
+    let ident = &func.sig.ident;
+    let name = ident.to_string();
+    let krate = krate
+        .map(|p| quote!(#p))
+        .unwrap_or_else(|| quote!(::nanoflow));
+    let private = quote!(#krate::__private);
+    let declaration = declare(ident);
+    let poisoned = poison::poisoned_type(first);
+    let rest = poison::report(rest);
+    quote! {
+        #[allow(dead_code)]
+        #func
+
+        #declaration
+
+        const _: () = {
+            type __nanoflow_poisoned = #poisoned;
+
+            impl #private::Node for #ident {
+                type Input = __nanoflow_poisoned;
+                type Output = __nanoflow_poisoned;
+                const NAME: &'static str = #name;
+                const OPTIONS: #private::NodeOptions = #private::NodeOptions::DEFAULT;
+
+                fn call(_: __nanoflow_poisoned) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<__nanoflow_poisoned, #private::NodeError>,
+                > + ::core::marker::Send {
+                    ::core::future::pending()
+                }
+
+                fn duplicate(
+                    _: &__nanoflow_poisoned,
+                ) -> ::core::result::Result<__nanoflow_poisoned, #private::NodeError> {
+                    ::core::unreachable!()
+                }
+            }
+
+            impl #private::Accepts<__nanoflow_poisoned, __nanoflow_poisoned> for #ident {
+                fn into_input(value: __nanoflow_poisoned) -> __nanoflow_poisoned {
+                    value
+                }
+            }
+        };
+
+        #rest
     }
 }

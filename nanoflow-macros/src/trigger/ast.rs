@@ -3,8 +3,6 @@
 use proc_macro2::Span;
 
 pub(crate) struct Trigger {
-    /// The whole attribute, for errors about the trigger as a whole.
-    pub(crate) span: Span,
     pub(crate) kind: TriggerKind,
 }
 
@@ -24,6 +22,13 @@ pub(crate) enum TriggerKind {
 }
 
 impl Trigger {
+    /// The span of the trigger's value (`"POST /orders"`, `"0 */5 * * * *"`).
+    pub(crate) fn value_span(&self) -> Span {
+        match &self.kind {
+            TriggerKind::Http { lit, .. } | TriggerKind::Cron { lit, .. } => lit.span(),
+        }
+    }
+
     /// `POST /orders` for HTTP triggers, to find two workflows on one route.
     pub(crate) fn route_key(&self) -> Option<String> {
         match &self.kind {

@@ -2,7 +2,7 @@
 
 use super::ast::{Trigger, TriggerKind};
 
-const KINDS: &str = "`http = \"POST /path\"` or `cron = \"sec min hour day month weekday\"`";
+const KINDS: &str = "`http = \"POST /path\"` or `cron = \"0 */5 * * * *\"`";
 
 pub(crate) fn parse(attr: &syn::Attribute) -> syn::Result<Trigger> {
     let span = attr.pos_span();
@@ -31,7 +31,28 @@ pub(crate) fn parse(attr: &syn::Attribute) -> syn::Result<Trigger> {
         if slot.is_some() {
             return Err(meta.error(format!("`{key}` specified more than once")));
         }
-        *slot = Some(meta.value()?.parse()?);
+        let example = match key.as_str() {
+            "http" => "\"POST /orders\"",
+            "cron" => "\"0 */5 * * * *\"",
+            "tz" => "\"Europe/Paris\"",
+            _ => "\"skip\"",
+        };
+        let value = meta
+            .value()
+            .map_err(|_| meta.error(format!("`{key}` needs a value, e.g. `{key} = {example}`")))?;
+        let expr: syn::Expr = value.parse()?;
+        match expr {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(lit),
+                ..
+            }) => *slot = Some(lit),
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    format!("`{key}` takes a string, e.g. `{key} = {example}`"),
+                ))
+            }
+        }
         Ok(())
     })?;
     let kind = match (http, cron) {
@@ -63,7 +84,7 @@ pub(crate) fn parse(attr: &syn::Attribute) -> syn::Result<Trigger> {
             ))
         }
     };
-    Ok(Trigger { span, kind })
+    Ok(Trigger { kind })
 }
 
 trait PosSpan {

@@ -40,19 +40,25 @@ pub(crate) fn validate(cx: &mut Ctxt, trigger: &Trigger) {
 /// Checks `METHOD /path/{param}`.
 pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
     if !METHODS.contains(&method) {
+        let upper = method.to_ascii_uppercase();
+        if METHODS.contains(&upper.as_str()) {
+            return Err(format!(
+                "invalid HTTP method `{method}`: write it in upper case, `{upper}`"
+            ));
+        }
         return Err(format!(
-            "invalid HTTP route: unknown method `{method}`; expected one of GET, POST, PUT, PATCH, DELETE (upper case)"
+            "invalid HTTP method `{method}`; expected `GET`, `POST`, `PUT`, `PATCH` or `DELETE`"
         ));
     }
     if !path.starts_with('/') {
         return Err(format!(
-            "invalid HTTP route `{path}`: the path must start with `/`"
+            "invalid HTTP route `{path}`: the path must start with `/`, as in `/{path}`"
         ));
     }
     for reserved in RESERVED {
         if path == reserved || path.starts_with(&format!("{reserved}/")) {
             return Err(format!(
-                "invalid HTTP route `{path}`: `{reserved}` is reserved by the runner"
+                "invalid HTTP route `{path}`: paths under `{reserved}` are reserved for the runner's own API"
             ));
         }
     }
@@ -101,13 +107,55 @@ pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a cron expression the way the runtime will read it.
+/// What each field of a cron expression holds, for 6 fields; 5 fields drop the first.
+const CRON_FIELDS: [(&str, &str); 6] = [
+    ("second", "0-59"),
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of week", "0-7 or SUN-SAT"),
+];
+
+/// Checks a cron expression the way the runtime will read it, and names the faulty field.
 pub(crate) fn check_cron(expr: &str) -> Result<(), String> {
-    croner::Cron::new(expr)
-        .with_seconds_optional()
-        .parse()
-        .map(|_| ())
-        .map_err(|e| format!("invalid cron expression `{expr}`: {e}; expected 6 fields (sec min hour day month weekday) or 5 (min hour day month weekday)"))
+    let parse = |e: &str| {
+        croner::Cron::new(e)
+            .with_seconds_optional()
+            .parse()
+            .map(|_| ())
+    };
+    let Err(error) = parse(expr) else {
+        return Ok(());
+    };
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let names = match fields.len() {
+        6 => &CRON_FIELDS[..],
+        5 => &CRON_FIELDS[1..],
+        n => {
+            return Err(format!(
+                "invalid cron expression `{expr}`: it has {n} field{}; expected 6 (second minute hour day month weekday) or 5 (minute hour day month weekday)",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+    };
+    // Find the faulty field: the first that fails with every other field set to `*`.
+    for (i, (field, (what, range))) in fields.iter().zip(names).enumerate() {
+        let probe: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { *field } else { "*" })
+            .collect();
+        if parse(&probe.join(" ")).is_err() {
+            return Err(format!("invalid cron expression `{expr}`: the {what} field `{field}` is not valid (expected {range})"));
+        }
+    }
+    let reason = error.to_string();
+    let reason = reason.trim_end_matches('.');
+    let mut chars = reason.chars();
+    let reason: String = chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect())
+        .unwrap_or_default();
+    Err(format!("invalid cron expression `{expr}`: {reason}"))
 }
 
 #[cfg(test)]
@@ -121,7 +169,10 @@ mod tests {
         assert!(check_route("GET", "/").is_ok());
         assert!(check_route("FETCH", "/x")
             .unwrap_err()
-            .contains("unknown method `FETCH`"));
+            .contains("invalid HTTP method `FETCH`"));
+        assert!(check_route("post", "/x")
+            .unwrap_err()
+            .contains("upper case, `POST`"));
         assert!(check_route("POST", "orders")
             .unwrap_err()
             .contains("must start with `/`"));
@@ -144,6 +195,20 @@ mod tests {
         assert!(check_cron("0 */5 * * * *").is_ok());
         assert!(check_cron("*/5 * * * *").is_ok());
         assert!(check_cron("0 61 * * * *").is_err());
-        assert!(check_cron("every tuesday").is_err());
+        assert!(check_cron("every tuesday")
+            .unwrap_err()
+            .contains("it has 2 fields"));
+        assert!(check_cron("0 61 * * * *")
+            .unwrap_err()
+            .contains("the minute field `61` is not valid (expected 0-59)"));
+        assert!(check_cron("61 * * * *")
+            .unwrap_err()
+            .contains("the minute field `61`"));
+        assert!(check_cron("0 0 25 * * *")
+            .unwrap_err()
+            .contains("the hour field `25`"));
+        assert!(check_cron("0 0 0 * FOO *")
+            .unwrap_err()
+            .contains("the month field `FOO`"));
     }
 }

@@ -8,6 +8,8 @@ pub(crate) struct WorkflowFile {
     /// `#![crate = path]` when the user renamed the `nanoflow` dependency.
     pub(crate) krate: Option<syn::Path>,
     pub(crate) workflows: Vec<WorkflowDecl>,
+    /// Syntax errors outside any workflow that has a name (reported as they are).
+    pub(crate) errors: Vec<syn::Error>,
 }
 
 /// `/// doc  #[trigger(..)]  pub name: graph;`
@@ -17,7 +19,20 @@ pub(crate) struct WorkflowDecl {
     pub(crate) vis: syn::Visibility,
     pub(crate) name: syn::Ident,
     pub(crate) colon: Span,
-    pub(crate) graph: Chain,
+    /// `None` when the graph could not be parsed (the error is in `errors`).
+    pub(crate) graph: Option<Chain>,
+    /// Syntax errors in this declaration: its attributes, its graph.
+    pub(crate) errors: Vec<syn::Error>,
+}
+
+impl WorkflowDecl {
+    /// Whether the graph cannot be expanded: it failed to parse, is empty, or has an empty `()`.
+    pub(crate) fn is_broken(&self) -> bool {
+        match &self.graph {
+            None => true,
+            Some(graph) => graph.stages.is_empty() || graph.has_empty_group(),
+        }
+    }
 }
 
 /// Stages joined by `->`.
@@ -61,6 +76,24 @@ impl Chain {
         match self.stages.first()? {
             Stage::Node(n) => Some(n),
             Stage::Group { branches, .. } => branches.first()?.entry(),
+        }
+    }
+
+    /// Whether any parallel group, at any depth, is an empty `()`.
+    pub(crate) fn has_empty_group(&self) -> bool {
+        self.stages.iter().any(|stage| match stage {
+            Stage::Node(_) => false,
+            Stage::Group { branches, .. } => {
+                branches.is_empty() || branches.iter().any(Chain::has_empty_group)
+            }
+        })
+    }
+
+    /// The span of the last step, for errors about what follows the graph.
+    pub(crate) fn end_span(&self) -> Option<Span> {
+        match self.stages.last()? {
+            Stage::Node(n) => Some(n.step_ident().span()),
+            Stage::Group { paren, .. } => Some(*paren),
         }
     }
 

@@ -6,24 +6,40 @@
 //! at the user's node token, whose `Accepts<Got, Takes>` bound makes the compiler report a
 //! mismatched edge under the downstream node's name.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
 
 use super::ast::{Chain, Stage, WorkflowDecl, WorkflowFile};
+use crate::poison;
 use crate::respan::respan;
 use crate::trigger;
 
-pub(crate) fn expand(file: &WorkflowFile) -> TokenStream {
+/// Expands every workflow, with `errors[i]` the errors found in workflow `i`.
+pub(crate) fn expand(file: &WorkflowFile, errors: &[Vec<syn::Error>]) -> TokenStream {
     let krate = file
         .krate
         .as_ref()
         .map(|p| quote!(#p))
         .unwrap_or_else(|| quote!(::nanoflow));
     let private = quote!(#krate::__private);
-    file.workflows
-        .iter()
-        .map(|wf| expand_one(&private, wf))
-        .collect()
+    let mut out = poison::report(&file.errors);
+    let mut declared = HashSet::new();
+    for (wf, found) in file.workflows.iter().zip(errors) {
+        let errors: Vec<syn::Error> = wf.errors.iter().chain(found).cloned().collect();
+        if !declared.insert(wf.name.to_string()) {
+            // A second workflow of the same name: the first one stands, this one is only reported.
+            out.extend(poison::report(&errors));
+        } else if wf.is_broken() {
+            out.extend(stub(&private, wf, &errors));
+        } else {
+            out.extend(expand_one(&private, wf));
+            out.extend(poison::report(&errors));
+        }
+    }
+    out
 }
 
 struct Gen<'a> {
@@ -196,10 +212,11 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         .collect::<Vec<_>>()
         .join("\n");
 
-    if wf.graph.entry().is_none() {
-        // Empty graph: the error is reported by `validate`; a stub keeps uses of the name quiet.
-        return stub(private, wf);
-    }
+    let graph = wf.graph.as_ref().expect("not broken: the graph parsed");
+    let entry = graph
+        .entry()
+        .expect("not broken: the graph has a first node");
+    let (declaration, ty) = declare(wf);
     // Step 0 is always the entry node: its alias names the workflow's input type.
     let input_ty = quote!(<__nanoflow_s0 as #private::Node>::Input);
     let mut gen = Gen {
@@ -214,7 +231,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         var: input.clone(),
         ty: input_ty.clone(),
     };
-    let (body, out, exits) = gen.chain(&wf.graph, start, vec![End::Input]);
+    let (body, out, exits) = gen.chain(graph, start, vec![End::Input]);
     let output_ty = out.ty;
     let out = out.var;
     for exit in &exits {
@@ -235,16 +252,21 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     let run_doc = format!("Runs `{name_str}` in-process on `input` and returns its output.");
     let graph_doc = format!("The graph of `{name_str}`: steps, edges, triggers and types.");
 
-    quote! {
-        #(#docs)*
-        #[allow(non_camel_case_types)]
-        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
-        #vis struct #name;
+    // `checkout.run(x)` with a wrong `x`: rustc shows where `run` is defined; let that be the
+    // workflow's name, and the input the first node's.
+    let run = respan(quote!(run), name.span());
+    let input_param = respan(quote!(input: #input_ty), entry.step_ident().span());
 
+    quote! {
+        #declaration
+
+        // The impls name the type through its module (see `declare`), where the plain name
+        // would do too: not a qualification the user wrote.
+        #[allow(unused_qualifications)]
         const _: () = {
             #(#aliases)*
 
-            impl #private::Workflow for #name {
+            impl #private::Workflow for #ty {
                 type Input = #input_ty;
                 type Output = #output_ty;
                 const NAME: &'static str = #name_str;
@@ -277,10 +299,10 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                 }
             }
 
-            impl #name {
+            impl #ty {
                 #[doc = #run_doc]
                 #[allow(dead_code)]
-                #vis async fn run(&self, input: #input_ty) -> ::core::result::Result<#output_ty, #private::Error> {
+                #vis async fn #run(&self, #input_param) -> ::core::result::Result<#output_ty, #private::Error> {
                     <Self as #private::Workflow>::run(self, input).await
                 }
 
@@ -296,22 +318,106 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     }
 }
 
-/// Beside a reported error: the workflow's name exists and its methods accept anything, so the
-/// user's uses of it add no further errors.
-fn stub(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
+/// Declares the workflow's unit type, in a module of its own re-exported under the workflow's
+/// name. Returns the items and the type's path for the impls.
+///
+/// The module makes a workflow declared twice in one module (by two `workflow!` invocations) a
+/// single error, "the name `checkout` is defined multiple times", at the second name: the impls
+/// of each invocation name its own type through its own module, so they do not conflict. The
+/// module's name is unique to the declaration (its name and the position of the name's token).
+fn declare(wf: &WorkflowDecl) -> (TokenStream, TokenStream) {
     let name = &wf.name;
     let vis = &wf.vis;
-    let span = Span::call_site();
-    quote_spanned! {span=>
-        #[allow(non_camel_case_types, dead_code)]
-        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
-        #vis struct #name;
-
-        #[allow(dead_code, missing_docs)]
-        impl #name {
-            #vis async fn run<I, O>(&self, _input: I) -> ::core::result::Result<O, #private::Error> {
-                ::core::panic!("workflow `{}` failed to compile", ::core::stringify!(#name))
-            }
+    let docs = &wf.docs;
+    let mut hasher = DefaultHasher::new();
+    name.to_string().hash(&mut hasher);
+    format!("{:?}", name.span()).hash(&mut hasher);
+    let module = format_ident!("__nanoflow_workflow_{}_{:016x}", name, hasher.finish());
+    let import = respan(quote!(#module::#name), name.span());
+    let items = quote! {
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        mod #module {
+            #(#docs)*
+            #[allow(non_camel_case_types, unreachable_pub)]
+            #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
+            pub struct #name;
         }
+
+        #[allow(unused_imports)]
+        #vis use #import;
+    };
+    (items, quote!(#module::#name))
+}
+
+/// Beside an error that leaves the graph unusable (empty, an empty group, a syntax error): the
+/// workflow is still declared, with its input and output poisoned by the first error so that
+/// uses of it (`checkout.run(x)`, `Runner::new().workflow(checkout)`) add no errors of their own.
+fn stub(private: &TokenStream, wf: &WorkflowDecl, errors: &[syn::Error]) -> TokenStream {
+    let Some((first, rest)) = errors.split_first() else {
+        return TokenStream::new();
+    };
+    let name_str = wf.name.to_string();
+    let vis = &wf.vis;
+    let (declaration, ty) = declare(wf);
+    let poisoned = poison::poisoned_type(first);
+    let rest = poison::report(rest);
+    // The node names that were read are still resolved, so an unknown one is reported too.
+    let mut nodes = Vec::new();
+    if let Some(graph) = &wf.graph {
+        graph.nodes(&mut nodes);
+    }
+    let aliases = nodes.iter().enumerate().map(|(i, node)| {
+        let alias = format_ident!("__nanoflow_s{}", i);
+        let path = &node.path;
+        quote!(#[allow(dead_code)] type #alias = #path;)
+    });
+    quote! {
+        #declaration
+
+        // The impls name the type through its module (see `declare`), where the plain name
+        // would do too: not a qualification the user wrote.
+        #[allow(unused_qualifications)]
+        const _: () = {
+            type __nanoflow_poisoned = #poisoned;
+            #(#aliases)*
+
+            impl #private::Workflow for #ty {
+                type Input = __nanoflow_poisoned;
+                type Output = __nanoflow_poisoned;
+                const NAME: &'static str = #name_str;
+
+                fn graph(&self) -> &'static #private::Graph {
+                    ::core::unreachable!()
+                }
+
+                fn execute<'__nanoflow_a>(
+                    &'__nanoflow_a self,
+                    _: &'__nanoflow_a #private::RunCtx,
+                    _: __nanoflow_poisoned,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<__nanoflow_poisoned, #private::Error>,
+                > + ::core::marker::Send + '__nanoflow_a {
+                    ::core::future::pending()
+                }
+            }
+
+            impl #ty {
+                #[allow(dead_code, missing_docs)]
+                #vis async fn run(
+                    &self,
+                    _: __nanoflow_poisoned,
+                ) -> ::core::result::Result<__nanoflow_poisoned, #private::Error> {
+                    ::core::unreachable!()
+                }
+
+                #[allow(dead_code, missing_docs)]
+                #vis fn graph(&self) -> &'static #private::Graph {
+                    ::core::unreachable!()
+                }
+            }
+        };
+
+        #rest
     }
 }

@@ -8,14 +8,12 @@ mod validate;
 use proc_macro2::TokenStream;
 
 pub(crate) fn expand(input: TokenStream) -> TokenStream {
+    // The parser records syntax errors per workflow and goes on; it fails only on a broken
+    // `#![...]` header.
     let file: ast::WorkflowFile = match syn::parse2(input) {
         Ok(file) => file,
         Err(error) => return error.into_compile_error(),
     };
     let errors = validate::validate(&file);
-    let mut out = expand::expand(&file);
-    if let Err(error) = errors {
-        out.extend(error.into_compile_error());
-    }
-    out
+    expand::expand(&file, &errors)
 }

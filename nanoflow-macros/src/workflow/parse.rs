@@ -1,5 +1,6 @@
 //! Parses `workflow! { ... }` into our own tree.
 
+use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::{token, Token};
 
@@ -9,84 +10,181 @@ use crate::trigger;
 impl Parse for WorkflowFile {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut krate = None;
+        let mut errors = Vec::new();
         while input.peek(Token![#]) && input.peek2(Token![!]) {
             input.parse::<Token![#]>()?;
             input.parse::<Token![!]>()?;
             let content;
             syn::bracketed!(content in input);
-            let key: Token![crate] = content.parse().map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    "the only inner attribute of `workflow!` is `#![crate = path]`",
-                )
-            })?;
-            let _ = key;
-            content.parse::<Token![=]>()?;
-            krate = Some(content.parse::<syn::Path>()?);
+            match parse_crate_attr(&content) {
+                Ok(path) => krate = Some(path),
+                Err(e) => {
+                    errors.push(e);
+                    // The rest of the attribute is skipped (syn would report it as unexpected).
+                    let _ = content.parse::<proc_macro2::TokenStream>();
+                }
+            }
         }
         let mut workflows = Vec::new();
-        while !input.is_empty() {
-            workflows.push(input.parse()?);
-        }
-        if workflows.is_empty() {
-            return Err(input.error(
+        if input.is_empty() {
+            errors.push(syn::Error::new(
+                Span::call_site(),
                 "`workflow!` declares no workflow; write e.g. `workflow! { pub checkout: price -> total; }`",
             ));
         }
-        Ok(WorkflowFile { krate, workflows })
+        while !input.is_empty() {
+            if let Some(decl) = parse_decl(input, &mut errors) {
+                workflows.push(decl);
+            }
+        }
+        Ok(WorkflowFile {
+            krate,
+            workflows,
+            errors,
+        })
     }
 }
 
-impl Parse for WorkflowDecl {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let attrs = input.call(syn::Attribute::parse_outer)?;
-        let mut docs = Vec::new();
-        let mut triggers = Vec::new();
-        for attr in attrs {
-            if attr.path().is_ident("doc") {
-                docs.push(attr);
-            } else if attr.path().is_ident("trigger") {
-                triggers.push(trigger::parse::parse(&attr)?);
-            } else {
-                return Err(syn::Error::new_spanned(
-                    attr.path(),
-                    "unsupported attribute on a workflow; expected doc comments or `#[trigger(...)]`",
-                ));
-            }
+/// `#![crate = path]`.
+fn parse_crate_attr(content: ParseStream<'_>) -> syn::Result<syn::Path> {
+    const ONLY: &str = "the only inner attribute of `workflow!` is `#![crate = path]`";
+    content
+        .parse::<Token![crate]>()
+        .map_err(|e| syn::Error::new(e.span(), ONLY))?;
+    content
+        .parse::<Token![=]>()
+        .map_err(|e| syn::Error::new(e.span(), ONLY))?;
+    let path = content.parse::<syn::Path>()?;
+    if !content.is_empty() {
+        return Err(content.error(ONLY));
+    }
+    Ok(path)
+}
+
+/// One `/// doc  #[trigger(..)]  pub name: graph;`. A syntax error is recorded and the rest of the
+/// declaration skipped, so the following workflows are still read (and, once the name is known,
+/// the workflow is still declared: uses of its name add no errors).
+fn parse_decl(input: ParseStream<'_>, errors: &mut Vec<syn::Error>) -> Option<WorkflowDecl> {
+    let attrs = match input.call(syn::Attribute::parse_outer) {
+        Ok(attrs) => attrs,
+        Err(e) => {
+            errors.push(e);
+            skip_past_semicolon(input);
+            return None;
         }
-        let vis: syn::Visibility = input.parse()?;
-        let name: syn::Ident = input.parse().map_err(|e| {
-            syn::Error::new(
+    };
+    let vis: syn::Visibility = match input.parse() {
+        Ok(vis) => vis,
+        Err(e) => {
+            errors.push(e);
+            skip_past_semicolon(input);
+            return None;
+        }
+    };
+    let name: syn::Ident = match input.parse() {
+        Ok(name) => name,
+        Err(e) => {
+            errors.push(syn::Error::new(
                 e.span(),
                 "expected a workflow name, as in `pub checkout: price -> total;`",
-            )
-        })?;
-        let colon: Token![:] = input.parse().map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                format!("expected `:` after the workflow name `{name}`"),
-            )
-        })?;
-        let graph = if input.peek(Token![;]) {
-            Chain { stages: Vec::new() }
-        } else {
-            input.parse()?
-        };
-        input.parse::<Token![;]>().map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                format!("expected `->` or `;` to end workflow `{name}`"),
-            )
-        })?;
-        Ok(WorkflowDecl {
-            docs,
-            triggers,
-            vis,
-            name,
-            colon: colon.span,
-            graph,
-        })
+            ));
+            skip_past_semicolon(input);
+            return None;
+        }
+    };
+    let mut decl = WorkflowDecl {
+        docs: Vec::new(),
+        triggers: Vec::new(),
+        vis,
+        name,
+        colon: Span::call_site(),
+        graph: None,
+        errors: Vec::new(),
+    };
+    parse_attrs(&mut decl, attrs);
+    let name = &decl.name;
+    match input.parse::<Token![:]>() {
+        Ok(colon) => decl.colon = colon.span,
+        Err(e) => {
+            let message = format!(
+                "expected `:` after the workflow name `{name}`, as in `{name}: price -> total;`"
+            );
+            decl.errors.push(syn::Error::new(e.span(), message));
+            skip_past_semicolon(input);
+            return Some(decl);
+        }
     }
+    let graph = if input.peek(Token![;]) {
+        Ok(Chain { stages: Vec::new() })
+    } else {
+        input.parse()
+    };
+    match graph {
+        Ok(graph) => decl.graph = Some(graph),
+        Err(e) => {
+            decl.errors.push(e);
+            skip_past_semicolon(input);
+            return Some(decl);
+        }
+    }
+    if input.parse::<Token![;]>().is_err() {
+        let next_decl = input.is_empty()
+            || input.peek(Token![pub])
+            || input.peek(Token![#])
+            || (input.peek(syn::Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]));
+        if next_decl {
+            // A missing `;`: report it after the graph, and read what follows as the next workflow.
+            let end = decl
+                .graph
+                .as_ref()
+                .and_then(Chain::end_span)
+                .unwrap_or_else(|| input.span());
+            decl.errors.push(syn::Error::new(
+                end,
+                format!("expected `;` after the graph of workflow `{name}`"),
+            ));
+        } else {
+            decl.errors.push(input.error(format!(
+                "expected `->` or `;` in the graph of workflow `{name}`"
+            )));
+            decl.graph = None;
+            skip_past_semicolon(input);
+        }
+    }
+    Some(decl)
+}
+
+/// Doc comments and `#[trigger(...)]`; a bad one is reported, the others kept.
+fn parse_attrs(decl: &mut WorkflowDecl, attrs: Vec<syn::Attribute>) {
+    for attr in attrs {
+        if attr.path().is_ident("doc") {
+            decl.docs.push(attr);
+        } else if attr.path().is_ident("trigger") {
+            match trigger::parse::parse(&attr) {
+                Ok(t) => decl.triggers.push(t),
+                Err(e) => decl.errors.push(e),
+            }
+        } else {
+            decl.errors.push(syn::Error::new_spanned(
+                attr.path(),
+                "unsupported attribute on a workflow; expected doc comments or `#[trigger(...)]`",
+            ));
+        }
+    }
+}
+
+/// After a syntax error: skips to just past the next top-level `;` (or to the end).
+fn skip_past_semicolon(input: ParseStream<'_>) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            rest = next;
+            if matches!(&tt, proc_macro2::TokenTree::Punct(p) if p.as_char() == ';') {
+                break;
+            }
+        }
+        Ok(((), rest))
+    });
 }
 
 impl Parse for Chain {
@@ -144,7 +242,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(file.workflows.len(), 2);
-        let graph = &file.workflows[0].graph;
+        let graph = file.workflows[0].graph.as_ref().unwrap();
         assert_eq!(graph.stages.len(), 3);
         match &graph.stages[1] {
             Stage::Group { branches, .. } => {
@@ -159,10 +257,69 @@ mod tests {
         assert_eq!(names, ["a", "b", "c", "d2", "e"]);
     }
 
+    /// Syntax errors, each in plain words; a syntax error in one workflow leaves the others read.
+    fn parse_errors(tokens: proc_macro2::TokenStream) -> Vec<String> {
+        let file: WorkflowFile = syn::parse2(tokens).unwrap();
+        let mut all: Vec<String> = file.errors.iter().map(ToString::to_string).collect();
+        for wf in &file.workflows {
+            all.extend(wf.errors.iter().map(ToString::to_string));
+        }
+        all
+    }
+
     #[test]
     fn rejects_garbage() {
-        assert!(syn::parse2::<WorkflowFile>(quote!(w: a -> ;)).is_err());
-        assert!(syn::parse2::<WorkflowFile>(quote!()).is_err());
-        assert!(syn::parse2::<WorkflowFile>(quote!(w a;)).is_err());
+        assert_eq!(
+            parse_errors(quote!(w: a -> ;)),
+            ["expected a node name or `(` to start parallel branches"]
+        );
+        assert_eq!(
+            parse_errors(quote!()),
+            ["`workflow!` declares no workflow; write e.g. `workflow! { pub checkout: price -> total; }`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w a;)),
+            ["expected `:` after the workflow name `w`, as in `w: price -> total;`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: a b;)),
+            ["expected `->` or `;` in the graph of workflow `w`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(42: a;)),
+            ["expected a workflow name, as in `pub checkout: price -> total;`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(#![allow(x)] w: a;)),
+            ["the only inner attribute of `workflow!` is `#![crate = path]`"]
+        );
+    }
+
+    #[test]
+    fn recovers_after_a_syntax_error() {
+        let file: WorkflowFile = syn::parse2(quote! {
+            #[inline]
+            first: a -> ;
+            second: a
+            pub third: b;
+            #[trigger(http = 42)]
+            fourth: c;
+        })
+        .unwrap();
+        let names: Vec<String> = file.workflows.iter().map(|w| w.name.to_string()).collect();
+        assert_eq!(names, ["first", "second", "third", "fourth"]);
+        assert_eq!(file.workflows[0].errors.len(), 2);
+        assert!(file.workflows[0].is_broken());
+        assert_eq!(
+            file.workflows[1].errors[0].to_string(),
+            "expected `;` after the graph of workflow `second`"
+        );
+        assert!(!file.workflows[1].is_broken());
+        assert!(file.workflows[2].errors.is_empty());
+        assert_eq!(
+            file.workflows[3].errors[0].to_string(),
+            "`http` takes a string, e.g. `http = \"POST /orders\"`"
+        );
+        assert!(!file.workflows[3].is_broken());
     }
 }

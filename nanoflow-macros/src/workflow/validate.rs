@@ -3,61 +3,65 @@
 
 use std::collections::HashMap;
 
+use proc_macro2::Span;
+
 use super::ast::{Chain, Stage, WorkflowFile};
 use crate::ctxt::Ctxt;
 use crate::trigger;
 
-pub(crate) fn validate(file: &WorkflowFile) -> syn::Result<()> {
-    let mut cx = Ctxt::default();
+/// The errors of each workflow, in declaration order (one list per workflow).
+pub(crate) fn validate(file: &WorkflowFile) -> Vec<Vec<syn::Error>> {
     let mut names: HashMap<String, &syn::Ident> = HashMap::new();
     let mut routes: HashMap<String, String> = HashMap::new();
+    let mut all = Vec::new();
     for wf in &file.workflows {
+        let mut cx = Ctxt::default();
         let name = wf.name.to_string();
         if names.insert(name.clone(), &wf.name).is_some() {
             cx.error_spanned_by(
                 &wf.name,
-                format!("workflow `{name}` is declared more than once"),
+                format!("workflow `{name}` is declared more than once in this `workflow!`; rename one of them"),
             );
         }
-        if wf.graph.stages.is_empty() {
-            cx.error_at(
-                wf.colon,
-                format!("workflow `{name}` has no steps; write at least one node, e.g. `{name}: validate -> confirm;`"),
-            );
-        }
-        check_chain(&mut cx, &wf.graph, &name);
-        let mut steps: HashMap<String, &syn::Ident> = HashMap::new();
-        let mut nodes = Vec::new();
-        wf.graph.nodes(&mut nodes);
-        for node in nodes {
-            let step = node.step_ident();
-            let key = step.to_string();
-            if steps.insert(key.clone(), step).is_some() {
-                let message = if node.alias.is_some() {
-                    format!(
-                        "the name `{key}` is used twice in workflow `{name}`; choose another alias"
-                    )
-                } else {
-                    format!(
-                        "node `{key}` appears twice in workflow `{name}`; give this use an alias: `{key} as {key}_2`"
-                    )
-                };
-                cx.error_spanned_by(step, message);
-            }
+        if let Some(graph) = &wf.graph {
+            check_graph(&mut cx, graph, wf.colon, &name);
         }
         for t in &wf.triggers {
             trigger::validate::validate(&mut cx, t);
             if let Some(route) = t.route_key() {
                 if let Some(other) = routes.insert(route.clone(), name.clone()) {
                     cx.error_at(
-                        t.span,
+                        t.value_span(),
                         format!("route `{route}` is already served by workflow `{other}`"),
                     );
                 }
             }
         }
+        all.push(cx.into_errors());
     }
-    cx.check()
+    all
+}
+
+fn check_graph(cx: &mut Ctxt, graph: &Chain, colon: Span, name: &str) {
+    if graph.stages.is_empty() {
+        cx.error_at(colon, format!("workflow `{name}` has no steps; write at least one node, e.g. `{name}: validate -> confirm;`"));
+    }
+    check_chain(cx, graph, name);
+    let mut steps: HashMap<String, &syn::Ident> = HashMap::new();
+    let mut nodes = Vec::new();
+    graph.nodes(&mut nodes);
+    for node in nodes {
+        let step = node.step_ident();
+        let key = step.to_string();
+        if steps.insert(key.clone(), step).is_some() {
+            let message = if node.alias.is_some() {
+                format!("the name `{key}` is used twice in workflow `{name}`; choose another alias")
+            } else {
+                format!("node `{key}` appears twice in workflow `{name}`; give this use an alias: `{key} as {key}_2`")
+            };
+            cx.error_spanned_by(step, message);
+        }
+    }
 }
 
 fn check_chain(cx: &mut Ctxt, chain: &Chain, workflow: &str) {
@@ -78,16 +82,17 @@ mod tests {
     use super::super::ast::WorkflowFile;
     use quote::quote;
 
+    /// Every message, parse errors and validation errors alike.
     fn errors(tokens: proc_macro2::TokenStream) -> String {
         let file: WorkflowFile = syn::parse2(tokens).unwrap();
-        match super::validate(&file) {
-            Ok(()) => String::new(),
-            Err(e) => e
-                .into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
+        let mut all: Vec<String> = file.errors.iter().map(ToString::to_string).collect();
+        for wf in &file.workflows {
+            all.extend(wf.errors.iter().map(ToString::to_string));
         }
+        for list in super::validate(&file) {
+            all.extend(list.iter().map(ToString::to_string));
+        }
+        all.join("\n")
     }
 
     #[test]
@@ -106,5 +111,39 @@ mod tests {
     fn aliases_make_duplicates_fine() {
         assert_eq!(errors(quote!(w: charge -> charge as retry_charge;)), "");
         assert!(errors(quote!(w: a as b -> b;)).contains("node `b` appears twice"));
+        assert!(errors(quote!(w: a -> b -> a as b;)).contains("the name `b` is used twice"));
+    }
+
+    #[test]
+    fn nested_groups_are_checked() {
+        assert!(errors(quote!(w: a -> (b -> (), c) -> d;)).contains("empty parallel group"));
+        assert_eq!(errors(quote!(w: a -> (b -> c, d) -> e;)), "");
+    }
+
+    #[test]
+    fn routes_are_unique_per_invocation() {
+        let e = errors(quote! {
+            #[trigger(http = "POST /a")]
+            w1: a;
+            #[trigger(http = "/a")]
+            w2: a;
+            #[trigger(http = "GET /a")]
+            w3: a;
+        });
+        assert_eq!(e, "route `POST /a` is already served by workflow `w1`");
+    }
+
+    #[test]
+    fn errors_belong_to_their_workflow() {
+        let file: WorkflowFile = syn::parse2(quote! {
+            ok: a -> b;
+            bad: a -> ();
+            ok: a;
+        })
+        .unwrap();
+        let lists = super::validate(&file);
+        assert_eq!(lists.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1, 1]);
+        assert!(!file.workflows[0].is_broken());
+        assert!(file.workflows[1].is_broken());
     }
 }
