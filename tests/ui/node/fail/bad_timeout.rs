@@ -1,0 +1,8 @@
+use nanoflow::prelude::*;
+
+#[node(timeout = "2 parsecs")]
+fn charge(cents: u64) -> u64 {
+    cents
+}
+
+fn main() {}

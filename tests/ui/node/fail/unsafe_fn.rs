@@ -1,0 +1,8 @@
+use nanoflow::prelude::*;
+
+#[node]
+unsafe fn read(address: usize) -> u8 {
+    address as u8
+}
+
+fn main() {}

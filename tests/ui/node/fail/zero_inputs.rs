@@ -1,0 +1,8 @@
+use nanoflow::prelude::*;
+
+#[node]
+fn start() -> u32 {
+    1
+}
+
+fn main() {}
