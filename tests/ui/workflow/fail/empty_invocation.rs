@@ -1,0 +1,5 @@
+use nanoflow::prelude::*;
+
+workflow! {}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use nanoflow::prelude::*;
+
+#[node]
+fn price(cents: u64) -> u64 {
+    cents
+}
+
+workflow! {
+    pub checkout price;
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+use nanoflow::prelude::*;
+
+#[node]
+fn price(cents: u64) -> u64 {
+    cents
+}
+
+workflow! {
+    pub : price;
+    pub other: price;
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = other.run(1).await;
+}
