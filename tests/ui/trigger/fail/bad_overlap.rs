@@ -1,0 +1,17 @@
+use nanoflow::prelude::*;
+
+#[node]
+fn tick(t: Tick) -> i64 {
+    t.scheduled_ms
+}
+#[node]
+fn charge(cents: u64) -> u64 {
+    cents
+}
+
+workflow! {
+    #[trigger(cron = "0 0 3 * * *", overlap = "never")]
+    pub nightly: tick;
+}
+
+fn main() {}
