@@ -5,14 +5,15 @@
 //! `cargo bench -p nanoflow --bench http` (env `BENCH_SECS`, `BENCH_CONNS` to change the load)
 #![allow(missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use nanoflow::prelude::*;
 use nanoflow::ServeConfig;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Order {
@@ -92,71 +93,7 @@ async fn bare(body: axum::body::Bytes) -> axum::response::Response {
 }
 
 const BODY: &str = r#"{"id":"o-1","customer":"ada","items":[{"sku":"apple","qty":3},{"sku":"pear","qty":2}]}"#;
-
-struct Stats {
-    requests: usize,
-    secs: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-async fn connection(addr: SocketAddr, until: Instant, mut lat: Vec<u32>) -> Vec<u32> {
-    let request = format!(
-        "POST /orders HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut buf = vec![0u8; 8192];
-    while Instant::now() < until {
-        let start = Instant::now();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut filled = 0;
-        loop {
-            let n = stream.read(&mut buf[filled..]).await.unwrap();
-            assert!(n > 0, "server closed the connection");
-            filled += n;
-            if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = std::str::from_utf8(&buf[..end]).unwrap();
-                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                    .unwrap();
-                while filled < end + 4 + len {
-                    filled += stream.read(&mut buf[filled..]).await.unwrap();
-                }
-                break;
-            }
-        }
-        lat.push(start.elapsed().as_micros() as u32);
-    }
-    lat
-}
-
-fn load(addr: SocketAddr, conns: usize, secs: f64) -> Stats {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        // Warm up.
-        let warm = Instant::now() + Duration::from_millis(500);
-        let tasks: Vec<_> = (0..conns).map(|_| tokio::spawn(connection(addr, warm, Vec::new()))).collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let start = Instant::now();
-        let until = start + Duration::from_secs_f64(secs);
-        let tasks: Vec<_> =
-            (0..conns).map(|_| tokio::spawn(connection(addr, until, Vec::with_capacity(200_000)))).collect();
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        all.sort_unstable();
-        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64;
-        Stats { requests: all.len(), secs: elapsed, p50_us: pct(0.50), p99_us: pct(0.99) }
-    })
-}
+static REQUEST: support::Request = support::Request { path: "/orders", body: BODY, expect: "HTTP/1.1 200" };
 
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
@@ -173,7 +110,7 @@ fn main() {
     let server = server_rt.block_on(async {
         Runner::new()
             .workflow(orders)
-            .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServeConfig::default() })
+            .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), journal: None, ..ServeConfig::default() })
             .await
             .unwrap()
     });
@@ -183,7 +120,7 @@ fn main() {
     let mut best = [(0.0f64, 0.0f64, 0.0f64); 2];
     for round in 1..=2 {
         for (i, (name, addr)) in [("bare axum", bare_addr), ("nanoflow", flow_addr)].into_iter().enumerate() {
-            let s = load(addr, conns, secs);
+            let s = support::load(addr, &REQUEST, conns, secs);
             let rps = s.requests as f64 / s.secs;
             println!(
                 "round {round} {name:<10}: {rps:>9.0} req/s   p50 {:>6.0} us   p99 {:>6.0} us   ({} requests)",

@@ -2,7 +2,8 @@
 //! group commit, and one reader connection for queries.
 
 use std::path::Path;
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use axum::body::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -45,16 +46,17 @@ CREATE TABLE IF NOT EXISTS steps (
     started_ms INTEGER NOT NULL,
     duration_us INTEGER NOT NULL,
     PRIMARY KEY (run_id, step, attempt)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
     node TEXT NOT NULL,
     key TEXT NOT NULL,
     value BLOB NOT NULL,
     PRIMARY KEY (node, key)
-);
+) WITHOUT ROWID;
 ";
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
+
 
 enum Write {
     Create(NewRun, Reply<Created>),
@@ -70,6 +72,14 @@ pub struct SqliteStore {
     writes: Mutex<mpsc::Sender<Write>>,
     reader: Mutex<Connection>,
     path: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // The writer thread ends when the sender drops; the checkpointer when told.
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 fn journal_error(path: &str, e: impl std::fmt::Display) -> Error {
@@ -85,7 +95,10 @@ fn configure(conn: &Connection, path: &str) -> Result<(), Error> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(journal_error(path, format!("cannot switch to WAL mode (got `{mode}`)")));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;").map_err(|e| journal_error(path, e))?;
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-16384;",
+    )
+        .map_err(|e| journal_error(path, e))?;
     Ok(())
 }
 
@@ -118,13 +131,30 @@ impl SqliteStore {
         let reader = Connection::open(path).map_err(|e| journal_error(&shown, e))?;
         configure(&reader, &shown)?;
 
+        // Checkpoints run on their own connection and thread, so the writer never stalls on
+        // copying the WAL back into the database (automatic checkpoints are off above).
+        let checkpointer = Connection::open(path).map_err(|e| journal_error(&shown, e))?;
+        configure(&checkpointer, &shown)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("nanoflow-checkpoint".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(error = %e, "journal checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| journal_error(&shown, format!("cannot start the checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel();
         let thread_path = shown.clone();
         std::thread::Builder::new()
             .name("nanoflow-journal".into())
             .spawn(move || writer_loop(writer, rx, &thread_path))
             .map_err(|e| journal_error(&shown, format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { writes: Mutex::new(tx), reader: Mutex::new(reader), path: shown })
+        Ok(Self { writes: Mutex::new(tx), reader: Mutex::new(reader), path: shown, stop })
     }
 
     fn send(&self, write: Write) {
@@ -288,33 +318,6 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
     rows.collect()
 }
 
-/// Replies waiting for the batch's commit.
-enum Pending {
-    Create(Reply<Created>, Result<Created, String>),
-    Unit(Reply<()>, Result<(), String>),
-    Bool(Reply<bool>, Result<bool, String>),
-    Count(Reply<u64>, Result<u64, String>),
-}
-
-impl Pending {
-    fn send(self, commit: &Result<(), String>) {
-        macro_rules! reply {
-            ($tx:expr, $r:expr) => {{
-                let _ = $tx.send(match commit {
-                    Ok(()) => $r,
-                    Err(e) => Err(e.clone()),
-                });
-            }};
-        }
-        match self {
-            Pending::Create(tx, r) => reply!(tx, r),
-            Pending::Unit(tx, r) => reply!(tx, r),
-            Pending::Bool(tx, r) => reply!(tx, r),
-            Pending::Count(tx, r) => reply!(tx, r),
-        }
-    }
-}
-
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -324,150 +327,145 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
                 Err(_) => break,
             }
         }
-        let mut pending = Vec::with_capacity(batch.len());
-        let commit = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => {
-                for write in batch {
-                    pending.push(apply(&tx, write));
+        // The common case: the whole batch in one transaction, one fsync.
+        let whole = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(batch.len());
+            for write in &batch {
+                results.push(apply(&tx, write)?);
+            }
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(results)
+        })();
+        match whole {
+            Ok(results) => {
+                for (write, result) in batch.into_iter().zip(results) {
+                    reply(write, Ok(result));
                 }
-                tx.commit().map_err(|e| e.to_string())
             }
-            Err(e) => {
+            // One write failed (or the commit did): the transaction rolled back; apply each
+            // write in its own transaction so that only the failing ones fail.
+            Err(first_error) => {
+                tracing::warn!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
                 for write in batch {
-                    pending.push(refuse(write, e.to_string()));
-                }
-                Err(e.to_string())
-            }
-        };
-        if let Err(e) = &commit {
-            tracing::error!(journal = path, error = %e, "journal commit failed");
-        }
-        for p in pending {
-            p.send(&commit);
-        }
-    }
-}
-
-fn refuse(write: Write, e: String) -> Pending {
-    match write {
-        Write::Create(_, tx) => Pending::Create(tx, Err(e)),
-        Write::Step(_, _, tx) | Write::Finish(_, _, tx) => Pending::Unit(tx, Err(e)),
-        Write::Reopen(_, tx) => Pending::Bool(tx, Err(e)),
-        Write::Prune(_, tx) => Pending::Count(tx, Err(e)),
-    }
-}
-
-/// Applies one write inside the batch's transaction, in a savepoint so that one bad write
-/// fails alone.
-fn apply(tx: &rusqlite::Transaction<'_>, write: Write) -> Pending {
-    fn isolated<T>(tx: &rusqlite::Transaction<'_>, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        tx.execute_batch("SAVEPOINT w").map_err(|e| e.to_string())?;
-        match f(tx) {
-            Ok(v) => {
-                tx.execute_batch("RELEASE w").map_err(|e| e.to_string())?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = tx.execute_batch("ROLLBACK TO w; RELEASE w");
-                Err(e.to_string())
-            }
-        }
-    }
-    match write {
-        Write::Create(run, reply) => {
-            let r = isolated(tx, |c| {
-                if let Some(key) = &run.idempotency_key {
-                    let existing: Option<String> = c
-                        .prepare_cached("SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2")?
-                        .query_row(params![run.workflow, key], |r| r.get(0))
-                        .optional()?;
-                    if let Some(id) = existing {
-                        return Ok(id.parse().map(Created::Existing).unwrap_or(Created::New));
+                    let result = (|| {
+                        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        let r = apply(&tx, &write)?;
+                        tx.commit()?;
+                        Ok::<_, rusqlite::Error>(r)
+                    })();
+                    if let Err(e) = &result {
+                        tracing::error!(journal = path, error = %e, "journal write failed");
                     }
+                    reply(write, result.map_err(|e| e.to_string()));
                 }
-                insert_run(c, &run)?;
-                Ok(Created::New)
-            });
-            Pending::Create(reply, r)
+            }
         }
-        Write::Step(step, create, reply) => {
-            let r = isolated(tx, |c| {
-                if let Some(run) = &create {
-                    insert_run(c, run)?;
+    }
+}
+
+/// What a write produced, before the reply is typed.
+enum Outcome {
+    Created(Created),
+    Unit,
+    Bool(bool),
+    Count(u64),
+}
+
+fn reply(write: Write, result: Result<Outcome, String>) {
+    match write {
+        Write::Create(_, tx) => {
+            let _ = tx.send(result.map(|o| match o {
+                Outcome::Created(c) => c,
+                _ => Created::New,
+            }));
+        }
+        Write::Step(_, _, tx) | Write::Finish(_, _, tx) => {
+            let _ = tx.send(result.map(|_| ()));
+        }
+        Write::Reopen(_, tx) => {
+            let _ = tx.send(result.map(|o| matches!(o, Outcome::Bool(true))));
+        }
+        Write::Prune(_, tx) => {
+            let _ = tx.send(result.map(|o| match o {
+                Outcome::Count(n) => n,
+                _ => 0,
+            }));
+        }
+    }
+}
+
+/// Applies one write inside the batch's transaction.
+fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outcome> {
+    match write {
+        Write::Create(run, _) => {
+            if let Some(key) = &run.idempotency_key {
+                let existing: Option<String> = c
+                    .prepare_cached("SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2")?
+                    .query_row(params![run.workflow, key], |r| r.get(0))
+                    .optional()?;
+                if let Some(id) = existing {
+                    return Ok(Outcome::Created(id.parse().map(Created::Existing).unwrap_or(Created::New)));
                 }
-                let (status, output, error) = match &step.outcome {
-                    Ok(out) => ("succeeded", Some(out.as_ref()), None),
-                    Err(e) => ("failed", None, Some(e.to_string())),
-                };
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            }
+            insert_run(c, run)?;
+            Ok(Outcome::Created(Created::New))
+        }
+        Write::Step(step, create, _) => {
+            if let Some(run) = create {
+                insert_run(c, run)?;
+            }
+            let (status, output, error) = match &step.outcome {
+                Ok(out) => ("succeeded", Some(out.as_ref()), None),
+                Err(e) => ("failed", None, Some(e.to_string())),
+            };
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                step.run_id.to_string(),
+                step.step,
+                step.attempt,
+                status,
+                output,
+                error,
+                step.started_ms as i64,
+                step.duration_us as i64
+            ])?;
+            Ok(Outcome::Unit)
+        }
+        Write::Finish(finish, create, _) => {
+            if let Some(run) = create {
+                insert_run(c, run)?;
+            }
+            let (status, output, error) = match &finish.outcome {
+                Ok(out) => ("succeeded", Some(out.as_ref()), None),
+                Err(e) => ("failed", None, serde_json::to_string(e).ok()),
+            };
+            c.prepare_cached("UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1")?
+                .execute(params![finish.run_id.to_string(), status, output, error, now_ms() as i64])?;
+            Ok(Outcome::Unit)
+        }
+        Write::Reopen(run_id, _) => {
+            let n = c
+                .prepare_cached(
+                    "UPDATE runs SET status = 'running', error = NULL, finished_ms = NULL
+                     WHERE id = ?1 AND status = 'failed'",
                 )?
-                .execute(params![
-                    step.run_id.to_string(),
-                    step.step,
-                    step.attempt,
-                    status,
-                    output,
-                    error,
-                    step.started_ms as i64,
-                    step.duration_us as i64
-                ])?;
-                Ok(())
-            });
-            Pending::Unit(reply, r)
+                .execute([run_id.to_string()])?;
+            Ok(Outcome::Bool(n == 1))
         }
-        Write::Finish(finish, create, reply) => {
-            let r = isolated(tx, |c| {
-                if let Some(run) = &create {
-                    insert_run(c, run)?;
-                }
-                let (status, output, error) = match &finish.outcome {
-                    Ok(out) => ("succeeded", Some(out.as_ref()), None),
-                    Err(e) => ("failed", None, serde_json::to_string(e).ok()),
-                };
-                c.prepare_cached("UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1")?
-                    .execute(params![finish.run_id.to_string(), status, output, error, now_ms() as i64])?;
-                Ok(())
-            });
-            Pending::Unit(reply, r)
-        }
-        Write::Reopen(run_id, reply) => {
-            let r = isolated(tx, |c| {
-                let n = c
-                    .prepare_cached(
-                        "UPDATE runs SET status = 'running', error = NULL, finished_ms = NULL
-                         WHERE id = ?1 AND status = 'failed'",
-                    )?
-                    .execute([run_id.to_string()])?;
-                Ok(n == 1)
-            });
-            Pending::Bool(reply, r)
-        }
-        Write::Prune(retention, reply) => {
-            let r = isolated(tx, |c| {
-                let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
-                let mut n = c.execute(
-                    "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE status != 'running' AND finished_ms < ?1)",
-                    [cutoff],
-                )?;
-                n = c.execute("DELETE FROM runs WHERE status != 'running' AND finished_ms < ?1", [cutoff])?.max(n.min(0));
-                let mut removed = n as u64;
-                let keep = retention.max_runs as i64;
-                let over = c.execute(
-                    "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE status != 'running'
-                     ORDER BY id DESC LIMIT -1 OFFSET ?1)",
-                    [keep],
-                )?;
-                let _ = over;
-                removed += c.execute(
-                    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE status != 'running'
-                     ORDER BY id DESC LIMIT -1 OFFSET ?1)",
-                    [keep],
-                )? as u64;
-                Ok(removed)
-            });
-            Pending::Count(reply, r)
+        Write::Prune(retention, _) => {
+            let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
+            // Runs past the age limit, then runs beyond the newest `max_runs` finished ones.
+            let doomed = "SELECT id FROM runs WHERE status != 'running' AND finished_ms < ?1
+                          UNION SELECT id FROM (SELECT id FROM runs WHERE status != 'running'
+                                                ORDER BY id DESC LIMIT -1 OFFSET ?2)";
+            let keep = retention.max_runs.min(i64::MAX as u64) as i64;
+            c.execute(&format!("DELETE FROM steps WHERE run_id IN ({doomed})"), params![cutoff, keep])?;
+            let removed = c.execute(&format!("DELETE FROM runs WHERE id IN ({doomed})"), params![cutoff, keep])?;
+            Ok(Outcome::Count(removed as u64))
         }
     }
 }
