@@ -26,6 +26,14 @@ pub(crate) struct WorkflowDecl {
 }
 
 impl WorkflowDecl {
+    /// The node of this workflow's graph that has the workflow's own name, if any: the two
+    /// would be declared in one namespace.
+    pub(crate) fn node_named_like_it(&self) -> Option<&NodeRef> {
+        let mut nodes = Vec::new();
+        self.graph.as_ref()?.nodes(&mut nodes);
+        nodes.into_iter().find(|n| n.path.is_ident(&self.name))
+    }
+
     /// Whether the graph cannot be expanded: it failed to parse, is empty, or has an empty `()`.
     pub(crate) fn is_broken(&self) -> bool {
         match &self.graph {

@@ -334,6 +334,14 @@ fn declare(wf: &WorkflowDecl) -> (TokenStream, TokenStream) {
     format!("{:?}", name.span()).hash(&mut hasher);
     let module = format_ident!("__nanoflow_workflow_{}_{:016x}", name, hasher.finish());
     let import = respan(quote!(#module::#name), name.span());
+    // Named like one of its nodes: that is reported, and the name is left to the node.
+    let import = match wf.node_named_like_it() {
+        None => quote! {
+            #[allow(unused_imports)]
+            #vis use #import;
+        },
+        Some(_) => TokenStream::new(),
+    };
     let items = quote! {
         #[doc(hidden)]
         #[allow(non_snake_case)]
@@ -344,8 +352,7 @@ fn declare(wf: &WorkflowDecl) -> (TokenStream, TokenStream) {
             pub struct #name;
         }
 
-        #[allow(unused_imports)]
-        #vis use #import;
+        #import
     };
     (items, quote!(#module::#name))
 }

@@ -23,6 +23,14 @@ pub(crate) fn validate(file: &WorkflowFile) -> Vec<Vec<syn::Error>> {
                 format!("workflow `{name}` is declared more than once in this `workflow!`; rename one of them"),
             );
         }
+        if wf.node_named_like_it().is_some() {
+            cx.error_spanned_by(
+                &wf.name,
+                format!(
+                    "workflow `{name}` has the same name as its node `{name}`; rename the workflow, e.g. `{name}_flow`"
+                ),
+            );
+        }
         if let Some(graph) = &wf.graph {
             check_graph(&mut cx, graph, wf.colon, &name);
         }
@@ -118,6 +126,13 @@ mod tests {
     fn nested_groups_are_checked() {
         assert!(errors(quote!(w: a -> (b -> (), c) -> d;)).contains("empty parallel group"));
         assert_eq!(errors(quote!(w: a -> (b -> c, d) -> e;)), "");
+    }
+
+    #[test]
+    fn a_workflow_is_not_named_like_its_node() {
+        let e = errors(quote!(price: price -> total;));
+        assert_eq!(e, "workflow `price` has the same name as its node `price`; rename the workflow, e.g. `price_flow`");
+        assert_eq!(errors(quote!(price: prices::price;)), "");
     }
 
     #[test]
