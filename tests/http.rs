@@ -342,3 +342,26 @@ async fn shutdown_gives_up_after_the_grace_period() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "shutdown waited {took:?}");
 }
+
+#[tokio::test]
+async fn a_run_completes_when_its_client_goes_away() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(ServeConfig::default()).await;
+    let addr = server.local_addr();
+    let before = SLOW_DONE.load(Ordering::SeqCst);
+    {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = "300";
+        let req = format!(
+            "POST /slow HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    } // the client disconnects mid-run
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(SLOW_DONE.load(Ordering::SeqCst) > before, "the run was abandoned with its client");
+    let runs = get(addr, "/runs?workflow=sleepy&limit=1").await.json();
+    assert_eq!(runs["runs"][0]["status"], "succeeded", "{runs}");
+    server.shutdown().await.unwrap();
+}

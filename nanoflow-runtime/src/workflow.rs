@@ -89,6 +89,10 @@ impl std::error::Error for InputError {}
 
 /// Parses a JSON document into `T`, reporting the path of a value that does not fit.
 pub fn parse_json<T: Data>(bytes: &[u8]) -> Result<T, InputError> {
+    // Fast path without path tracking; a failure is parsed again to say where it failed.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut track = serde_path_to_error::Track::new();
     let result = T::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))

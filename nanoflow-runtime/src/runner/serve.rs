@@ -141,6 +141,33 @@ impl App {
         })
     }
 
+    /// Drives a started run in the caller's task (no hop to another task on the hot path).
+    /// If the caller is dropped before the run ends (the HTTP client went away), the rest of
+    /// the run is spawned, so an accepted run always completes.
+    pub(crate) async fn drive_inline(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        future: JsonRun,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Bytes, Error> {
+        if self.journal.is_none() {
+            self.runs.started(run_id, workflow);
+        }
+        let app = self.clone();
+        let run: JsonRun = Box::pin(async move {
+            let started = Instant::now();
+            let result = future.await;
+            app.finish(run_id, workflow, started, &result);
+            drop(permit);
+            result
+        });
+        let mut guard = CompleteOnDrop(Some(run));
+        let result = guard.0.as_mut().expect("present until completed").await;
+        guard.0 = None;
+        result
+    }
+
     /// Records a finished run (in memory, when there is no journal) and logs one line for it.
     fn finish(&self, run_id: RunId, workflow: &'static str, started: Instant, result: &Result<Bytes, Error>) {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -203,6 +230,17 @@ impl App {
             config: config.clone(),
             journal,
         }))
+    }
+}
+
+/// Owns a run's future while a caller awaits it; spawns the remainder if dropped early.
+struct CompleteOnDrop(Option<JsonRun>);
+
+impl Drop for CompleteOnDrop {
+    fn drop(&mut self) {
+        if let Some(rest) = self.0.take() {
+            tokio::spawn(rest);
+        }
     }
 }
 

@@ -328,21 +328,13 @@ async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathPar
             }
         }
     }
-    let task = app.spawn_run(run_id, name, future, permit);
     if asynchronous {
+        app.spawn_run(run_id, name, future, permit);
         return accepted(run_id);
     }
-    match task.await {
-        Ok(Ok(output)) => json_bytes(StatusCode::OK, output),
-        Ok(Err(error)) => failed_run(&error, run_id),
-        Err(_) => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the run was aborted inside the runner; see its log",
-            |e| {
-                e.insert("run_id".into(), Value::from(run_id.to_string()));
-            },
-        ),
+    match app.drive_inline(run_id, name, future, permit).await {
+        Ok(output) => json_bytes(StatusCode::OK, output),
+        Err(error) => failed_run(&error, run_id),
     }
 }
 
