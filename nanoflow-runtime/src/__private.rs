@@ -12,6 +12,42 @@ pub use crate::run::RunCtx;
 pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::Workflow;
 
+/// Whether `T` is [`Data`](crate::Data), as a constant: `<Probe<T>>::IS_DATA` is the inherent
+/// `true` when `T: Data`, and otherwise [`NotData::IS_DATA`], `false` (the trait must be in scope).
+///
+/// `#[node]` declares its input type as `<Pick<{ IS_DATA }> as Choose<In, [(); if IS_DATA { 0 } else
+/// { panic!(..) }]>>::Type`: `In` itself when it is `Data`; otherwise an array whose length fails
+/// to evaluate, which is one error in the user's terms, at the user's type, after which rustc
+/// treats the node's input as already failed and reports nothing else about it. (A bare
+/// `type Input = In` would report the `Serialize` and `Deserialize` bounds as two errors.)
+#[derive(Debug)]
+pub struct Probe<T: ?Sized>(core::marker::PhantomData<T>);
+impl<T: crate::Data> Probe<T> {
+    /// `T` is `Data`.
+    pub const IS_DATA: bool = true;
+}
+/// See [`Probe`].
+pub trait NotData {
+    /// `T` is not `Data`.
+    const IS_DATA: bool = false;
+}
+impl<T: ?Sized> NotData for Probe<T> {}
+
+/// See [`Probe`]: chooses `A` when `OK`, `B` otherwise.
+#[derive(Debug)]
+pub struct Pick<const OK: bool>;
+/// See [`Probe`].
+pub trait Choose<A, B> {
+    /// `A` or `B`.
+    type Type;
+}
+impl<A, B> Choose<A, B> for Pick<true> {
+    type Type = A;
+}
+impl<A, B> Choose<A, B> for Pick<false> {
+    type Type = B;
+}
+
 /// An error type a node may return: anything that converts into [`NodeError`].
 ///
 /// A separate trait (rather than a bare `Into<NodeError>` bound) so that a type that does not

@@ -6,6 +6,7 @@ use syn::spanned::Spanned;
 
 use super::ast::{NodeDef, Output};
 use crate::poison;
+use crate::respan;
 
 pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
     let func = node.func;
@@ -46,6 +47,9 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         }
     };
 
+    let input_type = checked_data(&private, input);
+    let output_type = checked_data(&private, output);
+
     let opts = &node.options;
     let mut fields = Vec::new();
     if let Some(n) = opts.retries {
@@ -77,9 +81,13 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
 
         #declaration
 
+        const _: () = {
+        #[allow(unused_imports)]
+        use #private::NotData as _;
+
         impl #private::Node for #ident {
-            type Input = #input;
-            type Output = #output;
+            type Input = #input_type;
+            type Output = #output_type;
             const NAME: &'static str = #name;
             const OPTIONS: #private::NodeOptions = #private::NodeOptions {
                 #(#fields)*
@@ -106,6 +114,25 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
                 value
             }
         }
+        };
+    }
+}
+
+/// The type of `type Input` or `type Output`: the user's `ty` when it is `Data`, and otherwise
+/// a type whose array length fails to evaluate with a message spanned at `ty`. That is the one
+/// error; the node's input (or output) is then an error type, and rustc reports nothing else
+/// about it, neither here nor in the workflows using the node. See `__private::Probe`.
+fn checked_data(private: &TokenStream, ty: &syn::Type) -> TokenStream {
+    let probe = quote!(<#private::Probe<#ty>>::IS_DATA);
+    let message = format!(
+        "`{}` cannot flow between nodes: add `#[derive(serde::Serialize, serde::Deserialize)]` to it (node inputs and outputs are serialized, and must be owned, `Send` and `Sync`)",
+        respan::type_text(ty)
+    )
+    .replace('{', "{{")
+    .replace('}', "}}");
+    let panic = respan::respan_over(quote!(::core::panic!(#message)), ty);
+    quote! {
+        <#private::Pick<{ #probe }> as #private::Choose<#ty, [(); if #probe { 0 } else { #panic }]>>::Type
     }
 }
 
