@@ -7,7 +7,7 @@ pub use tokio;
 
 pub use crate::error::Error;
 pub use crate::graph::{Endpoint, Graph, Step};
-pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions};
+pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::RunCtx;
 pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::Workflow;
@@ -171,3 +171,21 @@ impl<T: crate::Data> DuplicateByJson<T> for &Duplicate<'_, T> {
         copy.map_err(|e| crate::NodeError::permanent(format!("cannot copy the input for a retry (it is not `Clone` and does not round-trip through JSON): {e}")))
     }
 }
+
+/// Runs a workflow's body; when it fails (other than by the journal failing, which the run
+/// survives by resuming), runs the compensations of its completed steps, latest first.
+pub async fn with_compensation<T>(
+    ctx: &RunCtx,
+    body: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let result = body.await;
+    if let Err(error) = &result {
+        if !matches!(error, Error::Journal(_)) {
+            ctx.compensate(error).await;
+        }
+    }
+    result
+}
+
+/// Checked by `workflow!` for each `#[compensate(step => undo)]`: `undo` takes `step`'s output.
+pub fn compensates<N: Node, C: Accepts<T, <C as Node>::Input>, T>() {}

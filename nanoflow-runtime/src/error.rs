@@ -11,7 +11,9 @@ use crate::run::RunId;
 #[non_exhaustive]
 pub enum Error {
     /// A node failed for good (after its retries): the run failed.
-    #[error("workflow `{workflow}` failed at node `{node}` (attempt {attempt}, run {run_id}): {error}")]
+    #[error(
+        "workflow `{workflow}` failed at node `{node}` (attempt {attempt}, run {run_id}): {error}"
+    )]
     Node {
         /// The workflow that ran.
         workflow: &'static str,
@@ -81,6 +83,9 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

@@ -11,12 +11,13 @@ pub mod node;
 pub mod run;
 pub mod runner;
 pub mod runs;
+mod state;
 pub mod triggers;
 pub mod workflow;
 
 pub use error::Error;
 pub use graph::{Endpoint, Graph, Step};
-pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions};
+pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
 pub use run::{RunCtx, RunId};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};

@@ -33,8 +33,26 @@ pub trait Node: Send + Sync + 'static {
     /// Retry, timeout and isolation settings from `#[node(...)]`.
     const OPTIONS: NodeOptions;
 
+    /// The durable state of a `#[node(state, key = field)]` node; `()` for the others.
+    type State: Data + Default;
+    /// Whether the node keeps durable keyed state.
+    const STATEFUL: bool = false;
+
     /// Runs one attempt of the node.
     fn call(input: Self::Input) -> impl Future<Output = Result<Self::Output, NodeError>> + Send;
+
+    /// The state key of an input (the `key` field of `#[node(state, key = field)]`).
+    fn state_key(_input: &Self::Input) -> String {
+        String::new()
+    }
+
+    /// Runs one attempt of a stateful node on `state`, returning the new state with the result.
+    fn call_with_state(
+        input: Self::Input,
+        state: Self::State,
+    ) -> impl Future<Output = (Result<Self::Output, NodeError>, Self::State)> + Send {
+        async move { (Self::call(input).await, state) }
+    }
 
     /// Makes a copy of an input for a retry: `Clone` when the type has it, a JSON round trip
     /// otherwise. Only called when a node may run more than once.
@@ -88,6 +106,9 @@ pub struct NodeOptions {
     pub timeout: Option<Duration>,
     /// Where the node runs, when set explicitly.
     pub isolation: Option<Isolation>,
+    /// Which fields were written in `#[node(...)]` (bits `NodeOptions::RETRIES`, ...): those
+    /// win over a workflow's `#[defaults(...)]`, the others take the workflow's value.
+    pub explicit: u8,
 }
 
 impl NodeOptions {
@@ -98,7 +119,53 @@ impl NodeOptions {
         max_backoff: Duration::from_secs(30),
         timeout: None,
         isolation: None,
+        explicit: 0,
     };
+
+    /// Bit of [`NodeOptions::explicit`]: `retries` was given.
+    pub const RETRIES: u8 = 1;
+    /// Bit of [`NodeOptions::explicit`]: `backoff` was given.
+    pub const BACKOFF: u8 = 2;
+    /// Bit of [`NodeOptions::explicit`]: `max_backoff` was given.
+    pub const MAX_BACKOFF: u8 = 4;
+    /// Bit of [`NodeOptions::explicit`]: `timeout` was given.
+    pub const TIMEOUT: u8 = 8;
+    /// Bit of [`NodeOptions::explicit`]: `isolation` was given.
+    pub const ISOLATION: u8 = 16;
+
+    /// These options, with every field not written explicitly taken from `defaults` (a
+    /// workflow's `#[defaults(...)]`).
+    pub const fn or(self, defaults: &NodeOptions) -> NodeOptions {
+        let own = self.explicit;
+        NodeOptions {
+            retries: if own & Self::RETRIES != 0 {
+                self.retries
+            } else {
+                defaults.retries
+            },
+            backoff: if own & Self::BACKOFF != 0 {
+                self.backoff
+            } else {
+                defaults.backoff
+            },
+            max_backoff: if own & Self::MAX_BACKOFF != 0 {
+                self.max_backoff
+            } else {
+                defaults.max_backoff
+            },
+            timeout: if own & Self::TIMEOUT != 0 {
+                self.timeout
+            } else {
+                defaults.timeout
+            },
+            isolation: if own & Self::ISOLATION != 0 {
+                self.isolation
+            } else {
+                defaults.isolation
+            },
+            explicit: self.explicit | defaults.explicit,
+        }
+    }
 }
 
 impl Default for NodeOptions {
@@ -149,12 +216,20 @@ pub struct NodeError {
 impl NodeError {
     /// A failure that retrying cannot fix: never retried.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, message: message.into(), status: None }
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            status: None,
+        }
     }
 
     /// A transient failure: retried per the node's `retries` and `backoff`.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Retryable, message: message.into(), status: None }
+        Self {
+            kind: ErrorKind::Retryable,
+            message: message.into(),
+            status: None,
+        }
     }
 
     pub(crate) fn timeout(after: Duration) -> Self {
@@ -166,7 +241,11 @@ impl NodeError {
     }
 
     pub(crate) fn panic(message: String) -> Self {
-        Self { kind: ErrorKind::Panic, message: format!("panicked: {message}"), status: None }
+        Self {
+            kind: ErrorKind::Panic,
+            message: format!("panicked: {message}"),
+            status: None,
+        }
     }
 
     /// Chooses the HTTP status a trigger answers with when this error fails the run
@@ -225,5 +304,53 @@ impl fmt::Display for NodeError {
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for NodeError {
     fn from(error: E) -> Self {
         NodeError::retryable(error.to_string())
+    }
+}
+
+/// The durable state of a stateful node for one key: `#[node(state, key = customer)]` on
+/// `fn visits(v: Visit, state: &mut State<u64>) -> u64`. Read before the node runs and written
+/// atomically with the node's recorded output; runs with the same key are serialized.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct State<T> {
+    value: T,
+}
+
+impl<T> State<T> {
+    /// Wraps a value (the node macro does this; tests may too).
+    pub fn new(value: T) -> Self {
+        Self { value }
+    }
+
+    /// The current value.
+    pub fn get(&self) -> &T {
+        &self.value
+    }
+
+    /// Replaces the value.
+    pub fn set(&mut self, value: T) {
+        self.value = value;
+    }
+
+    /// The value, to change in place.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+
+    /// Unwraps the value.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::ops::Deref for State<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for State<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
     }
 }

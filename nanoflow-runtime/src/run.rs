@@ -2,9 +2,10 @@
 //! (retries with backoff and jitter, timeouts, panics caught).
 
 use std::fmt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt as _;
 
@@ -16,8 +17,8 @@ use axum::body::Bytes;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::journal::{FinishWrite, Journal, NewRun, StepWrite};
-use crate::runs::RunError;
 use crate::node::{Accepts, Node, NodeError, NodeOptions};
+use crate::runs::RunError;
 
 /// A run's identifier: 48 bits of milliseconds since the Unix epoch, then 80 random bits, shown
 /// as 32 hex digits, so ids sort by start time.
@@ -27,7 +28,10 @@ pub struct RunId(u128);
 impl RunId {
     /// A new, unique, time-ordered id.
     pub fn new() -> Self {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let rand = (u128::from(random_u64()) << 16) | u128::from(random_u64() & 0xffff);
         RunId(((ms & 0xffff_ffff_ffff) << 80) | rand)
     }
@@ -62,7 +66,9 @@ impl FromStr for RunId {
         if s.len() != 32 {
             return Err(format!("run id `{s}` must be 32 hex digits"));
         }
-        u128::from_str_radix(s, 16).map(RunId).map_err(|_| format!("run id `{s}` is not hex"))
+        u128::from_str_radix(s, 16)
+            .map(RunId)
+            .map_err(|_| format!("run id `{s}` is not hex"))
     }
 }
 
@@ -105,21 +111,80 @@ pub(crate) fn random_u64() -> u64 {
 /// `options.backoff`, capped at `options.max_backoff`, with "equal jitter" (a uniformly random
 /// value in the upper half), so synchronized failures spread out while the delay stays bounded.
 pub fn backoff_delay(options: &NodeOptions, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
-    let full = options.backoff.saturating_mul(factor).min(options.max_backoff);
+    let factor = 1u32
+        .checked_shl(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    let full = options
+        .backoff
+        .saturating_mul(factor)
+        .min(options.max_backoff);
     let half = full / 2;
     let nanos = half.as_nanos() as u64;
-    let jitter = if nanos == 0 { 0 } else { random_u64() % (nanos + 1) };
+    let jitter = if nanos == 0 {
+        0
+    } else {
+        random_u64() % (nanos + 1)
+    };
     half + Duration::from_nanos(jitter)
 }
 
 /// The context of one run, passed to every step. Created by [`Workflow::run`](crate::Workflow::run)
 /// or by the runner.
-#[derive(Debug)]
 pub struct RunCtx {
     run_id: RunId,
     workflow: &'static str,
     durable: Option<Box<Durable>>,
+    /// Compensations of completed steps, in completion order (saga).
+    compensations: Mutex<Vec<Compensation>>,
+}
+
+impl std::fmt::Debug for RunCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunCtx")
+            .field("run_id", &self.run_id)
+            .field("workflow", &self.workflow)
+            .field("durable", &self.durable.is_some())
+            .finish()
+    }
+}
+
+/// A completed step's compensation, ready to run.
+struct Compensation {
+    step: &'static str,
+    compensation: &'static str,
+    defaults: &'static NodeOptions,
+    /// The step's output, the compensation's input.
+    saved: Bytes,
+    run: CompensationFn,
+}
+
+type CompensationFn = for<'a> fn(
+    &'a RunCtx,
+    &'static NodeOptions,
+    &'static str,
+    &'static str,
+    Bytes,
+) -> crate::workflow::BoxFuture<'a, Result<(), Error>>;
+
+fn run_compensation<'a, N, C>(
+    ctx: &'a RunCtx,
+    defaults: &'static NodeOptions,
+    step: &'static str,
+    compensation: &'static str,
+    saved: Bytes,
+) -> crate::workflow::BoxFuture<'a, Result<(), Error>>
+where
+    N: Node,
+    C: Node,
+{
+    // `workflow!` checked that `C` takes `N`'s output; the saved JSON is that output.
+    let _ = std::marker::PhantomData::<N>;
+    Box::pin(async move {
+        let value: C::Input = ctx.decode(step, &saved)?;
+        ctx.step_node::<C>(defaults, compensation, value)
+            .await
+            .map(|_| ())
+    })
 }
 
 /// What a journaled run carries: where to record, and what a resumed run already completed.
@@ -134,20 +199,33 @@ pub(crate) struct Durable {
     pub(crate) pending_create: Mutex<Option<NewRun>>,
 }
 
+/// The outcome of a step's attempts: the value, the attempt that produced it, and when that
+/// attempt started (when journaled).
+type Attempted<T> = (T, u32, Option<(u64, Instant)>);
+
 impl RunCtx {
+    fn from_parts(run_id: RunId, workflow: &'static str, durable: Option<Box<Durable>>) -> Self {
+        Self {
+            run_id,
+            workflow,
+            durable,
+            compensations: Mutex::new(Vec::new()),
+        }
+    }
+
     /// A context for a new run of `workflow`.
     pub fn new(workflow: &'static str) -> Self {
-        Self { run_id: RunId::new(), workflow, durable: None }
+        Self::from_parts(RunId::new(), workflow, None)
     }
 
     /// A context for a run with a known id.
     pub fn with_id(workflow: &'static str, run_id: RunId) -> Self {
-        Self { run_id, workflow, durable: None }
+        Self::from_parts(run_id, workflow, None)
     }
 
     /// A journaled run.
     pub(crate) fn durable(workflow: &'static str, run_id: RunId, durable: Durable) -> Self {
-        Self { run_id, workflow, durable: Some(Box::new(durable)) }
+        Self::from_parts(run_id, workflow, Some(Box::new(durable)))
     }
 
     /// This run's id.
@@ -170,46 +248,173 @@ impl RunCtx {
     where
         N: Accepts<T, <N as Node>::Input>,
     {
-        let input = N::into_input(input);
-        match &self.durable {
-            None => self.attempts::<N>(name, input, None).await,
-            Some(durable) => {
-                if let Some(recorded) = durable.resumed.get(name) {
-                    // Completed before a restart: never run again.
-                    return serde_json::from_slice(recorded).map_err(|e| {
-                        self.node_failed(
-                            name,
-                            0,
-                            NodeError::permanent(format!("the journaled output no longer fits the node's output type: {e}")),
-                        )
-                    });
-                }
-                self.attempts::<N>(name, input, Some(durable)).await
+        self.step_in::<N, T>(&NodeOptions::DEFAULT, name, input)
+            .await
+    }
+
+    /// [`RunCtx::step`] with the workflow's `#[defaults(...)]` under the node's own options.
+    #[doc(hidden)]
+    #[inline]
+    pub async fn step_in<N, T>(
+        &self,
+        defaults: &'static NodeOptions,
+        name: &'static str,
+        input: T,
+    ) -> Result<N::Output, Error>
+    where
+        N: Accepts<T, <N as Node>::Input>,
+    {
+        self.step_node::<N>(defaults, name, N::into_input(input))
+            .await
+    }
+
+    /// A step whose input type is already the node's.
+    async fn step_node<N: Node>(
+        &self,
+        defaults: &'static NodeOptions,
+        name: &'static str,
+        input: N::Input,
+    ) -> Result<N::Output, Error> {
+        let options = N::OPTIONS.or(defaults);
+        if let Some(durable) = &self.durable {
+            if let Some(recorded) = durable.resumed.get(name) {
+                // Completed before a restart: never run again.
+                return self.decode::<N::Output>(name, recorded);
+            }
+        }
+        if N::STATEFUL {
+            return self.stateful::<N>(name, input, &options).await;
+        }
+        let (output, attempt, started) = self
+            .attempts::<N, _, _, _>(name, input, &options, |i| N::call(i))
+            .await?;
+        let (Some(d), Some(started)) = (self.durable.as_deref(), started) else {
+            return Ok(output);
+        };
+        let bytes = self.encode(name, attempt, &output)?;
+        let committed = self.record(d, name, attempt, Ok(bytes), started, None);
+        // A step whose successors would start now must be durable first, so that a crash can
+        // never make it run twice. A last step is made durable with the run's finish record.
+        if !d.graph.is_terminal(name) {
+            wait_commit(committed).await?;
+        }
+        Ok(output)
+    }
+
+    /// [`RunCtx::step_in`] for a step with a compensation (`#[compensate(step => comp)]`): once
+    /// the step completes, `C` is registered to run on its output if the run fails later.
+    #[doc(hidden)]
+    pub async fn step_compensated<N, T, C>(
+        &self,
+        defaults: &'static NodeOptions,
+        name: &'static str,
+        compensation: &'static str,
+        input: T,
+    ) -> Result<N::Output, Error>
+    where
+        N: Accepts<T, <N as Node>::Input>,
+        C: Node,
+    {
+        let output = self.step_in::<N, T>(defaults, name, input).await?;
+        let saved = self.encode(name, 0, &output)?;
+        let entry = Compensation {
+            step: name,
+            compensation,
+            defaults,
+            saved,
+            run: run_compensation::<N, C>,
+        };
+        self.compensations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+        Ok(output)
+    }
+
+    /// Runs the registered compensations, latest completed step first. A compensation that
+    /// fails is logged and recorded; the others still run.
+    pub(crate) async fn compensate(&self, cause: &Error) {
+        let list =
+            std::mem::take(&mut *self.compensations.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in list.into_iter().rev() {
+            tracing::info!(run_id = %self.run_id, workflow = self.workflow, step = c.step, cause = %cause, "compensating");
+            if let Err(e) = (c.run)(self, c.defaults, c.step, c.compensation, c.saved).await {
+                tracing::error!(run_id = %self.run_id, workflow = self.workflow, step = c.step, error = %e, "compensation failed");
             }
         }
     }
 
-    async fn attempts<N: Node>(&self, name: &'static str, input: N::Input, durable: Option<&Durable>) -> Result<N::Output, Error> {
-        let options = N::OPTIONS;
+    fn encode<T: serde::Serialize>(
+        &self,
+        name: &'static str,
+        attempt: u32,
+        value: &T,
+    ) -> Result<Bytes, Error> {
+        serde_json::to_vec(value).map(Bytes::from).map_err(|e| {
+            self.node_failed(
+                name,
+                attempt,
+                NodeError::permanent(format!("the output does not serialize to JSON: {e}")),
+            )
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &'static str,
+        bytes: &[u8],
+    ) -> Result<T, Error> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            self.node_failed(
+                name,
+                0,
+                NodeError::permanent(format!(
+                    "the journaled value no longer fits the node's type: {e}"
+                )),
+            )
+        })
+    }
+
+    /// Tries `call` up to `1 + retries` times with backoff, recording failed attempts.
+    async fn attempts<N, T, F, M>(
+        &self,
+        name: &'static str,
+        input: N::Input,
+        options: &NodeOptions,
+        mut call: M,
+    ) -> Result<Attempted<T>, Error>
+    where
+        N: Node,
+        M: FnMut(N::Input) -> F,
+        F: Future<Output = Result<T, NodeError>>,
+    {
+        let durable = self.durable.as_deref();
         let mut attempt = 1;
+        let mut input = Some(input);
         loop {
             let last = attempt > options.retries;
-            let arg = if last {
-                None
-            } else {
-                Some(N::duplicate(&input).map_err(|error| self.node_failed(name, attempt, error))?)
+            let arg = match (last, input.take()) {
+                (true, Some(i)) => i,
+                (false, Some(i)) => {
+                    let copy =
+                        N::duplicate(&i).map_err(|error| self.node_failed(name, attempt, error))?;
+                    input = Some(i);
+                    copy
+                }
+                (_, None) => unreachable!("the input is kept until the last attempt"),
             };
-            let started = durable.map(|_| (crate::runs::now_ms(), std::time::Instant::now()));
-            let outcome = match arg {
-                Some(copy) => attempt_once::<N>(copy, &options).await,
-                None => break self.finish_attempts::<N>(name, attempt, attempt_once::<N>(input, &options).await, durable, started).await,
-            };
-            match outcome {
-                Err(error) if error.is_retryable() => {
+            let started = durable.map(|_| (crate::runs::now_ms(), Instant::now()));
+            match guarded(call(arg), options).await {
+                Ok(value) => return Ok((value, attempt, started)),
+                Err(error) => {
                     if let (Some(d), Some(started)) = (durable, started) {
-                        self.record(d, name, attempt, Err(&error), started);
+                        // Failed attempts are recorded without waiting: only successes gate what runs next.
+                        drop(self.record(d, name, attempt, Err(&error), started, None));
                     }
-                    let delay = backoff_delay(&options, attempt);
+                    if last || !error.is_retryable() {
+                        return Err(self.node_failed(name, attempt, error));
+                    }
+                    let delay = backoff_delay(options, attempt);
                     tracing::debug!(
                         run_id = %self.run_id, workflow = self.workflow, node = name, attempt,
                         error = %error, retry_in = ?delay, "node attempt failed; retrying"
@@ -217,41 +422,63 @@ impl RunCtx {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                other => break self.finish_attempts::<N>(name, attempt, other, durable, started).await,
             }
         }
     }
 
-    async fn finish_attempts<N: Node>(
+    /// A stateful step: runs with the key's state under the key's lock, and stores the new
+    /// state atomically with the step's output (durably when journaled).
+    async fn stateful<N: Node>(
         &self,
         name: &'static str,
-        attempt: u32,
-        outcome: Result<N::Output, NodeError>,
-        durable: Option<&Durable>,
-        started: Option<(u64, std::time::Instant)>,
+        input: N::Input,
+        options: &NodeOptions,
     ) -> Result<N::Output, Error> {
-        let (Some(d), Some(started)) = (durable, started) else {
-            return outcome.map_err(|error| self.node_failed(name, attempt, error));
+        let key = N::state_key(&input);
+        let lock = crate::state::key_lock(N::NAME, &key);
+        let _serialized = lock.lock().await;
+        let current: Option<Bytes> = match &self.durable {
+            Some(d) => d.journal.get_state(N::NAME, key.clone()).await?,
+            None => crate::state::memory_get(N::NAME, &key),
         };
-        match outcome {
-            Ok(output) => {
-                let bytes = serde_json::to_vec(&output).map_err(|e| {
-                    self.node_failed(name, attempt, NodeError::permanent(format!("the output does not serialize to JSON: {e}")))
-                })?;
-                let committed = self.record(d, name, attempt, Ok(Bytes::from(bytes)), started);
-                // A step whose successors would start now must be durable first, so that a
-                // crash can never make it run twice. A last step is made durable together with
-                // the run's finish record.
-                if !d.graph.is_terminal(name) {
-                    wait_commit(committed).await?;
-                }
-                Ok(output)
+        let fresh = || -> Result<N::State, Error> {
+            match &current {
+                Some(bytes) => self.decode(name, bytes),
+                None => Ok(N::State::default()),
             }
-            Err(error) => {
-                let _ = self.record(d, name, attempt, Err(&error), started);
-                Err(self.node_failed(name, attempt, error))
-            }
+        };
+        // Each attempt starts from the stored state: a failed attempt's changes are dropped.
+        let mut states = Vec::new();
+        for _ in 0..=options.retries {
+            states.push(fresh()?);
         }
+        let ((output, state), attempt, started) = self
+            .attempts::<N, _, _, _>(name, input, options, |i| {
+                let st = states.pop().unwrap_or_default();
+                async move {
+                    let (result, st) = N::call_with_state(i, st).await;
+                    result.map(|o| (o, st))
+                }
+            })
+            .await?;
+        let state_bytes = self.encode(name, attempt, &state)?;
+        match (self.durable.as_deref(), started) {
+            (Some(d), Some(started)) => {
+                let bytes = self.encode(name, attempt, &output)?;
+                let committed = self.record(
+                    d,
+                    name,
+                    attempt,
+                    Ok(bytes),
+                    started,
+                    Some((N::NAME, key, state_bytes)),
+                );
+                // Always durable before the key is released: the next run reads this state.
+                wait_commit(committed).await?;
+            }
+            _ => crate::state::memory_set(N::NAME, &key, state_bytes),
+        }
+        Ok(output)
     }
 
     fn record(
@@ -260,7 +487,8 @@ impl RunCtx {
         step: &'static str,
         attempt: u32,
         outcome: Result<Bytes, &NodeError>,
-        started: (u64, std::time::Instant),
+        started: (u64, Instant),
+        state: Option<(&'static str, String, Bytes)>,
     ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let write = StepWrite {
             run_id: self.run_id,
@@ -269,6 +497,7 @@ impl RunCtx {
             outcome: outcome.map_err(|e| serde_json::to_value(e).unwrap_or_default()),
             started_ms: started.0,
             duration_us: started.1.elapsed().as_micros() as u64,
+            state,
         };
         // Taking the pending run row and sending under one lock keeps the row ahead of every
         // other record of this run in the writer's queue.
@@ -278,10 +507,18 @@ impl RunCtx {
 
     /// Records the run's end (durably) when journaled.
     pub(crate) async fn finish_run(&self, outcome: Result<Bytes, RunError>) -> Result<(), Error> {
-        let Some(d) = &self.durable else { return Ok(()) };
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
         let committed = {
             let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
-            d.journal.finish(FinishWrite { run_id: self.run_id, outcome }, pending.take())
+            d.journal.finish(
+                FinishWrite {
+                    run_id: self.run_id,
+                    outcome,
+                },
+                pending.take(),
+            )
         };
         wait_commit(committed).await
     }
@@ -291,7 +528,13 @@ impl RunCtx {
     }
 
     fn node_failed(&self, node: &'static str, attempt: u32, error: NodeError) -> Error {
-        Error::Node { workflow: self.workflow, node, attempt, run_id: self.run_id, error }
+        Error::Node {
+            workflow: self.workflow,
+            node,
+            attempt,
+            run_id: self.run_id,
+            error,
+        }
     }
 }
 
@@ -303,8 +546,12 @@ async fn wait_commit(rx: tokio::sync::oneshot::Receiver<Result<(), String>>) -> 
     }
 }
 
-async fn attempt_once<N: Node>(input: N::Input, options: &NodeOptions) -> Result<N::Output, NodeError> {
-    let call = AssertUnwindSafe(N::call(input)).catch_unwind();
+/// One attempt with the node's timeout, a panic caught as the node's failure.
+async fn guarded<T>(
+    call: impl Future<Output = Result<T, NodeError>>,
+    options: &NodeOptions,
+) -> Result<T, NodeError> {
+    let call = AssertUnwindSafe(call).catch_unwind();
     let outcome = match options.timeout {
         None => call.await,
         Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -347,11 +594,20 @@ mod tests {
         };
         for _ in 0..200 {
             let d1 = backoff_delay(&options, 1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
             let d2 = backoff_delay(&options, 2);
-            assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200), "{d2:?}");
+            assert!(
+                d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200),
+                "{d2:?}"
+            );
             let d5 = backoff_delay(&options, 5);
-            assert!(d5 >= Duration::from_millis(175) && d5 <= Duration::from_millis(350), "{d5:?}");
+            assert!(
+                d5 >= Duration::from_millis(175) && d5 <= Duration::from_millis(350),
+                "{d5:?}"
+            );
         }
         assert!(backoff_delay(&options, 40) <= Duration::from_millis(350));
     }

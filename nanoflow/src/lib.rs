@@ -3,9 +3,9 @@
 #[doc(inline)]
 pub use nanoflow_macros::{node, workflow};
 pub use nanoflow_runtime::{
-    Accepts, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation, Node, NodeError,
-    NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner, ServeConfig, Server, Step, Tick, TriggerDef,
-    Workflow,
+    Accepts, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation, Node,
+    NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner, ServeConfig,
+    Server, State, Step, Tick, TriggerDef, Workflow,
 };
 
 pub use nanoflow_runtime::journal;
@@ -14,7 +14,7 @@ pub use nanoflow_runtime::journal;
 pub mod prelude {
     #[doc(inline)]
     pub use nanoflow_macros::{node, workflow};
-    pub use nanoflow_runtime::{NodeError, Runner, Tick, Workflow};
+    pub use nanoflow_runtime::{NodeError, Runner, State, Tick, Workflow};
 }
 
 #[doc(hidden)]

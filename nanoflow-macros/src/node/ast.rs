@@ -8,6 +8,8 @@ pub(crate) struct NodeDef<'a> {
     pub(crate) output: Output,
     pub(crate) is_async: bool,
     pub(crate) options: Options,
+    /// `#[node(state, key = field)]`: the state type `T` of `&mut State<T>`, and the key path.
+    pub(crate) state: Option<(syn::Type, Vec<syn::Member>)>,
 }
 
 pub(crate) enum Output {
@@ -28,6 +30,10 @@ pub(crate) struct Options {
     pub(crate) isolation: Option<(String, Span)>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<syn::Path>,
+    /// `state`: the node keeps durable keyed state.
+    pub(crate) state: Option<Span>,
+    /// `key = customer` (or `key = "customer.id"`): the input field naming the state.
+    pub(crate) key: Option<(Vec<syn::Member>, Span)>,
 }
 
 /// What `#[node]` found: the node when the signature is usable, and every error.

@@ -52,20 +52,29 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
 
     let opts = &node.options;
     let mut fields = Vec::new();
+    let mut explicit = 0u8;
     if let Some(n) = opts.retries {
         fields.push(quote!(retries: #n,));
+        explicit |= 1;
     }
     if let Some(ns) = opts.backoff_ns {
         fields.push(quote!(backoff: ::core::time::Duration::from_nanos(#ns),));
+        explicit |= 2;
     }
     if let Some((ns, _)) = opts.max_backoff_ns {
         fields.push(quote!(max_backoff: ::core::time::Duration::from_nanos(#ns),));
+        explicit |= 4;
     }
     if let Some(ns) = opts.timeout_ns {
         fields.push(
             quote!(timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(#ns)),),
         );
+        explicit |= 8;
     }
+    if opts.isolation.is_some() {
+        explicit |= 16;
+    }
+    fields.push(quote!(explicit: #explicit,));
     if let Some((iso, _)) = &opts.isolation {
         let variant = if iso == "container" {
             quote!(Container)
@@ -75,6 +84,65 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         fields
             .push(quote!(isolation: ::core::option::Option::Some(#private::Isolation::#variant),));
     }
+
+    // A stateful node: the user's function takes `(input, &mut State<T>)`.
+    let stateful = node.state.as_ref().map(|(state_ty, key)| {
+        let call_state = if node.is_async {
+            quote!(#ident(#arg, &mut __nanoflow_state).await)
+        } else {
+            quote!(#ident(#arg, &mut __nanoflow_state))
+        };
+        let body_state = match &node.output {
+            Output::Plain(_) => quote!(::core::result::Result::Ok(#call_state)),
+            Output::Result { err, .. } => {
+                let convert = quote_spanned!(err.span()=> #private::node_error::<#err>);
+                quote!(match #call_state {
+                    ::core::result::Result::Ok(v) => ::core::result::Result::Ok(v),
+                    ::core::result::Result::Err(e) => ::core::result::Result::Err(#convert(e)),
+                })
+            }
+            Output::ResultAlias { ok, ret } => {
+                let convert = quote_spanned!(ret.span()=> #private::into_node_result::<#ok, #ret>);
+                quote!(#convert(#call_state))
+            }
+        };
+        (state_ty, key, body_state)
+    });
+    let state_items = match &stateful {
+        None => quote!(
+            type State = ();
+        ),
+        Some((state_ty, key, body_state)) => quote! {
+            type State = #state_ty;
+            const STATEFUL: bool = true;
+
+            fn state_key(#arg: &#input) -> ::std::string::String {
+                ::std::string::ToString::to_string(&#arg #(.#key)*)
+            }
+
+            fn call_with_state(
+                #arg: #input,
+                __nanoflow_state: #state_ty,
+            ) -> impl ::core::future::Future<
+                Output = (::core::result::Result<#output, #private::NodeError>, #state_ty),
+            > + ::core::marker::Send {
+                async move {
+                    let mut __nanoflow_state = #private::State::new(__nanoflow_state);
+                    let result = #body_state;
+                    (result, __nanoflow_state.into_inner())
+                }
+            }
+        },
+    };
+    // `call` of a stateful node runs it on a fresh (default) state.
+    let body = match &stateful {
+        None => body,
+        Some((state_ty, _, body_state)) => quote! {
+            let mut __nanoflow_state =
+                #private::State::new(<#state_ty as ::core::default::Default>::default());
+            #body_state
+        },
+    };
 
     quote! {
         #func
@@ -88,6 +156,7 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         impl #private::Node for #ident {
             type Input = #input_type;
             type Output = #output_type;
+            #state_items
             const NAME: &'static str = #name;
             const OPTIONS: #private::NodeOptions = #private::NodeOptions {
                 #(#fields)*
@@ -184,6 +253,7 @@ pub(crate) fn stub(
             impl #private::Node for #ident {
                 type Input = __nanoflow_poisoned;
                 type Output = __nanoflow_poisoned;
+                type State = ();
                 const NAME: &'static str = #name;
                 const OPTIONS: #private::NodeOptions = #private::NodeOptions::DEFAULT;
 

@@ -8,7 +8,7 @@ use crate::ctxt::Ctxt;
 use crate::duration;
 
 const OPTIONS: &str =
-    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `name` or `crate`";
+    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `name`, `state`, `key` or `crate`";
 
 /// Parses the options and the signature, collecting every error. Bad options alone still give a
 /// node (with default settings), so its uses in workflows are checked as usual.
@@ -17,7 +17,24 @@ pub(crate) fn parse(attr: TokenStream, func: &syn::ItemFn) -> Parsed<'_> {
     let options = parse_options(&mut cx, attr);
     let krate = options.krate.clone();
     let mut sig_errors = Ctxt::default();
-    let input = parse_signature(&mut sig_errors, &func.sig);
+    let stateful = options.state.is_some();
+    let (input, state_ty) = parse_signature(&mut sig_errors, &func.sig, stateful);
+    let state = match (options.state, &options.key, state_ty) {
+        (Some(_), Some((key, _)), Some(ty)) => Some((ty, key.clone())),
+        (Some(span), None, _) => {
+            // Without a key the function cannot be called as a node: a signature error.
+            sig_errors.error_at(
+                span,
+                "`state` needs `key = field`: the input field whose value selects the state, e.g. `#[node(state, key = customer)]`",
+            );
+            None
+        }
+        (None, Some((_, span)), _) => {
+            cx.error_at(*span, "`key` applies only to stateful nodes: add `state`, e.g. `#[node(state, key = customer)]`");
+            None
+        }
+        _ => None,
+    };
     let node = match input {
         Some(input) if !sig_errors.has_errors() => Some(NodeDef {
             func,
@@ -25,6 +42,7 @@ pub(crate) fn parse(attr: TokenStream, func: &syn::ItemFn) -> Parsed<'_> {
             output: parse_output(&func.sig.output),
             is_async: func.sig.asyncness.is_some(),
             options,
+            state,
         }),
         _ => None,
     };
@@ -38,8 +56,63 @@ pub(crate) fn parse(attr: TokenStream, func: &syn::ItemFn) -> Parsed<'_> {
     }
 }
 
+/// `&mut State<T>` (any path ending in `State`): `T`.
+fn state_param(ty: &syn::Type) -> Option<syn::Type> {
+    let syn::Type::Reference(r) = ty else {
+        return None;
+    };
+    r.mutability?;
+    let syn::Type::Path(p) = &*r.elem else {
+        return None;
+    };
+    let last = p.path.segments.last()?;
+    if last.ident != "State" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        syn::GenericArgument::Type(t) if args.args.len() == 1 => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// Checks the signature; returns the input type and, for a stateful node, the state type.
+fn parse_signature(
+    cx: &mut Ctxt,
+    sig: &syn::Signature,
+    stateful: bool,
+) -> (Option<syn::Type>, Option<syn::Type>) {
+    let input = parse_input(cx, sig, stateful);
+    if !stateful {
+        return (input, None);
+    }
+    let name = &sig.ident;
+    let state = match sig.inputs.iter().nth(1) {
+        Some(syn::FnArg::Typed(pat)) => match state_param(&pat.ty) {
+            Some(t) => Some(t),
+            None => {
+                cx.error_spanned_by(
+                    &pat.ty,
+                    format!("the state of node `{name}` is taken as `&mut nanoflow::State<T>`, e.g. `state: &mut State<u64>`"),
+                );
+                None
+            }
+        },
+        _ => {
+            cx.error_at(
+                sig.paren_token.span.join(),
+                format!("node `{name}` has `state`: take it as a second parameter, e.g. `fn {name}(input: In, state: &mut State<u64>)`"),
+            );
+            None
+        }
+    };
+    (input, state)
+}
+
 /// Checks the signature and returns the input type.
-fn parse_signature(cx: &mut Ctxt, sig: &syn::Signature) -> Option<syn::Type> {
+fn parse_input(cx: &mut Ctxt, sig: &syn::Signature, stateful: bool) -> Option<syn::Type> {
     let name = &sig.ident;
     if let Some(token) = &sig.constness {
         cx.error_spanned_by(
@@ -74,7 +147,19 @@ fn parse_signature(cx: &mut Ctxt, sig: &syn::Signature) -> Option<syn::Type> {
         cx.error_spanned_by(variadic, format!("node `{name}` cannot be variadic"));
     }
 
-    match sig.inputs.len() {
+    let inputs = sig.inputs.len() - usize::from(stateful && sig.inputs.len() == 2);
+    if !stateful && sig.inputs.len() == 2 {
+        if let Some(syn::FnArg::Typed(pat)) = sig.inputs.iter().nth(1) {
+            if state_param(&pat.ty).is_some() {
+                cx.error_spanned_by(
+                    &pat.ty,
+                    format!("node `{name}` takes a state: declare it with `#[node(state, key = field)]`"),
+                );
+                return None;
+            }
+        }
+    }
+    match inputs {
         0 => {
             cx.error_at(
                 sig.paren_token.span.join(),
@@ -272,6 +357,42 @@ fn parse_option(meta: &ParseNestedMeta<'_>, key: &str, options: &mut Options) ->
                 ));
             }
             options.name = Some(value);
+        }
+        "state" => {
+            if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                return Err(meta.error("`state` takes no value: write `state, key = field`"));
+            }
+            options.state = Some(
+                meta.path
+                    .get_ident()
+                    .map(|i| i.span())
+                    .unwrap_or_else(proc_macro2::Span::call_site),
+            );
+        }
+        "key" => {
+            let input = value(meta, key, "customer")?;
+            let (members, span) = if input.peek(syn::LitStr) {
+                let lit: syn::LitStr = input.parse()?;
+                let members = lit
+                    .value()
+                    .split('.')
+                    .map(|part| syn::parse_str::<syn::Member>(part.trim()))
+                    .collect::<syn::Result<Vec<_>>>()
+                    .map_err(|_| {
+                        syn::Error::new(
+                            lit.span(),
+                            format!("invalid field path `{}`; e.g. \"customer.id\"", lit.value()),
+                        )
+                    })?;
+                (members, lit.span())
+            } else {
+                let member: syn::Member = input.parse().map_err(|e| {
+                    syn::Error::new(e.span(), "`key` names a field of the input, e.g. `key = customer` or `key = \"customer.id\"`")
+                })?;
+                let span = syn::spanned::Spanned::span(&member);
+                (vec![member], span)
+            };
+            options.key = Some((members, span));
         }
         "crate" => {
             let value = value(meta, key, "my_nanoflow")?;

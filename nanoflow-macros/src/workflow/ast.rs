@@ -16,6 +16,10 @@ pub(crate) struct WorkflowFile {
 pub(crate) struct WorkflowDecl {
     pub(crate) docs: Vec<syn::Attribute>,
     pub(crate) triggers: Vec<Trigger>,
+    /// `#[defaults(retries = 2, timeout = "5s")]`: node options for steps that do not set them.
+    pub(crate) defaults: Defaults,
+    /// `#[compensate(charge => refund)]`: the node undoing a completed step if the run fails.
+    pub(crate) compensations: Vec<Compensation>,
     pub(crate) vis: syn::Visibility,
     pub(crate) name: syn::Ident,
     pub(crate) colon: Span,
@@ -114,4 +118,21 @@ impl Chain {
             }
         }
     }
+}
+
+/// A workflow's `#[defaults(...)]`, in nanoseconds for durations.
+#[derive(Default, Clone)]
+pub(crate) struct Defaults {
+    pub(crate) retries: Option<u32>,
+    pub(crate) backoff_ns: Option<u64>,
+    pub(crate) max_backoff_ns: Option<u64>,
+    pub(crate) timeout_ns: Option<u64>,
+}
+
+/// `step => compensation` in `#[compensate(...)]`.
+pub(crate) struct Compensation {
+    /// The step undone (its name in the graph: node name or alias).
+    pub(crate) step: syn::Ident,
+    /// The node that undoes it; takes the step's output.
+    pub(crate) node: syn::Path,
 }

@@ -45,6 +45,8 @@ pub(crate) fn expand(file: &WorkflowFile, errors: &[Vec<syn::Error>]) -> TokenSt
 struct Gen<'a> {
     private: &'a TokenStream,
     counter: usize,
+    /// `step => compensation node` from `#[compensate(...)]`.
+    compensations: &'a [crate::workflow::ast::Compensation],
     /// One type alias per step (`type __nanoflow_s0 = price;`), spanned at the user's token: a
     /// name that is not a node is reported once, there, and nowhere else.
     aliases: Vec<TokenStream>,
@@ -129,10 +131,32 @@ impl Gen<'_> {
                 // would otherwise infer it from the impl and report a plain type mismatch.
                 let in_ty = &input.ty;
                 let in_var = &input.var;
-                let call = respan(
-                    quote!(__nanoflow_ctx.step::<#alias, #in_ty>(#name, #in_var).await),
-                    span,
-                );
+                let compensation = self
+                    .compensations
+                    .iter()
+                    .position(|c| c.step == *node.step_ident());
+                let call = match compensation {
+                    None => respan(
+                        quote!(__nanoflow_ctx.step_in::<#alias, #in_ty>(&__NANOFLOW_DEFAULTS, #name, #in_var).await),
+                        span,
+                    ),
+                    Some(c) => {
+                        let undo = format_ident!("__nanoflow_c{}", c);
+                        let record = format!(
+                            "{name}~{}",
+                            self.compensations[c]
+                                .node
+                                .segments
+                                .last()
+                                .map(|s| s.ident.to_string())
+                                .unwrap_or_default()
+                        );
+                        respan(
+                            quote!(__nanoflow_ctx.step_compensated::<#alias, #in_ty, #undo>(&__NANOFLOW_DEFAULTS, #name, #record, #in_var).await),
+                            span,
+                        )
+                    }
+                };
                 let stmts = quote! {
                     let #out = #call?;
                 };
@@ -222,6 +246,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     let mut gen = Gen {
         private,
         counter: 0,
+        compensations: &wf.compensations,
         aliases: Vec::new(),
         steps: Vec::new(),
         edges: Vec::new(),
@@ -239,6 +264,48 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         gen.edges.push(quote!((#from, #private::Endpoint::Output)));
     }
     let aliases = &gen.aliases;
+    // One alias per compensation node, spanned at the user's path, and a check that it takes
+    // the compensated step's output, reported there.
+    let compensation_items = wf.compensations.iter().enumerate().filter_map(|(i, c)| {
+        let index = {
+            let mut nodes = Vec::new();
+            graph.nodes(&mut nodes);
+            nodes.iter().position(|n| *n.step_ident() == c.step)?
+        };
+        let undo = format_ident!("__nanoflow_c{}", i);
+        let step = format_ident!("__nanoflow_s{}", index);
+        let path = &c.node;
+        let check = crate::respan::respan(
+            quote!(#private::compensates::<#step, #undo, <#step as #private::Node>::Output>),
+            syn::spanned::Spanned::span(path),
+        );
+        Some(quote! {
+            type #undo = #path;
+            const _: () = { let _ = #check; };
+        })
+    });
+    let d = &wf.defaults;
+    let mut default_fields = Vec::new();
+    let mut default_bits = 0u8;
+    if let Some(n) = d.retries {
+        default_fields.push(quote!(retries: #n,));
+        default_bits |= 1;
+    }
+    if let Some(ns) = d.backoff_ns {
+        default_fields.push(quote!(backoff: ::core::time::Duration::from_nanos(#ns),));
+        default_bits |= 2;
+    }
+    if let Some(ns) = d.max_backoff_ns {
+        default_fields.push(quote!(max_backoff: ::core::time::Duration::from_nanos(#ns),));
+        default_bits |= 4;
+    }
+    if let Some(ns) = d.timeout_ns {
+        default_fields.push(
+            quote!(timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(#ns)),),
+        );
+        default_bits |= 8;
+    }
+    let _ = default_bits;
     let steps = &gen.steps;
     let edges = &gen.edges;
     let trigger_defs = wf
@@ -251,6 +318,21 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         .map(|t| trigger::expand::check(private, t, &input_ty));
     let run_doc = format!("Runs `{name_str}` in-process on `input` and returns its output.");
     let graph_doc = format!("The graph of `{name_str}`: steps, edges, triggers and types.");
+
+    let wrapped = if wf.compensations.is_empty() {
+        quote!(async move {
+            #body
+            ::core::result::Result::Ok(#out)
+        })
+    } else {
+        quote!(async move {
+            #private::with_compensation(__nanoflow_ctx, async move {
+                #body
+                ::core::result::Result::Ok(#out)
+            })
+            .await
+        })
+    };
 
     // `checkout.run(x)` with a wrong `x`: rustc shows where `run` is defined; let that be the
     // workflow's name, and the input the first node's.
@@ -265,6 +347,13 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         #[allow(unused_qualifications)]
         const _: () = {
             #(#aliases)*
+            #(#compensation_items)*
+
+            /// The workflow's `#[defaults(...)]`, under each node's own options.
+            const __NANOFLOW_DEFAULTS: #private::NodeOptions = #private::NodeOptions {
+                #(#default_fields)*
+                ..#private::NodeOptions::DEFAULT
+            };
 
             impl #private::Workflow for #ty {
                 type Input = #input_ty;
@@ -292,10 +381,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<#output_ty, #private::Error>,
                 > + ::core::marker::Send + '__nanoflow_a {
-                    async move {
-                        #body
-                        ::core::result::Result::Ok(#out)
-                    }
+                    #wrapped
                 }
             }
 

@@ -4,7 +4,9 @@ use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::{token, Token};
 
-use super::ast::{Chain, NodeRef, Stage, WorkflowDecl, WorkflowFile};
+use syn::punctuated::Punctuated;
+
+use super::ast::{Chain, Compensation, Defaults, NodeRef, Stage, WorkflowDecl, WorkflowFile};
 use crate::trigger;
 
 impl Parse for WorkflowFile {
@@ -95,6 +97,8 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Vec<syn::Error>) -> Option<Wo
     let mut decl = WorkflowDecl {
         docs: Vec::new(),
         triggers: Vec::new(),
+        defaults: Defaults::default(),
+        compensations: Vec::new(),
         vis,
         name,
         colon: Span::call_site(),
@@ -164,13 +168,99 @@ fn parse_attrs(decl: &mut WorkflowDecl, attrs: Vec<syn::Attribute>) {
                 Ok(t) => decl.triggers.push(t),
                 Err(e) => decl.errors.push(e),
             }
+        } else if attr.path().is_ident("defaults") {
+            if let Err(e) = parse_defaults(&attr, &mut decl.defaults) {
+                decl.errors.push(e);
+            }
+        } else if attr.path().is_ident("compensate") {
+            match attr.parse_args_with(Punctuated::<CompensationPair, Token![,]>::parse_terminated) {
+                Ok(pairs) => decl.compensations.extend(pairs.into_iter().map(|p| Compensation { step: p.step, node: p.node })),
+                Err(e) => decl.errors.push(syn::Error::new(
+                    e.span(),
+                    format!("{e}; write `#[compensate(step => undo_node, ...)]`, e.g. `#[compensate(charge => refund)]`"),
+                )),
+            }
         } else {
             decl.errors.push(syn::Error::new_spanned(
                 attr.path(),
-                "unsupported attribute on a workflow; expected doc comments or `#[trigger(...)]`",
+                "unsupported attribute on a workflow; expected doc comments, `#[trigger(...)]`, `#[defaults(...)]` or `#[compensate(...)]`",
             ));
         }
     }
+}
+
+struct CompensationPair {
+    step: syn::Ident,
+    node: syn::Path,
+}
+
+impl Parse for CompensationPair {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let step = input.parse()?;
+        input.parse::<Token![=>]>()?;
+        let node = input.call(syn::Path::parse_mod_style)?;
+        Ok(Self { step, node })
+    }
+}
+
+/// `#[defaults(retries = 2, backoff = "50ms", max_backoff = "5s", timeout = "2s")]`.
+fn parse_defaults(attr: &syn::Attribute, defaults: &mut Defaults) -> syn::Result<()> {
+    let mut errors: Option<syn::Error> = None;
+    let mut seen: Vec<String> = Vec::new();
+    attr.parse_nested_meta(|meta| {
+        let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        let result = (|| {
+            if seen.contains(&key) {
+                return Err(meta.error(format!("`{key}` specified more than once")));
+            }
+            seen.push(key.clone());
+            match key.as_str() {
+                "retries" => {
+                    let lit: syn::LitInt = meta.value()?.parse()?;
+                    defaults.retries = Some(lit.base10_parse().map_err(|_| {
+                        syn::Error::new(lit.span(), "`retries` must be a whole number from 0 to 4294967295")
+                    })?);
+                }
+                "backoff" | "max_backoff" | "timeout" => {
+                    let lit: syn::LitStr = meta.value()?.parse()?;
+                    let ns = crate::duration::parse(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
+                    if ns == 0 && key == "timeout" {
+                        return Err(syn::Error::new(lit.span(), "`timeout` must be longer than zero"));
+                    }
+                    match key.as_str() {
+                        "backoff" => defaults.backoff_ns = Some(ns),
+                        "max_backoff" => defaults.max_backoff_ns = Some(ns),
+                        _ => defaults.timeout_ns = Some(ns),
+                    }
+                }
+                _ => {
+                    return Err(meta.error(format!(
+                        "unknown workflow default `{key}`; expected `retries`, `backoff`, `max_backoff` or `timeout`"
+                    )))
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            match &mut errors {
+                Some(all) => all.combine(e),
+                None => errors = Some(e),
+            }
+            // Skip the rest of this entry.
+            let _ = meta.input.step(|cursor| {
+                let mut rest = *cursor;
+                while let Some((tt, next)) = rest.token_tree() {
+                    if matches!(&tt, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',') {
+                        break;
+                    }
+                    rest = next;
+                }
+                Ok(((), rest))
+            });
+        }
+        Ok(())
+    })?;
+    errors.map_or(Ok(()), Err)
 }
 
 /// After a syntax error: skips to just past the next top-level `;` (or to the end).

@@ -33,6 +33,24 @@ pub(crate) fn validate(file: &WorkflowFile) -> Vec<Vec<syn::Error>> {
         }
         if let Some(graph) = &wf.graph {
             check_graph(&mut cx, graph, wf.colon, &name);
+            let mut nodes = Vec::new();
+            graph.nodes(&mut nodes);
+            let mut compensated: Vec<String> = Vec::new();
+            for c in &wf.compensations {
+                let step = c.step.to_string();
+                if !nodes.iter().any(|n| *n.step_ident() == c.step) {
+                    cx.error_spanned_by(
+                        &c.step,
+                        format!("`{step}` is not a step of workflow `{name}`; `#[compensate(step => undo)]` names a step of the graph"),
+                    );
+                } else if compensated.contains(&step) {
+                    cx.error_spanned_by(
+                        &c.step,
+                        format!("step `{step}` has more than one compensation"),
+                    );
+                }
+                compensated.push(step);
+            }
         }
         for t in &wf.triggers {
             trigger::validate::validate(&mut cx, t);

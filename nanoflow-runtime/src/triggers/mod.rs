@@ -71,7 +71,11 @@ impl fmt::Display for TriggerDef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TriggerDef::Http { method, path } => write!(f, "http {method} {path}"),
-            TriggerDef::Cron { schedule, tz, overlap } => {
+            TriggerDef::Cron {
+                schedule,
+                tz,
+                overlap,
+            } => {
                 write!(f, "cron \"{schedule}\" {}", tz.unwrap_or("UTC"))?;
                 if *overlap != Overlap::Skip {
                     write!(f, " overlap={}", overlap.as_str())?;
