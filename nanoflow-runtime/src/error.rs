@@ -40,6 +40,9 @@ pub enum Error {
     /// A setting or command line is not valid.
     #[error("{0}")]
     Config(String),
+    /// The container engine cannot be reached, or an image or container operation failed.
+    #[error("{0}")]
+    Container(String),
     /// The journal cannot be opened, read or written.
     #[error("{0}")]
     Journal(String),
@@ -71,6 +74,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Io { .. } => "io",
             Error::Journal(_) => "journal_unavailable",
+            Error::Container(_) => "container",
         }
     }
 

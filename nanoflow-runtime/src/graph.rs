@@ -2,11 +2,14 @@
 
 use std::fmt::Write as _;
 
-use crate::node::{Node, NodeOptions};
+use axum::body::Bytes;
+
+use crate::node::{Node, NodeError, NodeOptions};
 use crate::triggers::TriggerDef;
+use crate::workflow::BoxFuture;
 
 /// One node occurrence in a workflow graph.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Step {
     /// The step's name in this graph: the node's name, or its alias (`charge as retry_charge`).
     pub name: &'static str,
@@ -18,6 +21,49 @@ pub struct Step {
     pub output_type: &'static str,
     /// The node's `#[node(...)]` settings.
     pub options: NodeOptions,
+    /// Calls the node on JSON (how a node container runs it).
+    pub call_json: JsonCall,
+}
+
+/// A node called on JSON: input and (for a stateful node) state in, output and state out.
+pub type JsonCall =
+    fn(Bytes, Option<Bytes>) -> BoxFuture<'static, Result<(Bytes, Option<Bytes>), NodeError>>;
+
+/// [`JsonCall`] for node `N`.
+fn call_json<N: Node>(
+    input: Bytes,
+    state: Option<Bytes>,
+) -> BoxFuture<'static, Result<(Bytes, Option<Bytes>), NodeError>> {
+    Box::pin(async move {
+        let input: N::Input = serde_json::from_slice(&input).map_err(|e| {
+            NodeError::permanent(format!("the input does not fit node `{}`: {e}", N::NAME))
+        })?;
+        let encode = |what: &str, r: serde_json::Result<Vec<u8>>| {
+            r.map(Bytes::from).map_err(|e| {
+                NodeError::permanent(format!(
+                    "the {what} of node `{}` does not serialize: {e}",
+                    N::NAME
+                ))
+            })
+        };
+        if N::STATEFUL {
+            let current: N::State = match state {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    NodeError::permanent(format!("the state does not fit node `{}`: {e}", N::NAME))
+                })?,
+                None => N::State::default(),
+            };
+            let (result, next) = N::call_with_state(input, current).await;
+            let output = result?;
+            Ok((
+                encode("output", serde_json::to_vec(&output))?,
+                Some(encode("state", serde_json::to_vec(&next))?),
+            ))
+        } else {
+            let output = N::call(input).await?;
+            Ok((encode("output", serde_json::to_vec(&output))?, None))
+        }
+    })
 }
 
 impl Step {
@@ -29,7 +75,20 @@ impl Step {
             input_type: std::any::type_name::<N::Input>(),
             output_type: std::any::type_name::<N::Output>(),
             options: N::OPTIONS,
+            call_json: call_json::<N>,
         }
+    }
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Step")
+            .field("name", &self.name)
+            .field("node", &self.node)
+            .field("input_type", &self.input_type)
+            .field("output_type", &self.output_type)
+            .field("options", &self.options)
+            .finish()
     }
 }
 

@@ -6,6 +6,8 @@
 
 pub mod error;
 pub mod graph;
+#[cfg(feature = "container")]
+pub mod isolation;
 pub mod journal;
 pub mod node;
 pub mod run;

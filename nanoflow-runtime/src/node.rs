@@ -106,6 +106,10 @@ pub struct NodeOptions {
     pub timeout: Option<Duration>,
     /// Where the node runs, when set explicitly.
     pub isolation: Option<Isolation>,
+    /// Memory limit of the node's container, when set (`memory = "128MiB"`).
+    pub memory_bytes: Option<u64>,
+    /// CPU limit of the node's container in thousandths of a CPU, when set (`cpus = 0.5`).
+    pub cpu_millis: Option<u32>,
     /// Which fields were written in `#[node(...)]` (bits `NodeOptions::RETRIES`, ...): those
     /// win over a workflow's `#[defaults(...)]`, the others take the workflow's value.
     pub explicit: u8,
@@ -119,6 +123,8 @@ impl NodeOptions {
         max_backoff: Duration::from_secs(30),
         timeout: None,
         isolation: None,
+        memory_bytes: None,
+        cpu_millis: None,
         explicit: 0,
     };
 
@@ -163,6 +169,8 @@ impl NodeOptions {
             } else {
                 defaults.isolation
             },
+            memory_bytes: self.memory_bytes,
+            cpu_millis: self.cpu_millis,
             explicit: self.explicit | defaults.explicit,
         }
     }

@@ -134,6 +134,8 @@ pub struct RunCtx {
     run_id: RunId,
     workflow: &'static str,
     durable: Option<Box<Durable>>,
+    /// The runner's container pools, for nodes isolated in containers.
+    containers: Option<Isolated>,
     /// Compensations of completed steps, in completion order (saga).
     compensations: Mutex<Vec<Compensation>>,
 }
@@ -145,6 +147,54 @@ impl std::fmt::Debug for RunCtx {
             .field("workflow", &self.workflow)
             .field("durable", &self.durable.is_some())
             .finish()
+    }
+}
+
+#[cfg(feature = "container")]
+pub(crate) type Isolated = std::sync::Arc<crate::isolation::Containers>;
+#[cfg(not(feature = "container"))]
+pub(crate) type Isolated = std::convert::Infallible;
+
+/// One attempt of node `N`: in one of its containers when `via` is set, else in-process. The
+/// state is `N::State::default()` for a stateless node.
+async fn invoke<N: Node>(
+    via: Option<Isolated>,
+    input: N::Input,
+    state: N::State,
+) -> Result<(N::Output, N::State), NodeError> {
+    #[cfg(feature = "container")]
+    if let Some(containers) = via {
+        let bad = |what: &str, e: serde_json::Error| {
+            NodeError::permanent(format!(
+                "the {what} of node `{}` does not cross the container boundary as JSON: {e}",
+                N::NAME
+            ))
+        };
+        let input = serde_json::to_vec(&input).map_err(|e| bad("input", e))?;
+        let sent_state = if N::STATEFUL {
+            Some(Bytes::from(
+                serde_json::to_vec(&state).map_err(|e| bad("state", e))?,
+            ))
+        } else {
+            None
+        };
+        let (output, next) = containers
+            .call(N::NAME, Bytes::from(input), sent_state)
+            .await?;
+        let output: N::Output = serde_json::from_slice(&output).map_err(|e| bad("output", e))?;
+        let state = match next {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| bad("state", e))?,
+            None => state,
+        };
+        return Ok((output, state));
+    }
+    #[cfg(not(feature = "container"))]
+    let _ = via;
+    if N::STATEFUL {
+        let (result, state) = N::call_with_state(input, state).await;
+        result.map(|o| (o, state))
+    } else {
+        N::call(input).await.map(|o| (o, state))
     }
 }
 
@@ -209,6 +259,7 @@ impl RunCtx {
             run_id,
             workflow,
             durable,
+            containers: None,
             compensations: Mutex::new(Vec::new()),
         }
     }
@@ -226,6 +277,29 @@ impl RunCtx {
     /// A journaled run.
     pub(crate) fn durable(workflow: &'static str, run_id: RunId, durable: Durable) -> Self {
         Self::from_parts(run_id, workflow, Some(Box::new(durable)))
+    }
+
+    /// Dispatches container-isolated nodes to `containers`.
+    #[cfg(feature = "container")]
+    pub(crate) fn with_containers(mut self, containers: Option<Isolated>) -> Self {
+        self.containers = containers;
+        self
+    }
+
+    /// The pools that run node `node` with `options`, when it runs in a container.
+    fn isolated(&self, node: &str, options: &NodeOptions) -> Option<Isolated> {
+        #[cfg(feature = "container")]
+        {
+            self.containers
+                .as_ref()
+                .filter(|c| c.serves(node, options))
+                .cloned()
+        }
+        #[cfg(not(feature = "container"))]
+        {
+            let _ = (node, options);
+            self.containers.clone()
+        }
     }
 
     /// This run's id.
@@ -285,8 +359,11 @@ impl RunCtx {
         if N::STATEFUL {
             return self.stateful::<N>(name, input, &options).await;
         }
-        let (output, attempt, started) = self
-            .attempts::<N, _, _, _>(name, input, &options, |i| N::call(i))
+        let via = self.isolated(N::NAME, &options);
+        let ((output, _), attempt, started) = self
+            .attempts::<N, _, _, _>(name, input, &options, |i| {
+                invoke::<N>(via.clone(), i, N::State::default())
+            })
             .await?;
         let (Some(d), Some(started)) = (self.durable.as_deref(), started) else {
             return Ok(output);
@@ -452,13 +529,10 @@ impl RunCtx {
         for _ in 0..=options.retries {
             states.push(fresh()?);
         }
+        let via = self.isolated(N::NAME, options);
         let ((output, state), attempt, started) = self
             .attempts::<N, _, _, _>(name, input, options, |i| {
-                let st = states.pop().unwrap_or_default();
-                async move {
-                    let (result, st) = N::call_with_state(i, st).await;
-                    result.map(|o| (o, st))
-                }
+                invoke::<N>(via.clone(), i, states.pop().unwrap_or_default())
             })
             .await?;
         let state_bytes = self.encode(name, attempt, &state)?;

@@ -8,6 +8,8 @@ pub use nanoflow_runtime::{
     Server, State, Step, Tick, TriggerDef, Workflow,
 };
 
+#[cfg(feature = "container")]
+pub use nanoflow_runtime::isolation;
 pub use nanoflow_runtime::journal;
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.

@@ -30,6 +30,10 @@ pub(crate) struct Options {
     pub(crate) isolation: Option<(String, Span)>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<syn::Path>,
+    /// `memory = "128MiB"`: the container's memory limit in bytes.
+    pub(crate) memory: Option<u64>,
+    /// `cpus = 0.5`: the container's CPU limit in thousandths.
+    pub(crate) cpu_millis: Option<u32>,
     /// `state`: the node keeps durable keyed state.
     pub(crate) state: Option<Span>,
     /// `key = customer` (or `key = "customer.id"`): the input field naming the state.

@@ -74,6 +74,12 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
     if opts.isolation.is_some() {
         explicit |= 16;
     }
+    if let Some(m) = opts.memory {
+        fields.push(quote!(memory_bytes: ::core::option::Option::Some(#m),));
+    }
+    if let Some(c) = opts.cpu_millis {
+        fields.push(quote!(cpu_millis: ::core::option::Option::Some(#c),));
+    }
     fields.push(quote!(explicit: #explicit,));
     if let Some((iso, _)) = &opts.isolation {
         let variant = if iso == "container" {

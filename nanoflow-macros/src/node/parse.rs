@@ -8,7 +8,7 @@ use crate::ctxt::Ctxt;
 use crate::duration;
 
 const OPTIONS: &str =
-    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `name`, `state`, `key` or `crate`";
+    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `memory`, `cpus`, `name`, `state`, `key` or `crate`";
 
 /// Parses the options and the signature, collecting every error. Bad options alone still give a
 /// node (with default settings), so its uses in workflows are checked as usual.
@@ -358,6 +358,30 @@ fn parse_option(meta: &ParseNestedMeta<'_>, key: &str, options: &mut Options) ->
             }
             options.name = Some(value);
         }
+        "memory" => {
+            let lit = string(meta, key, "\"128MiB\"")?;
+            options.memory =
+                Some(parse_memory(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?);
+        }
+        "cpus" => {
+            let lit: syn::Lit = value(meta, key, "0.5")?.parse()?;
+            let cpus = match &lit {
+                syn::Lit::Float(f) => f.base10_parse::<f64>().ok(),
+                syn::Lit::Int(i) => i.base10_parse::<f64>().ok(),
+                _ => None,
+            };
+            match cpus {
+                Some(c) if c > 0.0 && c <= 1024.0 => {
+                    options.cpu_millis = Some((c * 1000.0).round() as u32)
+                }
+                _ => {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "`cpus` must be a number of CPUs above 0, e.g. `cpus = 0.5`",
+                    ))
+                }
+            }
+        }
         "state" => {
             if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
                 return Err(meta.error("`state` takes no value: write `state, key = field`"));
@@ -651,4 +675,38 @@ mod tests {
         .unwrap();
         assert!(super::parse(quote!(), &func).node.is_none());
     }
+}
+
+/// `"128MiB"`, `"1GiB"`, `"512MB"`, `"65536"` (bytes): at least 6 MiB, Docker's minimum.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let hint = "expected a size like \"128MiB\", \"1GiB\" or \"512MB\"";
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid memory size `{text}`; {hint}"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "invalid memory size `{text}`: unknown unit `{other}`; {hint}"
+            ))
+        }
+    };
+    let bytes = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("memory size `{text}` is too large"))?;
+    if bytes < 6 << 20 {
+        return Err(format!(
+            "memory size `{text}` is below the 6 MiB a container needs"
+        ));
+    }
+    Ok(bytes)
 }

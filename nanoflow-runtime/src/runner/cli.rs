@@ -36,6 +36,12 @@ enum Command {
     },
     /// List workflows with their nodes and triggers.
     List,
+    /// Build the container image of every container-isolated node.
+    #[cfg(feature = "container")]
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
     /// Inspect and re-drive journaled runs.
     Runs {
         #[command(subcommand)]
@@ -56,6 +62,17 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
+    },
+}
+
+#[cfg(feature = "container")]
+#[derive(Debug, Subcommand)]
+enum ImagesCommand {
+    /// Build (or find, when unchanged) one `FROM scratch` image per node.
+    Build {
+        /// Build images for every node, not only those with `isolation = "container"`.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -117,6 +134,10 @@ pub(crate) struct ServeArgs {
     /// At most this many finished runs are kept in the journal.
     #[arg(long, env = "NANOFLOW_RETENTION_RUNS")]
     retention_runs: Option<u64>,
+    /// Where nodes without an `isolation` option run: `process` or `container`.
+    #[cfg(feature = "container")]
+    #[arg(long, env = "NANOFLOW_ISOLATION", value_parser = ["process", "container"])]
+    isolation: Option<String>,
 }
 
 impl ServeArgs {
@@ -150,6 +171,10 @@ impl ServeArgs {
         }
         if let Some(r) = self.retention_runs {
             c.retention.max_runs = r;
+        }
+        #[cfg(feature = "container")]
+        if self.isolation.as_deref() == Some("container") {
+            c.isolation = crate::isolation::IsolationMode::Container;
         }
         Ok(c)
     }
@@ -191,6 +216,34 @@ where
         }
         Command::Run { workflow, input } => run(&runner, &workflow, &input).await,
         Command::Runs { command, journal } => runs(runner, command, journal).await,
+        #[cfg(feature = "container")]
+        Command::Images {
+            command: ImagesCommand::Build { all },
+        } => {
+            serve::init_logging();
+            let mode = if all {
+                crate::isolation::IsolationMode::Container
+            } else {
+                crate::isolation::IsolationMode::Process
+            };
+            let docker = crate::isolation::connect().await?;
+            let workflows: Vec<_> = runner.workflows.values().cloned().collect();
+            let config = crate::isolation::ContainerConfig::default();
+            let built = crate::isolation::build_images(&docker, &workflows, mode, &config).await?;
+            if built.is_empty() {
+                print_stdout("no node runs in a container; mark nodes with `isolation = \"container\"` or pass `--all`\n");
+            }
+            for b in built {
+                let what = if b.built { "built" } else { "unchanged" };
+                print_stdout(&format!(
+                    "{:<24} {:<60} {what} ({:.1} MB)\n",
+                    b.node,
+                    b.tag,
+                    b.size as f64 / 1e6
+                ));
+            }
+            Ok(())
+        }
         Command::List => {
             print_stdout(&list(&runner));
             Ok(())
@@ -315,7 +368,7 @@ async fn runs(
         journal: Some(journal),
         ..ServeConfig::default()
     };
-    let app = serve::App::new(&runner, &config)?;
+    let app = serve::App::new(&runner, &config, None)?;
     let j = app.journal.clone().expect("opened above");
     match command {
         RunsCommand::List {

@@ -55,9 +55,23 @@ impl Runner {
         self.workflows.get(name)
     }
 
+    /// Inside a node container (`NANOFLOW_NODE_SERVE` set): serves that node and never returns
+    /// normally. Outside one: returns `None` at once. `serve()` does this by itself; a program
+    /// whose `main` is not `serve()` (a test binary) calls it first, e.g. from a test named in
+    /// `ContainerConfig::entrypoint_args`.
+    #[cfg(feature = "container")]
+    pub async fn serve_node_if_requested(&self) -> Option<Result<(), Error>> {
+        let workflows: Vec<_> = self.workflows.values().cloned().collect();
+        crate::isolation::serve_node_from_env(&workflows).await
+    }
+
     /// Runs the command line from the process arguments: `serve` (the default), `run`, `list`,
     /// `graph`. Returns when the command is done (for `serve`: after a graceful shutdown).
     pub async fn serve(self) -> Result<(), Error> {
+        #[cfg(feature = "container")]
+        if let Some(served) = self.serve_node_if_requested().await {
+            return served;
+        }
         self.run_cli(std::env::args_os()).await
     }
 
@@ -76,6 +90,7 @@ impl Runner {
                 "workflow `{name}` is registered twice with the runner"
             )));
         }
+        #[cfg(not(feature = "container"))]
         for wf in self.workflows.values() {
             let graph = wf.graph();
             if let Some(step) = graph
@@ -84,8 +99,8 @@ impl Runner {
                 .find(|s| s.options.isolation == Some(crate::node::Isolation::Container))
             {
                 return Err(Error::Config(format!(
-                    "node `{}` of workflow `{}` asks for `isolation = \"container\"`, which this version of nanoflow \
-                     cannot provide yet; remove the option to run it in-process",
+                    "node `{}` of workflow `{}` asks for `isolation = \"container\"`: enable nanoflow's \
+                     `container` feature",
                     step.name, graph.name
                 )));
             }

@@ -35,6 +35,12 @@ pub struct ServeConfig {
     pub journal: Option<std::path::PathBuf>,
     /// How long finished runs stay in the journal (`--retention-age`, `--retention-runs`).
     pub retention: Retention,
+    /// Where nodes run when they do not choose (`--isolation process|container`).
+    #[cfg(feature = "container")]
+    pub isolation: crate::isolation::IsolationMode,
+    /// Container pools and limits.
+    #[cfg(feature = "container")]
+    pub containers: crate::isolation::ContainerConfig,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +53,10 @@ impl Default for ServeConfig {
             keep_runs: 10_000,
             journal: Some(std::path::PathBuf::from(".nanoflow/journal.db")),
             retention: Retention::default(),
+            #[cfg(feature = "container")]
+            isolation: crate::isolation::IsolationMode::default(),
+            #[cfg(feature = "container")]
+            containers: crate::isolation::ContainerConfig::default(),
         }
     }
 }
@@ -59,6 +69,7 @@ pub(crate) struct App {
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) config: ServeConfig,
     pub(crate) journal: Option<Journal>,
+    pub(crate) containers: Option<crate::run::Isolated>,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -78,7 +89,7 @@ impl App {
         idempotency_key: Option<String>,
     ) -> RunCtx {
         let graph = wf.graph();
-        match &self.journal {
+        let ctx = match &self.journal {
             None => RunCtx::with_id(graph.name, run_id),
             Some(journal) => RunCtx::durable(
                 graph.name,
@@ -95,6 +106,18 @@ impl App {
                     })),
                 },
             ),
+        };
+        self.isolate(ctx)
+    }
+
+    fn isolate(&self, ctx: RunCtx) -> RunCtx {
+        #[cfg(feature = "container")]
+        {
+            ctx.with_containers(self.containers.clone())
+        }
+        #[cfg(not(feature = "container"))]
+        {
+            ctx
         }
     }
 
@@ -247,7 +270,11 @@ impl App {
         )))
     }
 
-    pub(crate) fn new(runner: &Runner, config: &ServeConfig) -> Result<Arc<Self>, Error> {
+    pub(crate) fn new(
+        runner: &Runner,
+        config: &ServeConfig,
+        containers: Option<crate::run::Isolated>,
+    ) -> Result<Arc<Self>, Error> {
         runner.check()?;
         let journal = match &config.journal {
             Some(path) => Some(Journal::open(path)?),
@@ -259,6 +286,7 @@ impl App {
             limiter: Arc::new(Semaphore::new(config.max_in_flight)),
             config: config.clone(),
             journal,
+            containers,
         }))
     }
 }
@@ -302,6 +330,10 @@ impl Server {
             served
         })
         .await;
+        #[cfg(feature = "container")]
+        if let Some(containers) = &self.app.containers {
+            containers.shutdown().await;
+        }
         match drained {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(Error::Config(format!(
@@ -323,7 +355,16 @@ impl Server {
 impl Runner {
     /// Binds the HTTP triggers, starts the cron loops, and returns a handle to stop them.
     pub async fn start(self, config: ServeConfig) -> Result<Server, Error> {
-        let app = App::new(&self, &config)?;
+        self.check()?;
+        #[cfg(feature = "container")]
+        let containers = {
+            let workflows: Vec<_> = self.workflows.values().cloned().collect();
+            crate::isolation::Containers::start(&workflows, config.isolation, &config.containers)
+                .await?
+        };
+        #[cfg(not(feature = "container"))]
+        let containers = None;
+        let app = App::new(&self, &config, containers)?;
         let mut schedules = Vec::new();
         for wf in app.workflows.values() {
             for trigger in &wf.graph().triggers {

@@ -1,0 +1,237 @@
+//! One image per node, `FROM scratch`: the service's own binary, the exact shared libraries it
+//! loads (from `ldd`), and an entrypoint that serves only that node. No base image is pulled, so
+//! offline and air-gapped hosts work. Tags are content-addressed: an image whose content did not
+//! change is not rebuilt.
+
+use std::collections::BTreeMap;
+use std::hash::Hasher as _;
+use std::path::{Path, PathBuf};
+
+use axum::body::Bytes;
+use bollard::query_parameters::BuildImageOptions;
+use bollard::Docker;
+use futures_util::StreamExt as _;
+
+use crate::error::Error;
+use crate::graph::Step;
+
+/// Where the binary lives inside the image.
+const BINARY: &str = "nanoflow/node";
+
+/// A file to put in the image: its path inside the image and its content.
+#[derive(Debug)]
+pub(crate) struct Payload {
+    files: Vec<(String, Vec<u8>, u32)>,
+    /// A hash of every file's path and content.
+    pub(crate) digest: u64,
+    pub(crate) size: u64,
+}
+
+/// The binary (stripped when `strip` is available, to keep images small) and its libraries.
+pub(crate) fn payload(binary: &Path) -> Result<Payload, Error> {
+    let mut files = Vec::new();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let original =
+        std::fs::read(binary).map_err(|e| Error::io(format!("reading {}", binary.display()), e))?;
+    hasher.write(&original);
+    let stripped = strip(binary).unwrap_or(original);
+    files.push((BINARY.to_owned(), stripped, 0o755));
+    for lib in shared_libraries(binary)? {
+        let content =
+            std::fs::read(&lib).map_err(|e| Error::io(format!("reading {}", lib.display()), e))?;
+        let inside = lib.to_string_lossy().trim_start_matches('/').to_owned();
+        hasher.write(inside.as_bytes());
+        hasher.write(&content);
+        files.push((inside, content, 0o755));
+    }
+    let size = files.iter().map(|f| f.1.len() as u64).sum();
+    Ok(Payload {
+        files,
+        digest: hasher.finish(),
+        size,
+    })
+}
+
+fn strip(binary: &Path) -> Option<Vec<u8>> {
+    let out = std::env::temp_dir().join(format!("nanoflow-strip-{}", crate::run::RunId::new()));
+    let ok = std::process::Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&out)
+        .arg(binary)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?
+        .success();
+    let bytes = if ok { std::fs::read(&out).ok() } else { None };
+    let _ = std::fs::remove_file(&out);
+    bytes
+}
+
+/// The shared libraries `binary` loads, as absolute paths (none for a static binary).
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| Error::io("running `ldd` to find the binary's shared libraries", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+/// The image name of a node: `nanoflow/<service>-<node>:<content hash>`.
+pub(crate) fn tag(service: &str, node: &str, digest: u64) -> String {
+    let clean = |s: &str| {
+        s.to_ascii_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u64(digest);
+    h.write(node.as_bytes());
+    format!(
+        "nanoflow/{}-{}:{:016x}",
+        clean(service),
+        clean(node),
+        h.finish()
+    )
+}
+
+/// Builds the image of `step`'s node unless an image with its tag exists. Returns whether it
+/// was built (false: already there).
+pub(crate) async fn ensure(
+    docker: &Docker,
+    payload: &Payload,
+    tag: &str,
+    step: &Step,
+    service: &str,
+    entry_args: &[String],
+) -> Result<bool, Error> {
+    if docker.inspect_image(tag).await.is_ok() {
+        return Ok(false);
+    }
+    let mut entrypoint = vec![format!("/{BINARY}")];
+    entrypoint.extend(entry_args.iter().cloned());
+    let labels: BTreeMap<&str, String> = [
+        ("nanoflow.node", step.node.to_owned()),
+        ("nanoflow.service", service.to_owned()),
+        ("nanoflow.input_type", step.input_type.to_owned()),
+        ("nanoflow.output_type", step.output_type.to_owned()),
+        ("nanoflow.version", env!("CARGO_PKG_VERSION").to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let mut dockerfile = String::from("FROM scratch\nCOPY rootfs/ /\n");
+    for (k, v) in &labels {
+        dockerfile.push_str(&format!(
+            "LABEL {k}={}\n",
+            serde_json::to_string(v).unwrap_or_default()
+        ));
+    }
+    dockerfile.push_str(&format!(
+        "ENV NANOFLOW_NODE_SERVE={} NANOFLOW_NODE_SOCKET=/run/nanoflow/node.sock\nUSER 65534:65534\nENTRYPOINT {}\n",
+        step.node,
+        serde_json::to_string(&entrypoint).unwrap_or_default()
+    ));
+    let mut tar = Tar::default();
+    tar.file("Dockerfile", dockerfile.as_bytes(), 0o644);
+    tar.dir("rootfs/run/nanoflow/");
+    for (path, content, mode) in &payload.files {
+        tar.file(&format!("rootfs/{path}"), content, *mode);
+    }
+    let body = tar.finish();
+    let options = BuildImageOptions {
+        dockerfile: "Dockerfile".into(),
+        t: Some(tag.to_owned()),
+        rm: true,
+        forcerm: true,
+        ..Default::default()
+    };
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(Bytes::from(body))));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| Error::Container(format!("building image `{tag}`: {e}")))?;
+        if let Some(detail) = info.error_detail {
+            return Err(Error::Container(format!(
+                "building image `{tag}`: {}",
+                detail.message.unwrap_or_default()
+            )));
+        }
+        if let Some(line) = info
+            .stream
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            tracing::info!(image = tag, "{line}");
+        }
+    }
+    Ok(true)
+}
+
+/// A minimal ustar writer: the build context is a handful of regular files.
+#[derive(Default)]
+struct Tar {
+    out: Vec<u8>,
+}
+
+impl Tar {
+    fn header(&mut self, path: &str, size: usize, mode: u32, kind: u8) {
+        let mut h = [0u8; 512];
+        let (prefix, name) = if path.len() > 100 {
+            let cut = path[..path.len().min(155)].rfind('/').unwrap_or(0);
+            (&path[..cut], &path[cut + 1..])
+        } else {
+            ("", path)
+        };
+        h[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
+        h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        self.out.extend_from_slice(&h);
+    }
+
+    fn file(&mut self, path: &str, content: &[u8], mode: u32) {
+        self.header(path, content.len(), mode, b'0');
+        self.out.extend_from_slice(content);
+        let pad = (512 - content.len() % 512) % 512;
+        self.out.extend(std::iter::repeat_n(0u8, pad));
+    }
+
+    fn dir(&mut self, path: &str) {
+        self.header(path, 0, 0o755, b'5');
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.out.extend(std::iter::repeat_n(0u8, 1024));
+        self.out
+    }
+}

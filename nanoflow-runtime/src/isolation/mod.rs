@@ -1,0 +1,326 @@
+//! Running nodes in their own containers: one minimal image per node, built from the service's
+//! own binary; warm pools; dispatch over a bind-mounted Unix socket (never a network address);
+//! secure by default (no network, read-only root, non-root user, no capabilities,
+//! no-new-privileges, memory/CPU/pids limits).
+
+mod image;
+mod pool;
+mod protocol;
+mod server;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use bollard::Docker;
+
+use crate::error::Error;
+use crate::graph::Step;
+use crate::node::{Isolation, NodeError, NodeOptions};
+use crate::workflow::DynWorkflow;
+
+/// Where nodes run when they do not say (`serve --isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationMode {
+    /// In the runner's process, unless a node asks for `isolation = "container"`.
+    #[default]
+    Process,
+    /// Every node in a container, unless it asks for `isolation = "process"`.
+    Container,
+}
+
+/// Container settings of a runner.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// The service name in image names and container labels (default: the binary's name).
+    pub service: String,
+    /// Containers kept warm per node (default 1).
+    pub min_warm: usize,
+    /// Most containers per node (default 4).
+    pub max_per_node: usize,
+    /// Calls in flight per container (default 8).
+    pub concurrency: usize,
+    /// A container idle this long is removed, down to `min_warm` (default 60 s).
+    pub idle_timeout: Duration,
+    /// Memory limit of a node without `memory = ...` (default 256 MiB).
+    pub memory_bytes: u64,
+    /// CPU limit of a node without `cpus = ...`, in thousandths (default 1000: one CPU).
+    pub cpu_millis: u32,
+    /// Most processes/threads in a container (default 64).
+    pub pids_limit: i64,
+    /// Give containers a network (default false: `network none`).
+    pub network: bool,
+    /// Where per-container socket directories are created (default `$TMPDIR/nanoflow-sockets`).
+    pub socket_dir: PathBuf,
+    /// The binary to package (default: this process's executable).
+    pub binary: Option<PathBuf>,
+    /// Extra arguments for the image's entrypoint (a test binary needs its node-server test's
+    /// name; see `Runner::serve_node_if_requested`).
+    pub entrypoint_args: Vec<String>,
+}
+
+impl Default for ContainerConfig {
+    fn default() -> Self {
+        let service = std::env::current_exe()
+            .ok()
+            .and_then(|p| {
+                p.file_stem().map(|s| {
+                    s.to_string_lossy()
+                        .split('-')
+                        .next()
+                        .unwrap_or("service")
+                        .to_owned()
+                })
+            })
+            .unwrap_or_else(|| "service".into());
+        Self {
+            service,
+            min_warm: 1,
+            max_per_node: 4,
+            concurrency: 8,
+            idle_timeout: Duration::from_secs(60),
+            memory_bytes: 256 << 20,
+            cpu_millis: 1000,
+            pids_limit: 64,
+            network: false,
+            socket_dir: std::env::temp_dir().join("nanoflow-sockets"),
+            binary: None,
+            entrypoint_args: Vec::new(),
+        }
+    }
+}
+
+/// Whether `options` (a node's, under its workflow's defaults) run in a container in `mode`.
+pub(crate) fn in_container(options: &NodeOptions, mode: IsolationMode) -> bool {
+    match options.isolation {
+        Some(Isolation::Container) => true,
+        Some(Isolation::Process) => false,
+        None => mode == IsolationMode::Container,
+    }
+}
+
+/// Connects to the Docker Engine named by `DOCKER_HOST` (default `/var/run/docker.sock`).
+pub async fn connect() -> Result<Docker, Error> {
+    let target =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    connect_to(&target).await
+}
+
+/// Connects to the Docker Engine at `target` (`unix:///path` or `tcp://host:port`).
+pub async fn connect_to(target: &str) -> Result<Docker, Error> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Error::Container(format!(
+            "container isolation needs a Docker Engine, and none answers at `{target}` ({e}); start `dockerd` or set DOCKER_HOST"
+        ))
+    };
+    let docker = match target.strip_prefix("unix://") {
+        Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
+        None => Docker::connect_with_http(target, 120, bollard::API_DEFAULT_VERSION),
+    }
+    .map_err(|e| unreachable(&e))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    docker.ping().await.map_err(|e| unreachable(&e))?;
+    Ok(docker)
+}
+
+/// The container pools of a runner, one per container-isolated node.
+#[derive(Debug)]
+pub struct Containers {
+    pools: HashMap<&'static str, Arc<pool::Pool>>,
+    /// The global mode, for nodes that do not choose.
+    pub(crate) mode: IsolationMode,
+}
+
+/// What `images build` did for one node.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The node.
+    pub node: &'static str,
+    /// `nanoflow/<service>-<node>:<hash>`.
+    pub tag: String,
+    /// False when an image with this content already existed.
+    pub built: bool,
+    /// Bytes packaged (binary and libraries).
+    pub size: u64,
+}
+
+/// The nodes that run in containers under `mode`, each once.
+fn container_steps(workflows: &[Arc<dyn DynWorkflow>], mode: IsolationMode) -> Vec<Step> {
+    let mut seen: HashMap<&'static str, Step> = HashMap::new();
+    for wf in workflows {
+        for step in &wf.graph().steps {
+            if in_container(&step.options, mode) {
+                seen.entry(step.node).or_insert_with(|| step.clone());
+            }
+        }
+    }
+    let mut steps: Vec<Step> = seen.into_values().collect();
+    steps.sort_by_key(|s| s.node);
+    steps
+}
+
+/// Builds (or finds) the image of every container-isolated node.
+pub async fn build_images(
+    docker: &Docker,
+    workflows: &[Arc<dyn DynWorkflow>],
+    mode: IsolationMode,
+    config: &ContainerConfig,
+) -> Result<Vec<BuiltImage>, Error> {
+    let steps = container_steps(workflows, mode);
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let binary = match &config.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| Error::io("finding this program's executable", e))?,
+    };
+    let payload = image::payload(&binary)?;
+    let mut out = Vec::new();
+    for step in steps {
+        let tag = image::tag(&config.service, step.node, payload.digest);
+        let started = Instant::now();
+        let built = image::ensure(
+            docker,
+            &payload,
+            &tag,
+            &step,
+            &config.service,
+            &config.entrypoint_args,
+        )
+        .await?;
+        tracing::info!(node = step.node, image = %tag, built, took_ms = started.elapsed().as_millis() as u64, "node image ready");
+        out.push(BuiltImage {
+            node: step.node,
+            tag,
+            built,
+            size: payload.size,
+        });
+    }
+    Ok(out)
+}
+
+impl Containers {
+    /// Connects to Docker, removes containers a crashed runner left, builds the images and
+    /// starts the warm pools. `None` when no node runs in a container.
+    pub(crate) async fn start(
+        workflows: &[Arc<dyn DynWorkflow>],
+        mode: IsolationMode,
+        config: &ContainerConfig,
+    ) -> Result<Option<Arc<Self>>, Error> {
+        let steps = container_steps(workflows, mode);
+        if steps.is_empty() {
+            return Ok(None);
+        }
+        let docker = connect().await?;
+        let orphans = pool::remove_orphans(&docker, &config.service).await?;
+        if orphans > 0 {
+            tracing::info!(
+                removed = orphans,
+                "removed containers left by a previous runner"
+            );
+        }
+        std::fs::create_dir_all(&config.socket_dir)
+            .map_err(|e| Error::io(format!("creating {}", config.socket_dir.display()), e))?;
+        let images = build_images(&docker, workflows, mode, config).await?;
+        let mut pools = HashMap::new();
+        for (step, built) in steps.iter().zip(images) {
+            let limits = pool::Limits {
+                memory_bytes: step.options.memory_bytes.unwrap_or(config.memory_bytes) as i64,
+                nano_cpus: i64::from(step.options.cpu_millis.unwrap_or(config.cpu_millis))
+                    * 1_000_000,
+            };
+            let p = pool::Pool::new(
+                docker.clone(),
+                config.service.clone(),
+                step.node,
+                built.tag,
+                limits,
+                config.clone(),
+            );
+            p.warm().await?;
+            pools.insert(step.node, Arc::new(p));
+        }
+        let containers = Arc::new(Self { pools, mode });
+        let weak = Arc::downgrade(&containers);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let Some(c) = weak.upgrade() else { return };
+                for p in c.pools.values() {
+                    p.reap_idle();
+                }
+            }
+        });
+        Ok(Some(containers))
+    }
+
+    /// Whether node `node` with `options` runs in a container here.
+    pub(crate) fn serves(&self, node: &str, options: &NodeOptions) -> bool {
+        in_container(options, self.mode) && self.pools.contains_key(node)
+    }
+
+    /// Calls `node` once in one of its containers.
+    pub(crate) async fn call(
+        &self,
+        node: &str,
+        input: Bytes,
+        state: Option<Bytes>,
+    ) -> Result<(Bytes, Option<Bytes>), NodeError> {
+        match self.pools.get(node) {
+            Some(p) => p.call(input, state).await,
+            None => Err(NodeError::permanent(format!(
+                "node `{node}` has no container pool"
+            ))),
+        }
+    }
+
+    /// Live containers and cold starts per node (for metrics and tests).
+    pub fn stats(&self) -> Vec<(&'static str, usize, usize)> {
+        let mut v: Vec<_> = self
+            .pools
+            .iter()
+            .map(|(n, p)| {
+                (
+                    *n,
+                    p.size(),
+                    p.cold_starts.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Removes every container.
+    pub(crate) async fn shutdown(&self) {
+        for p in self.pools.values() {
+            p.shutdown().await;
+        }
+    }
+}
+
+/// Serves one node inside its container: `NANOFLOW_NODE_SERVE` names it and
+/// `NANOFLOW_NODE_SOCKET` the socket. Returns `None` when the variables are not set.
+pub(crate) async fn serve_node_from_env(
+    workflows: &[Arc<dyn DynWorkflow>],
+) -> Option<Result<(), Error>> {
+    let node = std::env::var("NANOFLOW_NODE_SERVE").ok()?;
+    let socket =
+        std::env::var("NANOFLOW_NODE_SOCKET").unwrap_or_else(|_| "/run/nanoflow/node.sock".into());
+    let step = workflows
+        .iter()
+        .flat_map(|w| w.graph().steps.iter())
+        .find(|s| s.node == node);
+    Some(match step {
+        Some(step) => server::serve(step.node, step.call_json, std::path::Path::new(&socket)).await,
+        None => Err(Error::Config(format!(
+            "this program has no node `{node}` to serve"
+        ))),
+    })
+}
