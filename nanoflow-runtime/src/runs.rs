@@ -188,6 +188,7 @@ impl Runs {
         self.lock().runs.insert(run_id, summary);
     }
 
+    /// Records the end of a run `started` was told about (others are ignored).
     pub(crate) fn finished(&self, run_id: RunId, outcome: Result<Bytes, RunError>) {
         let mut inner = self.lock();
         if let Some(run) = inner.runs.get_mut(&run_id) {

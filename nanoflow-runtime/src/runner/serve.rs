@@ -179,14 +179,21 @@ impl App {
         workflow: &'static str,
         future: JsonRun,
         permit: OwnedSemaphorePermit,
+        remember: bool,
     ) -> Result<Bytes, Error> {
-        if self.journal.is_none() {
+        // Without a journal, a synchronous run that succeeds is not kept in memory: its client
+        // has the output. Failed runs are (their error names the run id), and so are runs with
+        // an idempotency key (a repeat must find them).
+        if self.journal.is_none() && remember {
             self.runs.started(run_id, workflow);
         }
         let app = self.clone();
         let run: JsonRun = Box::pin(async move {
             let started = Instant::now();
             let result = future.await;
+            if app.journal.is_none() && !remember && result.is_err() {
+                app.runs.started(run_id, workflow);
+            }
             app.finish(run_id, workflow, started, &result);
             drop(permit);
             result
