@@ -463,7 +463,11 @@ async fn without_a_journal_failed_and_async_runs_are_remembered_in_memory() {
     let server = Runner::new()
         .workflow(checkout)
         .workflow(sleepy)
-        .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), journal: None, ..ServeConfig::default() })
+        .start(ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            journal: None,
+            ..ServeConfig::default()
+        })
         .await
         .unwrap();
     let addr = server.local_addr();
@@ -472,10 +476,23 @@ async fn without_a_journal_failed_and_async_runs_are_remembered_in_memory() {
     let run = get(addr, &format!("/runs/{run_id}")).await.json();
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"]["node"], "price");
-    let r = request(addr, "POST", "/slow", &[("content-type", "application/json"), ("prefer", "respond-async")], b"10").await;
+    let r = request(
+        addr,
+        "POST",
+        "/slow",
+        &[
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+        ],
+        b"10",
+    )
+    .await;
     let location = r.header("location").unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(get(addr, &location).await.json()["output"], 10);
-    assert_eq!(get(addr, "/runs?limit=5").await.json()["error"]["code"], "journal_disabled");
+    assert_eq!(
+        get(addr, "/runs?limit=5").await.json()["error"]["code"],
+        "journal_disabled"
+    );
     server.shutdown().await.unwrap();
 }

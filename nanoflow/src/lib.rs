@@ -3,9 +3,9 @@
 #[doc(inline)]
 pub use nanoflow_macros::{node, workflow};
 pub use nanoflow_runtime::{
-    Accepts, Data, DynWorkflow, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation, Node,
-    NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner, ServeConfig,
-    Server, State, Step, Tick, TriggerDef, Workflow,
+    Accepts, Data, DynWorkflow, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind,
+    Isolation, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner,
+    ServeConfig, Server, State, Step, Tick, TriggerDef, Workflow,
 };
 
 #[cfg(feature = "container")]

@@ -418,7 +418,10 @@ async fn trigger_run(
         app.spawn_run(run_id, name, future, permit);
         return accepted(run_id);
     }
-    match app.drive_inline(run_id, name, future, permit, idempotency_key.is_some()).await {
+    match app
+        .drive_inline(run_id, name, future, permit, idempotency_key.is_some())
+        .await
+    {
         Ok(output) => json_bytes(StatusCode::OK, output),
         Err(error) => failed_run(&error, run_id),
     }
