@@ -329,22 +329,21 @@ impl Pool {
     pub(crate) fn reap_idle(&self) {
         let mut list = self.lock();
         let now = Instant::now();
-        let mut keep = Vec::new();
-        let total = list.len();
-        for c in list.drain(..) {
-            let idle = c.inflight.load(Ordering::SeqCst) == 0
-                && now.duration_since(*c.last_used.lock().unwrap_or_else(|p| p.into_inner()))
-                    > self.config.idle_timeout;
-            if idle
-                && keep.len() + (total - keep.len()) > self.config.min_warm
-                && keep.len() >= self.config.min_warm
-            {
-                self.remove_later(c);
+        let mut left = list.len();
+        let min_warm = self.config.min_warm;
+        let idle_timeout = self.config.idle_timeout;
+        list.retain(|c| {
+            let last = *c.last_used.lock().unwrap_or_else(|p| p.into_inner());
+            let idle =
+                c.inflight.load(Ordering::SeqCst) == 0 && now.duration_since(last) > idle_timeout;
+            if idle && left > min_warm {
+                left -= 1;
+                self.remove_later(c.clone());
+                false
             } else {
-                keep.push(c);
+                true
             }
-        }
-        *list = keep;
+        });
     }
 
     /// Removes every container of this pool.
