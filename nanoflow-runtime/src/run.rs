@@ -16,8 +16,8 @@ use axum::body::Bytes;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::journal::{FinishWrite, Journal, NewRun, StepWrite};
-use crate::runs::RunError;
 use crate::node::{Accepts, Node, NodeError, NodeOptions};
+use crate::runs::RunError;
 
 /// A run's identifier: 48 bits of milliseconds since the Unix epoch, then 80 random bits, shown
 /// as 32 hex digits, so ids sort by start time.
@@ -27,7 +27,10 @@ pub struct RunId(u128);
 impl RunId {
     /// A new, unique, time-ordered id.
     pub fn new() -> Self {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let rand = (u128::from(random_u64()) << 16) | u128::from(random_u64() & 0xffff);
         RunId(((ms & 0xffff_ffff_ffff) << 80) | rand)
     }
@@ -35,6 +38,10 @@ impl RunId {
     /// The id as a number.
     pub fn as_u128(self) -> u128 {
         self.0
+    }
+
+    pub(crate) const fn from_u128(id: u128) -> Self {
+        RunId(id)
     }
 }
 
@@ -62,7 +69,9 @@ impl FromStr for RunId {
         if s.len() != 32 {
             return Err(format!("run id `{s}` must be 32 hex digits"));
         }
-        u128::from_str_radix(s, 16).map(RunId).map_err(|_| format!("run id `{s}` is not hex"))
+        u128::from_str_radix(s, 16)
+            .map(RunId)
+            .map_err(|_| format!("run id `{s}` is not hex"))
     }
 }
 
@@ -105,11 +114,20 @@ pub(crate) fn random_u64() -> u64 {
 /// `options.backoff`, capped at `options.max_backoff`, with "equal jitter" (a uniformly random
 /// value in the upper half), so synchronized failures spread out while the delay stays bounded.
 pub fn backoff_delay(options: &NodeOptions, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
-    let full = options.backoff.saturating_mul(factor).min(options.max_backoff);
+    let factor = 1u32
+        .checked_shl(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    let full = options
+        .backoff
+        .saturating_mul(factor)
+        .min(options.max_backoff);
     let half = full / 2;
     let nanos = half.as_nanos() as u64;
-    let jitter = if nanos == 0 { 0 } else { random_u64() % (nanos + 1) };
+    let jitter = if nanos == 0 {
+        0
+    } else {
+        random_u64() % (nanos + 1)
+    };
     half + Duration::from_nanos(jitter)
 }
 
@@ -132,22 +150,36 @@ pub(crate) struct Durable {
     /// The run row, written with the run's first record (runs acknowledged only on completion
     /// need no commit of their own before they start).
     pub(crate) pending_create: Mutex<Option<NewRun>>,
+    /// The workflows chained `after` this one: recorded with this run's success.
+    pub(crate) downstream: Vec<&'static str>,
 }
 
 impl RunCtx {
     /// A context for a new run of `workflow`.
     pub fn new(workflow: &'static str) -> Self {
-        Self { run_id: RunId::new(), workflow, durable: None }
+        Self {
+            run_id: RunId::new(),
+            workflow,
+            durable: None,
+        }
     }
 
     /// A context for a run with a known id.
     pub fn with_id(workflow: &'static str, run_id: RunId) -> Self {
-        Self { run_id, workflow, durable: None }
+        Self {
+            run_id,
+            workflow,
+            durable: None,
+        }
     }
 
     /// A journaled run.
     pub(crate) fn durable(workflow: &'static str, run_id: RunId, durable: Durable) -> Self {
-        Self { run_id, workflow, durable: Some(Box::new(durable)) }
+        Self {
+            run_id,
+            workflow,
+            durable: Some(Box::new(durable)),
+        }
     }
 
     /// This run's id.
@@ -180,7 +212,9 @@ impl RunCtx {
                         self.node_failed(
                             name,
                             0,
-                            NodeError::permanent(format!("the journaled output no longer fits the node's output type: {e}")),
+                            NodeError::permanent(format!(
+                                "the journaled output no longer fits the node's output type: {e}"
+                            )),
                         )
                     });
                 }
@@ -189,7 +223,12 @@ impl RunCtx {
         }
     }
 
-    async fn attempts<N: Node>(&self, name: &'static str, input: N::Input, durable: Option<&Durable>) -> Result<N::Output, Error> {
+    async fn attempts<N: Node>(
+        &self,
+        name: &'static str,
+        input: N::Input,
+        durable: Option<&Durable>,
+    ) -> Result<N::Output, Error> {
         let options = N::OPTIONS;
         let mut attempt = 1;
         loop {
@@ -202,7 +241,17 @@ impl RunCtx {
             let started = durable.map(|_| (crate::runs::now_ms(), std::time::Instant::now()));
             let outcome = match arg {
                 Some(copy) => attempt_once::<N>(copy, &options).await,
-                None => break self.finish_attempts::<N>(name, attempt, attempt_once::<N>(input, &options).await, durable, started).await,
+                None => {
+                    break self
+                        .finish_attempts::<N>(
+                            name,
+                            attempt,
+                            attempt_once::<N>(input, &options).await,
+                            durable,
+                            started,
+                        )
+                        .await
+                }
             };
             match outcome {
                 Err(error) if error.is_retryable() => {
@@ -217,7 +266,11 @@ impl RunCtx {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                other => break self.finish_attempts::<N>(name, attempt, other, durable, started).await,
+                other => {
+                    break self
+                        .finish_attempts::<N>(name, attempt, other, durable, started)
+                        .await
+                }
             }
         }
     }
@@ -236,7 +289,11 @@ impl RunCtx {
         match outcome {
             Ok(output) => {
                 let bytes = serde_json::to_vec(&output).map_err(|e| {
-                    self.node_failed(name, attempt, NodeError::permanent(format!("the output does not serialize to JSON: {e}")))
+                    self.node_failed(
+                        name,
+                        attempt,
+                        NodeError::permanent(format!("the output does not serialize to JSON: {e}")),
+                    )
                 })?;
                 let committed = self.record(d, name, attempt, Ok(Bytes::from(bytes)), started);
                 // A step whose successors would start now must be durable first, so that a
@@ -278,10 +335,34 @@ impl RunCtx {
 
     /// Records the run's end (durably) when journaled.
     pub(crate) async fn finish_run(&self, outcome: Result<Bytes, RunError>) -> Result<(), Error> {
-        let Some(d) = &self.durable else { return Ok(()) };
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        // The runs this success starts are recorded in the same transaction: none is lost, and
+        // none is recorded for a run whose success is not.
+        let chained = match &outcome {
+            Ok(output) => d
+                .downstream
+                .iter()
+                .map(|&workflow| NewRun {
+                    run_id: crate::triggers::chain::run_id(self.run_id, workflow),
+                    workflow,
+                    input: output.clone(),
+                    idempotency_key: Some(crate::triggers::chain::key(self.run_id)),
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let committed = {
             let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
-            d.journal.finish(FinishWrite { run_id: self.run_id, outcome }, pending.take())
+            d.journal.finish(
+                FinishWrite {
+                    run_id: self.run_id,
+                    outcome,
+                    chained,
+                },
+                pending.take(),
+            )
         };
         wait_commit(committed).await
     }
@@ -291,7 +372,13 @@ impl RunCtx {
     }
 
     fn node_failed(&self, node: &'static str, attempt: u32, error: NodeError) -> Error {
-        Error::Node { workflow: self.workflow, node, attempt, run_id: self.run_id, error }
+        Error::Node {
+            workflow: self.workflow,
+            node,
+            attempt,
+            run_id: self.run_id,
+            error,
+        }
     }
 }
 
@@ -303,7 +390,10 @@ async fn wait_commit(rx: tokio::sync::oneshot::Receiver<Result<(), String>>) -> 
     }
 }
 
-async fn attempt_once<N: Node>(input: N::Input, options: &NodeOptions) -> Result<N::Output, NodeError> {
+async fn attempt_once<N: Node>(
+    input: N::Input,
+    options: &NodeOptions,
+) -> Result<N::Output, NodeError> {
     let call = AssertUnwindSafe(N::call(input)).catch_unwind();
     let outcome = match options.timeout {
         None => call.await,
@@ -347,11 +437,20 @@ mod tests {
         };
         for _ in 0..200 {
             let d1 = backoff_delay(&options, 1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
             let d2 = backoff_delay(&options, 2);
-            assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200), "{d2:?}");
+            assert!(
+                d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200),
+                "{d2:?}"
+            );
             let d5 = backoff_delay(&options, 5);
-            assert!(d5 >= Duration::from_millis(175) && d5 <= Duration::from_millis(350), "{d5:?}");
+            assert!(
+                d5 >= Duration::from_millis(175) && d5 <= Duration::from_millis(350),
+                "{d5:?}"
+            );
         }
         assert!(backoff_delay(&options, 40) <= Duration::from_millis(350));
     }

@@ -48,7 +48,10 @@ pub struct Attempt {
     /// `succeeded` or `failed`.
     pub status: &'static str,
     /// The output (JSON), when succeeded.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::runs::raw_json")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::runs::raw_json"
+    )]
     pub output: Option<Bytes>,
     /// The error, when failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +75,10 @@ pub struct RunRecord {
     #[serde(serialize_with = "crate::runs::raw_json_required")]
     pub input: Bytes,
     /// The output (JSON), once succeeded.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::runs::raw_json")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::runs::raw_json"
+    )]
     pub output: Option<Bytes>,
     /// The error, once failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,7 +131,10 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { max_age: std::time::Duration::from_secs(7 * 24 * 3600), max_runs: 1_000_000 }
+        Self {
+            max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            max_runs: 1_000_000,
+        }
     }
 }
 
@@ -145,6 +154,8 @@ pub(crate) struct StepWrite {
 pub(crate) struct FinishWrite {
     pub(crate) run_id: RunId,
     pub(crate) outcome: Result<Bytes, RunError>,
+    /// Runs started by this one's success (`#[trigger(after = ...)]`), recorded with it.
+    pub(crate) chained: Vec<NewRun>,
 }
 
 /// The journal a runner writes to. Cheap to clone.
@@ -157,7 +168,9 @@ impl Journal {
     /// Opens (creating if needed) the SQLite journal at `path`, refusing a corrupt file or one
     /// written by a newer version of nanoflow with a clear message.
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
-        Ok(Self { store: Arc::new(sqlite::SqliteStore::open(path.as_ref())?) })
+        Ok(Self {
+            store: Arc::new(sqlite::SqliteStore::open(path.as_ref())?),
+        })
     }
 
     /// Records a new run durably (before it is acknowledged).
@@ -203,16 +216,26 @@ impl Journal {
         blocking(move || store.get_state(node, &key)).await
     }
 
-    pub(crate) fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+    pub(crate) fn record_step(
+        &self,
+        write: StepWrite,
+        create: Option<NewRun>,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         self.store.record_step(write, create)
     }
 
-    pub(crate) fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+    pub(crate) fn finish(
+        &self,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         self.store.finish(write, create)
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Journal(format!("journal read task failed: {e}")))?

@@ -57,7 +57,6 @@ CREATE TABLE IF NOT EXISTS state (
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
 
-
 enum Write {
     Create(NewRun, Reply<Created>),
     Step(StepWrite, Option<NewRun>, Reply<()>),
@@ -87,13 +86,17 @@ fn journal_error(path: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn configure(conn: &Connection, path: &str) -> Result<(), Error> {
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| journal_error(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| journal_error(path, e))?;
     // Reading the schema fails here if the file is not a SQLite database.
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(|e| journal_error(path, format!("cannot be opened as a journal ({e}); move it away or point `--journal` elsewhere")))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(journal_error(path, format!("cannot switch to WAL mode (got `{mode}`)")));
+        return Err(journal_error(
+            path,
+            format!("cannot switch to WAL mode (got `{mode}`)"),
+        ));
     }
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-16384;",
@@ -106,12 +109,18 @@ impl SqliteStore {
     pub(crate) fn open(path: &Path) -> Result<Self, Error> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| journal_error(&shown, format!("cannot create directory `{}`: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                journal_error(
+                    &shown,
+                    format!("cannot create directory `{}`: {e}", dir.display()),
+                )
+            })?;
         }
         let writer = Connection::open(path).map_err(|e| journal_error(&shown, e))?;
         configure(&writer, &shown)?;
-        let version: i64 = writer.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| journal_error(&shown, e))?;
+        let version: i64 = writer
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| journal_error(&shown, e))?;
         if version > SCHEMA_VERSION {
             return Err(journal_error(
                 &shown,
@@ -120,13 +129,18 @@ impl SqliteStore {
         }
         // Version 0 is a new file; later versions migrate here, step by step.
         writer
-            .execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            .execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
             .map_err(|e| journal_error(&shown, format!("cannot write the schema: {e}")))?;
         let integrity: String = writer
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
             .map_err(|e| journal_error(&shown, e))?;
         if integrity != "ok" {
-            return Err(journal_error(&shown, format!("is corrupt ({integrity}); restore a backup or move it away")));
+            return Err(journal_error(
+                &shown,
+                format!("is corrupt ({integrity}); restore a backup or move it away"),
+            ));
         }
         let reader = Connection::open(path).map_err(|e| journal_error(&shown, e))?;
         configure(&reader, &shown)?;
@@ -147,14 +161,21 @@ impl SqliteStore {
                     }
                 }
             })
-            .map_err(|e| journal_error(&shown, format!("cannot start the checkpoint thread: {e}")))?;
+            .map_err(|e| {
+                journal_error(&shown, format!("cannot start the checkpoint thread: {e}"))
+            })?;
         let (tx, rx) = mpsc::channel();
         let thread_path = shown.clone();
         std::thread::Builder::new()
             .name("nanoflow-journal".into())
             .spawn(move || writer_loop(writer, rx, &thread_path))
             .map_err(|e| journal_error(&shown, format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { writes: Mutex::new(tx), reader: Mutex::new(reader), path: shown, stop })
+        Ok(Self {
+            writes: Mutex::new(tx),
+            reader: Mutex::new(reader),
+            path: shown,
+            stop,
+        })
     }
 
     fn send(&self, write: Write) {
@@ -174,13 +195,21 @@ impl SqliteStore {
         self.wait(rx).await
     }
 
-    pub(crate) fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> oneshot::Receiver<Result<(), String>> {
+    pub(crate) fn record_step(
+        &self,
+        write: StepWrite,
+        create: Option<NewRun>,
+    ) -> oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Step(write, create, tx));
         rx
     }
 
-    pub(crate) fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> oneshot::Receiver<Result<(), String>> {
+    pub(crate) fn finish(
+        &self,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Finish(write, create, tx));
         rx
@@ -210,7 +239,11 @@ impl SqliteStore {
         let conn = self.reader();
         let id = run_id.to_string();
         let run = conn
-            .query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [&id], run_row)
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [&id],
+                run_row,
+            )
             .optional()
             .map_err(|e| journal_error(&self.path, e))?;
         let Some(mut run) = run else { return Ok(None) };
@@ -235,7 +268,9 @@ impl SqliteStore {
             sql.push_str(&format!(" AND id < ?{}", args.len()));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
-        let mut stmt = conn.prepare_cached(&sql).map_err(|e| journal_error(&self.path, e))?;
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(|e| journal_error(&self.path, e))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), run_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -246,30 +281,36 @@ impl SqliteStore {
     pub(crate) fn unfinished_runs(&self) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
         let mut stmt = conn
-            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id"))
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id"
+            ))
             .map_err(|e| journal_error(&self.path, e))?;
         let mut runs = stmt
             .query_map([], run_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| journal_error(&self.path, e))?;
         for run in &mut runs {
-            run.timeline = timeline(&conn, &run.run_id.to_string()).map_err(|e| journal_error(&self.path, e))?;
+            run.timeline = timeline(&conn, &run.run_id.to_string())
+                .map_err(|e| journal_error(&self.path, e))?;
         }
         Ok(runs)
     }
 
     pub(crate) fn get_state(&self, node: &str, key: &str) -> Result<Option<Bytes>, Error> {
         let conn = self.reader();
-        conn.query_row("SELECT value FROM state WHERE node = ?1 AND key = ?2", params![node, key], |r| {
-            r.get::<_, Vec<u8>>(0)
-        })
+        conn.query_row(
+            "SELECT value FROM state WHERE node = ?1 AND key = ?2",
+            params![node, key],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
         .optional()
         .map(|v| v.map(Bytes::from))
         .map_err(|e| journal_error(&self.path, e))
     }
 }
 
-const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms";
+const RUN_COLUMNS: &str =
+    "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms";
 
 fn parse_status(s: &str) -> RunStatus {
     match s {
@@ -284,7 +325,9 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = r.get(2)?;
     let error: Option<String> = r.get(5)?;
     Ok(RunRecord {
-        run_id: id.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))?,
+        run_id: id.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
         workflow: r.get(1)?,
         status: parse_status(&status),
         input: Bytes::from(r.get::<_, Vec<u8>>(3)?),
@@ -308,7 +351,11 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
         Ok(Attempt {
             step: r.get(0)?,
             attempt: r.get::<_, i64>(1)? as u32,
-            status: if status == "succeeded" { "succeeded" } else { "failed" },
+            status: if status == "succeeded" {
+                "succeeded"
+            } else {
+                "failed"
+            },
             output: r.get::<_, Option<Vec<u8>>>(3)?.map(Bytes::from),
             error: error.and_then(|e| serde_json::from_str(&e).ok()),
             started_ms: r.get::<_, i64>(5)? as u64,
@@ -349,7 +396,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
                 tracing::warn!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
                 for write in batch {
                     let result = (|| {
-                        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        let tx = conn
+                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                         let r = apply(&tx, &write)?;
                         tx.commit()?;
                         Ok::<_, rusqlite::Error>(r)
@@ -401,11 +449,15 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
         Write::Create(run, _) => {
             if let Some(key) = &run.idempotency_key {
                 let existing: Option<String> = c
-                    .prepare_cached("SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2")?
+                    .prepare_cached(
+                        "SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2",
+                    )?
                     .query_row(params![run.workflow, key], |r| r.get(0))
                     .optional()?;
                 if let Some(id) = existing {
-                    return Ok(Outcome::Created(id.parse().map(Created::Existing).unwrap_or(Created::New)));
+                    return Ok(Outcome::Created(
+                        id.parse().map(Created::Existing).unwrap_or(Created::New),
+                    ));
                 }
             }
             insert_run(c, run)?;
@@ -445,6 +497,9 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             };
             c.prepare_cached("UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1")?
                 .execute(params![finish.run_id.to_string(), status, output, error, now_ms() as i64])?;
+            for run in &finish.chained {
+                insert_run(c, run)?;
+            }
             Ok(Outcome::Unit)
         }
         Write::Reopen(run_id, _) => {
@@ -463,8 +518,14 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
                           UNION SELECT id FROM (SELECT id FROM runs WHERE status != 'running'
                                                 ORDER BY id DESC LIMIT -1 OFFSET ?2)";
             let keep = retention.max_runs.min(i64::MAX as u64) as i64;
-            c.execute(&format!("DELETE FROM steps WHERE run_id IN ({doomed})"), params![cutoff, keep])?;
-            let removed = c.execute(&format!("DELETE FROM runs WHERE id IN ({doomed})"), params![cutoff, keep])?;
+            c.execute(
+                &format!("DELETE FROM steps WHERE run_id IN ({doomed})"),
+                params![cutoff, keep],
+            )?;
+            let removed = c.execute(
+                &format!("DELETE FROM runs WHERE id IN ({doomed})"),
+                params![cutoff, keep],
+            )?;
             Ok(Outcome::Count(removed as u64))
         }
     }
@@ -475,6 +536,12 @@ fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
         "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms)
          VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
     )?
-    .execute(params![run.run_id.to_string(), run.workflow, run.input.as_ref(), run.idempotency_key, now_ms() as i64])?;
+    .execute(params![
+        run.run_id.to_string(),
+        run.workflow,
+        run.input.as_ref(),
+        run.idempotency_key,
+        now_ms() as i64
+    ])?;
     Ok(())
 }

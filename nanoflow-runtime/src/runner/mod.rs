@@ -29,7 +29,9 @@ pub struct Runner {
 
 impl fmt::Debug for Runner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runner").field("workflows", &self.workflows.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Runner")
+            .field("workflows", &self.workflows.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -70,11 +72,18 @@ impl Runner {
 
     pub(crate) fn check(&self) -> Result<(), Error> {
         if let Some(name) = self.duplicate.first() {
-            return Err(Error::Config(format!("workflow `{name}` is registered twice with the runner")));
+            return Err(Error::Config(format!(
+                "workflow `{name}` is registered twice with the runner"
+            )));
         }
+        crate::triggers::chain::check(&self.workflows)?;
         for wf in self.workflows.values() {
             let graph = wf.graph();
-            if let Some(step) = graph.steps.iter().find(|s| s.options.isolation == Some(crate::node::Isolation::Container)) {
+            if let Some(step) = graph
+                .steps
+                .iter()
+                .find(|s| s.options.isolation == Some(crate::node::Isolation::Container))
+            {
                 return Err(Error::Config(format!(
                     "node `{}` of workflow `{}` asks for `isolation = \"container\"`, which this version of nanoflow \
                      cannot provide yet; remove the option to run it in-process",
