@@ -11,7 +11,9 @@ use crate::run::RunId;
 #[non_exhaustive]
 pub enum Error {
     /// A node failed for good (after its retries): the run failed.
-    #[error("workflow `{workflow}` failed at node `{node}` (attempt {attempt}, run {run_id}): {error}")]
+    #[error(
+        "workflow `{workflow}` failed at node `{node}` (attempt {attempt}, run {run_id}): {error}"
+    )]
     Node {
         /// The workflow that ran.
         workflow: &'static str,
@@ -41,6 +43,12 @@ pub enum Error {
     /// The journal cannot be opened, read or written.
     #[error("{0}")]
     Journal(String),
+    /// Publishing to or consuming from a message queue (NATS) failed.
+    #[error("{0}")]
+    Queue(String),
+    /// Publishing found no stream that stores the subject.
+    #[error("{0}")]
+    NoStream(String),
     /// Reading or writing a file or socket failed.
     #[error("{context}: {source}")]
     Io {
@@ -69,6 +77,8 @@ impl Error {
             Error::Config(_) => "config",
             Error::Io { .. } => "io",
             Error::Journal(_) => "journal_unavailable",
+            Error::Queue(_) => "queue_unavailable",
+            Error::NoStream(_) => "no_stream",
         }
     }
 
@@ -81,6 +91,9 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

@@ -71,8 +71,13 @@ impl Graph {
 
     /// Whether step `name` feeds only the workflow's output (no step runs after it).
     pub fn is_terminal(&self, name: &str) -> bool {
-        let Some(index) = self.steps.iter().position(|s| s.name == name) else { return false };
-        self.edges.iter().filter(|(from, _)| *from == Endpoint::Step(index)).all(|(_, to)| *to == Endpoint::Output)
+        let Some(index) = self.steps.iter().position(|s| s.name == name) else {
+            return false;
+        };
+        self.edges
+            .iter()
+            .filter(|(from, _)| *from == Endpoint::Step(index))
+            .all(|(_, to)| *to == Endpoint::Output)
     }
 
     fn label(&self, end: Endpoint) -> String {
@@ -94,7 +99,11 @@ impl Graph {
     /// The graph as a Mermaid flowchart (paste into any Markdown viewer that renders Mermaid).
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
-        let _ = writeln!(out, "    input([\"{}\"])", escape(&short_type(self.input_type)));
+        let _ = writeln!(
+            out,
+            "    input([\"{}\"])",
+            escape(&short_type(self.input_type))
+        );
         for (i, step) in self.steps.iter().enumerate() {
             let label = if step.name == step.node {
                 step.name.to_owned()
@@ -103,7 +112,11 @@ impl Graph {
             };
             let _ = writeln!(out, "    s{i}[\"{}\"]", escape(&label));
         }
-        let _ = writeln!(out, "    output([\"{}\"])", escape(&short_type(self.output_type)));
+        let _ = writeln!(
+            out,
+            "    output([\"{}\"])",
+            escape(&short_type(self.output_type))
+        );
         for (from, to) in &self.edges {
             let _ = writeln!(out, "    {} --> {}", Self::id(*from), Self::id(*to));
         }
@@ -141,7 +154,10 @@ impl Graph {
 
     /// A one-line summary of the data flow, e.g. `price -> (tax, shipping) -> total`.
     pub fn edges_text(&self) -> Vec<String> {
-        self.edges.iter().map(|(a, b)| format!("{} -> {}", self.label(*a), self.label(*b))).collect()
+        self.edges
+            .iter()
+            .map(|(a, b)| format!("{} -> {}", self.label(*a), self.label(*b)))
+            .collect()
     }
 }
 

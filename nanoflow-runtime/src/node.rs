@@ -149,12 +149,20 @@ pub struct NodeError {
 impl NodeError {
     /// A failure that retrying cannot fix: never retried.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, message: message.into(), status: None }
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            status: None,
+        }
     }
 
     /// A transient failure: retried per the node's `retries` and `backoff`.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Retryable, message: message.into(), status: None }
+        Self {
+            kind: ErrorKind::Retryable,
+            message: message.into(),
+            status: None,
+        }
     }
 
     pub(crate) fn timeout(after: Duration) -> Self {
@@ -166,7 +174,11 @@ impl NodeError {
     }
 
     pub(crate) fn panic(message: String) -> Self {
-        Self { kind: ErrorKind::Panic, message: format!("panicked: {message}"), status: None }
+        Self {
+            kind: ErrorKind::Panic,
+            message: format!("panicked: {message}"),
+            status: None,
+        }
     }
 
     /// Chooses the HTTP status a trigger answers with when this error fails the run

@@ -7,8 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use axum::body::Bytes;
+use serde::Serialize;
 
 use crate::run::RunId;
 
@@ -62,19 +62,32 @@ impl RunError {
                     ErrorKind::Panic => format!("node `{node}` panicked"),
                     _ => error.message().to_owned(),
                 };
-                (status, RunError { code: error.kind().code().to_owned(), message, node: Some((*node).to_owned()) })
+                (
+                    status,
+                    RunError {
+                        code: error.kind().code().to_owned(),
+                        message,
+                        node: Some((*node).to_owned()),
+                    },
+                )
             }
             crate::Error::Journal(_) => (
                 503,
                 RunError {
                     code: "journal_unavailable".into(),
-                    message: "the run could not be recorded; it will resume when the journal is back".into(),
+                    message:
+                        "the run could not be recorded; it will resume when the journal is back"
+                            .into(),
                     node: None,
                 },
             ),
             _ => (
                 500,
-                RunError { code: "internal".into(), message: "the run failed inside the runner; see its log".into(), node: None },
+                RunError {
+                    code: "internal".into(),
+                    message: "the run failed inside the runner; see its log".into(),
+                    node: None,
+                },
             ),
         }
     }
@@ -103,19 +116,31 @@ pub struct RunSummary {
 }
 
 /// Embeds JSON text as JSON (it was produced by `serde_json`, so it is valid).
-pub(crate) fn raw_json<S: serde::Serializer>(output: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
-    let text = output.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_else(|| "null".into());
+pub(crate) fn raw_json<S: serde::Serializer>(
+    output: &Option<Bytes>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let text = output
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_else(|| "null".into());
     let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
     raw.serialize(s)
 }
 
 /// [`raw_json`] for a value that is always present.
-pub(crate) fn raw_json_required<S: serde::Serializer>(output: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn raw_json_required<S: serde::Serializer>(
+    output: &Bytes,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     raw_json(&Some(output.clone()), s)
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The in-memory registry of runs.
@@ -137,12 +162,17 @@ struct Inner {
 
 impl Runs {
     pub(crate) fn new(keep_finished: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), keep_finished }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            keep_finished,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps inconsistent: recover.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn started(&self, run_id: RunId, workflow: &'static str) {

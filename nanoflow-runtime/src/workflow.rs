@@ -8,12 +8,17 @@ use std::pin::Pin;
 use axum::body::Bytes;
 
 use crate::error::Error;
-use crate::runs::RunError;
 use crate::graph::Graph;
 use crate::node::Data;
 use crate::run::RunCtx;
+use crate::runs::RunError;
 
 /// A workflow declared with `workflow!`. Implemented by the macro, never by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a workflow",
+    label = "expected a workflow declared in `workflow!`",
+    note = "`#[trigger(after = ...)]` and `Runner::workflow` take the name of a workflow, not of a node"
+)]
 pub trait Workflow: Copy + Send + Sync + 'static {
     /// The first step's input (the trigger's payload).
     type Input: Data;
@@ -105,7 +110,13 @@ pub fn parse_json<T: Data>(bytes: &[u8]) -> Result<T, InputError> {
         };
         let path = track.path().to_string();
         let message = strip_position(&e.to_string());
-        InputError { kind, message, path, line: e.line(), column: e.column() }
+        InputError {
+            kind,
+            message,
+            path,
+            line: e.line(),
+            column: e.column(),
+        }
     })
 }
 
@@ -151,7 +162,10 @@ impl<W: Workflow> DynWorkflow for W {
 async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<Bytes, Error> {
     let result = w.execute(&ctx, input).await.and_then(|output| {
         serde_json::to_vec(&output).map(Bytes::from).map_err(|e| {
-            Error::Config(format!("the output of workflow `{}` does not serialize to JSON: {e}", W::NAME))
+            Error::Config(format!(
+                "the output of workflow `{}` does not serialize to JSON: {e}",
+                W::NAME
+            ))
         })
     });
     if ctx.is_durable() {

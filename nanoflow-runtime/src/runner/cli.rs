@@ -41,7 +41,12 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
         /// The journal file.
-        #[arg(long, env = "NANOFLOW_JOURNAL", default_value = ".nanoflow/journal.db", global = true)]
+        #[arg(
+            long,
+            env = "NANOFLOW_JOURNAL",
+            default_value = ".nanoflow/journal.db",
+            global = true
+        )]
         journal: std::path::PathBuf,
     },
     /// Print a workflow's graph.
@@ -112,6 +117,12 @@ pub(crate) struct ServeArgs {
     /// At most this many finished runs are kept in the journal.
     #[arg(long, env = "NANOFLOW_RETENTION_RUNS")]
     retention_runs: Option<u64>,
+    /// The NATS server of queue triggers and `publish` (e.g. nats://127.0.0.1:4222).
+    #[arg(long, env = "NANOFLOW_NATS_URL")]
+    nats_url: Option<String>,
+    /// The PostgreSQL database of database-event triggers (e.g. postgres://app@127.0.0.1/shop).
+    #[arg(long, env = "NANOFLOW_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -146,6 +157,8 @@ impl ServeArgs {
         if let Some(r) = self.retention_runs {
             c.retention.max_runs = r;
         }
+        c.nats_url = self.nats_url.clone().filter(|u| !u.is_empty());
+        c.database_url = self.database_url.clone().filter(|u| !u.is_empty());
         Ok(c)
     }
 }
@@ -158,13 +171,20 @@ where
     runner.check()?;
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = e.print();
             return Ok(());
         }
         Err(e) => {
             let text = e.render().to_string();
-            return Err(Error::Config(text.trim_start_matches("error: ").trim_end().to_owned()));
+            return Err(Error::Config(
+                text.trim_start_matches("error: ").trim_end().to_owned(),
+            ));
         }
     };
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
@@ -184,7 +204,9 @@ where
             Ok(())
         }
         Command::Graph { workflow, format } => {
-            let wf = runner.get(&workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.clone()))?;
+            let wf = runner
+                .get(&workflow)
+                .ok_or_else(|| Error::UnknownWorkflow(workflow.clone()))?;
             let graph = wf.graph();
             print_stdout(&match format {
                 GraphFormat::Mermaid => graph.to_mermaid(),
@@ -204,7 +226,9 @@ fn print_stdout(text: &str) {
 fn read_input(input: &str) -> Result<Vec<u8>, Error> {
     if input == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| Error::io("reading the input from standard input", e))?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io("reading the input from standard input", e))?;
         Ok(buf)
     } else if let Some(path) = input.strip_prefix('@') {
         std::fs::read(path).map_err(|e| Error::io(format!("reading the input file `{path}`"), e))
@@ -214,15 +238,24 @@ fn read_input(input: &str) -> Result<Vec<u8>, Error> {
 }
 
 async fn run(runner: &Runner, workflow: &str, input: &str) -> Result<(), Error> {
-    let wf = runner.get(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
+    let wf = runner
+        .get(workflow)
+        .ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
     let bytes = read_input(input)?;
     let name = wf.graph().name;
     let future = wf
         .start(RunCtx::new(name), &bytes)
-        .map_err(|error| Error::InvalidInput { workflow: name, error })?;
+        .map_err(|error| Error::InvalidInput {
+            workflow: name,
+            error,
+        })?;
     let output = future.await?;
-    let value: serde_json::Value = serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
-    print_stdout(&format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()));
+    let value: serde_json::Value =
+        serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
+    print_stdout(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    ));
     Ok(())
 }
 
@@ -242,7 +275,11 @@ pub(crate) fn list(runner: &Runner) -> String {
             }
         }
         for step in &g.steps {
-            let alias = if step.name == step.node { String::new() } else { format!(" (node {})", step.node) };
+            let alias = if step.name == step.node {
+                String::new()
+            } else {
+                format!(" (node {})", step.node)
+            };
             out.push_str(&format!(
                 "  node {}{alias}: {} -> {}\n",
                 step.name,
@@ -253,8 +290,15 @@ pub(crate) fn list(runner: &Runner) -> String {
         if g.triggers.is_empty() {
             out.push_str("  trigger: none (run with `run` or from code)\n");
         }
+        let nats_url = std::env::var("NANOFLOW_NATS_URL").ok();
+        let database_url = std::env::var("NANOFLOW_DATABASE_URL").ok();
         for t in &g.triggers {
             out.push_str(&format!("  trigger: {t}\n"));
+            if let Some(why) =
+                crate::triggers::inactive(t, nats_url.as_deref(), database_url.as_deref())
+            {
+                out.push_str(&format!("    inactive: {why}\n"));
+            }
             if let crate::triggers::TriggerDef::Cron { schedule, tz, .. } = t {
                 if let Ok(s) = crate::triggers::cron::Schedule::new(schedule, *tz) {
                     let next: Vec<String> = s.upcoming(3).iter().map(|t| t.to_rfc3339()).collect();
@@ -266,30 +310,53 @@ pub(crate) fn list(runner: &Runner) -> String {
     out
 }
 
-async fn runs(runner: Runner, command: RunsCommand, journal: std::path::PathBuf) -> Result<(), Error> {
+async fn runs(
+    runner: Runner,
+    command: RunsCommand,
+    journal: std::path::PathBuf,
+) -> Result<(), Error> {
     use crate::journal::RunFilter;
     use crate::run::RunId;
     use crate::runs::RunStatus;
 
     if !journal.exists() {
-        return Err(Error::Config(format!("no journal at `{}`; pass `--journal PATH`", journal.display())));
+        return Err(Error::Config(format!(
+            "no journal at `{}`; pass `--journal PATH`",
+            journal.display()
+        )));
     }
     let parse_id = |id: &str| id.parse::<RunId>().map_err(Error::Config);
-    let config = ServeConfig { journal: Some(journal), ..ServeConfig::default() };
+    let config = ServeConfig {
+        journal: Some(journal),
+        ..ServeConfig::default()
+    };
     let app = serve::App::new(&runner, &config)?;
     let j = app.journal.clone().expect("opened above");
     match command {
-        RunsCommand::List { workflow, status, limit } => {
+        RunsCommand::List {
+            workflow,
+            status,
+            limit,
+        } => {
             let status = match status.as_deref() {
                 None => None,
                 Some("running") => Some(RunStatus::Running),
                 Some("succeeded") => Some(RunStatus::Succeeded),
                 Some("failed") => Some(RunStatus::Failed),
                 Some(other) => {
-                    return Err(Error::Config(format!("unknown status `{other}`; expected running, succeeded or failed")))
+                    return Err(Error::Config(format!(
+                        "unknown status `{other}`; expected running, succeeded or failed"
+                    )))
                 }
             };
-            let list = j.list_runs(RunFilter { workflow, status, before: None, limit }).await?;
+            let list = j
+                .list_runs(RunFilter {
+                    workflow,
+                    status,
+                    before: None,
+                    limit,
+                })
+                .await?;
             let mut out = String::new();
             for r in list {
                 let detail = match (&r.error, r.status) {
@@ -300,28 +367,49 @@ async fn runs(runner: Runner, command: RunsCommand, journal: std::path::PathBuf)
                     ),
                     _ => String::new(),
                 };
-                out.push_str(&format!("{}  {:<10} {:<9}{detail}\n", r.run_id, r.workflow, r.status.as_str()));
+                out.push_str(&format!(
+                    "{}  {:<10} {:<9}{detail}\n",
+                    r.run_id,
+                    r.workflow,
+                    r.status.as_str()
+                ));
             }
             print_stdout(&out);
             Ok(())
         }
         RunsCommand::Show { id } => {
             let run_id = parse_id(&id)?;
-            let run = j.get_run(run_id).await?.ok_or_else(|| Error::Config(format!("no run `{id}` in the journal")))?;
-            print_stdout(&format!("{}\n", serde_json::to_string_pretty(&run).unwrap_or_default()));
+            let run = j
+                .get_run(run_id)
+                .await?
+                .ok_or_else(|| Error::Config(format!("no run `{id}` in the journal")))?;
+            print_stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&run).unwrap_or_default()
+            ));
             Ok(())
         }
         RunsCommand::Retry { id } => {
             let run_id = parse_id(&id)?;
             let Some(record) = j.reopen(run_id).await? else {
-                return Err(Error::Config(format!("run `{id}` is not a failed run in the journal")));
+                return Err(Error::Config(format!(
+                    "run `{id}` is not a failed run in the journal"
+                )));
             };
             let Some(task) = app.resume(record).await? else {
-                return Err(Error::Config(format!("run `{id}` belongs to a workflow this program does not have")));
+                return Err(Error::Config(format!(
+                    "run `{id}` belongs to a workflow this program does not have"
+                )));
             };
-            let output = task.await.map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
-            let value: serde_json::Value = serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
-            print_stdout(&format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()));
+            let output = task
+                .await
+                .map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
+            let value: serde_json::Value =
+                serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
+            print_stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            ));
             Ok(())
         }
     }

@@ -35,6 +35,12 @@ pub struct ServeConfig {
     pub journal: Option<std::path::PathBuf>,
     /// How long finished runs stay in the journal (`--retention-age`, `--retention-runs`).
     pub retention: Retention,
+    /// The NATS server of queue triggers and `nanoflow::publish` (`--nats-url`,
+    /// `NANOFLOW_NATS_URL`, e.g. `nats://127.0.0.1:4222`). Without it, queue triggers are inactive.
+    pub nats_url: Option<String>,
+    /// The PostgreSQL database of database-event triggers (`--database-url`,
+    /// `NANOFLOW_DATABASE_URL`, e.g. `postgres://app@127.0.0.1/shop`). Without it, they are inactive.
+    pub database_url: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +53,8 @@ impl Default for ServeConfig {
             keep_runs: 10_000,
             journal: Some(std::path::PathBuf::from(".nanoflow/journal.db")),
             retention: Retention::default(),
+            nats_url: None,
+            database_url: None,
         }
     }
 }
@@ -59,6 +67,11 @@ pub(crate) struct App {
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) config: ServeConfig,
     pub(crate) journal: Option<Journal>,
+    /// For each workflow, the workflows chained `after` it.
+    pub(crate) downstream: crate::triggers::chain::Downstream,
+    /// Connections of the queue and database-event triggers.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) services: crate::triggers::Services,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -70,7 +83,13 @@ impl std::fmt::Debug for dyn DynWorkflow {
 impl App {
     /// The context of a new run: journaled when the journal is on. The run row is written with
     /// the run's first record, so input that fails to parse writes nothing.
-    pub(crate) fn context(&self, wf: &dyn DynWorkflow, run_id: RunId, input: &[u8], idempotency_key: Option<String>) -> RunCtx {
+    pub(crate) fn context(
+        &self,
+        wf: &dyn DynWorkflow,
+        run_id: RunId,
+        input: &[u8],
+        idempotency_key: Option<String>,
+    ) -> RunCtx {
         let graph = wf.graph();
         match &self.journal {
             None => RunCtx::with_id(graph.name, run_id),
@@ -87,6 +106,7 @@ impl App {
                         input: Bytes::copy_from_slice(input),
                         idempotency_key,
                     })),
+                    downstream: self.downstream_of(graph.name),
                 },
             ),
         }
@@ -168,8 +188,20 @@ impl App {
         result
     }
 
-    /// Records a finished run (in memory, when there is no journal) and logs one line for it.
-    fn finish(&self, run_id: RunId, workflow: &'static str, started: Instant, result: &Result<Bytes, Error>) {
+    /// The workflows chained `after` `workflow`.
+    fn downstream_of(&self, workflow: &str) -> Vec<&'static str> {
+        self.downstream.get(workflow).cloned().unwrap_or_default()
+    }
+
+    /// Records a finished run (in memory, when there is no journal), logs one line for it, and
+    /// starts the runs chained after it.
+    fn finish(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        started: Instant,
+        result: &Result<Bytes, Error>,
+    ) {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(output) => {
@@ -177,11 +209,13 @@ impl App {
                 if self.journal.is_none() {
                     self.runs.finished(run_id, Ok(output.clone()));
                 }
+                crate::triggers::chain::start(self, run_id, workflow, output);
             }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
                 if self.journal.is_none() {
-                    self.runs.finished(run_id, Err(RunError::from_error(error).1));
+                    self.runs
+                        .finished(run_id, Err(RunError::from_error(error).1));
                 }
             }
         }
@@ -193,7 +227,9 @@ impl App {
         self: &Arc<Self>,
         record: RunRecord,
     ) -> Result<Option<tokio::task::JoinHandle<Result<Bytes, Error>>>, Error> {
-        let Some(journal) = &self.journal else { return Ok(None) };
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
         let Some(wf) = self.workflows.get(record.workflow.as_str()).cloned() else {
             tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
             return Ok(None);
@@ -203,7 +239,13 @@ impl App {
         let ctx = RunCtx::durable(
             graph.name,
             record.run_id,
-            Durable { journal: journal.clone(), graph, resumed, pending_create: Mutex::new(None) },
+            Durable {
+                journal: journal.clone(),
+                graph,
+                resumed,
+                pending_create: Mutex::new(None),
+                downstream: self.downstream_of(graph.name),
+            },
         );
         let future = match wf.start(ctx, &record.input) {
             Ok(f) => f,
@@ -212,9 +254,19 @@ impl App {
                 return Ok(None);
             }
         };
-        let permit = self.limiter.clone().acquire_owned().await.map_err(|_| Error::Config("runner stopped".into()))?;
+        let permit = self
+            .limiter
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Config("runner stopped".into()))?;
         tracing::info!(run_id = %record.run_id, workflow = graph.name, completed_steps = record.completed_steps().len(), "resuming run");
-        Ok(Some(self.spawn_run(record.run_id, graph.name, future, permit)))
+        Ok(Some(self.spawn_run(
+            record.run_id,
+            graph.name,
+            future,
+            permit,
+        )))
     }
 
     pub(crate) fn new(runner: &Runner, config: &ServeConfig) -> Result<Arc<Self>, Error> {
@@ -229,6 +281,8 @@ impl App {
             limiter: Arc::new(Semaphore::new(config.max_in_flight)),
             config: config.clone(),
             journal,
+            downstream: crate::triggers::chain::downstream(&runner.workflows),
+            services: Default::default(),
         }))
     }
 }
@@ -274,10 +328,16 @@ impl Server {
         .await;
         match drained {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(Error::Config(format!("the HTTP server task failed: {join}"))),
+            Ok(Err(join)) => Err(Error::Config(format!(
+                "the HTTP server task failed: {join}"
+            ))),
             Err(_) => {
                 let left = max as usize - limiter.available_permits();
-                tracing::warn!(runs_in_flight = left, ?grace, "grace period over; exiting with runs still in flight");
+                tracing::warn!(
+                    runs_in_flight = left,
+                    ?grace,
+                    "grace period over; exiting with runs still in flight"
+                );
                 Ok(())
             }
         }
@@ -291,19 +351,33 @@ impl Runner {
         let mut schedules = Vec::new();
         for wf in app.workflows.values() {
             for trigger in &wf.graph().triggers {
-                if let TriggerDef::Cron { schedule, tz, overlap } = trigger {
+                if let TriggerDef::Cron {
+                    schedule,
+                    tz,
+                    overlap,
+                } = trigger
+                {
                     schedules.push((wf.clone(), cron::Schedule::new(schedule, *tz)?, *overlap));
                 }
             }
         }
-        let router = http::router(&app)?;
+        let router = http::router(&app)?.merge(crate::triggers::routes(&app));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {}", config.addr), e))?;
-        let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the bound address", e))?;
         let (shutdown, mut stop) = watch::channel(false);
+        crate::triggers::start(&app, &shutdown).await?;
         for (wf, schedule, overlap) in schedules {
-            tokio::spawn(cron::run(app.clone(), wf, schedule, overlap, shutdown.subscribe()));
+            tokio::spawn(cron::run(
+                app.clone(),
+                wf,
+                schedule,
+                overlap,
+                shutdown.subscribe(),
+            ));
         }
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -319,7 +393,8 @@ impl Runner {
             for record in journal.unfinished_runs().await? {
                 let _ = app.resume(record).await?;
             }
-            let (journal, retention, mut stop) = (journal.clone(), config.retention, shutdown.subscribe());
+            let (journal, retention, mut stop) =
+                (journal.clone(), config.retention, shutdown.subscribe());
             tokio::spawn(async move {
                 loop {
                     match journal.prune(retention).await {
@@ -335,7 +410,12 @@ impl Runner {
             });
         }
         tracing::info!(%addr, workflows = app.workflows.len(), journal = ?config.journal, "nanoflow serving");
-        Ok(Server { addr, shutdown, task, app })
+        Ok(Server {
+            addr,
+            shutdown,
+            task,
+            app,
+        })
     }
 }
 
@@ -344,13 +424,14 @@ pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -366,7 +447,10 @@ pub(crate) async fn shutdown_signal() {
 pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NANOFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Parses `1048576`, `64KiB`, `1MiB`, `2MB`.
@@ -374,16 +458,23 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let n: usize = n.parse().map_err(|_| format!("invalid size `{text}`; e.g. 1048576, 512KiB, 1MiB"))?;
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("invalid size `{text}`; e.g. 1048576, 512KiB, 1MiB"))?;
     let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
         "kib" => 1024,
         "m" | "mb" => 1_000_000,
         "mib" => 1024 * 1024,
-        _ => return Err(format!("invalid size `{text}`: unknown unit; use B, KB, KiB, MB or MiB")),
+        _ => {
+            return Err(format!(
+                "invalid size `{text}`: unknown unit; use B, KB, KiB, MB or MiB"
+            ))
+        }
     };
-    n.checked_mul(scale).ok_or_else(|| format!("size `{text}` is too large"))
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("size `{text}` is too large"))
 }
 
 /// Parses `30s`, `500ms`, `2m`, `12h`, `7d`.
@@ -391,7 +482,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("invalid duration `{text}`; e.g. 30s, 500ms, 2m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid duration `{text}`; e.g. 30s, 500ms, 2m"))?;
     match unit.trim() {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),

@@ -32,7 +32,9 @@ impl Schedule {
             .map_err(|e| Error::Config(format!("invalid cron expression `{expr}`: {e}")))?;
         let tz = match tz {
             None => Tz::UTC,
-            Some(name) => name.parse().map_err(|_| Error::Config(format!("unknown time zone `{name}`")))?,
+            Some(name) => name
+                .parse()
+                .map_err(|_| Error::Config(format!("unknown time zone `{name}`")))?,
         };
         Ok(Self { cron, tz })
     }
@@ -40,7 +42,10 @@ impl Schedule {
     /// The first fire time strictly after `after`.
     pub(crate) fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz);
-        self.cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// The next `n` fire times after now (for `list`).
@@ -75,7 +80,10 @@ pub(crate) async fn run(
     let mut after = Utc::now();
     loop {
         let Some(next) = schedule.next_after(after) else {
-            tracing::warn!(workflow = name, "cron schedule has no further fire time; trigger stopped");
+            tracing::warn!(
+                workflow = name,
+                "cron schedule has no further fire time; trigger stopped"
+            );
             return;
         };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
@@ -94,7 +102,10 @@ pub(crate) async fn run(
             tracing::warn!(workflow = name, scheduled = %next, "cron ticks were missed; resuming from now");
             after = fired;
         }
-        let tick = Tick { scheduled_ms: next.timestamp_millis(), fired_ms: fired.timestamp_millis() };
+        let tick = Tick {
+            scheduled_ms: next.timestamp_millis(),
+            fired_ms: fired.timestamp_millis(),
+        };
         let guard = match overlap {
             Overlap::Concurrent => None,
             Overlap::Skip => match gate.clone().try_lock_owned() {
@@ -113,7 +124,9 @@ pub(crate) async fn run(
                 }
             },
         };
-        let Ok(permit) = app.limiter.clone().acquire_owned().await else { return };
+        let Ok(permit) = app.limiter.clone().acquire_owned().await else {
+            return;
+        };
         let (app, wf, waiting) = (app.clone(), wf.clone(), waiting.clone());
         tokio::spawn(async move {
             let _gate = match guard {
@@ -152,14 +165,23 @@ mod tests {
     #[test]
     fn every_five_seconds() {
         let s = Schedule::new("*/5 * * * * *", None).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T00:00:00Z")), Some(utc("2026-01-01T00:00:05Z")));
-        assert_eq!(s.next_after(utc("2026-01-01T00:00:04.5Z")), Some(utc("2026-01-01T00:00:05Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:00:00Z")),
+            Some(utc("2026-01-01T00:00:05Z"))
+        );
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:00:04.5Z")),
+            Some(utc("2026-01-01T00:00:05Z"))
+        );
     }
 
     #[test]
     fn five_field_expressions_start_at_minutes() {
         let s = Schedule::new("30 9 * * *", Some("UTC")).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T00:00:00Z")), Some(utc("2026-01-01T09:30:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:00:00Z")),
+            Some(utc("2026-01-01T09:30:00Z"))
+        );
     }
 
     #[test]
@@ -169,9 +191,21 @@ mod tests {
         let s = Schedule::new("0 30 2 * * *", Some("Europe/Paris")).unwrap();
         let paris: Tz = "Europe/Paris".parse().unwrap();
         let t1 = s.next_after(utc("2026-03-28T12:00:00Z")).unwrap();
-        assert_eq!(t1, paris.with_ymd_and_hms(2026, 3, 29, 3, 0, 0).unwrap().with_timezone(&Utc));
+        assert_eq!(
+            t1,
+            paris
+                .with_ymd_and_hms(2026, 3, 29, 3, 0, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        );
         let t2 = s.next_after(t1).unwrap();
-        assert_eq!(t2, paris.with_ymd_and_hms(2026, 3, 30, 2, 30, 0).unwrap().with_timezone(&Utc));
+        assert_eq!(
+            t2,
+            paris
+                .with_ymd_and_hms(2026, 3, 30, 2, 30, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        );
         // Each fire time is one per local day: 23 h then 24 h apart in UTC terms.
         assert_eq!((t2 - t1).num_hours(), 23);
     }

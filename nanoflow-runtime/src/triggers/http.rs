@@ -27,16 +27,23 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
     let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
     for wf in app.workflows.values() {
         for trigger in &wf.graph().triggers {
-            let TriggerDef::Http { method, path } = trigger else { continue };
-            let method: Method = method
-                .parse()
-                .map_err(|_| Error::Config(format!("invalid HTTP method `{method}` on workflow `{}`", wf.graph().name)))?;
+            let TriggerDef::Http { method, path } = trigger else {
+                continue;
+            };
+            let method: Method = method.parse().map_err(|_| {
+                Error::Config(format!(
+                    "invalid HTTP method `{method}` on workflow `{}`",
+                    wf.graph().name
+                ))
+            })?;
             let filter = MethodFilter::try_from(method.clone())
                 .map_err(|_| Error::Config(format!("unsupported HTTP method `{method}`")))?;
             let handler = {
                 let app = app.clone();
                 let wf = wf.clone();
-                move |params: RawPathParams, req: Request| async move { trigger_run(app, wf, params, req).await }
+                move |params: RawPathParams, req: Request| async move {
+                    trigger_run(app, wf, params, req).await
+                }
             };
             let routes = by_path.remove(path).unwrap_or_default();
             by_path.insert(path, routes.on(filter, handler));
@@ -51,24 +58,45 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
     let runs_app = app.clone();
     let retry_app = app.clone();
     Ok(router
-        .route("/healthz", get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }))
-        .route("/workflows", get(move || async move { workflows(&list_app) }))
-        .route("/runs/{id}", get(move |Path(id): Path<String>| async move { run_status(&status_app, &id).await }))
+        .route(
+            "/healthz",
+            get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
+        )
+        .route(
+            "/workflows",
+            get(move || async move { workflows(&list_app) }),
+        )
+        .route(
+            "/runs/{id}",
+            get(move |Path(id): Path<String>| async move { run_status(&status_app, &id).await }),
+        )
         .route(
             "/runs",
-            get(move |query: Result<Query<ListQuery>, QueryRejection>| async move {
-                match query {
-                    Ok(Query(q)) => list_runs(&runs_app, q).await,
-                    Err(e) => error_response(StatusCode::BAD_REQUEST, "invalid_query", &e.body_text(), |_| {}),
-                }
-            }),
+            get(
+                move |query: Result<Query<ListQuery>, QueryRejection>| async move {
+                    match query {
+                        Ok(Query(q)) => list_runs(&runs_app, q).await,
+                        Err(e) => error_response(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_query",
+                            &e.body_text(),
+                            |_| {},
+                        ),
+                    }
+                },
+            ),
         )
         .route(
             "/runs/{id}/retry",
             post(move |Path(id): Path<String>| async move { retry_run(&retry_app, &id).await }),
         )
         .fallback(|method: Method, uri: axum::http::Uri| async move {
-            error_response(StatusCode::NOT_FOUND, "not_found", &format!("no route for {method} {}", uri.path()), |_| {})
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no route for {method} {}", uri.path()),
+                |_| {},
+            )
         })
         .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
             error_response(
@@ -88,7 +116,10 @@ pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) ->
 fn json_bytes(status: StatusCode, bytes: impl Into<Body>) -> Response {
     let mut response = Response::new(bytes.into());
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -113,41 +144,65 @@ fn overloaded(max: usize) -> Response {
         &format!("the runner is at its limit of {max} runs in flight; retry shortly"),
         |_| {},
     );
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
 fn input_error(error: &InputError) -> Response {
     match error.kind {
-        InputErrorKind::Syntax => error_response(StatusCode::BAD_REQUEST, "malformed_json", &error.to_string(), |e| {
-            e.insert("line".into(), error.line.into());
-            e.insert("column".into(), error.column.into());
-        }),
-        InputErrorKind::Data => {
-            error_response(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", &error.to_string(), |e| {
+        InputErrorKind::Syntax => error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            &error.to_string(),
+            |e| {
+                e.insert("line".into(), error.line.into());
+                e.insert("column".into(), error.column.into());
+            },
+        ),
+        InputErrorKind::Data => error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            &error.to_string(),
+            |e| {
                 e.insert("path".into(), Value::from(error.path.clone()));
-            })
-        }
+            },
+        ),
     }
 }
 
 /// Maps a failed run to a status and a body that never leaks internals.
 pub(crate) fn run_error(error: &Error) -> (StatusCode, RunError) {
     let (status, body) = RunError::from_error(error);
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 fn prefers_async(headers: &HeaderMap) -> bool {
     headers.get_all("prefer").iter().any(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")))
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+        })
     })
 }
 
@@ -170,7 +225,10 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
             },
         )
     };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -182,7 +240,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
             }
             source = err.source();
         }
-        error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("could not read the request body: {e}"), |_| {})
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            &format!("could not read the request body: {e}"),
+            |_| {},
+        )
     })
 }
 
@@ -194,7 +257,10 @@ fn input_document<'a>(
     params: &RawPathParams,
     query: Option<&str>,
 ) -> Result<Cow<'a, [u8]>, Response> {
-    let mut fields: Vec<(String, Value)> = params.iter().map(|(k, v)| (k.to_owned(), param_value(v))).collect();
+    let mut fields: Vec<(String, Value)> = params
+        .iter()
+        .map(|(k, v)| (k.to_owned(), param_value(v)))
+        .collect();
     if !has_body {
         if let Some(q) = query {
             for pair in q.split('&').filter(|p| !p.is_empty()) {
@@ -238,7 +304,9 @@ fn input_document<'a>(
     for (k, v) in fields {
         object.insert(k, v);
     }
-    Ok(Cow::Owned(serde_json::to_vec(&Value::Object(object)).unwrap_or_default()))
+    Ok(Cow::Owned(
+        serde_json::to_vec(&Value::Object(object)).unwrap_or_default(),
+    ))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -248,15 +316,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -264,14 +330,22 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathParams, req: Request) -> Response {
+async fn trigger_run(
+    app: Arc<App>,
+    wf: Arc<dyn DynWorkflow>,
+    params: RawPathParams,
+    req: Request,
+) -> Response {
     let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
         return overloaded(app.config.max_in_flight);
     };
     let (parts, body) = req.into_parts();
     let has_body = !matches!(parts.method, Method::GET | Method::DELETE | Method::HEAD);
     let bytes = if has_body {
-        let declared_empty = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0");
+        let declared_empty = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v == "0");
         if !is_json(&parts.headers) && !declared_empty {
             return error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -313,7 +387,10 @@ async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathPar
         Err(e) => return input_error(&e),
     };
     if let Some(key) = &idempotency_key {
-        if let Some(existing) = app.claim_idempotency_key(name, key, run_id, &document).await {
+        if let Some(existing) = app
+            .claim_idempotency_key(name, key, run_id, &document)
+            .await
+        {
             return match existing {
                 Ok(original) => existing_run(&app, original).await,
                 Err(e) => journal_unavailable(&e),
@@ -322,7 +399,12 @@ async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathPar
     } else if asynchronous {
         // 202 promises the run survives a crash: record it before answering.
         if let Some(journal) = &app.journal {
-            let run = NewRun { run_id, workflow: name, input: Bytes::copy_from_slice(&document), idempotency_key: None };
+            let run = NewRun {
+                run_id,
+                workflow: name,
+                input: Bytes::copy_from_slice(&document),
+                idempotency_key: None,
+            };
             if let Err(e) = journal.create_run(run).await {
                 return journal_unavailable(&e);
             }
@@ -340,8 +422,10 @@ async fn trigger_run(app: Arc<App>, wf: Arc<dyn DynWorkflow>, params: RawPathPar
 
 fn accepted(run_id: RunId) -> Response {
     let location = format!("/runs/{run_id}");
-    let mut response =
-        json_response(StatusCode::ACCEPTED, &json!({"run_id": run_id, "status": "running", "location": location}));
+    let mut response = json_response(
+        StatusCode::ACCEPTED,
+        &json!({"run_id": run_id, "status": "running", "location": location}),
+    );
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -356,7 +440,9 @@ fn journal_unavailable(e: &Error) -> Response {
         "the run could not be recorded durably, so it was not started; retry later",
         |_| {},
     );
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }
 
@@ -382,7 +468,12 @@ fn run_error_response(status: StatusCode, body: &RunError, run_id: RunId) -> Res
 async fn existing_run(app: &App, run_id: RunId) -> Response {
     let (status, output, error) = match &app.journal {
         Some(journal) => match journal.get_run(run_id).await {
-            Ok(Some(r)) => (r.status, r.output, r.error.and_then(|e| serde_json::from_value::<RunError>(e).ok())),
+            Ok(Some(r)) => (
+                r.status,
+                r.output,
+                r.error
+                    .and_then(|e| serde_json::from_value::<RunError>(e).ok()),
+            ),
             Ok(None) => return accepted(run_id),
             Err(e) => return journal_unavailable(&e),
         },
@@ -394,8 +485,16 @@ async fn existing_run(app: &App, run_id: RunId) -> Response {
     match (status, output, error) {
         (RunStatus::Succeeded, Some(output), _) => json_bytes(StatusCode::OK, output),
         (RunStatus::Failed, _, Some(error)) => {
-            let code = if error.code == "node_timeout" { 504 } else { 500 };
-            run_error_response(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &error, run_id)
+            let code = if error.code == "node_timeout" {
+                504
+            } else {
+                500
+            };
+            run_error_response(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &error,
+                run_id,
+            )
         }
         _ => accepted(run_id),
     }
@@ -403,12 +502,22 @@ async fn existing_run(app: &App, run_id: RunId) -> Response {
 
 fn parse_run_id(id: &str) -> Result<RunId, Response> {
     id.parse::<RunId>().map_err(|_| {
-        error_response(StatusCode::BAD_REQUEST, "invalid_run_id", &format!("`{id}` is not a run id (32 hex digits)"), |_| {})
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_run_id",
+            &format!("`{id}` is not a run id (32 hex digits)"),
+            |_| {},
+        )
     })
 }
 
 fn run_not_found(id: RunId) -> Response {
-    error_response(StatusCode::NOT_FOUND, "run_not_found", &format!("no run with id `{id}`"), |_| {})
+    error_response(
+        StatusCode::NOT_FOUND,
+        "run_not_found",
+        &format!("no run with id `{id}`"),
+        |_| {},
+    )
 }
 
 async fn run_status(app: &App, id: &str) -> Response {
@@ -462,16 +571,34 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
             )
         }
     };
-    let before = match query.before.as_deref().filter(|b| !b.is_empty()).map(parse_run_id).transpose() {
+    let before = match query
+        .before
+        .as_deref()
+        .filter(|b| !b.is_empty())
+        .map(parse_run_id)
+        .transpose()
+    {
         Ok(b) => b,
         Err(response) => return response,
     };
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let filter = RunFilter { workflow: query.workflow.filter(|w| !w.is_empty()), status, before, limit };
+    let filter = RunFilter {
+        workflow: query.workflow.filter(|w| !w.is_empty()),
+        status,
+        before,
+        limit,
+    };
     match journal.list_runs(filter).await {
         Ok(runs) => {
-            let next = if runs.len() == limit { runs.last().map(|r| r.run_id.to_string()) } else { None };
-            json_response(StatusCode::OK, &json!({ "runs": runs, "next_before": next }))
+            let next = if runs.len() == limit {
+                runs.last().map(|r| r.run_id.to_string())
+            } else {
+                None
+            };
+            json_response(
+                StatusCode::OK,
+                &json!({ "runs": runs, "next_before": next }),
+            )
         }
         Err(e) => journal_unavailable(&e),
     }
@@ -484,7 +611,12 @@ async fn retry_run(app: &Arc<App>, id: &str) -> Response {
         Err(response) => return response,
     };
     let Some(journal) = &app.journal else {
-        return error_response(StatusCode::NOT_FOUND, "journal_disabled", "re-driving a run needs the journal", |_| {});
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "journal_disabled",
+            "re-driving a run needs the journal",
+            |_| {},
+        );
     };
     match journal.reopen(run_id).await {
         Ok(Some(record)) => match app.resume(record).await {
@@ -495,7 +627,10 @@ async fn retry_run(app: &Arc<App>, id: &str) -> Response {
             Ok(Some(r)) => error_response(
                 StatusCode::CONFLICT,
                 "run_not_failed",
-                &format!("run `{run_id}` is {}; only failed runs can be retried", r.status.as_str()),
+                &format!(
+                    "run `{run_id}` is {}; only failed runs can be retried",
+                    r.status.as_str()
+                ),
                 |_| {},
             ),
             Ok(None) => run_not_found(run_id),
