@@ -53,11 +53,22 @@ fn check(order: &Order) -> Result<(), String> {
     Ok(())
 }
 fn quote(order: &Order) -> Quote {
-    let subtotal_cents: u64 = order.items.iter().map(|i| u64::from(i.qty) * unit_price(&i.sku)).sum();
-    Quote { id: order.id.clone(), subtotal_cents, tax_cents: subtotal_cents / 5 }
+    let subtotal_cents: u64 = order
+        .items
+        .iter()
+        .map(|i| u64::from(i.qty) * unit_price(&i.sku))
+        .sum();
+    Quote {
+        id: order.id.clone(),
+        subtotal_cents,
+        tax_cents: subtotal_cents / 5,
+    }
 }
 fn confirmation(q: &Quote) -> Confirmation {
-    Confirmation { order_id: q.id.clone(), total_cents: q.subtotal_cents + q.tax_cents }
+    Confirmation {
+        order_id: q.id.clone(),
+        total_cents: q.subtotal_cents + q.tax_cents,
+    }
 }
 
 #[node]
@@ -83,22 +94,43 @@ async fn bare(body: axum::body::Bytes) -> axum::response::Response {
     use axum::response::IntoResponse;
     let order: Order = match serde_json::from_slice(&body) {
         Ok(o) => o,
-        Err(e) => return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+        Err(e) => {
+            return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response()
+        }
     };
     if let Err(e) = check(&order) {
         return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, e).into_response();
     }
     let out = confirmation(&quote(&order));
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(&out).unwrap()).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&out).unwrap(),
+    )
+        .into_response()
 }
 
-const BODY: &str = r#"{"id":"o-1","customer":"ada","items":[{"sku":"apple","qty":3},{"sku":"pear","qty":2}]}"#;
-static REQUEST: support::Request = support::Request { path: "/orders", body: BODY, expect: "HTTP/1.1 200" };
+const BODY: &str =
+    r#"{"id":"o-1","customer":"ada","items":[{"sku":"apple","qty":3},{"sku":"pear","qty":2}]}"#;
+static REQUEST: support::Request = support::Request {
+    path: "/orders",
+    body: BODY,
+    expect: "HTTP/1.1 200",
+};
 
 fn main() {
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
-    let conns: usize = std::env::var("BENCH_CONNS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
-    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4.0);
+    let conns: usize = std::env::var("BENCH_CONNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     let bare_addr = server_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -110,7 +142,11 @@ fn main() {
     let server = server_rt.block_on(async {
         Runner::new()
             .workflow(orders)
-            .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), journal: None, ..ServeConfig::default() })
+            .start(ServeConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                journal: None,
+                ..ServeConfig::default()
+            })
             .await
             .unwrap()
     });
@@ -119,7 +155,10 @@ fn main() {
     println!("HTTP benchmark: {conns} keep-alive connections, {secs} s per round, loopback, 2 server threads");
     let mut best = [(0.0f64, 0.0f64, 0.0f64); 2];
     for round in 1..=2 {
-        for (i, (name, addr)) in [("bare axum", bare_addr), ("nanoflow", flow_addr)].into_iter().enumerate() {
+        for (i, (name, addr)) in [("bare axum", bare_addr), ("nanoflow", flow_addr)]
+            .into_iter()
+            .enumerate()
+        {
             let s = support::load(addr, &REQUEST, conns, secs);
             let rps = s.requests as f64 / s.secs;
             println!(

@@ -54,7 +54,10 @@ fn measure<F: FnMut(u64) -> u64>(rt: &tokio::runtime::Runtime, mut f: F) -> f64 
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let direct10 = measure(&rt, |i| n10(n9(n8(n7(n6(n5(n4(n3(n2(n1(i)))))))))));
     let run10 = measure(&rt, |i| rt.block_on(chain10.run(i)).unwrap());
@@ -75,5 +78,8 @@ fn main() {
     println!("  overhead per node                      : {per_node:>9.1} ns (target <= 1000 ns)");
     println!("3-wide fan-out/fan-in, tokio::join!      : {direct_join:>9.1} ns/run");
     println!("3-wide fan-out/fan-in, fan3.run()        : {run_fan:>9.1} ns/run");
-    println!("  ratio run / join!                      : {:>9.2}x", run_fan / direct_join);
+    println!(
+        "  ratio run / join!                      : {:>9.2}x",
+        run_fan / direct_join
+    );
 }

@@ -26,7 +26,10 @@ async fn price(o: Order) -> Result<Priced, NodeError> {
     if o.qty == 0 {
         return Err(NodeError::permanent("qty must be at least 1"));
     }
-    Ok(Priced { id: o.id, total_cents: o.qty as u64 * o.unit_cents })
+    Ok(Priced {
+        id: o.id,
+        total_cents: o.qty as u64 * o.unit_cents,
+    })
 }
 #[node(retries = 3, backoff = "50ms", timeout = "2s")]
 fn tax(p: Priced) -> u64 {
@@ -52,7 +55,11 @@ workflow! {
 }
 
 fn order(qty: u32, unit_cents: u64) -> Order {
-    Order { id: "o-1".into(), qty, unit_cents }
+    Order {
+        id: "o-1".into(),
+        qty,
+        unit_cents,
+    }
 }
 
 #[tokio::test]
@@ -66,7 +73,13 @@ async fn architecture_example_runs() {
 
 #[tokio::test]
 async fn nodes_stay_plain_functions() {
-    assert_eq!(tax(Priced { id: "x".into(), total_cents: 1000 }), 100);
+    assert_eq!(
+        tax(Priced {
+            id: "x".into(),
+            total_cents: 1000
+        }),
+        100
+    );
     assert_eq!(total((1, 2)), 3);
     let p = price(order(2, 5)).await.unwrap();
     assert_eq!(p.total_cents, 10);
@@ -76,7 +89,13 @@ async fn nodes_stay_plain_functions() {
 async fn error_names_workflow_node_and_attempt() {
     let err = checkout.run(order(0, 1000)).await.unwrap_err();
     match &err {
-        nanoflow::Error::Node { workflow, node, attempt, error, .. } => {
+        nanoflow::Error::Node {
+            workflow,
+            node,
+            attempt,
+            error,
+            ..
+        } => {
             assert_eq!(*workflow, "checkout");
             assert_eq!(*node, "price");
             assert_eq!(*attempt, 1);
@@ -86,21 +105,30 @@ async fn error_names_workflow_node_and_attempt() {
         other => panic!("unexpected error {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("workflow `checkout` failed at node `price` (attempt 1"), "{text}");
+    assert!(
+        text.contains("workflow `checkout` failed at node `price` (attempt 1"),
+        "{text}"
+    );
 }
 
 #[test]
 fn graph_is_introspectable() {
     let g = checkout.graph();
     assert_eq!(g.name, "checkout");
-    assert_eq!(g.doc, "Prices an order, computes tax and shipping in parallel, then totals.");
+    assert_eq!(
+        g.doc,
+        "Prices an order, computes tax and shipping in parallel, then totals."
+    );
     let names: Vec<_> = g.steps.iter().map(|s| s.name).collect();
     assert_eq!(names, ["price", "tax", "shipping", "total"]);
     assert!(g.input_type.ends_with("Order"));
     assert_eq!(g.output_type, "u64");
     assert_eq!(g.step("total").unwrap().input_type, "(u64, u64)");
     assert_eq!(g.step("tax").unwrap().options.retries, 3);
-    assert_eq!(g.step("tax").unwrap().options.timeout, Some(Duration::from_secs(2)));
+    assert_eq!(
+        g.step("tax").unwrap().options.timeout,
+        Some(Duration::from_secs(2))
+    );
     use Endpoint::*;
     assert_eq!(
         g.edges,
@@ -115,9 +143,15 @@ fn graph_is_introspectable() {
     );
     let mermaid = g.to_mermaid();
     assert!(mermaid.starts_with("flowchart LR"));
-    assert!(mermaid.contains("s0 --> s1") && mermaid.contains("s2 --> s3"), "{mermaid}");
+    assert!(
+        mermaid.contains("s0 --> s1") && mermaid.contains("s2 --> s3"),
+        "{mermaid}"
+    );
     let dot = g.to_dot();
-    assert!(dot.contains("digraph \"checkout\"") && dot.contains("s1 -> s3;"), "{dot}");
+    assert!(
+        dot.contains("digraph \"checkout\"") && dot.contains("s1 -> s3;"),
+        "{dot}"
+    );
     assert_eq!(g.triggers.len(), 1);
     assert_eq!(g.triggers[0].to_string(), "http POST /checkout");
 }
@@ -155,10 +189,19 @@ async fn nested_branches_and_aliases() {
     assert_eq!(starts_wide.run(1).await.unwrap(), "2|n=1");
     assert_eq!(ends_wide.run(4).await.unwrap(), (9, "n=8".to_owned()));
     assert_eq!(aliased.run(0).await.unwrap(), 3);
-    let names: Vec<_> = aliased.graph().steps.iter().map(|s| (s.name, s.node)).collect();
+    let names: Vec<_> = aliased
+        .graph()
+        .steps
+        .iter()
+        .map(|s| (s.name, s.node))
+        .collect();
     assert_eq!(names, [("inc", "inc"), ("inc2", "inc"), ("inc3", "inc")]);
     let g = nested.graph();
-    assert!(g.edges.contains(&(Endpoint::Step(2), Endpoint::Step(4))), "{:?}", g.edges);
+    assert!(
+        g.edges.contains(&(Endpoint::Step(2), Endpoint::Step(4))),
+        "{:?}",
+        g.edges
+    );
 }
 
 // ---- parallel branches really overlap ----
@@ -210,7 +253,10 @@ async fn retryable_errors_are_retried_with_backoff() {
     assert_eq!(FLAKY_CALLS.load(Ordering::SeqCst), 3);
     // Two retries: first in [50, 100] ms, second in [100, 200] ms.
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(150) && waited <= Duration::from_millis(300), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited <= Duration::from_millis(300),
+        "{waited:?}"
+    );
 }
 
 static PERMANENT_CALLS: AtomicU32 = AtomicU32::new(0);
@@ -242,7 +288,12 @@ async fn timeouts_fail_the_attempt_and_are_retried() {
     let err = timing_out.run(1).await.unwrap_err();
     assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), 2);
     match err {
-        nanoflow::Error::Node { node, attempt, error, .. } => {
+        nanoflow::Error::Node {
+            node,
+            attempt,
+            error,
+            ..
+        } => {
             assert_eq!(node, "sleepy");
             assert_eq!(attempt, 2);
             assert_eq!(error.kind(), ErrorKind::Timeout);

@@ -18,8 +18,18 @@ const STEPS: [&str; 3] = ["reserve_stock", "charge_card", "ship"];
 
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("durable");
-    assert!(bin.exists(), "{} is missing: `cargo test` builds examples", bin.display());
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("durable");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds examples",
+        bin.display()
+    );
     bin
 }
 
@@ -53,7 +63,12 @@ async fn wait_ready(addr: SocketAddr, child: &mut Child) {
 }
 
 /// Sends runs as fast as they are acknowledged until `until`; records each 202's run id.
-async fn load(addr: SocketAddr, until: Instant, next: Arc<Mutex<u64>>, acked: Arc<Mutex<BTreeMap<String, String>>>) {
+async fn load(
+    addr: SocketAddr,
+    until: Instant,
+    next: Arc<Mutex<u64>>,
+    acked: Arc<Mutex<BTreeMap<String, String>>>,
+) {
     while Instant::now() < until {
         let id = {
             let mut n = next.lock().unwrap();
@@ -91,7 +106,10 @@ async fn load(addr: SocketAddr, until: Instant, next: Arc<Mutex<u64>>, acked: Ar
 async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
     let dir = std::env::temp_dir().join(format!("nanoflow-crash-{}", nanoflow::RunId::new()));
     std::fs::create_dir_all(&dir).unwrap();
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let next = Arc::new(Mutex::new(0u64));
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
 
@@ -99,7 +117,9 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
         let mut child = spawn(addr, &dir, incarnation);
         wait_ready(addr, &mut child).await;
         let until = Instant::now() + Duration::from_millis(150 + random(450));
-        let loaders: Vec<_> = (0..4).map(|_| tokio::spawn(load(addr, until, next.clone(), acked.clone()))).collect();
+        let loaders: Vec<_> = (0..4)
+            .map(|_| tokio::spawn(load(addr, until, next.clone(), acked.clone())))
+            .collect();
         for l in loaders {
             l.await.unwrap();
         }
@@ -111,12 +131,19 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
     let mut child = spawn(addr, &dir, KILLS);
     wait_ready(addr, &mut child).await;
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 100, "only {} runs were acknowledged", acked.len());
+    assert!(
+        acked.len() >= 100,
+        "only {} runs were acknowledged",
+        acked.len()
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     for (id, run_id) in &acked {
         loop {
             let r = support::get(addr, &format!("/runs/{run_id}")).await;
-            assert_eq!(r.status, 200, "acknowledged run {id} ({run_id}) is not in the journal");
+            assert_eq!(
+                r.status, 200,
+                "acknowledged run {id} ({run_id}) is not in the journal"
+            );
             let status = r.json()["status"].as_str().unwrap().to_owned();
             if status == "succeeded" {
                 assert_eq!(r.json()["output"], format!("shipped {id}"));
@@ -127,7 +154,11 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(ok.success());
     assert!(child.wait().unwrap().success());
 
@@ -137,13 +168,22 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
     let mut per_run: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
     for line in ledger.lines() {
         let mut parts = line.split(' ');
-        let (inc, id, step) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let (inc, id, step) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
         let step = STEPS.iter().position(|s| *s == step).unwrap();
-        per_run.entry(id).or_default().push((inc.parse().unwrap(), step));
+        per_run
+            .entry(id)
+            .or_default()
+            .push((inc.parse().unwrap(), step));
     }
     let mut repeats = 0;
     for (id, _) in &acked {
-        let lines = per_run.get(id.as_str()).unwrap_or_else(|| panic!("acknowledged run {id} never ran"));
+        let lines = per_run
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("acknowledged run {id} never ran"));
         let steps: Vec<usize> = lines.iter().map(|l| l.1).collect();
         let mut expected = 0;
         for (i, &(inc, step)) in lines.iter().enumerate() {
@@ -162,6 +202,9 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
     }
     // (Each repeat above is the step a crash interrupted, re-run by the next incarnation: the
     // documented at-least-once of the node in flight.)
-    eprintln!("{} acknowledged runs over {KILLS} kills; {repeats} in-flight steps re-executed", acked.len());
+    eprintln!(
+        "{} acknowledged runs over {KILLS} kills; {repeats} in-flight steps re-executed",
+        acked.len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -34,7 +34,10 @@ async fn price(o: Order) -> Result<Priced, NodeError> {
     if o.qty > 1000 {
         return Err(NodeError::permanent("too many").with_status(409));
     }
-    Ok(Priced { id: o.id, total_cents: o.qty as u64 * o.unit_cents })
+    Ok(Priced {
+        id: o.id,
+        total_cents: o.qty as u64 * o.unit_cents,
+    })
 }
 #[node]
 fn tax(p: Priced) -> u64 {
@@ -123,14 +126,20 @@ async fn start(config: ServeConfig) -> Server {
         .workflow(sleepy)
         .workflow(timing_out)
         .workflow(panicking)
-        .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), journal: Some(temp_journal()), ..config })
+        .start(ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            journal: Some(temp_journal()),
+            ..config
+        })
         .await
         .expect("server starts")
 }
 
 /// A fresh journal file per server.
 fn temp_journal() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("nanoflow-http-{}", nanoflow::RunId::new())).join("journal.db")
+    std::env::temp_dir()
+        .join(format!("nanoflow-http-{}", nanoflow::RunId::new()))
+        .join("journal.db")
 }
 
 const ORDER: &str = r#"{"id":"o-1","qty":3,"unit_cents":1000}"#;
@@ -147,16 +156,31 @@ async fn ok_returns_the_output() {
 
 #[tokio::test]
 async fn bad_input_gets_specific_errors() {
-    let server = start(ServeConfig { max_body: 64, ..ServeConfig::default() }).await;
+    let server = start(ServeConfig {
+        max_body: 64,
+        ..ServeConfig::default()
+    })
+    .await;
     let addr = server.local_addr();
 
     let r = post_json(addr, "/checkout", "{\"id\": \"o-1\",\n \"qty\": }").await;
     assert_eq!(r.status, 400);
     let e = &r.json()["error"];
     assert_eq!(e["code"], "malformed_json");
-    assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(2), Some(9)), "{e}");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(2), Some(9)),
+        "{e}"
+    );
 
-    let r = request(addr, "POST", "/checkout", &[("content-type", "text/plain")], ORDER.as_bytes()).await;
+    let r = request(
+        addr,
+        "POST",
+        "/checkout",
+        &[("content-type", "text/plain")],
+        ORDER.as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 415);
     assert_eq!(r.json()["error"]["code"], "unsupported_media_type");
 
@@ -166,14 +190,22 @@ async fn bad_input_gets_specific_errors() {
     assert_eq!(r.json()["error"]["code"], "body_too_large");
     assert_eq!(r.json()["error"]["limit"], 64);
 
-    let r = post_json(addr, "/checkout", r#"{"id":"o-1","qty":"three","unit_cents":1}"#).await;
+    let r = post_json(
+        addr,
+        "/checkout",
+        r#"{"id":"o-1","qty":"three","unit_cents":1}"#,
+    )
+    .await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["error"]["code"], "invalid_input");
     assert_eq!(r.json()["error"]["path"], "qty");
 
     let r = post_json(addr, "/checkout", r#"{"id":"o-1","unit_cents":1}"#).await;
     assert_eq!(r.status, 422);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("missing field `qty`"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("missing field `qty`"));
 
     let r = get(addr, "/nowhere").await;
     assert_eq!(r.status, 404);
@@ -204,7 +236,12 @@ async fn node_failures_are_json_without_internals() {
     let r = get(addr, &format!("/runs/{run_id}")).await;
     assert_eq!(r.json()["status"], "failed");
 
-    let r = post_json(addr, "/checkout", r#"{"id":"o-1","qty":5000,"unit_cents":1}"#).await;
+    let r = post_json(
+        addr,
+        "/checkout",
+        r#"{"id":"o-1","qty":5000,"unit_cents":1}"#,
+    )
+    .await;
     assert_eq!(r.status, 409, "the node's chosen status");
 
     let r = post_json(addr, "/timeout", "5000").await;
@@ -214,9 +251,15 @@ async fn node_failures_are_json_without_internals() {
     let r = post_json(addr, "/boom", "7").await;
     assert_eq!(r.status, 500);
     assert_eq!(r.json()["error"]["code"], "node_panicked");
-    assert!(!String::from_utf8_lossy(&r.body).contains("secret"), "panic payload leaked");
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("secret"),
+        "panic payload leaked"
+    );
     // The runner survived the panic.
-    assert_eq!(post_json(addr, "/boom", "8").await.json(), serde_json::json!(8));
+    assert_eq!(
+        post_json(addr, "/boom", "8").await.json(),
+        serde_json::json!(8)
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -230,7 +273,14 @@ async fn path_and_query_parameters_fill_the_input() {
     let r = get(addr, "/items/abc").await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["error"]["path"], "id");
-    let r = request(addr, "PUT", "/items/9", &[("content-type", "application/json")], br#"{"name":"pear"}"#).await;
+    let r = request(
+        addr,
+        "PUT",
+        "/items/9",
+        &[("content-type", "application/json")],
+        br#"{"name":"pear"}"#,
+    )
+    .await;
     assert_eq!(r.json(), "9=pear");
     server.shutdown().await.unwrap();
 }
@@ -243,7 +293,10 @@ async fn async_mode_returns_202_and_a_location() {
         addr,
         "POST",
         "/slow",
-        &[("content-type", "application/json"), ("prefer", "respond-async")],
+        &[
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+        ],
         b"300",
     )
     .await;
@@ -260,21 +313,33 @@ async fn async_mode_returns_202_and_a_location() {
     assert_eq!(r.json()["status"], "succeeded");
     assert_eq!(r.json()["output"], 300);
 
-    assert_eq!(get(addr, "/runs/00000000000000000000000000000000").await.status, 404);
+    assert_eq!(
+        get(addr, "/runs/00000000000000000000000000000000")
+            .await
+            .status,
+        404
+    );
     assert_eq!(get(addr, "/runs/not-an-id").await.status, 400);
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn overload_gets_503_with_retry_after() {
-    let server = start(ServeConfig { max_in_flight: 2, ..ServeConfig::default() }).await;
+    let server = start(ServeConfig {
+        max_in_flight: 2,
+        ..ServeConfig::default()
+    })
+    .await;
     let addr = server.local_addr();
     for _ in 0..2 {
         let r = request(
             addr,
             "POST",
             "/slow",
-            &[("content-type", "application/json"), ("prefer", "respond-async")],
+            &[
+                ("content-type", "application/json"),
+                ("prefer", "respond-async"),
+            ],
             b"400",
         )
         .await;
@@ -295,10 +360,23 @@ async fn healthz_and_workflows() {
     let addr = server.local_addr();
     assert_eq!(get(addr, "/healthz").await.json()["status"], "ok");
     let list = get(addr, "/workflows").await.json();
-    let names: Vec<&str> = list["workflows"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"checkout") && names.contains(&"item"), "{names:?}");
+    let names: Vec<&str> = list["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"checkout") && names.contains(&"item"),
+        "{names:?}"
+    );
     // (`checkout` names the workflow: a unit struct cannot be shadowed by a `let`.)
-    let entry = list["workflows"].as_array().unwrap().iter().find(|w| w["name"] == "checkout").unwrap();
+    let entry = list["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "checkout")
+        .unwrap();
     assert_eq!(entry["triggers"][0], "http POST /checkout");
     assert_eq!(entry["steps"].as_array().unwrap().len(), 4);
     server.shutdown().await.unwrap();
@@ -307,7 +385,11 @@ async fn healthz_and_workflows() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_runs() {
     let before = SLOW_DONE.load(Ordering::SeqCst);
-    let server = start(ServeConfig { grace: Duration::from_secs(5), ..ServeConfig::default() }).await;
+    let server = start(ServeConfig {
+        grace: Duration::from_secs(5),
+        ..ServeConfig::default()
+    })
+    .await;
     let addr = server.local_addr();
     // One synchronous request in flight while the shutdown starts.
     let pending = tokio::spawn(async move { post_json(addr, "/slow", "500").await });
@@ -326,13 +408,20 @@ async fn graceful_shutdown_finishes_in_flight_runs() {
 
 #[tokio::test]
 async fn shutdown_gives_up_after_the_grace_period() {
-    let server = start(ServeConfig { grace: Duration::from_millis(300), ..ServeConfig::default() }).await;
+    let server = start(ServeConfig {
+        grace: Duration::from_millis(300),
+        ..ServeConfig::default()
+    })
+    .await;
     let addr = server.local_addr();
     let r = request(
         addr,
         "POST",
         "/slow",
-        &[("content-type", "application/json"), ("prefer", "respond-async")],
+        &[
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+        ],
         b"10000",
     )
     .await;
@@ -360,7 +449,10 @@ async fn a_run_completes_when_its_client_goes_away() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     } // the client disconnects mid-run
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(SLOW_DONE.load(Ordering::SeqCst) > before, "the run was abandoned with its client");
+    assert!(
+        SLOW_DONE.load(Ordering::SeqCst) > before,
+        "the run was abandoned with its client"
+    );
     let runs = get(addr, "/runs?workflow=sleepy&limit=1").await.json();
     assert_eq!(runs["runs"][0]["status"], "succeeded", "{runs}");
     server.shutdown().await.unwrap();

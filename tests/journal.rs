@@ -63,7 +63,9 @@ workflow! {
 }
 
 fn temp_journal() -> PathBuf {
-    std::env::temp_dir().join(format!("nanoflow-journal-{}", nanoflow::RunId::new())).join("journal.db")
+    std::env::temp_dir()
+        .join(format!("nanoflow-journal-{}", nanoflow::RunId::new()))
+        .join("journal.db")
 }
 
 async fn start(journal: &PathBuf) -> Server {
@@ -99,13 +101,28 @@ async fn journal_end_to_end() {
     let addr = server.local_addr();
 
     // A run's timeline: each node with its attempt, duration and output.
-    let r = request(addr, "POST", "/pipeline", &[("content-type", "application/json"), ("prefer", "respond-async")], b"4").await;
+    let r = request(
+        addr,
+        "POST",
+        "/pipeline",
+        &[
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+        ],
+        b"4",
+    )
+    .await;
     let run_id = r.json()["run_id"].as_str().unwrap().to_owned();
     let run = wait_status(addr, &run_id, "succeeded").await;
     assert_eq!(run["workflow"], "pipeline");
     assert_eq!(run["input"], 4);
     assert_eq!(run["output"], "result 10");
-    let steps: Vec<&str> = run["timeline"].as_array().unwrap().iter().map(|a| a["step"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = run["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["step"].as_str().unwrap())
+        .collect();
     assert_eq!(steps, ["first", "second", "third"]);
     assert_eq!(run["timeline"][1]["output"], 10);
     assert_eq!(run["timeline"][1]["attempt"], 1);
@@ -121,13 +138,21 @@ async fn journal_end_to_end() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["status"].as_str().unwrap(), a["attempt"].as_u64().unwrap()))
+        .map(|a| {
+            (
+                a["status"].as_str().unwrap(),
+                a["attempt"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(attempts, [("failed", 1), ("failed", 2), ("succeeded", 3)]);
     assert_eq!(run["timeline"][0]["error"]["kind"], "retryable");
 
     // Idempotency: the same key returns the same run; the node ran once.
-    let key = [("content-type", "application/json"), ("idempotency-key", "order-77")];
+    let key = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "order-77"),
+    ];
     let r1 = request(addr, "POST", "/once", &key, b"77").await;
     let r2 = request(addr, "POST", "/once", &key, b"77").await;
     assert_eq!((r1.status, r2.status), (200, 200));
@@ -136,9 +161,35 @@ async fn journal_end_to_end() {
     assert_eq!(ONCE_CALLS.load(Ordering::SeqCst), 1);
     let mut async_key = key.to_vec();
     async_key.push(("prefer", "respond-async"));
-    let r3 = request(addr, "POST", "/once", &[("content-type", "application/json"), ("idempotency-key", "order-78"), ("prefer", "respond-async")], b"78").await;
-    let r4 = request(addr, "POST", "/once", &[("content-type", "application/json"), ("idempotency-key", "order-78"), ("prefer", "respond-async")], b"78").await;
-    assert_eq!(r3.json()["run_id"], r4.json()["run_id"], "a repeated key names the original run");
+    let r3 = request(
+        addr,
+        "POST",
+        "/once",
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "order-78"),
+            ("prefer", "respond-async"),
+        ],
+        b"78",
+    )
+    .await;
+    let r4 = request(
+        addr,
+        "POST",
+        "/once",
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "order-78"),
+            ("prefer", "respond-async"),
+        ],
+        b"78",
+    )
+    .await;
+    assert_eq!(
+        r3.json()["run_id"],
+        r4.json()["run_id"],
+        "a repeated key names the original run"
+    );
     wait_status(addr, r3.json()["run_id"].as_str().unwrap(), "succeeded").await;
     assert_eq!(ONCE_CALLS.load(Ordering::SeqCst), 2);
 
@@ -150,7 +201,14 @@ async fn journal_end_to_end() {
     assert_eq!(r.status, 500);
     let failed_id = r.json()["error"]["run_id"].as_str().unwrap().to_owned();
     let dead = get(addr, "/runs?status=failed").await.json();
-    assert!(dead["runs"].as_array().unwrap().iter().any(|r| r["run_id"] == failed_id.as_str()), "{dead}");
+    assert!(
+        dead["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["run_id"] == failed_id.as_str()),
+        "{dead}"
+    );
     let run = get(addr, &format!("/runs/{failed_id}")).await.json();
     assert_eq!(run["error"]["node"], "second");
     assert_eq!(run["error"]["message"], "downstream is broken");
@@ -161,7 +219,11 @@ async fn journal_end_to_end() {
     assert_eq!(r.status, 202);
     let run = wait_status(addr, &failed_id, "succeeded").await;
     assert_eq!(run["output"], "result 4");
-    assert_eq!(A_CALLS.load(Ordering::SeqCst), a_before + 1, "the completed node ran again");
+    assert_eq!(
+        A_CALLS.load(Ordering::SeqCst),
+        a_before + 1,
+        "the completed node ran again"
+    );
     assert_eq!(B_CALLS.load(Ordering::SeqCst), b_before + 1);
     // Only failed runs can be re-driven.
     let r = request(addr, "POST", &format!("/runs/{failed_id}/retry"), &[], b"").await;
@@ -172,14 +234,18 @@ async fn journal_end_to_end() {
     let page = get(addr, "/runs?limit=2").await.json();
     assert_eq!(page["runs"].as_array().unwrap().len(), 2);
     let next = page["next_before"].as_str().unwrap();
-    let page2 = get(addr, &format!("/runs?limit=2&before={next}")).await.json();
+    let page2 = get(addr, &format!("/runs?limit=2&before={next}"))
+        .await
+        .json();
     assert_ne!(page2["runs"][0]["run_id"], page["runs"][0]["run_id"]);
     assert_eq!(get(addr, "/runs?status=bogus").await.status, 400);
     server.shutdown().await.unwrap();
 
     // The journal survives a restart: the history is still there.
     let server = start(&path).await;
-    let run = get(server.local_addr(), &format!("/runs/{failed_id}")).await.json();
+    let run = get(server.local_addr(), &format!("/runs/{failed_id}"))
+        .await
+        .json();
     assert_eq!(run["status"], "succeeded");
     server.shutdown().await.unwrap();
 }
@@ -188,14 +254,26 @@ async fn journal_end_to_end() {
 async fn a_corrupt_journal_is_refused_at_start() {
     let path = temp_journal();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, b"this is not a database, just some bytes that are long enough to look like a header......").unwrap();
+    std::fs::write(
+        &path,
+        b"this is not a database, just some bytes that are long enough to look like a header......",
+    )
+    .unwrap();
     let err = Runner::new()
         .workflow(pipeline)
-        .start(ServeConfig { addr: SocketAddr::from(([127, 0, 0, 1], 0)), journal: Some(path.clone()), ..ServeConfig::default() })
+        .start(ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            journal: Some(path.clone()),
+            ..ServeConfig::default()
+        })
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains(&path.display().to_string()) && text.contains("cannot be opened as a journal"), "{text}");
+    assert!(
+        text.contains(&path.display().to_string())
+            && text.contains("cannot be opened as a journal"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -206,8 +284,13 @@ async fn a_journal_from_a_newer_version_is_refused() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA user_version = 99").unwrap();
     }
-    let err = nanoflow::journal::Journal::open(&path).unwrap_err().to_string();
-    assert!(err.contains("written by a newer nanoflow (schema 99"), "{err}");
+    let err = nanoflow::journal::Journal::open(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("written by a newer nanoflow (schema 99"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -222,5 +305,8 @@ async fn an_unwritable_journal_location_is_a_clear_startup_error() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("/proc/nanoflow") && err.contains("cannot create directory"), "{err}");
+    assert!(
+        err.contains("/proc/nanoflow") && err.contains("cannot create directory"),
+        "{err}"
+    );
 }

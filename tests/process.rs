@@ -15,12 +15,19 @@ fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("examples").join("orders");
-    assert!(bin.exists(), "{} is missing: `cargo test` builds examples", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds examples",
+        bin.display()
+    );
     bin
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 async fn wait_ready(addr: SocketAddr, child: &mut Child) {
@@ -38,7 +45,11 @@ async fn wait_ready(addr: SocketAddr, child: &mut Child) {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -46,7 +57,15 @@ fn signal(child: &Child, sig: &str) {
 async fn serves_and_stops_gracefully_on_sigterm() {
     let addr = free_addr();
     let mut child = Command::new(example_binary())
-        .args(["serve", "--addr", &addr.to_string(), "--grace", "10s", "--journal", "off"])
+        .args([
+            "serve",
+            "--addr",
+            &addr.to_string(),
+            "--grace",
+            "10s",
+            "--journal",
+            "off",
+        ])
         .env("NANOFLOW_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -54,13 +73,19 @@ async fn serves_and_stops_gracefully_on_sigterm() {
         .unwrap();
     wait_ready(addr, &mut child).await;
 
-    let order = r#"{"id":"o-9","customer":"ada","items":[{"sku":"apple","qty":2},{"sku":"pear","qty":1}]}"#;
+    let order =
+        r#"{"id":"o-9","customer":"ada","items":[{"sku":"apple","qty":2},{"sku":"pear","qty":1}]}"#;
     let r = support::post_json(addr, "/orders", order).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["total_cents"], 468); // (2*120 + 150) * 1.2
     assert_eq!(r.json()["reservation_id"], "r-o-9");
 
-    let r = support::post_json(addr, "/orders", r#"{"id":"o-10","customer":"ada","items":[{"sku":"kiwi","qty":1}]}"#).await;
+    let r = support::post_json(
+        addr,
+        "/orders",
+        r#"{"id":"o-10","customer":"ada","items":[{"sku":"kiwi","qty":1}]}"#,
+    )
+    .await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["error"]["node"], "validate");
 
@@ -70,7 +95,10 @@ async fn serves_and_stops_gracefully_on_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "orders did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "orders did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
@@ -78,28 +106,49 @@ async fn serves_and_stops_gracefully_on_sigterm() {
 
 #[test]
 fn cli_reports_bad_usage_clearly() {
-    let out = Command::new(example_binary()).args(["run", "nope", "--input", "{}"]).output().unwrap();
+    let out = Command::new(example_binary())
+        .args(["run", "nope", "--input", "{}"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown workflow `nope`"), "{err}");
 
-    let out = Command::new(example_binary()).args(["run", "place_order", "--input", "{\"id\":"]).output().unwrap();
+    let out = Command::new(example_binary())
+        .args(["run", "place_order", "--input", "{\"id\":"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed JSON at line 1"));
 
     let out = Command::new(example_binary())
-        .args(["run", "place_order", "--input", r#"{"id":"o","customer":"c","items":[{"sku":"melon","qty":1}]}"#])
+        .args([
+            "run",
+            "place_order",
+            "--input",
+            r#"{"id":"o","customer":"c","items":[{"sku":"melon","qty":1}]}"#,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total_cents"], 480);
 
-    let out = Command::new(example_binary()).args(["graph", "place_order", "--format", "dot"]).output().unwrap();
+    let out = Command::new(example_binary())
+        .args(["graph", "place_order", "--format", "dot"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("digraph \"place_order\""));
 
     let out = Command::new(example_binary()).arg("list").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("trigger: http POST /orders"), "{text}");
-    assert!(text.contains("trigger: cron \"0 * * * * *\" UTC") && text.contains("next: "), "{text}");
+    assert!(
+        text.contains("trigger: cron \"0 * * * * *\" UTC") && text.contains("next: "),
+        "{text}"
+    );
 }

@@ -20,7 +20,12 @@ pub struct Stats {
     pub p99_us: f64,
 }
 
-async fn connection(addr: SocketAddr, req: &'static Request, until: Instant, mut lat: Vec<u32>) -> Vec<u32> {
+async fn connection(
+    addr: SocketAddr,
+    req: &'static Request,
+    until: Instant,
+    mut lat: Vec<u32>,
+) -> Vec<u32> {
     let request = format!(
         "POST {} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
         req.path,
@@ -43,7 +48,11 @@ async fn connection(addr: SocketAddr, req: &'static Request, until: Instant, mut
                 assert!(head.starts_with(req.expect), "{head}");
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap();
                 while filled < end + 4 + len {
                     filled += stream.read(&mut buf[filled..]).await.unwrap();
@@ -57,18 +66,24 @@ async fn connection(addr: SocketAddr, req: &'static Request, until: Instant, mut
 }
 
 pub fn load(addr: SocketAddr, req: &'static Request, conns: usize, secs: f64) -> Stats {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         // Warm up.
         let warm = Instant::now() + Duration::from_millis(500);
-        let tasks: Vec<_> = (0..conns).map(|_| tokio::spawn(connection(addr, req, warm, Vec::new()))).collect();
+        let tasks: Vec<_> = (0..conns)
+            .map(|_| tokio::spawn(connection(addr, req, warm, Vec::new())))
+            .collect();
         for t in tasks {
             t.await.unwrap();
         }
         let start = Instant::now();
         let until = start + Duration::from_secs_f64(secs);
-        let tasks: Vec<_> =
-            (0..conns).map(|_| tokio::spawn(connection(addr, req, until, Vec::with_capacity(200_000)))).collect();
+        let tasks: Vec<_> = (0..conns)
+            .map(|_| tokio::spawn(connection(addr, req, until, Vec::with_capacity(200_000))))
+            .collect();
         let mut all = Vec::new();
         for t in tasks {
             all.extend(t.await.unwrap());
@@ -76,7 +91,11 @@ pub fn load(addr: SocketAddr, req: &'static Request, conns: usize, secs: f64) ->
         let elapsed = start.elapsed().as_secs_f64();
         all.sort_unstable();
         let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64;
-        Stats { requests: all.len(), secs: elapsed, p50_us: pct(0.50), p99_us: pct(0.99) }
+        Stats {
+            requests: all.len(),
+            secs: elapsed,
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+        }
     })
 }
-

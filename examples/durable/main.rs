@@ -23,8 +23,12 @@ pub struct Shipment {
 /// Appends `incarnation id step` to the ledger (`NANOFLOW_LEDGER`, default `ledger.log`).
 fn ledger(id: &str, step: &str) -> Result<(), NodeError> {
     let path = std::env::var("NANOFLOW_LEDGER").unwrap_or_else(|_| "ledger.log".into());
-    let incarnation = std::env::var("NANOFLOW_INCARNATION").unwrap_or_else(|_| std::process::id().to_string());
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let incarnation =
+        std::env::var("NANOFLOW_INCARNATION").unwrap_or_else(|_| std::process::id().to_string());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     // One write call per line: O_APPEND keeps concurrent lines whole.
     file.write_all(format!("{incarnation} {id} {step}\n").as_bytes())?;
     Ok(())

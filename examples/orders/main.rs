@@ -80,10 +80,16 @@ fn validate(order: Order) -> Result<Valid, NodeError> {
     }
     for item in &order.items {
         if item.qty == 0 {
-            return Err(NodeError::permanent(format!("`{}`: quantity must be at least 1", item.sku)).with_status(422));
+            return Err(NodeError::permanent(format!(
+                "`{}`: quantity must be at least 1",
+                item.sku
+            ))
+            .with_status(422));
         }
         if unit_price(&item.sku).is_none() {
-            return Err(NodeError::permanent(format!("unknown product `{}`", item.sku)).with_status(422));
+            return Err(
+                NodeError::permanent(format!("unknown product `{}`", item.sku)).with_status(422),
+            );
         }
     }
     Ok(Valid { order })
@@ -91,20 +97,35 @@ fn validate(order: Order) -> Result<Valid, NodeError> {
 
 #[node]
 fn price(v: Valid) -> Quote {
-    let subtotal_cents: u64 =
-        v.order.items.iter().map(|i| u64::from(i.qty) * unit_price(&i.sku).unwrap_or(0)).sum();
-    Quote { subtotal_cents, tax_cents: subtotal_cents / 5 }
+    let subtotal_cents: u64 = v
+        .order
+        .items
+        .iter()
+        .map(|i| u64::from(i.qty) * unit_price(&i.sku).unwrap_or(0))
+        .sum();
+    Quote {
+        subtotal_cents,
+        tax_cents: subtotal_cents / 5,
+    }
 }
 
 #[node(retries = 2, backoff = "20ms", timeout = "1s")]
 async fn reserve(v: Valid) -> Result<Reservation, NodeError> {
-    let mut guard = STOCK.lock().map_err(|_| NodeError::retryable("stock is unavailable"))?;
+    let mut guard = STOCK
+        .lock()
+        .map_err(|_| NodeError::retryable("stock is unavailable"))?;
     let stock = guard.get_or_insert_with(|| {
-        [("apple", 1_000_000), ("pear", 1_000_000), ("melon", 10)].into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        [("apple", 1_000_000), ("pear", 1_000_000), ("melon", 10)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
     });
     for item in &v.order.items {
         if stock.get(&item.sku).copied().unwrap_or(0) < item.qty {
-            return Err(NodeError::permanent(format!("not enough `{}` in stock", item.sku)).with_status(409));
+            return Err(
+                NodeError::permanent(format!("not enough `{}` in stock", item.sku))
+                    .with_status(409),
+            );
         }
     }
     for item in &v.order.items {
@@ -112,7 +133,9 @@ async fn reserve(v: Valid) -> Result<Reservation, NodeError> {
             *left -= item.qty;
         }
     }
-    Ok(Reservation { reservation_id: format!("r-{}", v.order.id) })
+    Ok(Reservation {
+        reservation_id: format!("r-{}", v.order.id),
+    })
 }
 
 #[node]
@@ -122,7 +145,10 @@ fn confirm(parts: (Quote, Reservation)) -> Confirmation {
     CONFIRMED.fetch_add(1, Ordering::Relaxed);
     REVENUE.fetch_add(total_cents, Ordering::Relaxed);
     Confirmation {
-        order_id: reservation.reservation_id.trim_start_matches("r-").to_owned(),
+        order_id: reservation
+            .reservation_id
+            .trim_start_matches("r-")
+            .to_owned(),
         total_cents,
         reservation_id: reservation.reservation_id,
     }
@@ -134,7 +160,10 @@ fn sales_report(_tick: Tick) -> Report {
         confirmed_orders: CONFIRMED.load(Ordering::Relaxed),
         revenue_cents: REVENUE.load(Ordering::Relaxed),
     };
-    eprintln!("sales so far: {} orders, {} cents", sales.confirmed_orders, sales.revenue_cents);
+    eprintln!(
+        "sales so far: {} orders, {} cents",
+        sales.confirmed_orders, sales.revenue_cents
+    );
     sales
 }
 
@@ -150,5 +179,9 @@ workflow! {
 
 #[tokio::main]
 async fn main() -> Result<(), nanoflow::Error> {
-    Runner::new().workflow(place_order).workflow(report).serve().await
+    Runner::new()
+        .workflow(place_order)
+        .workflow(report)
+        .serve()
+        .await
 }
