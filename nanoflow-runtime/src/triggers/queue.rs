@@ -35,6 +35,12 @@ use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 /// another runner). Runs are acknowledged as soon as they are journaled, not when they end.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a stream created by nanoflow keeps messages (consumed or not).
+const MESSAGE_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long the dead-letter stream keeps messages.
+const DEAD_LETTER_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Messages pulled in one request.
 const BATCH: usize = 256;
 
@@ -139,35 +145,38 @@ impl Nats {
     }
 
     /// The stream that stores `subject`, created (as `name`, by default `NANOFLOW_<subject>`)
-    /// when there is none.
+    /// when there is none, keeping messages for `max_age`; and whether it was created now.
+    ///
+    /// Limits retention: a message is kept whether or not a consumer exists yet (with interest
+    /// retention, one published between the creation of the stream and of the consumer would
+    /// be dropped), and several workflows may consume one subject.
     async fn stream_for(
         &self,
         subject: &str,
         name: Option<&str>,
-        retention: stream::RetentionPolicy,
-    ) -> Result<stream::Stream, String> {
+        max_age: Duration,
+    ) -> Result<(stream::Stream, bool), String> {
         match self.js.stream_by_subject(subject).await {
             Ok(name) => self
                 .js
                 .get_stream(&name)
                 .await
+                .map(|s| (s, false))
                 .map_err(|e| format!("reading stream `{name}`: {e}")),
             Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
                 let name = name.map_or_else(|| stream_name(subject), str::to_owned);
                 let config = stream::Config {
                     name: name.clone(),
                     subjects: vec![subject.to_owned()],
-                    retention,
+                    retention: stream::RetentionPolicy::Limits,
                     storage: stream::StorageType::File,
-                    max_age: match retention {
-                        stream::RetentionPolicy::Limits => Duration::from_secs(30 * 24 * 3600),
-                        _ => Duration::ZERO,
-                    },
+                    max_age,
                     ..Default::default()
                 };
                 self.js
                     .get_or_create_stream(config)
                     .await
+                    .map(|s| (s, true))
                     .map_err(|e| format!("creating stream `{name}` for `{subject}`: {e}"))
             }
             Err(e) => Err(format!("finding the stream of `{subject}`: {e}")),
@@ -344,15 +353,9 @@ async fn consume_once(
     let name = wf.graph().name;
     let setup = async {
         // The dead-letter stream first: a bad payload must have somewhere to go.
-        nats.stream_for(
-            "nanoflow.dlq.>",
-            Some(DEAD_LETTER_STREAM),
-            stream::RetentionPolicy::Limits,
-        )
-        .await?;
-        let stream = nats
-            .stream_for(subject, None, stream::RetentionPolicy::Interest)
+        nats.stream_for("nanoflow.dlq.>", Some(DEAD_LETTER_STREAM), DEAD_LETTER_AGE)
             .await?;
+        let (stream, created) = nats.stream_for(subject, None, MESSAGE_AGE).await?;
         let info = stream.cached_info();
         // Sequences restart when a stream is recreated: its creation time keeps keys unique.
         let origin: Arc<str> = format!(
@@ -370,7 +373,13 @@ async fn consume_once(
                     description: Some(format!("nanoflow workflow `{name}`")),
                     filter_subject: subject.to_owned(),
                     ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::All,
+                    // A new workflow on an existing stream starts with the messages that come
+                    // after it; on a stream created for it, with every message.
+                    deliver_policy: if created {
+                        consumer::DeliverPolicy::All
+                    } else {
+                        consumer::DeliverPolicy::New
+                    },
                     ack_wait: ACK_WAIT,
                     max_ack_pending: 4 * BATCH as i64,
                     ..Default::default()
