@@ -101,9 +101,25 @@ pub trait AfterInput<Up, Out> {}
 #[diagnostic::do_not_recommend]
 impl<Up, T> AfterInput<Up, T> for T {}
 
+/// What `#[trigger(after = ...)]` names: a workflow. A separate trait (rather than a bare
+/// `Workflow` bound) so that naming a node is one error, without a list of every workflow.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a workflow",
+    label = "`after` takes a workflow declared in `workflow!`",
+    note = "a workflow is started after another workflow, named as in `workflow!`, not after a node"
+)]
+pub trait Upstream {
+    /// The upstream workflow's output.
+    type Output;
+}
+#[diagnostic::do_not_recommend]
+impl<W: Workflow> Upstream for W {
+    type Output = <W as Workflow>::Output;
+}
+
 /// Checked by `workflow!` for each `after` trigger: this workflow's input `I` is exactly the
 /// output of workflow `Up`.
-pub fn after_input<Up: Workflow, I: AfterInput<Up, <Up as Workflow>::Output>>() {}
+pub fn after_input<Up: Upstream, I: AfterInput<Up, <Up as Upstream>::Output>>() {}
 
 /// A value that a fan-out `a -> (b, c)` copies to each branch.
 ///
