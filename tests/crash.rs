@@ -180,7 +180,7 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
             .push((inc.parse().unwrap(), step));
     }
     let mut repeats = 0;
-    for (id, _) in &acked {
+    for id in acked.keys() {
         let lines = per_run
             .get(id.as_str())
             .unwrap_or_else(|| panic!("acknowledged run {id} never ran"));

@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -68,14 +68,14 @@ fn temp_journal() -> PathBuf {
         .join("journal.db")
 }
 
-async fn start(journal: &PathBuf) -> Server {
+async fn start(journal: &Path) -> Server {
     Runner::new()
         .workflow(pipeline)
         .workflow(retried)
         .workflow(once)
         .start(ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            journal: Some(journal.clone()),
+            journal: Some(journal.to_path_buf()),
             ..ServeConfig::default()
         })
         .await

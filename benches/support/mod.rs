@@ -7,17 +7,17 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub struct Request {
-    pub path: &'static str,
-    pub body: &'static str,
-    pub expect: &'static str,
+pub(crate) struct Request {
+    pub(crate) path: &'static str,
+    pub(crate) body: &'static str,
+    pub(crate) expect: &'static str,
 }
 
-pub struct Stats {
-    pub requests: usize,
-    pub secs: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
+pub(crate) struct Stats {
+    pub(crate) requests: usize,
+    pub(crate) secs: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
 }
 
 async fn connection(
@@ -65,7 +65,7 @@ async fn connection(
     lat
 }
 
-pub fn load(addr: SocketAddr, req: &'static Request, conns: usize, secs: f64) -> Stats {
+pub(crate) fn load(addr: SocketAddr, req: &'static Request, conns: usize, secs: f64) -> Stats {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

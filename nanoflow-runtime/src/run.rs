@@ -305,7 +305,8 @@ impl RunCtx {
                 Ok(output)
             }
             Err(error) => {
-                let _ = self.record(d, name, attempt, Err(&error), started);
+                // Recorded with the run's failure, which is awaited.
+                drop(self.record(d, name, attempt, Err(&error), started));
                 Err(self.node_failed(name, attempt, error))
             }
         }
