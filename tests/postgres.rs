@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -95,11 +95,11 @@ fn temp_journal() -> PathBuf {
         .join("journal.db")
 }
 
-async fn start(runner: Runner, database: &str, journal: &PathBuf) -> Server {
+async fn start(runner: Runner, database: &str, journal: &Path) -> Server {
     runner
         .start(ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            journal: Some(journal.clone()),
+            journal: Some(journal.to_path_buf()),
             database_url: Some(database.to_owned()),
             ..ServeConfig::default()
         })

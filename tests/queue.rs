@@ -76,6 +76,20 @@ fn dead_letter_target(o: Order) -> String {
     o.id
 }
 
+/// Publishes from inside a node, with an id so that a node that runs again publishes once.
+#[node]
+async fn forward(o: Order) -> Result<u64, NodeError> {
+    let stored =
+        nanoflow::publish_with_id("test.queue.forwarded", &format!("fwd-{}", o.id), &o).await?;
+    Ok(stored.sequence)
+}
+static FORWARDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+#[node]
+fn receive(o: Order) -> String {
+    FORWARDED.lock().unwrap().push(o.id.clone());
+    o.id
+}
+
 workflow! {
     /// A queue-triggered 3-node workflow.
     #[trigger(queue = "test.queue.e2e")]
@@ -89,6 +103,12 @@ workflow! {
 
     #[trigger(queue = "test.queue.bad")]
     queue_bad: dead_letter_target;
+
+    #[trigger(queue = "test.queue.forward")]
+    queue_forward: forward;
+
+    #[trigger(queue = "test.queue.forwarded")]
+    queue_forwarded: receive;
 }
 
 fn temp_journal() -> PathBuf {
@@ -468,6 +488,65 @@ async fn a_poison_run_follows_the_retry_policy_then_fails_and_can_be_redriven() 
     })
     .await;
     assert_eq!(POISON_CALLS.load(Ordering::SeqCst), 7);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_publishes_to_another_queue_triggered_workflow() {
+    let Some(url) = services::nats() else { return };
+    let js = services::jetstream(&url).await;
+    services::reset_streams(
+        &js,
+        &[
+            "NANOFLOW_test_queue_forward",
+            "NANOFLOW_test_queue_forwarded",
+        ],
+    )
+    .await;
+    let server = start(
+        Runner::new()
+            .workflow(queue_forward)
+            .workflow(queue_forwarded),
+        Some(&url),
+        Some(temp_journal()),
+    )
+    .await;
+    consuming(&js, "NANOFLOW_test_queue_forward", "queue_forward").await;
+    consuming(&js, "NANOFLOW_test_queue_forwarded", "queue_forwarded").await;
+    for id in ["f-1", "f-2"] {
+        nanoflow::publish(
+            "test.queue.forward",
+            &Order {
+                id: id.into(),
+                qty: 1,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // The same id again, as a node that runs twice would: stored once.
+    let again = nanoflow::publish_with_id(
+        "test.queue.forwarded",
+        "fwd-f-1",
+        &Order {
+            id: "f-1".into(),
+            qty: 1,
+        },
+    )
+    .await;
+    finished_runs(&server, "queue_forward", 2).await;
+    let received = finished_runs(&server, "queue_forwarded", 2).await;
+    assert_eq!(received.len(), 2);
+    let mut seen = FORWARDED.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["f-1", "f-2"]);
+    // Published before or after the node's copy: either way the stream stored it once.
+    again.unwrap();
+    let stream = js
+        .get_stream("NANOFLOW_test_queue_forwarded")
+        .await
+        .unwrap();
+    assert_eq!(stream.cached_info().state.messages, 2);
     server.shutdown().await.unwrap();
 }
 

@@ -215,14 +215,12 @@ fn header_value(text: &str) -> HeaderValue {
 /// subject: a runner creates one for each of its queue triggers when it starts.
 ///
 /// ```no_run
-/// use nanoflow::prelude::*;
-/// # #[derive(Clone, serde::Serialize, serde::Deserialize)] pub struct Order { id: String }
-///
-/// #[node]
-/// async fn place(order: Order) -> Result<String, NodeError> {
-///     nanoflow::publish("orders.created", &order).await?;
-///     Ok(order.id)
-/// }
+/// # async fn f() -> Result<(), nanoflow_runtime::Error> {
+/// // In a node: `nanoflow::publish(...).await?` (its error converts into a `NodeError`).
+/// let stored = nanoflow_runtime::publish("orders.created", &serde_json::json!({"id": "o-1", "qty": 2})).await?;
+/// println!("stored as {} #{}", stored.stream, stored.sequence);
+/// # Ok(())
+/// # }
 /// ```
 pub async fn publish<T: serde::Serialize + ?Sized>(
     subject: &str,
@@ -381,7 +379,8 @@ async fn consume_once(
                         consumer::DeliverPolicy::New
                     },
                     ack_wait: ACK_WAIT,
-                    max_ack_pending: 4 * BATCH as i64,
+                    // Messages held unacknowledged: about what the runner lets run at once.
+                    max_ack_pending: app.config.max_in_flight.max(BATCH) as i64,
                     ..Default::default()
                 },
             )
