@@ -117,6 +117,19 @@ impl Nats {
         id: Option<&str>,
         payload: Bytes,
     ) -> Result<Published, Error> {
+        self.try_publish(subject, id, payload)
+            .await
+            .map_err(|(_, e)| e)
+    }
+
+    /// Like `publish`; the flag says the client itself is gone (its connection task ended with
+    /// the runtime that started it), as opposed to the server being unreachable.
+    async fn try_publish(
+        &self,
+        subject: &str,
+        id: Option<&str>,
+        payload: Bytes,
+    ) -> Result<Published, (bool, Error)> {
         let mut headers = HeaderMap::new();
         if let Some(id) = id {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, header_value(id));
@@ -128,15 +141,16 @@ impl Nats {
             .js
             .publish_with_headers(subject.to_owned(), headers, payload)
             .await
-            .map_err(|e| fail(&e))?
+            // Sending fails only when the client's connection task is gone.
+            .map_err(|e| (true, fail(&e)))?
             .await
-            .map_err(|e| match e.kind() {
+            .map_err(|e| (e.kind() == jetstream::context::PublishErrorKind::BrokenPipe, match e.kind() {
                 jetstream::context::PublishErrorKind::StreamNotFound => Error::NoStream(format!(
                     "publishing to `{subject}`: no JetStream stream stores this subject; a runner with a queue trigger on \
                      it creates one when it starts, or create one yourself (`nats stream add`)"
                 )),
                 _ => fail(&e),
-            })?;
+            }))?;
         Ok(Published {
             stream: ack.stream,
             sequence: ack.sequence,
@@ -210,6 +224,9 @@ fn header_value(text: &str) -> HeaderValue {
 
 /// Publishes `value` as JSON to `subject` on NATS JetStream and waits until it is stored.
 ///
+/// The message gets a unique `Nats-Msg-Id` (`nanoflow-<id>`), so that JetStream stores it once
+/// even if the publish is retried after a lost connection.
+///
 /// Inside a runner started with a NATS URL (`--nats-url`, `NANOFLOW_NATS_URL`), the runner's
 /// connection is used; elsewhere, one is made from `NANOFLOW_NATS_URL`. A stream must store the
 /// subject: a runner creates one for each of its queue triggers when it starts.
@@ -252,10 +269,22 @@ async fn publish_message<T: serde::Serialize + ?Sized>(
             "publishing to `{subject}`: the value does not serialize to JSON: {e}"
         ))
     })?;
-    publisher()
-        .await?
-        .publish(subject, id, Bytes::from(payload))
-        .await
+    let payload = Bytes::from(payload);
+    // Always with an id, so that the one retry below can never store the message twice.
+    let id = id.map_or_else(|| format!("nanoflow-{}", RunId::new()), str::to_owned);
+    let id = Some(id.as_str());
+    let nats = publisher().await?;
+    match nats.try_publish(subject, id, payload.clone()).await {
+        Ok(p) => Ok(p),
+        // The shared client died with the runtime that made it (a runner in another runtime,
+        // now stopped): connect again here, and keep the new client for the next ones.
+        Err((true, _)) => {
+            let fresh = Nats::connect(&nats.url).await?;
+            *PUBLISHER.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+            fresh.publish(subject, id, payload).await
+        }
+        Err((false, e)) => Err(e),
+    }
 }
 
 async fn publisher() -> Result<Nats, Error> {
