@@ -299,6 +299,8 @@ async fn consume_batch(
     let count = rows.len();
     // Each event's run, started (parsed) but not yet recorded.
     let mut pending = Vec::with_capacity(count);
+    // A journal write that failed: the event stays in the outbox, read again after a backoff.
+    let mut journal_failed = None;
     let mut done: Vec<i64> = Vec::with_capacity(count);
     for row in &rows {
         let id: i64 = row.get(0);
@@ -326,11 +328,9 @@ async fn consume_batch(
             Err(error) => {
                 // The row does not fit the workflow's `Row` type: a failed run is the dead letter.
                 tracing::warn!(workflow = name, event = id, error = %error, "database event does not fit the workflow's input; recording it as a failed run");
-                if dead_letter(app, name, run_id, key, input, &error.to_string())
-                    .await
-                    .is_ok()
-                {
-                    done.push(id);
+                match dead_letter(app, name, run_id, key, input, &error.to_string()).await {
+                    Ok(()) => done.push(id),
+                    Err(e) => journal_failed = Some(e.to_string()),
                 }
             }
         }
@@ -342,7 +342,6 @@ async fn consume_batch(
         }))
         .await;
     let mut runs = Vec::with_capacity(count);
-    let mut failed = None;
     for ((id, run_id, _, _, future), claim) in pending.into_iter().zip(claims) {
         match claim {
             None => {
@@ -353,7 +352,7 @@ async fn consume_batch(
                 tracing::debug!(workflow = name, event = id, %original, "database event already started a run");
                 done.push(id);
             }
-            Some(Err(e)) => failed = Some(e.to_string()),
+            Some(Err(e)) => journal_failed = Some(e.to_string()),
         }
     }
     // The recorded runs start now, one at a time in outbox order, while the consumed rows are
@@ -374,9 +373,15 @@ async fn consume_batch(
             .await
             .map_err(|e| pg_error("deleting consumed outbox rows", e))
     };
-    let ((), deleted) = tokio::join!(run_all, delete);
+    let deleted = if app.journal.is_some() {
+        tokio::join!(run_all, delete).1
+    } else {
+        // Without a journal only the outbox remembers an event: delete it once its run ended.
+        run_all.await;
+        delete.await
+    };
     deleted?;
-    match failed {
+    match journal_failed {
         Some(e) => Err(format!("cannot record events in the journal: {e}")),
         None => Ok(count),
     }
