@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ fn temp_journal() -> PathBuf {
         .join("journal.db")
 }
 
-async fn start(journal: &std::path::Path) -> Server {
+async fn start(journal: &Path) -> Server {
     Runner::new()
         .workflow(pipeline)
         .workflow(retried)

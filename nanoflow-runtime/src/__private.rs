@@ -114,6 +114,49 @@ impl CronInput for crate::triggers::Tick {}
 /// Checked by `workflow!` for each cron trigger.
 pub fn cron_input<T: CronInput>() {}
 
+/// What a database-event trigger delivers.
+#[diagnostic::on_unimplemented(
+    message = "a postgres-triggered workflow must start with a node that takes `nanoflow::DbEvent<Row>`, not `{Self}`",
+    label = "this database trigger delivers a `nanoflow::DbEvent<Row>`",
+    note = "take `nanoflow::DbEvent<T>` in the first node, where `T` is your type for one row of the table"
+)]
+pub trait DbEventInput {}
+#[diagnostic::do_not_recommend]
+impl<Row> DbEventInput for crate::triggers::DbEvent<Row> {}
+
+/// Checked by `workflow!` for each database-event trigger.
+pub fn db_event_input<T: DbEventInput>() {}
+
+/// Proof that a workflow taking `Self` can start with the output `Out` of workflow `Up`.
+#[diagnostic::on_unimplemented(
+    message = "a workflow triggered `after` `{Up}` must take its output `{Out}` as input, not `{Self}`",
+    label = "`{Up}` outputs `{Out}`",
+    note = "change the first node's input to `{Out}`, or chain after a workflow whose output it takes"
+)]
+pub trait AfterInput<Up, Out> {}
+#[diagnostic::do_not_recommend]
+impl<Up, T> AfterInput<Up, T> for T {}
+
+/// What `#[trigger(after = ...)]` names: a workflow. A separate trait (rather than a bare
+/// `Workflow` bound) so that naming a node is one error, without a list of every workflow.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a workflow",
+    label = "`after` takes a workflow declared in `workflow!`",
+    note = "a workflow is started after another workflow, named as in `workflow!`, not after a node"
+)]
+pub trait Upstream {
+    /// The upstream workflow's output.
+    type Output;
+}
+#[diagnostic::do_not_recommend]
+impl<W: Workflow> Upstream for W {
+    type Output = <W as Workflow>::Output;
+}
+
+/// Checked by `workflow!` for each `after` trigger: this workflow's input `I` is exactly the
+/// output of workflow `Up`.
+pub fn after_input<Up: Upstream, I: AfterInput<Up, <Up as Upstream>::Output>>() {}
+
 /// A value that a fan-out `a -> (b, c)` copies to each branch.
 ///
 /// A separate trait (rather than a bare `Clone` bound) so that the message speaks of the graph.

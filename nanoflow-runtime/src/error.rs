@@ -46,6 +46,12 @@ pub enum Error {
     /// The journal cannot be opened, read or written.
     #[error("{0}")]
     Journal(String),
+    /// Publishing to or consuming from a message queue (NATS) failed.
+    #[error("{0}")]
+    Queue(String),
+    /// Publishing found no stream that stores the subject.
+    #[error("{0}")]
+    NoStream(String),
     /// Reading or writing a file or socket failed.
     #[error("{context}: {source}")]
     Io {
@@ -75,6 +81,8 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Journal(_) => "journal_unavailable",
             Error::Container(_) => "container",
+            Error::Queue(_) => "queue_unavailable",
+            Error::NoStream(_) => "no_stream",
         }
     }
 

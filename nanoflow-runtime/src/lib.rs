@@ -23,7 +23,9 @@ pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions
 pub use run::{RunCtx, RunId};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};
-pub use triggers::{Overlap, Tick, TriggerDef};
+#[cfg(feature = "nats")]
+pub use triggers::queue::{dead_letter_subject, publish, publish_with_id, Published};
+pub use triggers::{DbEvent, DbOp, Overlap, Tick, TriggerDef};
 pub use workflow::{DynWorkflow, InputError, InputErrorKind, Workflow};
 
 /// Support for the macros' expansions. Not a public API.

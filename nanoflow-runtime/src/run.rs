@@ -40,6 +40,10 @@ impl RunId {
     pub fn as_u128(self) -> u128 {
         self.0
     }
+
+    pub(crate) const fn from_u128(id: u128) -> Self {
+        RunId(id)
+    }
 }
 
 impl Default for RunId {
@@ -247,6 +251,8 @@ pub(crate) struct Durable {
     /// The run row, written with the run's first record (runs acknowledged only on completion
     /// need no commit of their own before they start).
     pub(crate) pending_create: Mutex<Option<NewRun>>,
+    /// The workflows chained `after` this one: recorded with this run's success.
+    pub(crate) downstream: Vec<&'static str>,
 }
 
 /// The outcome of a step's attempts: the value, the attempt that produced it, and when that
@@ -584,12 +590,28 @@ impl RunCtx {
         let Some(d) = &self.durable else {
             return Ok(());
         };
+        // The runs this success starts are recorded in the same transaction: none is lost, and
+        // none is recorded for a run whose success is not.
+        let chained = match &outcome {
+            Ok(output) => d
+                .downstream
+                .iter()
+                .map(|&workflow| NewRun {
+                    run_id: crate::triggers::chain::run_id(self.run_id, workflow),
+                    workflow,
+                    input: output.clone(),
+                    idempotency_key: Some(crate::triggers::chain::key(self.run_id)),
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let committed = {
             let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
             d.journal.finish(
                 FinishWrite {
                     run_id: self.run_id,
                     outcome,
+                    chained,
                 },
                 pending.take(),
             )

@@ -14,6 +14,11 @@ use crate::run::RunCtx;
 use crate::runs::RunError;
 
 /// A workflow declared with `workflow!`. Implemented by the macro, never by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a workflow",
+    label = "expected a workflow declared in `workflow!`",
+    note = "`#[trigger(after = ...)]` and `Runner::workflow` take the name of a workflow, not of a node"
+)]
 pub trait Workflow: Copy + Send + Sync + 'static {
     /// The first step's input (the trigger's payload).
     type Input: Data;

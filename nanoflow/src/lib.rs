@@ -2,10 +2,13 @@
 
 #[doc(inline)]
 pub use nanoflow_macros::{node, workflow};
+/// Publishing to NATS JetStream (feature `nats`, on by default).
+#[cfg(feature = "nats")]
+pub use nanoflow_runtime::{dead_letter_subject, publish, publish_with_id, Published};
 pub use nanoflow_runtime::{
-    Accepts, Data, DynWorkflow, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind,
-    Isolation, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner,
-    ServeConfig, Server, State, Step, Tick, TriggerDef, Workflow,
+    Accepts, Data, DbEvent, DbOp, DynWorkflow, Endpoint, Error, ErrorKind, Graph, InputError,
+    InputErrorKind, Isolation, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus,
+    RunSummary, Runner, ServeConfig, Server, State, Step, Tick, TriggerDef, Workflow,
 };
 
 #[cfg(feature = "container")]
@@ -16,7 +19,7 @@ pub use nanoflow_runtime::journal;
 pub mod prelude {
     #[doc(inline)]
     pub use nanoflow_macros::{node, workflow};
-    pub use nanoflow_runtime::{NodeError, Runner, State, Tick, Workflow};
+    pub use nanoflow_runtime::{DbEvent, DbOp, NodeError, Runner, State, Tick, Workflow};
 }
 
 #[doc(hidden)]

@@ -1,4 +1,5 @@
-//! Compile-time checks of trigger values: HTTP routes, cron expressions, time zones.
+//! Compile-time checks of trigger values: HTTP routes, cron expressions, time zones, queue
+//! subjects, database tables and operations.
 
 use super::ast::{Trigger, TriggerKind};
 use crate::ctxt::Ctxt;
@@ -34,7 +35,100 @@ pub(crate) fn validate(cx: &mut Ctxt, trigger: &Trigger) {
                 }
             }
         }
+        TriggerKind::Queue { lit } => {
+            if let Err(e) = check_subject(&lit.value()) {
+                cx.error_spanned_by(lit, e);
+            }
+        }
+        TriggerKind::Postgres { lit, on } => {
+            if let Err(e) = check_table(&lit.value()) {
+                cx.error_spanned_by(lit, e);
+            }
+            if let Some(on) = on {
+                if let Err(e) = check_operations(&on.value()) {
+                    cx.error_spanned_by(on, e);
+                }
+            }
+        }
+        // Checked by the compiler (the upstream's output type) and, for cycles, by `workflow!`.
+        TriggerKind::After { .. } => {}
     }
+}
+
+/// Checks a NATS subject to consume: dot-separated tokens, `*` a whole token, `>` the last one.
+pub(crate) fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("invalid queue subject: it is empty; write e.g. \"orders.created\"".into());
+    }
+    if let Some(c) = subject
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "invalid queue subject `{subject}`: it contains {c:?}; subjects hold no spaces"
+        ));
+    }
+    if subject.starts_with('$') {
+        return Err(format!("invalid queue subject `{subject}`: subjects starting with `$` belong to the NATS server"));
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err(format!("invalid queue subject `{subject}`: empty token (`..`, or a leading or trailing `.`)"));
+        }
+        if token.len() > 1 && (token.contains('*') || token.contains('>')) {
+            return Err(format!(
+                "invalid queue subject `{subject}`: the wildcards `*` and `>` must be whole tokens, as in `orders.*`"
+            ));
+        }
+        if *token == ">" && i + 1 != tokens.len() {
+            return Err(format!("invalid queue subject `{subject}`: `>` may only be the last token, as in `orders.>`"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `schema.table` (or `table`, in `public`): plain SQL identifiers.
+pub(crate) fn check_table(table: &str) -> Result<(), String> {
+    let parts: Vec<&str> = table.split('.').collect();
+    if parts.len() > 2 {
+        return Err(format!(
+            "invalid table `{table}`: write `schema.table` or `table`, as in \"public.orders\""
+        ));
+    }
+    for part in &parts {
+        let ok = part
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && part.len() <= 63;
+        if !ok {
+            return Err(format!(
+                "invalid table `{table}`: `{part}` is not a plain SQL identifier (letters, digits and `_`, at most 63, not starting with a digit)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `on = "insert|update|delete"`.
+pub(crate) fn check_operations(on: &str) -> Result<(), String> {
+    let mut seen: Vec<String> = Vec::new();
+    for op in on.split('|').map(|op| op.trim().to_ascii_lowercase()) {
+        if !matches!(op.as_str(), "insert" | "update" | "delete") {
+            return Err(format!(
+                "unknown database operation `{op}` in `{on}`; expected `insert`, `update` or `delete`, joined by `|`"
+            ));
+        }
+        if seen.contains(&op) {
+            return Err(format!(
+                "database operation `{op}` is listed twice in `{on}`"
+            ));
+        }
+        seen.push(op);
+    }
+    Ok(())
 }
 
 /// Checks `METHOD /path/{param}`.
@@ -188,6 +282,49 @@ mod tests {
         assert!(check_route("POST", "/runs/x")
             .unwrap_err()
             .contains("reserved"));
+    }
+
+    #[test]
+    fn subjects() {
+        assert!(check_subject("orders.created").is_ok());
+        assert!(check_subject("orders.*.eu").is_ok());
+        assert!(check_subject("orders.>").is_ok());
+        assert!(check_subject("").unwrap_err().contains("empty"));
+        assert!(check_subject("orders created")
+            .unwrap_err()
+            .contains("no spaces"));
+        assert!(check_subject("orders..created")
+            .unwrap_err()
+            .contains("empty token"));
+        assert!(check_subject("orders.>.x")
+            .unwrap_err()
+            .contains("last token"));
+        assert!(check_subject("orders.cre*")
+            .unwrap_err()
+            .contains("whole tokens"));
+        assert!(check_subject("$JS.API")
+            .unwrap_err()
+            .contains("NATS server"));
+    }
+
+    #[test]
+    fn tables_and_operations() {
+        assert!(check_table("public.orders").is_ok());
+        assert!(check_table("orders").is_ok());
+        assert!(check_table("a.b.c").unwrap_err().contains("schema.table"));
+        assert!(check_table("public.order-lines")
+            .unwrap_err()
+            .contains("`order-lines` is not a plain SQL identifier"));
+        assert!(check_table("").is_err());
+        assert!(check_operations("insert|update|delete").is_ok());
+        assert!(check_operations("insert | DELETE").is_ok());
+        assert!(check_operations("insert|upsert")
+            .unwrap_err()
+            .contains("unknown database operation `upsert`"));
+        assert!(check_operations("insert|insert")
+            .unwrap_err()
+            .contains("listed twice"));
+        assert!(check_operations("").is_err());
     }
 
     #[test]

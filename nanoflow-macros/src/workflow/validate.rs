@@ -63,9 +63,91 @@ pub(crate) fn validate(file: &WorkflowFile) -> Vec<Vec<syn::Error>> {
                 }
             }
         }
-        all.push(cx.into_errors());
+        all.push(cx);
     }
-    all
+    check_after_cycles(file, &mut all);
+    all.into_iter().map(Ctxt::into_errors).collect()
+}
+
+/// `after` triggers between workflows of this invocation that form a cycle: each run would
+/// start the next forever. Reported once per cycle, at the `after` of its first workflow.
+fn check_after_cycles(file: &WorkflowFile, cxs: &mut [Ctxt]) {
+    let index: HashMap<String, usize> = file
+        .workflows
+        .iter()
+        .enumerate()
+        .map(|(i, wf)| (wf.name.to_string(), i))
+        .rev() // the first declaration of a name wins
+        .collect();
+    // upstream[i]: the workflows whose completion starts workflow `i`, with the token.
+    let upstream: Vec<Vec<(usize, &syn::Ident)>> = file
+        .workflows
+        .iter()
+        .map(|wf| {
+            wf.triggers
+                .iter()
+                .filter_map(|t| t.after_ident())
+                .filter_map(|id| index.get(&id.to_string()).map(|&i| (i, id)))
+                .collect()
+        })
+        .collect();
+    let mut reported: Vec<Vec<usize>> = Vec::new();
+    for start in 0..file.workflows.len() {
+        for &(up, token) in &upstream[start] {
+            // A path from `start` back to `up` through downstream edges closes a cycle.
+            let Some(mut cycle) = path_to(&upstream, start, up) else {
+                continue;
+            };
+            let mut key = cycle.clone();
+            key.sort_unstable();
+            if reported.contains(&key) {
+                continue;
+            }
+            reported.push(key);
+            let names = |ids: &[usize]| {
+                ids.iter()
+                    .map(|&i| file.workflows[i].name.to_string())
+                    .collect::<Vec<_>>()
+            };
+            let name = file.workflows[start].name.to_string();
+            let message = if up == start {
+                format!("workflow `{name}` is triggered after itself: each run would start another, forever; remove this `after`")
+            } else {
+                // Written in the order runs would start: up -> ... -> start -> up.
+                cycle.reverse();
+                let mut order = names(&cycle);
+                order.push(order[0].clone());
+                format!(
+                    "`after` triggers form a cycle: {}; each run would start the next, forever; remove one of them",
+                    order.join(" -> ")
+                )
+            };
+            cxs[start].error_spanned_by(token, message);
+        }
+    }
+}
+
+/// The workflows from `from` to `to` following "is started by" edges (`upstream`), both ends
+/// included, if `to` is reachable.
+fn path_to(upstream: &[Vec<(usize, &syn::Ident)>], from: usize, to: usize) -> Option<Vec<usize>> {
+    // `from` is started after `to`; a cycle needs `to` to be started (transitively) after `from`.
+    let mut stack = vec![vec![to]];
+    let mut seen = vec![false; upstream.len()];
+    while let Some(path) = stack.pop() {
+        let last = *path.last().expect("paths are never empty");
+        if last == from {
+            return Some(path);
+        }
+        if std::mem::replace(&mut seen[last], true) {
+            continue;
+        }
+        for &(next, _) in &upstream[last] {
+            let mut longer = path.clone();
+            longer.push(next);
+            stack.push(longer);
+        }
+    }
+    None
 }
 
 fn check_graph(cx: &mut Ctxt, graph: &Chain, colon: Span, name: &str) {
@@ -164,6 +246,30 @@ mod tests {
             w3: a;
         });
         assert_eq!(e, "route `POST /a` is already served by workflow `w1`");
+    }
+
+    #[test]
+    fn after_cycles() {
+        let e = errors(quote! {
+            #[trigger(after = c)]
+            a: x;
+            #[trigger(after = a)]
+            b: x;
+            #[trigger(after = b)]
+            c: x;
+            #[trigger(after = d)]
+            d: x;
+            #[trigger(after = a)]
+            e: x;
+            #[trigger(after = elsewhere::f)]
+            f: x;
+        });
+        assert_eq!(
+            e,
+            "`after` triggers form a cycle: a -> b -> c -> a; each run would start the next, forever; remove one of them\n\
+             workflow `d` is triggered after itself: each run would start another, forever; remove this `after`"
+        );
+        assert_eq!(errors(quote!(#[trigger(after = a)] b: x; a: x;)), "");
     }
 
     #[test]

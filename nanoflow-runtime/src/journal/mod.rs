@@ -161,6 +161,8 @@ pub(crate) struct StepWrite {
 pub(crate) struct FinishWrite {
     pub(crate) run_id: RunId,
     pub(crate) outcome: Result<Bytes, RunError>,
+    /// Runs started by this one's success (`#[trigger(after = ...)]`), recorded with it.
+    pub(crate) chained: Vec<NewRun>,
 }
 
 /// The journal a runner writes to. Cheap to clone.

@@ -503,6 +503,9 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             };
             c.prepare_cached("UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1")?
                 .execute(params![finish.run_id.to_string(), status, output, error, now_ms() as i64])?;
+            for run in &finish.chained {
+                insert_run(c, run)?;
+            }
             Ok(Outcome::Unit)
         }
         Write::Reopen(run_id, _) => {

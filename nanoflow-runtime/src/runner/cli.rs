@@ -138,6 +138,12 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "container")]
     #[arg(long, env = "NANOFLOW_ISOLATION", value_parser = ["process", "container"])]
     isolation: Option<String>,
+    /// The NATS server of queue triggers and `publish` (e.g. nats://127.0.0.1:4222).
+    #[arg(long, env = "NANOFLOW_NATS_URL")]
+    nats_url: Option<String>,
+    /// The PostgreSQL database of database-event triggers (e.g. postgres://app@127.0.0.1/shop).
+    #[arg(long, env = "NANOFLOW_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -176,6 +182,8 @@ impl ServeArgs {
         if self.isolation.as_deref() == Some("container") {
             c.isolation = crate::isolation::IsolationMode::Container;
         }
+        c.nats_url = self.nats_url.clone().filter(|u| !u.is_empty());
+        c.database_url = self.database_url.clone().filter(|u| !u.is_empty());
         Ok(c)
     }
 }
@@ -335,8 +343,15 @@ pub(crate) fn list(runner: &Runner) -> String {
         if g.triggers.is_empty() {
             out.push_str("  trigger: none (run with `run` or from code)\n");
         }
+        let nats_url = std::env::var("NANOFLOW_NATS_URL").ok();
+        let database_url = std::env::var("NANOFLOW_DATABASE_URL").ok();
         for t in &g.triggers {
             out.push_str(&format!("  trigger: {t}\n"));
+            if let Some(why) =
+                crate::triggers::inactive(t, nats_url.as_deref(), database_url.as_deref())
+            {
+                out.push_str(&format!("    inactive: {why}\n"));
+            }
             if let crate::triggers::TriggerDef::Cron { schedule, tz, .. } = t {
                 if let Ok(s) = crate::triggers::cron::Schedule::new(schedule, *tz) {
                     let next: Vec<String> = s.upcoming(3).iter().map(|t| t.to_rfc3339()).collect();

@@ -90,6 +90,7 @@ impl Runner {
                 "workflow `{name}` is registered twice with the runner"
             )));
         }
+        crate::triggers::chain::check(&self.workflows)?;
         #[cfg(not(feature = "container"))]
         for wf in self.workflows.values() {
             let graph = wf.graph();

@@ -41,6 +41,12 @@ pub struct ServeConfig {
     /// Container pools and limits.
     #[cfg(feature = "container")]
     pub containers: crate::isolation::ContainerConfig,
+    /// The NATS server of queue triggers and `nanoflow::publish` (`--nats-url`,
+    /// `NANOFLOW_NATS_URL`, e.g. `nats://127.0.0.1:4222`). Without it, queue triggers are inactive.
+    pub nats_url: Option<String>,
+    /// The PostgreSQL database of database-event triggers (`--database-url`,
+    /// `NANOFLOW_DATABASE_URL`, e.g. `postgres://app@127.0.0.1/shop`). Without it, they are inactive.
+    pub database_url: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +63,8 @@ impl Default for ServeConfig {
             isolation: crate::isolation::IsolationMode::default(),
             #[cfg(feature = "container")]
             containers: crate::isolation::ContainerConfig::default(),
+            nats_url: None,
+            database_url: None,
         }
     }
 }
@@ -70,6 +78,11 @@ pub(crate) struct App {
     pub(crate) config: ServeConfig,
     pub(crate) journal: Option<Journal>,
     pub(crate) containers: Option<crate::run::Isolated>,
+    /// For each workflow, the workflows chained `after` it.
+    pub(crate) downstream: crate::triggers::chain::Downstream,
+    /// Connections of the queue and database-event triggers.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) services: crate::triggers::Services,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -104,6 +117,7 @@ impl App {
                         input: Bytes::copy_from_slice(input),
                         idempotency_key,
                     })),
+                    downstream: self.downstream_of(graph.name),
                 },
             ),
         };
@@ -204,9 +218,15 @@ impl App {
         result
     }
 
-    /// Records a finished run (in memory, when there is no journal) and logs one line for it.
+    /// The workflows chained `after` `workflow`.
+    fn downstream_of(&self, workflow: &str) -> Vec<&'static str> {
+        self.downstream.get(workflow).cloned().unwrap_or_default()
+    }
+
+    /// Records a finished run (in memory, when there is no journal), logs one line for it, and
+    /// starts the runs chained after it.
     fn finish(
-        &self,
+        self: &Arc<Self>,
         run_id: RunId,
         workflow: &'static str,
         started: Instant,
@@ -219,6 +239,7 @@ impl App {
                 if self.journal.is_none() {
                     self.runs.finished(run_id, Ok(output.clone()));
                 }
+                crate::triggers::chain::start(self, run_id, workflow, output);
             }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
@@ -245,7 +266,7 @@ impl App {
         };
         let graph = wf.graph();
         let resumed = record.completed_steps().into_iter().collect();
-        let ctx = RunCtx::durable(
+        let ctx = self.isolate(RunCtx::durable(
             graph.name,
             record.run_id,
             Durable {
@@ -253,8 +274,9 @@ impl App {
                 graph,
                 resumed,
                 pending_create: Mutex::new(None),
+                downstream: self.downstream_of(graph.name),
             },
-        );
+        ));
         let future = match wf.start(ctx, &record.input) {
             Ok(f) => f,
             Err(e) => {
@@ -294,6 +316,8 @@ impl App {
             config: config.clone(),
             journal,
             containers,
+            downstream: crate::triggers::chain::downstream(&runner.workflows),
+            services: Default::default(),
         }))
     }
 }
@@ -385,7 +409,7 @@ impl Runner {
                 }
             }
         }
-        let router = http::router(&app)?;
+        let router = http::router(&app)?.merge(crate::triggers::routes(&app));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {}", config.addr), e))?;
@@ -393,6 +417,7 @@ impl Runner {
             .local_addr()
             .map_err(|e| Error::io("reading the bound address", e))?;
         let (shutdown, mut stop) = watch::channel(false);
+        crate::triggers::start(&app, &shutdown).await?;
         for (wf, schedule, overlap) in schedules {
             tokio::spawn(cron::run(
                 app.clone(),

@@ -255,6 +255,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 
 /// Builds the input document: the JSON body (for methods with a body) with path parameters
 /// (and, without a body, query parameters) merged in as fields.
+#[allow(clippy::result_large_err)] // an error response, built once per bad request
 fn input_document<'a>(
     body: &'a [u8],
     has_body: bool,
@@ -507,6 +508,7 @@ async fn existing_run(app: &App, run_id: RunId) -> Response {
     }
 }
 
+#[allow(clippy::result_large_err)] // an error response, built once per bad request
 fn parse_run_id(id: &str) -> Result<RunId, Response> {
     id.parse::<RunId>().map_err(|_| {
         error_response(

@@ -1,5 +1,28 @@
 use nanoflow::prelude::*;
 use nanoflow::TriggerDef;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    pub id: i64,
+}
+#[node]
+fn on_order(e: DbEvent<Order>) -> u64 {
+    e.new.map_or(0, |o| o.id as u64)
+}
+
+mod shop {
+    use nanoflow::prelude::*;
+
+    #[nanoflow::node]
+    fn bill(cents: u64) -> u64 {
+        cents
+    }
+
+    workflow! {
+        pub billing: bill;
+    }
+}
 
 #[node]
 fn tick(t: Tick) -> i64 {
@@ -30,6 +53,22 @@ workflow! {
     #[trigger(http = "/pay")]
     #[trigger(http = "GET /")]
     pub paying: charge;
+
+    /// A queue, with wildcards; several triggers of different kinds.
+    #[trigger(queue = "orders.created")]
+    #[trigger(queue = "orders.*.eu")]
+    #[trigger(http = "/orders")]
+    pub queued: charge as queued_charge;
+
+    /// Database events: all operations by default, `public` by default.
+    #[trigger(postgres = "orders")]
+    #[trigger(postgres = "sales.orders", on = "insert | UPDATE")]
+    pub changes: on_order;
+
+    /// Chained after workflows here and elsewhere (input: their output, `u64`).
+    #[trigger(after = queued)]
+    #[trigger(after = shop::billing)]
+    pub follow_up: charge as follow_charge;
 }
 
 fn main() {
@@ -39,4 +78,11 @@ fn main() {
     assert!(matches!(paying.graph().triggers[0], TriggerDef::Http { method: "POST", path: "/pay" }));
     assert_eq!(nightly.graph().triggers.len(), 2);
     assert_eq!(every_five.graph().triggers.len(), 1);
+    assert!(matches!(queued.graph().triggers[1], TriggerDef::Queue { subject: "orders.*.eu" }));
+    let t = &changes.graph().triggers;
+    assert!(matches!(t[0], TriggerDef::Postgres { table: "public.orders", on: ["insert", "update", "delete"] }));
+    assert!(matches!(t[1], TriggerDef::Postgres { table: "sales.orders", on: ["insert", "update"] }));
+    let t = &follow_up.graph().triggers;
+    assert!(matches!(t[0], TriggerDef::After { workflow: "queued" }));
+    assert!(matches!(t[1], TriggerDef::After { workflow: "billing" }));
 }

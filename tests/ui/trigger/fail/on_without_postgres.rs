@@ -1,16 +1,12 @@
 use nanoflow::prelude::*;
 
 #[node]
-fn tick(t: Tick) -> i64 {
-    t.scheduled_ms
-}
-#[node]
 fn charge(cents: u64) -> u64 {
     cents
 }
 
 workflow! {
-    #[trigger(queue = "orders")]
+    #[trigger(queue = "orders.created", on = "insert")]
     pub checkout: charge;
 }
 

@@ -1,0 +1,687 @@
+//! Queue triggers on NATS JetStream: `#[trigger(queue = "orders.created")]`, and
+//! [`publish`] for nodes and the runner's `POST /queues/{subject}`.
+//!
+//! Each queue-triggered workflow has a durable pull consumer, `nanoflow_<workflow>`, on the
+//! stream that stores its subject (created as `NANOFLOW_<subject>` when there is none). A
+//! message is acknowledged only once its run is recorded in the journal under an idempotency
+//! key taken from the message (its `Nats-Msg-Id` header, else its stream and sequence), so a
+//! redelivery or a duplicate never starts a second run. A payload that does not fit the
+//! workflow's input is published to `nanoflow.dlq.<workflow>` with the error, then
+//! acknowledged. Connection loss is retried forever with a capped exponential backoff.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use async_nats::{HeaderMap, HeaderValue};
+use axum::body::Bytes;
+use axum::extract::{Path, Request};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use futures_util::StreamExt as _;
+use serde_json::json;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use crate::error::Error;
+use crate::run::RunId;
+use crate::runner::serve::App;
+use crate::triggers::http::{error_response, json_response};
+use crate::triggers::{reconnect_delay, TriggerDef};
+use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
+
+/// How long JetStream waits for an acknowledgement before redelivering a message (to this or
+/// another runner). Runs are acknowledged as soon as they are journaled, not when they end.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a stream created by nanoflow keeps messages (consumed or not).
+const MESSAGE_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long the dead-letter stream keeps messages.
+const DEAD_LETTER_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Messages pulled in one request.
+const BATCH: usize = 256;
+
+/// Where a queue trigger's undeliverable messages go: `nanoflow.dlq.<workflow>`.
+pub fn dead_letter_subject(workflow: &str) -> String {
+    format!("nanoflow.dlq.{workflow}")
+}
+
+/// The stream nanoflow creates for the dead-letter subjects (`nanoflow.dlq.>`).
+pub const DEAD_LETTER_STREAM: &str = "NANOFLOW_DLQ";
+
+/// Where a message was stored, from [`publish`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    /// The JetStream stream that stored it.
+    pub stream: String,
+    /// Its sequence number in that stream.
+    pub sequence: u64,
+    /// Whether the stream had already stored a message with the same id (and kept only that one).
+    pub duplicate: bool,
+}
+
+/// A connection to NATS, shared by the triggers, `publish` and `POST /queues/{subject}`.
+#[derive(Clone)]
+pub(crate) struct Nats {
+    js: jetstream::Context,
+    url: Arc<str>,
+}
+
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nats").field("url", &self.url).finish()
+    }
+}
+
+/// The connection `publish` uses: the runner's, or one made from `NANOFLOW_NATS_URL`.
+static PUBLISHER: RwLock<Option<Nats>> = RwLock::new(None);
+
+impl Nats {
+    /// Connects in the background: the client retries (and later reconnects) forever, with a
+    /// capped exponential backoff, so a NATS server that starts after the runner is fine.
+    pub(crate) async fn connect(url: &str) -> Result<Self, Error> {
+        let client = async_nats::ConnectOptions::new()
+            .name("nanoflow")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempt| reconnect_delay(attempt as u32))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting")
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| {
+                Error::Config(format!(
+                    "invalid NATS URL `{url}` (`--nats-url`, `NANOFLOW_NATS_URL`): {e}"
+                ))
+            })?;
+        Ok(Self {
+            js: jetstream::new(client),
+            url: url.into(),
+        })
+    }
+
+    /// Publishes `payload` to `subject` and waits for JetStream to store it.
+    pub(crate) async fn publish(
+        &self,
+        subject: &str,
+        id: Option<&str>,
+        payload: Bytes,
+    ) -> Result<Published, Error> {
+        self.try_publish(subject, id, payload)
+            .await
+            .map_err(|(_, e)| e)
+    }
+
+    /// Like `publish`; the flag says the client itself is gone (its connection task ended with
+    /// the runtime that started it), as opposed to the server being unreachable.
+    async fn try_publish(
+        &self,
+        subject: &str,
+        id: Option<&str>,
+        payload: Bytes,
+    ) -> Result<Published, (bool, Error)> {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = id {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, header_value(id));
+        }
+        let fail = |e: &dyn std::fmt::Display| {
+            Error::Queue(format!("publishing to `{subject}` on {}: {e}", self.url))
+        };
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            // Sending fails only when the client's connection task is gone.
+            .map_err(|e| (true, fail(&e)))?
+            .await
+            .map_err(|e| (e.kind() == jetstream::context::PublishErrorKind::BrokenPipe, match e.kind() {
+                jetstream::context::PublishErrorKind::StreamNotFound => Error::NoStream(format!(
+                    "publishing to `{subject}`: no JetStream stream stores this subject; a runner with a queue trigger on \
+                     it creates one when it starts, or create one yourself (`nats stream add`)"
+                )),
+                _ => fail(&e),
+            }))?;
+        Ok(Published {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// The stream that stores `subject`, created (as `name`, by default `NANOFLOW_<subject>`)
+    /// when there is none, keeping messages for `max_age`; and whether it was created now.
+    ///
+    /// Limits retention: a message is kept whether or not a consumer exists yet (with interest
+    /// retention, one published between the creation of the stream and of the consumer would
+    /// be dropped), and several workflows may consume one subject.
+    async fn stream_for(
+        &self,
+        subject: &str,
+        name: Option<&str>,
+        max_age: Duration,
+    ) -> Result<(stream::Stream, bool), String> {
+        match self.js.stream_by_subject(subject).await {
+            Ok(name) => self
+                .js
+                .get_stream(&name)
+                .await
+                .map(|s| (s, false))
+                .map_err(|e| format!("reading stream `{name}`: {e}")),
+            Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
+                let name = name.map_or_else(|| stream_name(subject), str::to_owned);
+                let config = stream::Config {
+                    name: name.clone(),
+                    subjects: vec![subject.to_owned()],
+                    retention: stream::RetentionPolicy::Limits,
+                    storage: stream::StorageType::File,
+                    max_age,
+                    ..Default::default()
+                };
+                self.js
+                    .get_or_create_stream(config)
+                    .await
+                    .map(|s| (s, true))
+                    .map_err(|e| format!("creating stream `{name}` for `{subject}`: {e}"))
+            }
+            Err(e) => Err(format!("finding the stream of `{subject}`: {e}")),
+        }
+    }
+}
+
+/// `orders.created` -> `NANOFLOW_orders_created` (stream names hold no `.`, `*` or `>`).
+fn stream_name(subject: &str) -> String {
+    let mut name = String::from("NANOFLOW_");
+    for c in subject.chars() {
+        match c {
+            '.' => name.push('_'),
+            '*' => name.push_str("STAR"),
+            '>' => name.push_str("ALL"),
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => name.push(c),
+            c => name.push_str(&format!("x{:x}", c as u32)),
+        }
+    }
+    name
+}
+
+/// A header value on one line (NATS headers are line-based).
+fn header_value(text: &str) -> HeaderValue {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    HeaderValue::from(line.as_str())
+}
+
+/// Publishes `value` as JSON to `subject` on NATS JetStream and waits until it is stored.
+///
+/// The message gets a unique `Nats-Msg-Id` (`nanoflow-<id>`), so that JetStream stores it once
+/// even if the publish is retried after a lost connection.
+///
+/// Inside a runner started with a NATS URL (`--nats-url`, `NANOFLOW_NATS_URL`), the runner's
+/// connection is used; elsewhere, one is made from `NANOFLOW_NATS_URL`. A stream must store the
+/// subject: a runner creates one for each of its queue triggers when it starts.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), nanoflow_runtime::Error> {
+/// // In a node: `nanoflow::publish(...).await?` (its error converts into a `NodeError`).
+/// let stored = nanoflow_runtime::publish("orders.created", &serde_json::json!({"id": "o-1", "qty": 2})).await?;
+/// println!("stored as {} #{}", stored.stream, stored.sequence);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn publish<T: serde::Serialize + ?Sized>(
+    subject: &str,
+    value: &T,
+) -> Result<Published, Error> {
+    publish_message(subject, None, value).await
+}
+
+/// Like [`publish`], with a message id (the `Nats-Msg-Id` header): JetStream stores a message
+/// with an id it has seen in the last two minutes only once, and a queue trigger never starts
+/// two runs for one id. Use it where a node may run again (a retry, a resumed run) to publish
+/// exactly once.
+pub async fn publish_with_id<T: serde::Serialize + ?Sized>(
+    subject: &str,
+    id: &str,
+    value: &T,
+) -> Result<Published, Error> {
+    publish_message(subject, Some(id), value).await
+}
+
+async fn publish_message<T: serde::Serialize + ?Sized>(
+    subject: &str,
+    id: Option<&str>,
+    value: &T,
+) -> Result<Published, Error> {
+    check_publish_subject(subject).map_err(Error::Queue)?;
+    let payload = serde_json::to_vec(value).map_err(|e| {
+        Error::Queue(format!(
+            "publishing to `{subject}`: the value does not serialize to JSON: {e}"
+        ))
+    })?;
+    let payload = Bytes::from(payload);
+    // Always with an id, so that the one retry below can never store the message twice.
+    let id = id.map_or_else(|| format!("nanoflow-{}", RunId::new()), str::to_owned);
+    let id = Some(id.as_str());
+    let nats = publisher().await?;
+    match nats.try_publish(subject, id, payload.clone()).await {
+        Ok(p) => Ok(p),
+        // The shared client died with the runtime that made it (a runner in another runtime,
+        // now stopped): connect again here, and keep the new client for the next ones.
+        Err((true, _)) => {
+            let fresh = Nats::connect(&nats.url).await?;
+            *PUBLISHER.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+            fresh.publish(subject, id, payload).await
+        }
+        Err((false, e)) => Err(e),
+    }
+}
+
+async fn publisher() -> Result<Nats, Error> {
+    if let Some(nats) = PUBLISHER.read().unwrap_or_else(|p| p.into_inner()).clone() {
+        return Ok(nats);
+    }
+    let Some(url) = std::env::var("NANOFLOW_NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return Err(Error::Queue(
+            "`nanoflow::publish` needs a NATS server: set `NANOFLOW_NATS_URL` (or serve with `--nats-url`)".into(),
+        ));
+    };
+    let nats = Nats::connect(&url).await?;
+    let mut slot = PUBLISHER.write().unwrap_or_else(|p| p.into_inner());
+    Ok(slot.get_or_insert(nats).clone())
+}
+
+/// A subject to publish to: like a trigger's, without wildcards.
+fn check_publish_subject(subject: &str) -> Result<(), String> {
+    let bad = subject.is_empty()
+        || subject
+            .split('.')
+            .any(|t| t.is_empty() || t.contains(['*', '>']))
+        || subject.chars().any(|c| c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(format!(
+            "invalid subject `{subject}`: write dot-separated tokens without spaces or wildcards, e.g. `orders.created`"
+        ));
+    }
+    Ok(())
+}
+
+/// Connects to NATS and starts one consumer per queue-triggered workflow.
+pub(crate) async fn start(
+    app: &Arc<App>,
+    url: &str,
+    shutdown: &watch::Sender<bool>,
+) -> Result<(), Error> {
+    let nats = Nats::connect(url).await?;
+    *PUBLISHER.write().unwrap_or_else(|p| p.into_inner()) = Some(nats.clone());
+    let _ = app.services.nats.set(nats.clone());
+    for wf in app.workflows.values() {
+        for trigger in &wf.graph().triggers {
+            if let TriggerDef::Queue { subject } = trigger {
+                tokio::spawn(consume(
+                    app.clone(),
+                    nats.clone(),
+                    wf.clone(),
+                    subject,
+                    shutdown.subscribe(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Consumes `subject` for `wf` until shutdown, setting the consumer up again after any failure.
+async fn consume(
+    app: Arc<App>,
+    nats: Nats,
+    wf: Arc<dyn DynWorkflow>,
+    subject: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = wf.graph().name;
+    let mut failures = 0u32;
+    loop {
+        let error = tokio::select! {
+            e = consume_once(&app, &nats, &wf, subject, &mut failures) => e,
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        };
+        failures = failures.saturating_add(1);
+        let delay = reconnect_delay(failures);
+        tracing::warn!(workflow = name, subject, error = %error, retry_in = ?delay, "queue trigger interrupted; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Sets the consumer up and hands each message to its own task; returns why it stopped.
+async fn consume_once(
+    app: &Arc<App>,
+    nats: &Nats,
+    wf: &Arc<dyn DynWorkflow>,
+    subject: &'static str,
+    failures: &mut u32,
+) -> String {
+    let name = wf.graph().name;
+    let setup = async {
+        // The dead-letter stream first: a bad payload must have somewhere to go.
+        nats.stream_for("nanoflow.dlq.>", Some(DEAD_LETTER_STREAM), DEAD_LETTER_AGE)
+            .await?;
+        let (stream, created) = nats.stream_for(subject, None, MESSAGE_AGE).await?;
+        let info = stream.cached_info();
+        // Sequences restart when a stream is recreated: its creation time keeps keys unique.
+        let origin: Arc<str> = format!(
+            "{}@{}",
+            info.config.name,
+            info.created.unix_timestamp_nanos()
+        )
+        .into();
+        let durable = format!("nanoflow_{name}");
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    description: Some(format!("nanoflow workflow `{name}`")),
+                    filter_subject: subject.to_owned(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    // A new workflow on an existing stream starts with the messages that come
+                    // after it; on a stream created for it, with every message.
+                    deliver_policy: if created {
+                        consumer::DeliverPolicy::All
+                    } else {
+                        consumer::DeliverPolicy::New
+                    },
+                    ack_wait: ACK_WAIT,
+                    // Messages held unacknowledged: about what the runner lets run at once.
+                    max_ack_pending: app.config.max_in_flight.max(BATCH) as i64,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("creating consumer `{durable}`: {e}"))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| format!("pulling from consumer `{durable}`: {e}"))?;
+        tracing::info!(workflow = name, subject, stream = %info.config.name, consumer = %durable, "queue trigger consuming");
+        Ok::<_, String>((messages, origin))
+    };
+    let (mut messages, origin) = match setup.await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    *failures = 0;
+    while let Some(next) = messages.next().await {
+        let message = match next {
+            Ok(m) => m,
+            Err(e) if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat => {
+                tracing::debug!(
+                    workflow = name,
+                    "missed a JetStream heartbeat; the client pulls again"
+                );
+                continue;
+            }
+            Err(e) => return format!("receiving messages: {e}"),
+        };
+        let Ok(permit) = app.limiter.clone().acquire_owned().await else {
+            return "the runner stopped".into();
+        };
+        tokio::spawn(handle(
+            app.clone(),
+            nats.clone(),
+            wf.clone(),
+            message,
+            permit,
+            origin.clone(),
+        ));
+    }
+    "the message stream ended".into()
+}
+
+/// Starts the run of one message (at most once per message id), then acknowledges it.
+async fn handle(
+    app: Arc<App>,
+    nats: Nats,
+    wf: Arc<dyn DynWorkflow>,
+    message: jetstream::Message,
+    permit: OwnedSemaphorePermit,
+    origin: Arc<str>,
+) {
+    let name = wf.graph().name;
+    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let key = match message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+    {
+        Some(id) => format!("nats-msg-id:{}", id.as_str()),
+        None => format!("nats:{origin}:{sequence}"),
+    };
+    let payload = message.payload.clone();
+    let run_id = RunId::new();
+    let ctx = app.context(wf.as_ref(), run_id, &payload, Some(key.clone()));
+    let future = match wf.start(ctx, &payload) {
+        Ok(f) => f,
+        Err(error) => {
+            tracing::warn!(workflow = name, subject = %message.subject, sequence, error = %error, "message does not fit the workflow's input; dead-lettering it");
+            match dead_letter(&nats, name, &message, sequence, &key, &error).await {
+                Ok(()) => settle(&message, AckKind::Ack, name).await,
+                Err(e) => {
+                    tracing::error!(workflow = name, sequence, error = %e, "cannot dead-letter the message; it will be redelivered");
+                    settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+                }
+            }
+            return;
+        }
+    };
+    match app
+        .claim_idempotency_key(name, &key, run_id, &payload)
+        .await
+    {
+        // Recorded (durably, with the journal): the message may go.
+        None if app.journal.is_some() => {
+            settle(&message, AckKind::Ack, name).await;
+            app.spawn_run(run_id, name, future, permit);
+        }
+        // Without a journal nothing survives a crash but the message: acknowledge at the end.
+        None => {
+            let _ = app.spawn_run(run_id, name, future, permit).await;
+            settle(&message, AckKind::Ack, name).await;
+        }
+        Some(Ok(original)) => {
+            tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
+            settle(&message, AckKind::Ack, name).await;
+        }
+        Some(Err(e)) => {
+            tracing::error!(workflow = name, sequence, error = %e, "cannot record the run; the message will be redelivered");
+            settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+        }
+    }
+}
+
+async fn settle(message: &jetstream::Message, kind: AckKind, workflow: &str) {
+    // A lost acknowledgement means a redelivery, which the idempotency key absorbs.
+    if let Err(e) = message.ack_with(kind).await {
+        tracing::warn!(workflow, error = %e, "acknowledging a message failed; it will be redelivered and deduplicated");
+    }
+}
+
+/// Publishes an unusable message, unchanged, to `nanoflow.dlq.<workflow>`, with the error in
+/// its headers; its id makes a redelivered one stored once.
+async fn dead_letter(
+    nats: &Nats,
+    workflow: &str,
+    message: &jetstream::Message,
+    sequence: u64,
+    key: &str,
+    error: &InputError,
+) -> Result<(), Error> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        header_value(&format!("dlq:{workflow}:{key}")),
+    );
+    headers.insert("Nanoflow-Workflow", header_value(workflow));
+    headers.insert("Nanoflow-Subject", header_value(message.subject.as_str()));
+    headers.insert(
+        "Nanoflow-Stream-Sequence",
+        header_value(&sequence.to_string()),
+    );
+    let code = match error.kind {
+        InputErrorKind::Syntax => "malformed_json",
+        InputErrorKind::Data => "invalid_input",
+    };
+    headers.insert("Nanoflow-Error-Code", header_value(code));
+    headers.insert(
+        "Nanoflow-Error",
+        header_value(&format!("invalid input for workflow `{workflow}`: {error}")),
+    );
+    let subject = dead_letter_subject(workflow);
+    nats.js
+        .publish_with_headers(subject.clone(), headers, message.payload.clone())
+        .await
+        .map_err(|e| Error::Queue(format!("dead-lettering to `{subject}`: {e}")))?
+        .await
+        .map_err(|e| Error::Queue(format!("dead-lettering to `{subject}`: {e}")))?;
+    Ok(())
+}
+
+/// `POST /queues/{subject}`: publishes the JSON body (for testing and scripts). A `Nats-Msg-Id`
+/// or `Idempotency-Key` header becomes the message id.
+pub(crate) fn routes(app: &Arc<App>) -> Router {
+    let app = app.clone();
+    Router::new().route(
+        "/queues/{subject}",
+        post(
+            move |Path(subject): Path<String>, req: Request| async move {
+                publish_route(&app, &subject, req).await
+            },
+        ),
+    )
+}
+
+async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
+    let Some(nats) = app.services.nats.get() else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            "this runner has no NATS server; start it with `--nats-url` or `NANOFLOW_NATS_URL`",
+            |_| {},
+        );
+    };
+    if let Err(message) = check_publish_subject(subject) {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_subject", &message, |_| {});
+    }
+    let (parts, body) = req.into_parts();
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        });
+    if !is_json {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the message as JSON with `Content-Type: application/json`",
+            |_| {},
+        );
+    }
+    let limit = app.config.max_body;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than the limit of {limit} bytes"),
+            |e| {
+                e.insert("limit".into(), limit.into());
+            },
+        );
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            &format!("malformed JSON: {e}"),
+            |err| {
+                err.insert("line".into(), e.line().into());
+                err.insert("column".into(), e.column().into());
+            },
+        );
+    }
+    let id = ["nats-msg-id", "idempotency-key"]
+        .iter()
+        .find_map(|h| parts.headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(str::to_owned);
+    match nats.publish(subject, id.as_deref(), bytes).await {
+        Ok(p) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({"subject": subject, "stream": p.stream, "sequence": p.sequence, "duplicate": p.duplicate}),
+        ),
+        Err(e @ Error::NoStream(_)) => {
+            error_response(StatusCode::NOT_FOUND, "no_stream", &e.to_string(), |_| {})
+        }
+        Err(e) => {
+            tracing::warn!(subject, error = %e, "publishing failed");
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                &e.to_string(),
+                |_| {},
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_hold_no_subject_syntax() {
+        assert_eq!(stream_name("orders.created"), "NANOFLOW_orders_created");
+        assert_eq!(stream_name("orders.*.eu"), "NANOFLOW_orders_STAR_eu");
+        assert_eq!(stream_name("orders.>"), "NANOFLOW_orders_ALL");
+        assert_eq!(dead_letter_subject("checkout"), "nanoflow.dlq.checkout");
+    }
+
+    #[test]
+    fn publish_subjects() {
+        assert!(check_publish_subject("orders.created").is_ok());
+        assert!(check_publish_subject("orders.*").is_err());
+        assert!(check_publish_subject("orders..x").is_err());
+        assert!(check_publish_subject("a b").is_err());
+    }
+}
