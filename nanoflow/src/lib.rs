@@ -3,12 +3,13 @@
 #[doc(inline)]
 pub use nanoflow_macros::{node, workflow};
 pub use nanoflow_runtime::{
-    Accepts, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation, Node,
-    NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner, ServeConfig,
-    Server, State, Step, Tick, TriggerDef, Workflow,
+    Accepts, AdminToken, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind,
+    Isolation, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner,
+    ServeConfig, Server, State, Step, Tick, TraceParent, TriggerDef, Workflow,
 };
 
 pub use nanoflow_runtime::journal;
+pub use nanoflow_runtime::observability;
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
 pub mod prelude {

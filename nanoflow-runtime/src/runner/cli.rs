@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use super::serve::{self, ServeConfig};
 use super::Runner;
+use crate::admin::AdminToken;
 use crate::error::Error;
 use crate::graph::short_type;
 use crate::run::RunCtx;
@@ -117,6 +118,19 @@ pub(crate) struct ServeArgs {
     /// At most this many finished runs are kept in the journal.
     #[arg(long, env = "NANOFLOW_RETENTION_RUNS")]
     retention_runs: Option<u64>,
+    /// Record Prometheus metrics and serve them at `GET /metrics`: `on` (default) or `off`.
+    #[arg(long, env = "NANOFLOW_METRICS", value_parser = ["on", "off"])]
+    metrics: Option<String>,
+    /// The token that guards the dashboard, /runs, /metrics, /events and /workflows.
+    #[arg(long, env = "NANOFLOW_ADMIN_TOKEN", hide_env_values = true, value_parser = admin_token)]
+    admin_token: Option<AdminToken>,
+    /// Serve the dashboard and API without a token on a non-loopback address.
+    #[arg(long, env = "NANOFLOW_INSECURE_ADMIN")]
+    insecure_admin: bool,
+}
+
+fn admin_token(text: &str) -> Result<AdminToken, String> {
+    AdminToken::new(text).map_err(|e| e.to_string())
 }
 
 impl ServeArgs {
@@ -151,6 +165,11 @@ impl ServeArgs {
         if let Some(r) = self.retention_runs {
             c.retention.max_runs = r;
         }
+        if let Some(m) = &self.metrics {
+            c.metrics = m == "on";
+        }
+        c.admin_token.clone_from(&self.admin_token);
+        c.insecure_admin = self.insecure_admin;
         Ok(c)
     }
 }
@@ -181,7 +200,7 @@ where
     };
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => {
-            serve::init_logging();
+            let _export = serve::init_logging()?;
             let server = runner.start(args.config()?).await?;
             serve::shutdown_signal().await;
             tracing::info!("shutting down: no new runs; waiting for in-flight runs");
@@ -340,6 +359,7 @@ async fn runs(
                     status,
                     before: None,
                     limit,
+                    search: None,
                 })
                 .await?;
             let mut out = String::new();
