@@ -200,8 +200,11 @@ where
     };
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => {
+            let config = args.config()?;
+            // Refused before anything is set up or logged.
+            crate::admin::check_exposure(&config)?;
             let _export = serve::init_logging()?;
-            let server = runner.start(args.config()?).await?;
+            let server = runner.start(config).await?;
             serve::shutdown_signal().await;
             tracing::info!("shutting down: no new runs; waiting for in-flight runs");
             server.shutdown().await?;
