@@ -74,8 +74,8 @@ impl Drop for OtelGuard {
 }
 
 /// A `tracing` layer exporting spans over OTLP as the `OTEL_*` variables say, and the guard to
-/// keep while it runs; `None` when no endpoint is configured. Spans at `INFO` and above are
-/// exported, which includes every run and node attempt.
+/// keep while it runs; `None` when no endpoint is configured. Every run and node attempt span
+/// is exported (nanoflow's spans and events from `DEBUG`, other crates' from `INFO`).
 #[allow(clippy::type_complexity)]
 pub fn layer<S>() -> Result<Option<(impl Layer<S>, OtelGuard)>, Error>
 where
@@ -111,6 +111,7 @@ where
     // The exporter's own HTTP client must not feed spans back into the exporter.
     let filter = Targets::new()
         .with_default(LevelFilter::INFO)
+        .with_target("nanoflow_runtime", LevelFilter::DEBUG)
         .with_target("opentelemetry", LevelFilter::OFF)
         .with_target("opentelemetry_sdk", LevelFilter::OFF)
         .with_target("opentelemetry_otlp", LevelFilter::OFF)

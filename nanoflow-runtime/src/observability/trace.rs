@@ -3,9 +3,10 @@
 //! the trigger.
 //!
 //! The spans go through `tracing`, so whatever subscriber the process installs sees them: the
-//! log of `serve`, an OpenTelemetry exporter (feature `otel`), a test layer. With no subscriber
-//! interested, creating one is a check of a cached callsite interest and entering it is a
-//! no-op, which keeps the run hot path as it was.
+//! log of `serve`, an OpenTelemetry exporter (feature `otel`), a test layer. They are at
+//! `DEBUG` (target `nanoflow_runtime::observability::trace`), so the default `info` log does not
+//! record them; the exporter does. With no subscriber interested, creating one is a check of a
+//! cached callsite interest and entering it is a no-op, which keeps the run hot path as it was.
 
 use std::fmt;
 
@@ -95,7 +96,9 @@ pub(crate) fn run_span(
     workflow: &'static str,
     parent: Option<&TraceParent>,
 ) -> Span {
-    let span = tracing::info_span!(
+    // DEBUG, like tower-http's request spans: `serve`'s default log (`info`) does not pay for
+    // recording a span per run; OpenTelemetry export and `NANOFLOW_LOG=...=debug` do.
+    let span = tracing::debug_span!(
         "run",
         %run_id,
         workflow,
@@ -109,6 +112,8 @@ pub(crate) fn run_span(
     if span.is_disabled() {
         return span;
     }
+    // The OpenTelemetry span's name; recorded only for the exporter (a log shows `run`).
+    #[cfg(feature = "otel")]
     span.record("otel.name", display(format_args!("run {workflow}")));
     if let Some(p) = parent {
         span.record("trace_id", display(format_args!("{:032x}", p.trace_id)));
@@ -145,7 +150,7 @@ pub(crate) fn attempt_span(
     node: &'static str,
     attempt: u32,
 ) -> Span {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "node",
         %run_id,
         workflow,
@@ -157,6 +162,7 @@ pub(crate) fn attempt_span(
         otel.name = Empty,
         otel.status_code = Empty,
     );
+    #[cfg(feature = "otel")]
     if !span.is_disabled() {
         span.record("otel.name", display(format_args!("node {node}")));
     }
