@@ -4,7 +4,18 @@ use super::ast::{Trigger, TriggerKind};
 use crate::ctxt::Ctxt;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-const RESERVED: [&str; 5] = ["/healthz", "/workflows", "/runs", "/metrics", "/queues"];
+/// The runner's own API and dashboard (see the runtime's `admin` module).
+const RESERVED: [&str; 9] = [
+    "/healthz",
+    "/workflows",
+    "/runs",
+    "/metrics",
+    "/queues",
+    "/events",
+    "/login",
+    "/logout",
+    "/ui",
+];
 
 pub(crate) fn validate(cx: &mut Ctxt, trigger: &Trigger) {
     match &trigger.kind {
@@ -61,6 +72,12 @@ pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
                 "invalid HTTP route `{path}`: paths under `{reserved}` are reserved for the runner's own API"
             ));
         }
+    }
+    if method == "GET" && path == "/" {
+        return Err(
+            "invalid HTTP route `GET /`: it serves the runner's dashboard; use another path, or another method"
+                .to_owned(),
+        );
     }
     let mut params: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path[1..].split('/').collect();
@@ -188,6 +205,13 @@ mod tests {
         assert!(check_route("POST", "/runs/x")
             .unwrap_err()
             .contains("reserved"));
+        for path in ["/events", "/login", "/ui/app.js"] {
+            assert!(check_route("POST", path).unwrap_err().contains("reserved"));
+        }
+        assert!(check_route("GET", "/")
+            .unwrap_err()
+            .contains("serves the runner's dashboard"));
+        assert!(check_route("POST", "/").is_ok());
     }
 
     #[test]
