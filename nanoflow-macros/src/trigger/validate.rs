@@ -73,12 +73,6 @@ pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
             ));
         }
     }
-    if method == "GET" && path == "/" {
-        return Err(
-            "invalid HTTP route `GET /`: it serves the runner's dashboard; use another path, or another method"
-                .to_owned(),
-        );
-    }
     let mut params: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path[1..].split('/').collect();
     for (i, seg) in segments.iter().enumerate() {
@@ -208,9 +202,6 @@ mod tests {
         for path in ["/events", "/login", "/ui/app.js"] {
             assert!(check_route("POST", path).unwrap_err().contains("reserved"));
         }
-        assert!(check_route("GET", "/")
-            .unwrap_err()
-            .contains("serves the runner's dashboard"));
         assert!(check_route("POST", "/").is_ok());
     }
 
