@@ -36,7 +36,7 @@ fn check(x: u64) -> Result<u64, NodeError> {
 }
 #[node(retries = 2, backoff = "1ms")]
 fn wobbly(x: u64) -> Result<u64, NodeError> {
-    if FLAKY.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+    if FLAKY.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
         return Err(NodeError::retryable("try again"));
     }
     Ok(x)
@@ -44,6 +44,19 @@ fn wobbly(x: u64) -> Result<u64, NodeError> {
 #[node]
 fn show(x: u64) -> String {
     format!("= {x}")
+}
+
+#[node]
+fn hello(_unit: ()) -> String {
+    "hello".into()
+}
+
+workflow! {
+    #[trigger(http = "GET /")]
+    home: hello;
+
+    #[trigger(http = "POST /")]
+    posted: hello;
 }
 
 workflow! {
@@ -740,5 +753,38 @@ async fn run_history_pages_over_100k_runs() {
     let runs = found["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "{found}");
     assert_eq!(runs[0]["error"]["message"], "bad input 99990");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_get_root_trigger_keeps_root_and_the_dashboard_moves_to_ui() {
+    let server = Runner::new()
+        .workflow(home)
+        .start(config(None))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let r = get(addr, "/").await;
+    assert_eq!(r.json(), "hello");
+    let r = get(addr, "/ui").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r
+        .header("content-security-policy")
+        .unwrap()
+        .contains("script-src 'self'"));
+    server.shutdown().await.unwrap();
+    // Without one, `/` is the dashboard, and a trigger on another method shares the path.
+    let server = Runner::new()
+        .workflow(posted)
+        .start(config(None))
+        .await
+        .unwrap();
+    let r = get(server.local_addr(), "/").await;
+    assert!(String::from_utf8_lossy(&r.body).contains("/ui/app.js"));
+    assert_eq!(
+        post_json(server.local_addr(), "/", "null").await.json(),
+        "hello"
+    );
     server.shutdown().await.unwrap();
 }

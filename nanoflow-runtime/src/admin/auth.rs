@@ -182,6 +182,15 @@ pub(crate) async fn require_token(
     }
 }
 
+/// Where the dashboard is.
+fn home(app: &App) -> &'static str {
+    if super::dashboard_at_root(app) {
+        "/"
+    } else {
+        "/ui"
+    }
+}
+
 fn redirect(to: &'static str) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SEE_OTHER;
@@ -194,7 +203,7 @@ fn redirect(to: &'static str) -> Response {
 /// `GET /login`: the login page (or the dashboard, when no token is configured).
 pub(crate) async fn login_page(State(app): State<Arc<App>>) -> Response {
     if app.config.admin_token.is_none() {
-        return redirect("/");
+        return redirect(home(&app));
     }
     super::html(StatusCode::OK, &super::assets::login_page(false))
 }
@@ -254,7 +263,7 @@ pub(crate) async fn login(State(app): State<Arc<App>>, req: Request) -> Response
         *r.status_mut() = StatusCode::NO_CONTENT;
         r
     } else {
-        redirect("/")
+        redirect(home(&app))
     };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);

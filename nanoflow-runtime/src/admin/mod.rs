@@ -32,6 +32,21 @@ const RESERVED: [&str; 8] = [
     "/ui",
 ];
 
+/// Whether `/` shows the dashboard (no workflow serves `GET /`); it is always at `/ui`.
+pub(crate) fn dashboard_at_root(app: &App) -> bool {
+    !app.workflows.values().any(|wf| {
+        wf.graph().triggers.iter().any(|t| {
+            matches!(
+                t,
+                TriggerDef::Http {
+                    method: "GET",
+                    path: "/"
+                }
+            )
+        })
+    })
+}
+
 /// Refuses a trigger that would shadow an operations route.
 fn check_routes(app: &App) -> Result<(), Error> {
     for wf in app.workflows.values() {
@@ -42,7 +57,7 @@ fn check_routes(app: &App) -> Result<(), Error> {
             let reserved = RESERVED
                 .iter()
                 .any(|r| path == r || path.starts_with(&format!("{r}/")));
-            if reserved || (*path == "/" && *method == "GET") {
+            if reserved {
                 return Err(Error::Config(format!(
                     "workflow `{}`: the route `{method} {path}` is reserved for the runner's dashboard and API",
                     wf.graph().name
@@ -61,11 +76,13 @@ pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error
     let metrics_app = app.clone();
     let events_app = app.clone();
     let config_app = app.clone();
-    let protected = operations
-        .route(
-            "/",
-            get(|| async { html(StatusCode::OK, assets::INDEX_HTML) }),
-        )
+    let index = || get(|| async { html(StatusCode::OK, assets::INDEX_HTML) });
+    let mut protected = operations.route("/ui", index()).route("/ui/", index());
+    // The dashboard is also at `/`, unless a workflow's trigger is `GET /`: that one wins.
+    if dashboard_at_root(app) {
+        protected = protected.route("/", index());
+    }
+    let protected = protected
         .route(
             "/ui/config.json",
             get(move || async move { ui_config(&config_app) }),
