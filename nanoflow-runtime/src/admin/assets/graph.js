@@ -39,6 +39,8 @@ const NanoGraph = (() => {
       nodes.set(s.name, {
         id: s.name, kind: "step", title: s.name + alias,
         sub: shortType(s.input_type) + " \u2192 " + shortType(s.output_type),
+        options: [s.retries ? "retries " + s.retries : "", s.timeout_ms ? "timeout " + s.timeout_ms + " ms" : ""]
+          .filter(Boolean).join(", "),
       });
     }
     nodes.set("output", { id: "output", kind: "io", title: "output", sub: shortType(wf.output_type) });
@@ -191,7 +193,7 @@ const NanoGraph = (() => {
         grp.appendChild(sub);
       }
       const tip = el("title");
-      tip.textContent = n.title + (n.sub ? "\n" + n.sub : "") + (status ? "\n" + status : "");
+      tip.textContent = n.title + (n.sub ? "\n" + n.sub : "") + (n.options ? "\n" + n.options : "") + (status ? "\n" + status : "");
       grp.appendChild(tip);
       svg.appendChild(grp);
     }
