@@ -51,6 +51,16 @@ fn hello(_unit: ()) -> String {
     "hello".into()
 }
 
+#[node]
+fn ticked(t: Tick) -> i64 {
+    t.fired_ms - t.scheduled_ms
+}
+
+workflow! {
+    #[trigger(cron = "* * * * * *")]
+    every_second: ticked;
+}
+
 workflow! {
     #[trigger(http = "GET /")]
     home: hello;
@@ -785,6 +795,47 @@ async fn a_get_root_trigger_keeps_root_and_the_dashboard_moves_to_ui() {
     assert_eq!(
         post_json(server.local_addr(), "/", "null").await.json(),
         "hello"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn cron_lag_is_measured() {
+    let server = Runner::new()
+        .workflow(every_second)
+        .start(config(None))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let mut text = String::new();
+    for _ in 0..40 {
+        text = String::from_utf8(get(addr, "/metrics").await.body).unwrap();
+        if text.contains(
+            r#"nanoflow_runs_finished_total{workflow="every_second",status="succeeded"} 1"#,
+        ) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metric(
+            &text,
+            r#"nanoflow_cron_lag_seconds_count{workflow="every_second"}"#
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            r#"nanoflow_cron_lag_seconds_bucket{workflow="every_second",le="1"}"#
+        ) >= 1.0,
+        "fired within a second of its time"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"nanoflow_cron_ticks_skipped_total{workflow="every_second"}"#
+        ),
+        0.0
     );
     server.shutdown().await.unwrap();
 }
