@@ -406,6 +406,28 @@ async fn spans_carry_run_node_attempt_and_outcome() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn an_in_process_run_has_its_span_too() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Recorder));
+    assert_eq!(calc.run(7).await.unwrap(), "= 14");
+    let spans = SPANS.get_or_init(Default::default).lock().unwrap().clone();
+    let run = spans
+        .iter()
+        .rev()
+        .find(|s| {
+            s.name == "run"
+                && s.fields.contains_key("outcome")
+                && spans.iter().any(|n| {
+                    n.parent == Some(s.id)
+                        && n.fields.get("node").map(String::as_str) == Some("show")
+                })
+        })
+        .expect("a finished run span with its nodes");
+    assert_eq!(run.fields["workflow"], "calc");
+    assert_eq!(run.fields["outcome"], "succeeded");
+}
+
 const TOKEN: &str = "obs-test-token-1234";
 
 #[tokio::test]

@@ -44,7 +44,10 @@ pub trait Workflow: Copy + Send + Sync + 'static {
         let this = *self;
         async move {
             let ctx = RunCtx::new(Self::NAME);
-            this.execute(&ctx, input).await
+            let span = ctx.run_span();
+            let result = this.execute(&ctx, input).instrument(span.clone()).await;
+            crate::observability::trace::record_run(&span, &result);
+            result
         }
     }
 }
