@@ -4,12 +4,14 @@
 //! the node and workflow contracts (`Node`, `Accepts`, `Workflow`), the in-process graph executor,
 //! the runner with its command line, and the triggers.
 
+pub mod admin;
 pub mod error;
 pub mod graph;
 #[cfg(feature = "container")]
 pub mod isolation;
 pub mod journal;
 pub mod node;
+pub mod observability;
 pub mod run;
 pub mod runner;
 pub mod runs;
@@ -17,9 +19,11 @@ mod state;
 pub mod triggers;
 pub mod workflow;
 
+pub use admin::AdminToken;
 pub use error::Error;
 pub use graph::{Endpoint, Graph, Step};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
+pub use observability::TraceParent;
 pub use run::{RunCtx, RunId};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};

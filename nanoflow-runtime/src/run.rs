@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt as _;
+use tracing::Instrument as _;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +19,7 @@ use crate::error::Error;
 use crate::graph::Graph;
 use crate::journal::{FinishWrite, Journal, NewRun, StepWrite};
 use crate::node::{Accepts, Node, NodeError, NodeOptions};
+use crate::observability::{trace, RunObserver, TraceParent};
 use crate::runs::RunError;
 
 /// A run's identifier: 48 bits of milliseconds since the Unix epoch, then 80 random bits, shown
@@ -142,6 +144,10 @@ pub struct RunCtx {
     containers: Option<Isolated>,
     /// Compensations of completed steps, in completion order (saga).
     compensations: Mutex<Vec<Compensation>>,
+    /// Metrics and live events of the runner, when run by one.
+    observer: Option<RunObserver>,
+    /// The trigger's W3C trace context, the parent of the run's span.
+    trace_parent: Option<TraceParent>,
 }
 
 impl std::fmt::Debug for RunCtx {
@@ -267,7 +273,26 @@ impl RunCtx {
             durable,
             containers: None,
             compensations: Mutex::new(Vec::new()),
+            observer: None,
+            trace_parent: None,
         }
+    }
+
+    /// Reports this run's node attempts to the runner's metrics and event stream.
+    pub(crate) fn observed(mut self, observer: RunObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Makes the run's span a child of the caller's trace (from a `traceparent` header).
+    pub(crate) fn with_trace_parent(mut self, parent: Option<TraceParent>) -> Self {
+        self.trace_parent = parent;
+        self
+    }
+
+    /// The span of this run (see [`crate::observability`]).
+    pub(crate) fn run_span(&self) -> tracing::Span {
+        trace::run_span(self.run_id, self.workflow, self.trace_parent.as_ref())
     }
 
     /// A context for a new run of `workflow`.
@@ -487,7 +512,25 @@ impl RunCtx {
                 (_, None) => unreachable!("the input is kept until the last attempt"),
             };
             let started = durable.map(|_| (crate::runs::now_ms(), Instant::now()));
-            match guarded(call(arg), options).await {
+            let clock = self.observer.as_ref().map(|_| Instant::now());
+            let span = trace::attempt_span(self.run_id, self.workflow, name, attempt);
+            let outcome = guarded(call(arg), options).instrument(span.clone()).await;
+            let error = outcome.as_ref().err();
+            let will_retry = error.is_some_and(|e| !last && e.is_retryable());
+            trace::record_attempt(&span, error, will_retry);
+            if let (Some(observer), Some(clock)) = (&self.observer, clock) {
+                let took = clock.elapsed();
+                observer.attempt(
+                    self.run_id,
+                    self.workflow,
+                    name,
+                    attempt,
+                    took,
+                    error,
+                    will_retry,
+                );
+            }
+            match outcome {
                 Ok(value) => return Ok((value, attempt, started)),
                 Err(error) => {
                     if let (Some(d), Some(started)) = (durable, started) {

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use axum::body::Bytes;
+use tracing::Instrument as _;
 
 use crate::error::Error;
 use crate::graph::Graph;
@@ -48,7 +49,10 @@ pub trait Workflow: Copy + Send + Sync + 'static {
         let this = *self;
         async move {
             let ctx = RunCtx::new(Self::NAME);
-            this.execute(&ctx, input).await
+            let span = ctx.run_span();
+            let result = this.execute(&ctx, input).instrument(span.clone()).await;
+            crate::observability::trace::record_run(&span, &result);
+            result
         }
     }
 }
@@ -160,7 +164,14 @@ impl<W: Workflow> DynWorkflow for W {
 }
 
 async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<Bytes, Error> {
-    let result = w.execute(&ctx, input).await.and_then(|output| {
+    let span = ctx.run_span();
+    let result = drive_in_span(w, &ctx, input).instrument(span.clone()).await;
+    crate::observability::trace::record_run(&span, &result);
+    result
+}
+
+async fn drive_in_span<W: Workflow>(w: W, ctx: &RunCtx, input: W::Input) -> Result<Bytes, Error> {
+    let result = w.execute(ctx, input).await.and_then(|output| {
         serde_json::to_vec(&output).map(Bytes::from).map_err(|e| {
             Error::Config(format!(
                 "the output of workflow `{}` does not serialize to JSON: {e}",

@@ -6,14 +6,16 @@ pub use nanoflow_macros::{node, workflow};
 #[cfg(feature = "nats")]
 pub use nanoflow_runtime::{dead_letter_subject, publish, publish_with_id, Published};
 pub use nanoflow_runtime::{
-    Accepts, Data, DbEvent, DbOp, DynWorkflow, Endpoint, Error, ErrorKind, Graph, InputError,
-    InputErrorKind, Isolation, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus,
-    RunSummary, Runner, ServeConfig, Server, State, Step, Tick, TriggerDef, Workflow,
+    Accepts, AdminToken, Data, DbEvent, DbOp, DynWorkflow, Endpoint, Error, ErrorKind, Graph,
+    InputError, InputErrorKind, Isolation, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId,
+    RunStatus, RunSummary, Runner, ServeConfig, Server, State, Step, Tick, TraceParent, TriggerDef,
+    Workflow,
 };
 
 #[cfg(feature = "container")]
 pub use nanoflow_runtime::isolation;
 pub use nanoflow_runtime::journal;
+pub use nanoflow_runtime::observability;
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
 pub mod prelude {

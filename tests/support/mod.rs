@@ -118,3 +118,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+pub(crate) async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(addr, "GET", path, headers, b"").await
+}

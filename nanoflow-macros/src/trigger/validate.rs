@@ -5,7 +5,18 @@ use super::ast::{Trigger, TriggerKind};
 use crate::ctxt::Ctxt;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-const RESERVED: [&str; 5] = ["/healthz", "/workflows", "/runs", "/metrics", "/queues"];
+/// The runner's own API and dashboard (see the runtime's `admin` module).
+const RESERVED: [&str; 9] = [
+    "/healthz",
+    "/workflows",
+    "/runs",
+    "/metrics",
+    "/queues",
+    "/events",
+    "/login",
+    "/logout",
+    "/ui",
+];
 
 pub(crate) fn validate(cx: &mut Ctxt, trigger: &Trigger) {
     match &trigger.kind {
@@ -282,6 +293,10 @@ mod tests {
         assert!(check_route("POST", "/runs/x")
             .unwrap_err()
             .contains("reserved"));
+        for path in ["/events", "/login", "/ui/app.js"] {
+            assert!(check_route("POST", path).unwrap_err().contains("reserved"));
+        }
+        assert!(check_route("POST", "/").is_ok());
     }
 
     #[test]

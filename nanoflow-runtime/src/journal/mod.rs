@@ -123,6 +123,9 @@ pub struct RunFilter {
     pub before: Option<RunId>,
     /// At most this many (newest first).
     pub limit: usize,
+    /// Only runs whose id starts with this (hex), or whose idempotency key, input or error
+    /// contains it.
+    pub search: Option<String>,
 }
 
 /// How long finished runs are kept.
@@ -229,6 +232,11 @@ impl Journal {
         create: Option<NewRun>,
     ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         self.store.record_step(write, create)
+    }
+
+    /// The journal's commit latency and write counts, for `GET /metrics`.
+    pub(crate) fn metrics(&self) -> &crate::observability::metrics::JournalMetrics {
+        &self.store.metrics
     }
 
     pub(crate) fn finish(

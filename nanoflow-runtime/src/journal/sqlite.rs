@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{Attempt, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, StepWrite};
 use crate::error::Error;
+use crate::observability::metrics::JournalMetrics;
 use crate::run::RunId;
 use crate::runs::{now_ms, RunStatus};
 
@@ -36,6 +37,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
 CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, id);
+CREATE INDEX IF NOT EXISTS runs_workflow_status ON runs(workflow, status, id);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL,
     step TEXT NOT NULL,
@@ -72,6 +74,8 @@ pub struct SqliteStore {
     reader: Mutex<Connection>,
     path: String,
     stop: Arc<AtomicBool>,
+    /// Commit latency and counts, recorded by the writer thread.
+    pub(crate) metrics: Arc<JournalMetrics>,
 }
 
 impl Drop for SqliteStore {
@@ -166,15 +170,18 @@ impl SqliteStore {
             })?;
         let (tx, rx) = mpsc::channel();
         let thread_path = shown.clone();
+        let metrics = Arc::new(JournalMetrics::default());
+        let thread_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("nanoflow-journal".into())
-            .spawn(move || writer_loop(writer, rx, &thread_path))
+            .spawn(move || writer_loop(writer, rx, &thread_path, &thread_metrics))
             .map_err(|e| journal_error(&shown, format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             writes: Mutex::new(tx),
             reader: Mutex::new(reader),
             path: shown,
             stop,
+            metrics,
         })
     }
 
@@ -266,6 +273,28 @@ impl SqliteStore {
         if let Some(b) = filter.before {
             args.push(b.to_string());
             sql.push_str(&format!(" AND id < ?{}", args.len()));
+        }
+        if let Some(q) = filter.search.as_deref().filter(|q| !q.is_empty()) {
+            let lower = q.to_ascii_lowercase();
+            if lower.len() <= 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+                // A run id prefix: a range on the primary key (`g` sorts after every hex digit).
+                args.push(lower.clone());
+                args.push(format!("{lower}g"));
+                let (a, b) = (args.len() - 1, args.len());
+                args.push(q.to_owned());
+                let c = args.len();
+                sql.push_str(&format!(
+                    " AND ((id >= ?{a} AND id < ?{b}) OR instr(idempotency_key, ?{c}) > 0 \
+                     OR instr(CAST(input AS TEXT), ?{c}) > 0 OR instr(error, ?{c}) > 0)"
+                ));
+            } else {
+                args.push(q.to_owned());
+                let c = args.len();
+                sql.push_str(&format!(
+                    " AND (instr(idempotency_key, ?{c}) > 0 OR instr(CAST(input AS TEXT), ?{c}) > 0 \
+                     OR instr(error, ?{c}) > 0)"
+                ));
+            }
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
         let mut stmt = conn
@@ -365,7 +394,12 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
     rows.collect()
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Write>,
+    path: &str,
+    metrics: &JournalMetrics,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -375,6 +409,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
             }
         }
         // The common case: the whole batch in one transaction, one fsync.
+        let clock = std::time::Instant::now();
         let whole = (|| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut results = Vec::with_capacity(batch.len());
@@ -386,6 +421,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
         })();
         match whole {
             Ok(results) => {
+                metrics.commit.observe(clock.elapsed());
+                metrics.writes.add(results.len() as u64);
                 for (write, result) in batch.into_iter().zip(results) {
                     reply(write, Ok(result));
                 }
@@ -393,6 +430,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &str) {
             // One write failed (or the commit did): the transaction rolled back; apply each
             // write in its own transaction so that only the failing ones fail.
             Err(first_error) => {
+                metrics.failed_batches.inc();
                 tracing::warn!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
                 for write in batch {
                     let result = (|| {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use super::serve::{self, ServeConfig};
 use super::Runner;
+use crate::admin::AdminToken;
 use crate::error::Error;
 use crate::graph::short_type;
 use crate::run::RunCtx;
@@ -144,6 +145,19 @@ pub(crate) struct ServeArgs {
     /// The PostgreSQL database of database-event triggers (e.g. postgres://app@127.0.0.1/shop).
     #[arg(long, env = "NANOFLOW_DATABASE_URL")]
     database_url: Option<String>,
+    /// Record Prometheus metrics and serve them at `GET /metrics`: `on` (default) or `off`.
+    #[arg(long, env = "NANOFLOW_METRICS", value_parser = ["on", "off"])]
+    metrics: Option<String>,
+    /// The token that guards the dashboard, /runs, /metrics, /events and /workflows.
+    #[arg(long, env = "NANOFLOW_ADMIN_TOKEN", hide_env_values = true, value_parser = admin_token)]
+    admin_token: Option<AdminToken>,
+    /// Serve the dashboard and API without a token on a non-loopback address.
+    #[arg(long, env = "NANOFLOW_INSECURE_ADMIN")]
+    insecure_admin: bool,
+}
+
+fn admin_token(text: &str) -> Result<AdminToken, String> {
+    AdminToken::new(text).map_err(|e| e.to_string())
 }
 
 impl ServeArgs {
@@ -184,6 +198,11 @@ impl ServeArgs {
         }
         c.nats_url = self.nats_url.clone().filter(|u| !u.is_empty());
         c.database_url = self.database_url.clone().filter(|u| !u.is_empty());
+        if let Some(m) = &self.metrics {
+            c.metrics = m == "on";
+        }
+        c.admin_token.clone_from(&self.admin_token);
+        c.insecure_admin = self.insecure_admin;
         Ok(c)
     }
 }
@@ -214,8 +233,11 @@ where
     };
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => {
-            serve::init_logging();
-            let server = runner.start(args.config()?).await?;
+            let config = args.config()?;
+            // Refused before anything is set up or logged.
+            crate::admin::check_exposure(&config)?;
+            let _export = serve::init_logging()?;
+            let server = runner.start(config).await?;
             serve::shutdown_signal().await;
             tracing::info!("shutting down: no new runs; waiting for in-flight runs");
             server.shutdown().await?;
@@ -228,7 +250,7 @@ where
         Command::Images {
             command: ImagesCommand::Build { all },
         } => {
-            serve::init_logging();
+            let _export = serve::init_logging()?;
             let mode = if all {
                 crate::isolation::IsolationMode::Container
             } else {
@@ -408,6 +430,7 @@ async fn runs(
                     status,
                     before: None,
                     limit,
+                    search: None,
                 })
                 .await?;
             let mut out = String::new();

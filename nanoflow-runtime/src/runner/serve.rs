@@ -9,8 +9,10 @@ use axum::body::Bytes;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::Runner;
+use crate::admin::AdminToken;
 use crate::error::Error;
 use crate::journal::{Created, Journal, NewRun, Retention, RunRecord};
+use crate::observability::Observability;
 use crate::run::{Durable, RunCtx, RunId};
 use crate::runs::{RunError, Runs};
 use crate::triggers::{cron, http, TriggerDef};
@@ -47,6 +49,15 @@ pub struct ServeConfig {
     /// The PostgreSQL database of database-event triggers (`--database-url`,
     /// `NANOFLOW_DATABASE_URL`, e.g. `postgres://app@127.0.0.1/shop`). Without it, they are inactive.
     pub database_url: Option<String>,
+    /// Record Prometheus metrics and serve `GET /metrics` (`--metrics on|off`, `NANOFLOW_METRICS`;
+    /// default on).
+    pub metrics: bool,
+    /// The token that guards the dashboard, `/runs*`, `/metrics`, `/events` and `/workflows`
+    /// (`--admin-token`, `NANOFLOW_ADMIN_TOKEN`); `None`: they are open.
+    pub admin_token: Option<AdminToken>,
+    /// Serve the operations surface without a token on a non-loopback address
+    /// (`--insecure-admin`); refused at start otherwise.
+    pub insecure_admin: bool,
 }
 
 impl Default for ServeConfig {
@@ -65,6 +76,9 @@ impl Default for ServeConfig {
             containers: crate::isolation::ContainerConfig::default(),
             nats_url: None,
             database_url: None,
+            metrics: true,
+            admin_token: None,
+            insecure_admin: false,
         }
     }
 }
@@ -83,6 +97,8 @@ pub(crate) struct App {
     /// Connections of the queue and database-event triggers.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) services: crate::triggers::Services,
+    /// Metrics and the live event stream.
+    pub(crate) observe: Arc<Observability>,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -121,7 +137,7 @@ impl App {
                 },
             ),
         };
-        self.isolate(ctx)
+        self.isolate(ctx.observed(self.observe.observer(graph.name)))
     }
 
     fn isolate(&self, ctx: RunCtx) -> RunCtx {
@@ -174,6 +190,7 @@ impl App {
         if self.journal.is_none() {
             self.runs.started(run_id, workflow);
         }
+        self.observe.run_started(run_id, workflow);
         let app = self.clone();
         tokio::spawn(async move {
             let started = Instant::now();
@@ -201,6 +218,7 @@ impl App {
         if self.journal.is_none() && remember {
             self.runs.started(run_id, workflow);
         }
+        self.observe.run_started(run_id, workflow);
         let app = self.clone();
         let run: JsonRun = Box::pin(async move {
             let started = Instant::now();
@@ -232,7 +250,9 @@ impl App {
         started: Instant,
         result: &Result<Bytes, Error>,
     ) {
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let took = started.elapsed();
+        self.observe.run_finished(run_id, workflow, took, result);
+        let duration_ms = took.as_secs_f64() * 1000.0;
         match result {
             Ok(output) => {
                 tracing::info!(%run_id, workflow, status = "succeeded", duration_ms, "run finished");
@@ -266,17 +286,20 @@ impl App {
         };
         let graph = wf.graph();
         let resumed = record.completed_steps().into_iter().collect();
-        let ctx = self.isolate(RunCtx::durable(
-            graph.name,
-            record.run_id,
-            Durable {
-                journal: journal.clone(),
-                graph,
-                resumed,
-                pending_create: Mutex::new(None),
-                downstream: self.downstream_of(graph.name),
-            },
-        ));
+        let ctx = self.isolate(
+            RunCtx::durable(
+                graph.name,
+                record.run_id,
+                Durable {
+                    journal: journal.clone(),
+                    graph,
+                    resumed,
+                    pending_create: Mutex::new(None),
+                    downstream: self.downstream_of(graph.name),
+                },
+            )
+            .observed(self.observe.observer(graph.name)),
+        );
         let future = match wf.start(ctx, &record.input) {
             Ok(f) => f,
             Err(e) => {
@@ -309,7 +332,12 @@ impl App {
             Some(path) => Some(Journal::open(path)?),
             None => None,
         };
+        let observe = Observability::new(
+            runner.workflows.values().map(|wf| wf.graph()),
+            config.metrics,
+        );
         Ok(Arc::new(App {
+            observe,
             workflows: runner.workflows.clone(),
             runs: Runs::new(config.keep_runs),
             limiter: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -351,6 +379,8 @@ impl Server {
     /// Stops accepting, lets in-flight runs finish within the grace period, then returns.
     pub async fn shutdown(self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
+        // Event streams never end on their own; a graceful shutdown waits for open responses.
+        self.app.observe.events.close();
         let grace = self.app.config.grace;
         let max = self.app.config.max_in_flight as u32;
         let limiter = self.app.limiter.clone();
@@ -387,6 +417,7 @@ impl Runner {
     /// Binds the HTTP triggers, starts the cron loops, and returns a handle to stop them.
     pub async fn start(self, config: ServeConfig) -> Result<Server, Error> {
         self.check()?;
+        crate::admin::check_exposure(&config)?;
         #[cfg(feature = "container")]
         let containers = {
             let workflows: Vec<_> = self.workflows.values().cloned().collect();
@@ -491,14 +522,31 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// Logs to stderr, filtered by `NANOFLOW_LOG` (e.g. `info`, `warn`, `nanoflow_runtime=debug`).
-pub(crate) fn init_logging() {
+/// Logs to stderr, filtered by `NANOFLOW_LOG` (e.g. `info`, `warn`, `nanoflow_runtime=debug`);
+/// with the `otel` feature, also exports spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+/// set. Keep the returned guard until exit: dropping it flushes the export.
+pub(crate) fn init_logging() -> Result<crate::observability::ExportGuard, Error> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("NANOFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(log);
+    #[cfg(feature = "otel")]
+    {
+        let (layer, guard) = crate::observability::otel::layer()?.unzip();
+        let _ = registry.with(layer).try_init();
+        Ok(crate::observability::ExportGuard { otel: guard })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = registry.try_init();
+        Ok(crate::observability::ExportGuard {})
+    }
 }
 
 /// Parses `1048576`, `64KiB`, `1MiB`, `2MB`.

@@ -106,12 +106,15 @@ pub(crate) async fn run(
             scheduled_ms: next.timestamp_millis(),
             fired_ms: fired.timestamp_millis(),
         };
+        app.observe
+            .cron_fired(name, (fired - next).to_std().unwrap_or_default());
         let guard = match overlap {
             Overlap::Concurrent => None,
             Overlap::Skip => match gate.clone().try_lock_owned() {
                 Ok(g) => Some(Ok(g)),
                 Err(_) => {
                     tracing::info!(workflow = name, scheduled = %next, "cron tick skipped: the previous run is still going");
+                    app.observe.cron_skipped(name);
                     continue;
                 }
             },
@@ -120,6 +123,7 @@ pub(crate) async fn run(
                 Err(_) if waiting.load(Ordering::SeqCst) == 0 => Some(Err(gate.clone())),
                 Err(_) => {
                     tracing::info!(workflow = name, scheduled = %next, "cron tick skipped: one run is already queued");
+                    app.observe.cron_skipped(name);
                     continue;
                 }
             },

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::Error;
 use crate::journal::{NewRun, RunFilter};
+use crate::observability::TraceParent;
 use crate::run::RunId;
 use crate::runner::serve::App;
 use crate::runs::{RunError, RunStatus};
@@ -61,11 +62,8 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
     let list_app = app.clone();
     let runs_app = app.clone();
     let retry_app = app.clone();
-    Ok(router
-        .route(
-            "/healthz",
-            get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
-        )
+    // The operations routes, behind the admin token when one is set (see `admin`).
+    let operations = Router::new()
         .route(
             "/workflows",
             get(move || async move { workflows(&list_app) }),
@@ -93,7 +91,13 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
         .route(
             "/runs/{id}/retry",
             post(move |Path(id): Path<String>| async move { retry_run(&retry_app, &id).await }),
+        );
+    Ok(router
+        .route(
+            "/healthz",
+            get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
         )
+        .merge(crate::admin::routes(app, operations)?)
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -314,7 +318,7 @@ fn input_document<'a>(
     ))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -385,7 +389,9 @@ async fn trigger_run(
         }
     };
     let asynchronous = prefers_async(&parts.headers);
-    let ctx = app.context(wf.as_ref(), run_id, &document, idempotency_key.clone());
+    let ctx = app
+        .context(wf.as_ref(), run_id, &document, idempotency_key.clone())
+        .with_trace_parent(TraceParent::from_headers(&parts.headers));
     // Parsing happens here: input that does not fit creates no run and writes nothing.
     let future = match wf.start(ctx, &document) {
         Ok(f) => f,
@@ -553,10 +559,11 @@ struct ListQuery {
     status: Option<String>,
     before: Option<String>,
     limit: Option<usize>,
+    q: Option<String>,
 }
 
-/// `GET /runs?workflow=&status=&before=&limit=`: newest first; `before` is the last run id of
-/// the previous page.
+/// `GET /runs?workflow=&status=&q=&before=&limit=`: newest first; `before` is the last run id
+/// of the previous page; `q` searches run ids (a prefix), idempotency keys, inputs and errors.
 async fn list_runs(app: &App, query: ListQuery) -> Response {
     let Some(journal) = &app.journal else {
         return error_response(
@@ -596,6 +603,10 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
         status,
         before,
         limit,
+        search: query
+            .q
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty()),
     };
     match journal.list_runs(filter).await {
         Ok(runs) => {
@@ -666,12 +677,24 @@ fn workflows(app: &App) -> Response {
                 "triggers": g.triggers.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
                 "steps": g.steps.iter().map(|s| json!({
                     "name": s.name, "node": s.node, "input_type": s.input_type, "output_type": s.output_type,
+                    "retries": s.options.retries,
+                    "timeout_ms": s.options.timeout.map(|t| t.as_millis() as u64),
                 })).collect::<Vec<_>>(),
                 "edges": g.edges_text(),
+                "links": g.edges.iter().map(|(from, to)| [endpoint(g, *from), endpoint(g, *to)]).collect::<Vec<_>>(),
             })
         })
         .collect();
     json_response(StatusCode::OK, &json!({ "workflows": list }))
+}
+
+/// An edge end for `/workflows`: `"input"`, `"output"`, or the step's name.
+fn endpoint(g: &crate::graph::Graph, end: crate::graph::Endpoint) -> &'static str {
+    match end {
+        crate::graph::Endpoint::Input => "input",
+        crate::graph::Endpoint::Output => "output",
+        crate::graph::Endpoint::Step(i) => g.steps.get(i).map_or("?", |s| s.name),
+    }
 }
 
 impl IntoResponse for crate::runs::RunSummary {

@@ -1,0 +1,217 @@
+//! The operations surface served beside the triggers: the dashboard at `/` (assets embedded in
+//! the binary), `GET /metrics`, `GET /events`, and the admin token that guards them together
+//! with `/workflows` and `/runs*` (see [`AdminToken`]).
+
+pub(crate) mod assets;
+mod auth;
+
+pub use auth::AdminToken;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::Error;
+use crate::runner::serve::App;
+use crate::triggers::http::error_response;
+use crate::triggers::TriggerDef;
+
+/// Paths of the operations surface; no trigger may use them (the macro refuses them too).
+const RESERVED: [&str; 8] = [
+    "/healthz",
+    "/workflows",
+    "/runs",
+    "/metrics",
+    "/events",
+    "/login",
+    "/logout",
+    "/ui",
+];
+
+/// Whether `/` shows the dashboard (no workflow serves `GET /`); it is always at `/ui`.
+pub(crate) fn dashboard_at_root(app: &App) -> bool {
+    !app.workflows.values().any(|wf| {
+        wf.graph().triggers.iter().any(|t| {
+            matches!(
+                t,
+                TriggerDef::Http {
+                    method: "GET",
+                    path: "/"
+                }
+            )
+        })
+    })
+}
+
+/// Refuses a trigger that would shadow an operations route.
+fn check_routes(app: &App) -> Result<(), Error> {
+    for wf in app.workflows.values() {
+        for t in &wf.graph().triggers {
+            let TriggerDef::Http { method, path } = t else {
+                continue;
+            };
+            let reserved = RESERVED
+                .iter()
+                .any(|r| path == r || path.starts_with(&format!("{r}/")));
+            if reserved {
+                return Err(Error::Config(format!(
+                    "workflow `{}`: the route `{method} {path}` is reserved for the runner's dashboard and API",
+                    wf.graph().name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Wraps the runner's operations routes (`/workflows`, `/runs*`, ...) with the dashboard, the
+/// metrics and the event stream, all behind the admin token when one is set; adds the login
+/// routes, which are open.
+pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error> {
+    check_routes(app)?;
+    let metrics_app = app.clone();
+    let events_app = app.clone();
+    let config_app = app.clone();
+    let index = || get(|| async { html(StatusCode::OK, assets::INDEX_HTML) });
+    let mut protected = operations.route("/ui", index()).route("/ui/", index());
+    // The dashboard is also at `/`, unless a workflow's trigger is `GET /`: that one wins.
+    if dashboard_at_root(app) {
+        protected = protected.route("/", index());
+    }
+    let protected = protected
+        .route(
+            "/ui/config.json",
+            get(move || async move { ui_config(&config_app) }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move { metrics(&metrics_app) }),
+        )
+        .route(
+            "/events",
+            get(move || async move { events_app.observe.events.stream() }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ));
+    // The login page and the static files it and the dashboard load hold no data: open.
+    let open = Router::new()
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .with_state(app.clone())
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", assets::APP_JS) }),
+        )
+        .route(
+            "/ui/graph.js",
+            get(|| async { asset("text/javascript; charset=utf-8", assets::GRAPH_JS) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { asset("text/css; charset=utf-8", assets::STYLE_CSS) }),
+        )
+        .route(
+            "/ui/favicon.svg",
+            get(|| async { asset("image/svg+xml", assets::FAVICON_SVG) }),
+        );
+    Ok(protected.merge(open))
+}
+
+fn metrics(app: &App) -> Response {
+    let Some(metrics) = &app.observe.metrics else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "metrics are off; start the runner without `--metrics off`",
+            |_| {},
+        );
+    };
+    let max = app.config.max_in_flight;
+    let free = app.limiter.available_permits().min(max);
+    let text = metrics.render(
+        app.journal.as_ref().map(|j| j.metrics()),
+        app.observe.events.listeners(),
+        (max - free, free),
+    );
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Headers of every page: scripts and styles only from this origin (no inline code, no eval),
+/// never framed, no referrer.
+fn secure(response: &mut Response) {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
+
+pub(crate) fn html(status: StatusCode, page: &str) -> Response {
+    let mut response = Response::new(Body::from(page.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secure(&mut response);
+    response
+}
+
+/// What the dashboard needs to know about this runner.
+fn ui_config(app: &App) -> Response {
+    crate::triggers::http::json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "auth": app.config.admin_token.is_some(),
+            "journal": app.journal.is_some(),
+            "metrics": app.observe.metrics.is_some(),
+        }),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    secure(&mut response);
+    response
+}
+
+/// Refuses to serve the operations surface unauthenticated beyond this machine: a
+/// non-loopback address needs an admin token, or an explicit `--insecure-admin`.
+pub(crate) fn check_exposure(config: &crate::runner::ServeConfig) -> Result<(), Error> {
+    if config.addr.ip().is_loopback() || config.admin_token.is_some() || config.insecure_admin {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "refusing to listen on {}, which is not a loopback address, without an admin token: the dashboard, \
+         /runs, /metrics and /events would be open to the network. Set NANOFLOW_ADMIN_TOKEN (or \
+         `--admin-token`), or pass `--insecure-admin` if something in front of the runner guards them",
+        config.addr
+    )))
+}
