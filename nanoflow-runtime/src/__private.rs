@@ -8,8 +8,9 @@ pub use tokio;
 pub use crate::error::Error;
 pub use crate::graph::{Endpoint, Graph, Step};
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
-pub use crate::run::RunCtx;
+pub use crate::run::{RunCtx, StepName};
 pub use crate::triggers::{Overlap, TriggerDef};
+pub use crate::workflow::run_as_node;
 pub use crate::workflow::Workflow;
 
 /// Whether `T` is [`Data`](crate::Data), as a constant: `<Probe<T>>::IS_DATA` is the inherent

@@ -18,7 +18,7 @@ pub mod workflow;
 pub use error::Error;
 pub use graph::{Endpoint, Graph, Step};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
-pub use run::{RunCtx, RunId};
+pub use run::{RunCtx, RunId, StepName};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};
 pub use triggers::{Overlap, Tick, TriggerDef};

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt as _;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 
@@ -128,14 +129,109 @@ pub fn backoff_delay(options: &NodeOptions, retry: u32) -> Duration {
     half + Duration::from_nanos(jitter)
 }
 
+/// A step's name in the journal and in errors: its name in the graph, scoped by the
+/// sub-workflows and map items around it (`payment_flow/charge`, `score[17]`). Borrowed (no
+/// allocation) for a step at the top of its run.
+pub type StepName = Cow<'static, str>;
+
+/// Where in its run a context runs steps: inside which sub-workflow steps and map items.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    /// The enclosing sub-workflow steps, scoped themselves and each followed by `/`.
+    prefix: Option<Arc<str>>,
+    /// The indices of the enclosing map items but the innermost, formatted `[3][5]`.
+    outer: Option<Arc<str>>,
+    /// The index of the innermost enclosing map item.
+    item: Option<usize>,
+}
+
+impl Scope {
+    /// The scoped name of step `step`.
+    pub(crate) fn name(&self, step: &'static str) -> StepName {
+        if self.prefix.is_none() && self.item.is_none() {
+            return Cow::Borrowed(step);
+        }
+        let mut name = String::with_capacity(step.len() + 16);
+        name.push_str(self.prefix.as_deref().unwrap_or(""));
+        name.push_str(step);
+        name.push_str(self.outer.as_deref().unwrap_or(""));
+        if let Some(i) = self.item {
+            use std::fmt::Write as _;
+            let _ = write!(name, "[{i}]");
+        }
+        Cow::Owned(name)
+    }
+
+    /// The scope inside the sub-workflow run as step `step` (already scoped).
+    pub(crate) fn sub(step: &str) -> Scope {
+        Scope {
+            prefix: Some(format!("{step}/").into()),
+            outer: None,
+            item: None,
+        }
+    }
+
+    /// The scope the items of a map start from: this one, with the innermost item index
+    /// folded into the outer ones (done once per map, not per item).
+    pub(crate) fn items_base(&self) -> Scope {
+        let outer = match self.item {
+            None => self.outer.clone(),
+            Some(i) => Some(format!("{}[{i}]", self.outer.as_deref().unwrap_or("")).into()),
+        };
+        Scope {
+            prefix: self.prefix.clone(),
+            outer,
+            item: None,
+        }
+    }
+
+    /// Item `index` of a map whose [`Scope::items_base`] is `self`.
+    pub(crate) fn item(&self, index: usize) -> Scope {
+        Scope {
+            prefix: self.prefix.clone(),
+            outer: self.outer.clone(),
+            item: Some(index),
+        }
+    }
+
+    /// The index of the innermost map item.
+    pub(crate) fn item_index(&self) -> Option<usize> {
+        self.item
+    }
+}
+
+/// A scoped step name as the `&'static str` of [`Error::Node`]: names written in the graph
+/// are static already; a scoped name is interned, on the failure path only, so the set holds
+/// at most the distinct names that ever failed.
+fn static_name(name: &StepName) -> &'static str {
+    match name {
+        Cow::Borrowed(name) => name,
+        Cow::Owned(name) => {
+            static NAMES: Mutex<Option<std::collections::HashSet<&'static str>>> = Mutex::new(None);
+            let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+            let names = names.get_or_insert_with(Default::default);
+            match names.get(name.as_str()) {
+                Some(interned) => interned,
+                None => {
+                    let interned: &'static str = Box::leak(name.clone().into_boxed_str());
+                    names.insert(interned);
+                    interned
+                }
+            }
+        }
+    }
+}
+
 /// The context of one run, passed to every step. Created by [`Workflow::run`](crate::Workflow::run)
 /// or by the runner.
 pub struct RunCtx {
     run_id: RunId,
     workflow: &'static str,
-    durable: Option<Box<Durable>>,
+    durable: Option<Arc<Durable>>,
     /// Compensations of completed steps, in completion order (saga).
     compensations: Mutex<Vec<Compensation>>,
+    /// Inside which sub-workflows and map items this context runs steps.
+    scope: Scope,
 }
 
 impl std::fmt::Debug for RunCtx {
@@ -150,8 +246,10 @@ impl std::fmt::Debug for RunCtx {
 
 /// A completed step's compensation, ready to run.
 struct Compensation {
-    step: &'static str,
-    compensation: &'static str,
+    /// The step's scoped name.
+    step: StepName,
+    /// The compensation's record name, `step~undo_node`, scoped.
+    compensation: StepName,
     defaults: &'static NodeOptions,
     /// The step's output, the compensation's input.
     saved: Bytes,
@@ -161,16 +259,16 @@ struct Compensation {
 type CompensationFn = for<'a> fn(
     &'a RunCtx,
     &'static NodeOptions,
-    &'static str,
-    &'static str,
+    StepName,
+    StepName,
     Bytes,
 ) -> crate::workflow::BoxFuture<'a, Result<(), Error>>;
 
 fn run_compensation<'a, N, C>(
     ctx: &'a RunCtx,
     defaults: &'static NodeOptions,
-    step: &'static str,
-    compensation: &'static str,
+    step: StepName,
+    compensation: StepName,
     saved: Bytes,
 ) -> crate::workflow::BoxFuture<'a, Result<(), Error>>
 where
@@ -180,8 +278,8 @@ where
     // `workflow!` checked that `C` takes `N`'s output; the saved JSON is that output.
     let _ = std::marker::PhantomData::<N>;
     Box::pin(async move {
-        let value: C::Input = ctx.decode(step, &saved)?;
-        ctx.step_node::<C>(defaults, compensation, value)
+        let value: C::Input = ctx.decode(&step, &saved)?;
+        C::run_step(ctx, defaults, compensation, value)
             .await
             .map(|_| ())
     })
@@ -204,13 +302,46 @@ pub(crate) struct Durable {
 type Attempted<T> = (T, u32, Option<(u64, Instant)>);
 
 impl RunCtx {
-    fn from_parts(run_id: RunId, workflow: &'static str, durable: Option<Box<Durable>>) -> Self {
+    fn from_parts(run_id: RunId, workflow: &'static str, durable: Option<Arc<Durable>>) -> Self {
         Self {
             run_id,
             workflow,
             durable,
             compensations: Mutex::new(Vec::new()),
+            scope: Scope::default(),
         }
+    }
+
+    /// A context for part of this run (a sub-workflow, a map item): same run and journal,
+    /// steps named within `scope`, compensations of its own until [`RunCtx::adopt`].
+    pub(crate) fn child(&self, scope: Scope) -> Self {
+        Self {
+            run_id: self.run_id,
+            workflow: self.workflow,
+            durable: self.durable.clone(),
+            compensations: Mutex::new(Vec::new()),
+            scope,
+        }
+    }
+
+    /// Takes over the compensations a finished child context registered and did not run, so
+    /// that they run if this run fails later.
+    pub(crate) fn adopt(&self, child: RunCtx) {
+        let theirs = child
+            .compensations
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        if !theirs.is_empty() {
+            self.compensations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(theirs);
+        }
+    }
+
+    /// Inside which sub-workflows and map items this context runs.
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
     }
 
     /// A context for a new run of `workflow`.
@@ -225,7 +356,7 @@ impl RunCtx {
 
     /// A journaled run.
     pub(crate) fn durable(workflow: &'static str, run_id: RunId, durable: Durable) -> Self {
-        Self::from_parts(run_id, workflow, Some(Box::new(durable)))
+        Self::from_parts(run_id, workflow, Some(Arc::new(durable)))
     }
 
     /// This run's id.
@@ -264,20 +395,20 @@ impl RunCtx {
     where
         N: Accepts<T, <N as Node>::Input>,
     {
-        self.step_node::<N>(defaults, name, N::into_input(input))
-            .await
+        N::run_step(self, defaults, self.scope.name(name), N::into_input(input)).await
     }
 
-    /// A step whose input type is already the node's.
-    async fn step_node<N: Node>(
+    /// A step whose input type is already the node's, `name` already scoped.
+    pub(crate) async fn step_named<N: Node>(
         &self,
         defaults: &'static NodeOptions,
-        name: &'static str,
+        name: StepName,
         input: N::Input,
     ) -> Result<N::Output, Error> {
+        let name = &name;
         let options = N::OPTIONS.or(defaults);
         if let Some(durable) = &self.durable {
-            if let Some(recorded) = durable.resumed.get(name) {
+            if let Some(recorded) = durable.resumed.get(name.as_ref()) {
                 // Completed before a restart: never run again.
                 return self.decode::<N::Output>(name, recorded);
             }
@@ -295,6 +426,8 @@ impl RunCtx {
         let committed = self.record(d, name, attempt, Ok(bytes), started, None);
         // A step whose successors would start now must be durable first, so that a crash can
         // never make it run twice. A last step is made durable with the run's finish record.
+        // (A scoped name is never terminal: a map item frees its slot for the next item, and a
+        // sub-workflow's last step is followed by the parent's.)
         if !d.graph.is_terminal(name) {
             wait_commit(committed).await?;
         }
@@ -316,9 +449,18 @@ impl RunCtx {
         C: Node,
     {
         let output = self.step_in::<N, T>(defaults, name, input).await?;
-        let saved = self.encode(name, 0, &output)?;
+        let step = self.scope.name(name);
+        let saved = self.encode(&step, 0, &output)?;
+        // `compensation` is `name~undo`: scoped, `score[3]~undo` (what `completed_steps` reads).
+        let compensation = match &step {
+            Cow::Borrowed(_) => Cow::Borrowed(compensation),
+            Cow::Owned(full) => Cow::Owned(format!(
+                "{full}{}",
+                compensation.get(name.len()..).unwrap_or_default()
+            )),
+        };
         let entry = Compensation {
-            step: name,
+            step,
             compensation,
             defaults,
             saved,
@@ -337,16 +479,17 @@ impl RunCtx {
         let list =
             std::mem::take(&mut *self.compensations.lock().unwrap_or_else(|p| p.into_inner()));
         for c in list.into_iter().rev() {
-            tracing::info!(run_id = %self.run_id, workflow = self.workflow, step = c.step, cause = %cause, "compensating");
+            let step = c.step.clone();
+            tracing::info!(run_id = %self.run_id, workflow = self.workflow, step = %step, cause = %cause, "compensating");
             if let Err(e) = (c.run)(self, c.defaults, c.step, c.compensation, c.saved).await {
-                tracing::error!(run_id = %self.run_id, workflow = self.workflow, step = c.step, error = %e, "compensation failed");
+                tracing::error!(run_id = %self.run_id, workflow = self.workflow, step = %step, error = %e, "compensation failed");
             }
         }
     }
 
     fn encode<T: serde::Serialize>(
         &self,
-        name: &'static str,
+        name: &StepName,
         attempt: u32,
         value: &T,
     ) -> Result<Bytes, Error> {
@@ -361,7 +504,7 @@ impl RunCtx {
 
     fn decode<T: serde::de::DeserializeOwned>(
         &self,
-        name: &'static str,
+        name: &StepName,
         bytes: &[u8],
     ) -> Result<T, Error> {
         serde_json::from_slice(bytes).map_err(|e| {
@@ -378,7 +521,7 @@ impl RunCtx {
     /// Tries `call` up to `1 + retries` times with backoff, recording failed attempts.
     async fn attempts<N, T, F, M>(
         &self,
-        name: &'static str,
+        name: &StepName,
         input: N::Input,
         options: &NodeOptions,
         mut call: M,
@@ -416,7 +559,7 @@ impl RunCtx {
                     }
                     let delay = backoff_delay(options, attempt);
                     tracing::debug!(
-                        run_id = %self.run_id, workflow = self.workflow, node = name, attempt,
+                        run_id = %self.run_id, workflow = self.workflow, node = %name, attempt,
                         error = %error, retry_in = ?delay, "node attempt failed; retrying"
                     );
                     tokio::time::sleep(delay).await;
@@ -430,7 +573,7 @@ impl RunCtx {
     /// state atomically with the step's output (durably when journaled).
     async fn stateful<N: Node>(
         &self,
-        name: &'static str,
+        name: &StepName,
         input: N::Input,
         options: &NodeOptions,
     ) -> Result<N::Output, Error> {
@@ -484,7 +627,7 @@ impl RunCtx {
     fn record(
         &self,
         d: &Durable,
-        step: &'static str,
+        step: &StepName,
         attempt: u32,
         outcome: Result<Bytes, &NodeError>,
         started: (u64, Instant),
@@ -492,7 +635,7 @@ impl RunCtx {
     ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let write = StepWrite {
             run_id: self.run_id,
-            step,
+            step: step.clone(),
             attempt,
             outcome: outcome.map_err(|e| serde_json::to_value(e).unwrap_or_default()),
             started_ms: started.0,
@@ -527,10 +670,10 @@ impl RunCtx {
         self.durable.is_some()
     }
 
-    fn node_failed(&self, node: &'static str, attempt: u32, error: NodeError) -> Error {
+    fn node_failed(&self, node: &StepName, attempt: u32, error: NodeError) -> Error {
         Error::Node {
             workflow: self.workflow,
-            node,
+            node: static_name(node),
             attempt,
             run_id: self.run_id,
             error,
