@@ -7,6 +7,7 @@
 pub mod error;
 pub mod graph;
 pub mod journal;
+pub mod map;
 pub mod node;
 pub mod run;
 pub mod runner;
