@@ -6,7 +6,7 @@ pub use serde_json;
 pub use tokio;
 
 pub use crate::error::Error;
-pub use crate::graph::{Endpoint, Graph, Step};
+pub use crate::graph::{Endpoint, Graph, MapDef, Step};
 pub use crate::map::DEFAULT_CONCURRENCY as DEFAULT_MAP_CONCURRENCY;
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::{RunCtx, StepName};

@@ -17,7 +17,7 @@ pub mod triggers;
 pub mod workflow;
 
 pub use error::Error;
-pub use graph::{Endpoint, Graph, Step};
+pub use graph::{Endpoint, Graph, MapDef, Step, StepKind};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
 pub use run::{RunCtx, RunId, StepName};
 pub use runner::{Runner, ServeConfig, Server};

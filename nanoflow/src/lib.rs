@@ -3,9 +3,9 @@
 #[doc(inline)]
 pub use nanoflow_macros::{node, workflow};
 pub use nanoflow_runtime::{
-    Accepts, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation, Node,
-    NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner, ServeConfig,
-    Server, State, Step, Tick, TriggerDef, Workflow,
+    Accepts, Data, Endpoint, Error, ErrorKind, Graph, InputError, InputErrorKind, Isolation,
+    MapDef, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId, RunStatus, RunSummary, Runner,
+    ServeConfig, Server, State, Step, StepKind, Tick, TriggerDef, Workflow,
 };
 
 pub use nanoflow_runtime::journal;
