@@ -9,7 +9,7 @@ pub use crate::error::Error;
 pub use crate::graph::{Endpoint, Graph, MapDef, Step};
 pub use crate::map::DEFAULT_CONCURRENCY as DEFAULT_MAP_CONCURRENCY;
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
-pub use crate::run::{RunCtx, StepName};
+pub use crate::run::RunCtx;
 pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::run_as_node;
 pub use crate::workflow::Workflow;
@@ -201,16 +201,16 @@ pub struct Carry<T>(pub T);
 impl<T> Carry<T> {
     /// [`RunCtx::step_in`] on the carried value.
     #[inline]
-    pub async fn step_in<N>(
+    pub fn step_in<'a, N>(
         self,
-        ctx: &RunCtx,
+        ctx: &'a RunCtx,
         defaults: &'static NodeOptions,
         name: &'static str,
-    ) -> Result<N::Output, Error>
+    ) -> impl std::future::Future<Output = Result<N::Output, Error>> + Send + 'a
     where
         N: Accepts<T, <N as Node>::Input>,
     {
-        ctx.step_in::<N, T>(defaults, name, self.0).await
+        ctx.step_in::<N, T>(defaults, name, self.0)
     }
 
     /// [`RunCtx::step_compensated`] on the carried value.

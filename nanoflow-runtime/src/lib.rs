@@ -19,7 +19,7 @@ pub mod workflow;
 pub use error::Error;
 pub use graph::{Endpoint, Graph, MapDef, Step, StepKind};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
-pub use run::{RunCtx, RunId, StepName};
+pub use run::{RunCtx, RunId};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};
 pub use triggers::{Overlap, Tick, TriggerDef};

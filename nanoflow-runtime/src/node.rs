@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::graph::Graph;
-use crate::run::{RunCtx, StepName};
+use crate::run::RunCtx;
 
 /// A value that can flow between nodes.
 ///
@@ -62,14 +62,13 @@ pub trait Node: Send + Sync + 'static {
     /// otherwise. Only called when a node may run more than once.
     fn duplicate(input: &Self::Input) -> Result<Self::Input, NodeError>;
 
-    /// Runs this node as step `name` of the run `ctx` (the name already scoped, e.g.
-    /// `score[17]`). A workflow used as a node overrides it to run its own graph inside the
-    /// parent's run.
+    /// Runs this node as step `name` of the run `ctx`. A workflow used as a node overrides it
+    /// to run its own graph inside the parent's run.
     #[doc(hidden)]
     fn run_step<'a>(
         ctx: &'a RunCtx,
         defaults: &'static NodeOptions,
-        name: StepName,
+        name: &'static str,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, Error>> + Send + 'a
     where

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::node::{Data, NodeError};
-use crate::run::{RunCtx, Scope, StepName};
+use crate::run::{RunCtx, Scope};
 use crate::runs::RunError;
 
 /// A workflow declared with `workflow!`. Implemented by the macro, never by hand.
@@ -49,20 +49,20 @@ pub trait Workflow: Copy + Send + Sync + 'static {
 }
 
 impl RunCtx {
-    /// Runs `workflow` as step `name` (already scoped) of this run: a sub-workflow. Its steps
-    /// are journaled as part of this run, named `name/step`, so a resumed run skips those
-    /// that completed; a failure names this run's workflow and the scoped step.
+    /// Runs `workflow` as step `name` of this run: a sub-workflow. Its steps are journaled
+    /// as part of this run, named `name/step`, so a resumed run skips those that completed; a
+    /// failure names this run's workflow and the scoped step.
     #[doc(hidden)]
     pub async fn sub_workflow<W: Workflow>(
         &self,
         workflow: W,
-        name: StepName,
+        name: &'static str,
         input: W::Input,
     ) -> Result<W::Output, Error> {
-        let child = self.child(Scope::sub(&name));
+        let child = self.child(Scope::sub(&self.name(name)));
         let result = workflow.execute(&child, input).await;
         // What the sub-workflow completed is undone with the rest of this run if it fails later.
-        self.adopt(child);
+        self.adopt(&child);
         result
     }
 }

@@ -540,21 +540,16 @@ impl Gen<'_> {
         } else {
             (quote!(map), quote!(::std::vec::Vec<#out_ty>))
         };
-        let turbofish = collection.map(|c| quote!(::<#c, _, _, _>));
+        let turbofish = collection.map(|c| quote!(::<#c, _, _>));
         let result = self.var();
         let in_var = &input.var;
         let stmts = quote! {
             let #result = __nanoflow_ctx.#method #turbofish(
                 #concurrency,
                 #in_var,
-                move |__nanoflow_item_ctx: #private::RunCtx, #item| async move {
-                    let __nanoflow_result = async {
-                        let __nanoflow_ctx = &__nanoflow_item_ctx;
-                        #body
-                        ::core::result::Result::Ok::<_, #private::Error>(#out_var)
-                    }
-                    .await;
-                    (__nanoflow_item_ctx, __nanoflow_result)
+                async |__nanoflow_ctx: &#private::RunCtx, #item| {
+                    #body
+                    ::core::result::Result::Ok::<_, #private::Error>(#out_var)
                 },
             )
             .await?;
@@ -830,7 +825,7 @@ fn as_node(
             fn run_step<'__nanoflow_a>(
                 ctx: &'__nanoflow_a #private::RunCtx,
                 _: &'static #private::NodeOptions,
-                name: #private::StepName,
+                name: &'static str,
                 input: #input_ty,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<#output_ty, #private::Error>,

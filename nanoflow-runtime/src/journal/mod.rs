@@ -148,7 +148,7 @@ impl Default for Retention {
 pub(crate) struct StepWrite {
     pub(crate) run_id: RunId,
     /// The step's scoped name (`score[17]`, `payment_flow/charge`).
-    pub(crate) step: crate::run::StepName,
+    pub(crate) step: std::borrow::Cow<'static, str>,
     pub(crate) attempt: u32,
     pub(crate) outcome: Result<Bytes, serde_json::Value>,
     pub(crate) started_ms: u64,
