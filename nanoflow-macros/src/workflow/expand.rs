@@ -687,20 +687,15 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     let run_doc = format!("Runs `{name_str}` in-process on `input` and returns its output.");
     let graph_doc = format!("The graph of `{name_str}`: steps, edges, triggers and types.");
 
-    let wrapped = if wf.compensations.is_empty() {
-        quote!(async move {
+    // Always: even without a `#[compensate]` of its own, a workflow may have completed
+    // sub-workflows (or map items) whose steps have compensations.
+    let wrapped = quote!(async move {
+        #private::with_compensation(__nanoflow_ctx, async move {
             #body
             ::core::result::Result::Ok(#out)
         })
-    } else {
-        quote!(async move {
-            #private::with_compensation(__nanoflow_ctx, async move {
-                #body
-                ::core::result::Result::Ok(#out)
-            })
-            .await
-        })
-    };
+        .await
+    });
 
     let as_node = as_node(private, &ty, name, &input_ty, &output_ty);
 
