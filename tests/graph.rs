@@ -243,6 +243,19 @@ async fn map_keeps_input_order_with_concurrency() {
     assert_eq!(squares.run(0).await.unwrap(), "");
 }
 
+workflow! {
+    doubled: map(double, concurrency = 4);
+}
+
+#[tokio::test]
+async fn a_map_of_items_finishing_at_once_keeps_every_item_in_order() {
+    // Items of a CPU-only node finish on their first poll; more of them than the map runs in
+    // one go before letting other tasks run.
+    let input: Vec<u64> = (0..5_000).collect();
+    let output = doubled.run(input.clone()).await.unwrap();
+    assert_eq!(output, input.iter().map(|x| x * 2).collect::<Vec<_>>());
+}
+
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -376,6 +389,83 @@ async fn maps_of_chains_first_and_nested() {
     assert!(err.to_string().contains("node `parse_item[1]`"), "{err}");
     // Rows [0], [0, 1], [0, 1, 2], each cell doubled.
     assert_eq!(grid.run(3).await.unwrap(), vec![0, 2, 6]);
+}
+
+// An item that wakes itself and returns `Pending` (a hand-written yield) is polled again on
+// the next turn of the runtime, not in a busy loop.
+#[node]
+async fn polite(x: u64) -> u64 {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    x + 1
+}
+workflow! {
+    politely: map(polite, concurrency = 3) -> sum;
+}
+
+#[tokio::test]
+async fn items_that_wake_themselves_finish() {
+    assert_eq!(
+        politely.run((0..100).collect()).await.unwrap(),
+        (1..=100).sum::<u64>()
+    );
+}
+
+// Compensations of steps inside map items and sub-workflows run when the run fails later.
+static UNDONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+#[node]
+fn reserve(x: u64) -> u64 {
+    x
+}
+#[node]
+fn release(x: u64) {
+    UNDONE.lock().unwrap().push(format!("release {x}"));
+}
+#[node]
+fn hold(p: Payment) -> Payment {
+    p
+}
+#[node]
+fn unhold(p: Payment) {
+    UNDONE.lock().unwrap().push(format!("unhold {}", p.order));
+}
+#[node]
+fn give_up(_: String) -> Result<String, NodeError> {
+    Err(NodeError::permanent("giving up"))
+}
+#[node]
+fn give_up_on_list(_: Vec<u64>) -> Result<u64, NodeError> {
+    Err(NodeError::permanent("giving up"))
+}
+workflow! {
+    #[compensate(reserve => release)]
+    reserving: map(reserve) -> give_up_on_list;
+
+    #[compensate(hold => unhold)]
+    holding: hold -> record;
+    compensated_sub: validate -> holding -> give_up;
+}
+
+#[tokio::test]
+async fn compensations_inside_maps_and_sub_workflows_run_when_the_run_fails() {
+    reserving.run(vec![1, 2, 3]).await.unwrap_err();
+    let mut undone = std::mem::take(&mut *UNDONE.lock().unwrap());
+    undone.sort();
+    assert_eq!(undone, ["release 1", "release 2", "release 3"]);
+    // `holding` succeeded inside `compensated_sub`; the parent's failure undoes its steps
+    // (the parent itself declares no compensation).
+    let err = compensated_sub.run("o-9".into()).await.unwrap_err();
+    assert!(err.to_string().contains("node `give_up`"), "{err}");
+    assert_eq!(*UNDONE.lock().unwrap(), ["unhold o-9"]);
 }
 
 // ---- sub-workflows: a workflow used as a node ----
