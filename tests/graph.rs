@@ -727,6 +727,28 @@ async fn map_branch_and_sub_workflow_resume_from_the_journal() {
     let server = start(&path).await;
     let addr = server.local_addr();
 
+    // `GET /workflows` shows each step's kind, and the branch of each labelled edge.
+    let list = get(addr, "/workflows").await.json();
+    let find = |name: &str| {
+        list["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(find("journaled_sub")["steps"][1]["kind"], "workflow");
+    assert_eq!(find("journaled_sub")["steps"][0]["kind"], "node");
+    let edges = find("journaled_branch")["edges"].clone();
+    assert!(
+        edges
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("counted_review -> pay [Approved]")),
+        "{edges}"
+    );
+
     // A map: items are journaled as `journaled_item[i]`; item 7 fails; the re-drive runs only
     // the items that had not completed.
     MAP_BROKEN_ITEM.store(7, Ordering::SeqCst);

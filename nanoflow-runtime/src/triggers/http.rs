@@ -661,6 +661,7 @@ fn workflows(app: &App) -> Response {
                 "triggers": g.triggers.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
                 "steps": g.steps.iter().map(|s| json!({
                     "name": s.name, "node": s.node, "input_type": s.input_type, "output_type": s.output_type,
+                    "kind": s.kind.as_str(),
                 })).collect::<Vec<_>>(),
                 "edges": g.edges_text(),
             })
