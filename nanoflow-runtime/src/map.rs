@@ -212,6 +212,7 @@ where
 }
 
 /// Polls the item in a place (pending when there is none).
+#[inline]
 fn poll_in<Fut: Future>(place: &mut Option<Pin<Box<Fut>>>, waker: &Waker) -> Poll<Fut::Output> {
     match place {
         Some(future) => future.as_mut().poll(&mut Context::from_waker(waker)),
@@ -221,6 +222,7 @@ fn poll_in<Fut: Future>(place: &mut Option<Pin<Box<Fut>>>, waker: &Waker) -> Pol
 
 /// Puts a new item's future in a place (in the allocation of the previous one, if any) and
 /// polls it once.
+#[inline]
 fn start_in<Fut: Future>(
     place: &mut Option<Pin<Box<Fut>>>,
     future: Fut,

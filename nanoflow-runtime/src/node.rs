@@ -65,6 +65,7 @@ pub trait Node: Send + Sync + 'static {
     /// Runs this node as step `name` of the run `ctx`. A workflow used as a node overrides it
     /// to run its own graph inside the parent's run.
     #[doc(hidden)]
+    #[inline]
     fn run_step<'a>(
         ctx: &'a RunCtx,
         defaults: &'static NodeOptions,

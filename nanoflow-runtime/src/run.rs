@@ -477,6 +477,7 @@ impl RunCtx {
     /// The common case is kept small, for a map holds one of these per item in flight: no
     /// journal, no state, one attempt without a time limit is the node's own future and a
     /// closure. The rest is boxed, so that its larger state does not weigh on that.
+    #[inline]
     pub(crate) fn step_named<'a, N: Node>(
         &'a self,
         defaults: &'static NodeOptions,
