@@ -227,13 +227,13 @@ impl Graph {
         let _ = writeln!(
             out,
             "    input([\"{}\"])",
-            escape(&short_type(self.input_type))
+            mermaid_escape(&short_type(self.input_type))
         );
         self.mermaid_children(&mut out, None, 1);
         let _ = writeln!(
             out,
             "    output([\"{}\"])",
-            escape(&short_type(self.output_type))
+            mermaid_escape(&short_type(self.output_type))
         );
         for (from, to) in &self.edges {
             match self.label(*from, *to) {
@@ -245,7 +245,7 @@ impl Graph {
                         out,
                         "    {} -->|\"{}\"| {}",
                         Self::id(*from),
-                        escape(label),
+                        mermaid_escape(label),
                         Self::id(*to)
                     );
                 }
@@ -265,7 +265,7 @@ impl Graph {
                     } else {
                         format!("{} ({})", step.name, step.node)
                     };
-                    let label = escape(&label);
+                    let label = mermaid_escape(&label);
                     let _ = match step.kind {
                         StepKind::Condition => writeln!(out, "{pad}s{i}{{\"{label}\"}}"),
                         StepKind::Workflow(_) => writeln!(out, "{pad}s{i}[[\"{label}\"]]"),
@@ -276,7 +276,7 @@ impl Graph {
                     let _ = writeln!(
                         out,
                         "{pad}subgraph m{m} [\"{}\"]",
-                        escape(&self.map_caption(m))
+                        mermaid_escape(&self.map_caption(m))
                     );
                     self.mermaid_children(out, Some(m), depth + 1);
                     let _ = writeln!(out, "{pad}end");
@@ -395,9 +395,115 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// A label inside a Mermaid `"..."`, where `<` and `>` would be read as HTML (`Vec<Claim>` would
+/// show as `Vec`): written as Mermaid's entity codes.
+fn mermaid_escape(s: &str) -> String {
+    escape(s).replace('<', "#lt;").replace('>', "#gt;")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::short_type;
+    use super::*;
+
+    fn step(name: &'static str, kind: StepKind) -> Step {
+        Step {
+            name,
+            node: name,
+            input_type: "alloc::vec::Vec<u64>",
+            output_type: "u64",
+            options: NodeOptions::DEFAULT,
+            kind,
+        }
+    }
+
+    /// `split -> map(score -> map(part)) -> if big { a } else { b }`, by hand.
+    fn sample() -> Graph {
+        use Endpoint::*;
+        Graph {
+            name: "sample",
+            doc: "",
+            steps: vec![
+                step("split", StepKind::Node),
+                step("score", StepKind::Node),
+                step("part", StepKind::Node),
+                step("big", StepKind::Condition),
+                step("a", StepKind::Node),
+                step("b", StepKind::Node),
+            ],
+            edges: vec![
+                (Input, Step(0)),
+                (Step(0), Step(1)),
+                (Step(1), Step(2)),
+                (Step(2), Step(3)),
+                (Step(3), Step(4)),
+                (Step(3), Step(5)),
+                (Step(4), Output),
+                (Step(5), Output),
+            ],
+            labels: vec![(Step(3), Step(4), "true"), (Step(3), Step(5), "false")],
+            maps: vec![
+                MapDef {
+                    steps: vec![1, 2],
+                    concurrency: 4,
+                    collect_errors: false,
+                },
+                MapDef {
+                    steps: vec![2],
+                    concurrency: 16,
+                    collect_errors: true,
+                },
+            ],
+            triggers: Vec::new(),
+            input_type: "alloc::vec::Vec<u64>",
+            output_type: "u64",
+        }
+    }
+
+    #[test]
+    fn mermaid_nests_maps_labels_branches_and_escapes_types() {
+        let mermaid = sample().to_mermaid();
+        let expected = r#"flowchart LR
+    input(["Vec#lt;u64#gt;"])
+    s0["split"]
+    subgraph m0 ["map: each item, 4 at a time"]
+        s1["score"]
+        subgraph m1 ["map: each item, 16 at a time, errors collected"]
+            s2["part"]
+        end
+    end
+    s3{"big"}
+    s4["a"]
+    s5["b"]
+    output(["u64"])
+    input --> s0
+    s0 --> s1
+    s1 --> s2
+    s2 --> s3
+    s3 -->|"true"| s4
+    s3 -->|"false"| s5
+    s4 --> output
+    s5 --> output
+"#;
+        assert_eq!(mermaid, expected);
+    }
+
+    #[test]
+    fn dot_draws_clusters_diamonds_and_labels() {
+        let dot = sample().to_dot();
+        assert!(dot.contains("    subgraph cluster_m0 {\n        label=\"map: each item, 4 at a time\";\n        style=dashed;\n        s1 [shape=box"), "{dot}");
+        assert!(dot.contains("        subgraph cluster_m1 {"), "{dot}");
+        assert!(
+            dot.contains("    s3 [shape=diamond, label=\"big\\nVec<u64> -> u64\"];"),
+            "{dot}"
+        );
+        assert!(dot.contains("    s3 -> s4 [label=\"true\"];"), "{dot}");
+        let g = sample();
+        assert_eq!(g.map_of(2), Some(1));
+        assert_eq!(g.map_of(1), Some(0));
+        assert_eq!(g.map_of(3), None);
+        assert_eq!(g.label(Endpoint::Step(3), Endpoint::Step(5)), Some("false"));
+        assert!(g.edges_text().contains(&"big -> b [false]".to_owned()));
+    }
 
     #[test]
     fn short_type_strips_paths() {
