@@ -476,7 +476,6 @@ pub struct Payment {
     pub cents: u64,
 }
 
-static CHARGE_BROKEN: AtomicBool = AtomicBool::new(false);
 #[node]
 fn validate(order: String) -> Payment {
     Payment {
@@ -486,7 +485,7 @@ fn validate(order: String) -> Payment {
 }
 #[node]
 fn charge(p: Payment) -> Result<Payment, NodeError> {
-    if CHARGE_BROKEN.load(Ordering::SeqCst) {
+    if p.order.contains("declined") {
         return Err(NodeError::permanent("card declined"));
     }
     Ok(p)
@@ -818,11 +817,22 @@ async fn map_branch_and_sub_workflow_resume_from_the_journal() {
     server.shutdown().await.unwrap();
 }
 
+#[node]
+fn payments(orders: Vec<String>) -> Vec<Payment> {
+    orders.into_iter().map(validate).collect()
+}
+#[node]
+fn rows_of(orders: Vec<String>) -> Vec<Vec<String>> {
+    vec![orders]
+}
+workflow! {
+    pay_each: payments -> map(payment_flow);
+    pay_rows: rows_of -> map(map(checkout));
+}
+
 #[tokio::test]
-async fn errors_inside_sub_workflows_name_the_scoped_step() {
-    CHARGE_BROKEN.store(true, Ordering::SeqCst);
-    let err = outer_flow.run("x".into()).await.unwrap_err();
-    CHARGE_BROKEN.store(false, Ordering::SeqCst);
+async fn errors_inside_sub_workflows_and_maps_name_the_scoped_step() {
+    let err = outer_flow.run("declined".into()).await.unwrap_err();
     assert!(
         err.to_string().contains(
             "workflow `outer_flow` failed at node `checkout/payment_flow/charge` (attempt 1"
@@ -830,4 +840,26 @@ async fn errors_inside_sub_workflows_name_the_scoped_step() {
         "{err}"
     );
     assert_eq!(err.node_error().unwrap().kind(), ErrorKind::Permanent);
+    let orders = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        pay_each.run(orders(&["a", "bb"])).await.unwrap(),
+        ["a:100", "bb:200"]
+    );
+    let err = pay_each
+        .run(orders(&["a", "declined", "c"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("at node `payment_flow[1]/charge`"),
+        "{err}"
+    );
+    let err = pay_rows
+        .run(orders(&["a", "b", "declined"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("at node `checkout[0][2]/payment_flow/charge`"),
+        "{err}"
+    );
 }
