@@ -6,10 +6,12 @@ pub use serde_json;
 pub use tokio;
 
 pub use crate::error::Error;
-pub use crate::graph::{Endpoint, Graph, Step};
+pub use crate::graph::{Endpoint, Graph, MapDef, Step};
+pub use crate::map::DEFAULT_CONCURRENCY as DEFAULT_MAP_CONCURRENCY;
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::RunCtx;
 pub use crate::triggers::{Overlap, TriggerDef};
+pub use crate::workflow::run_as_node;
 pub use crate::workflow::Workflow;
 
 /// Whether `T` is [`Data`](crate::Data), as a constant: `<Probe<T>>::IS_DATA` is the inherent
@@ -232,3 +234,131 @@ pub async fn with_compensation<T>(
 
 /// Checked by `workflow!` for each `#[compensate(step => undo)]`: `undo` takes `step`'s output.
 pub fn compensates<N: Node, C: Accepts<T, <C as Node>::Input>, T>() {}
+
+/// A value whose type `workflow!` cannot name (the payload of a `match` arm): the step it
+/// feeds is called as a method on it, so that rustc knows the value's type before it checks
+/// the step's `Accepts` bound, and reports a mismatch in the user's terms.
+#[derive(Debug)]
+pub struct Carry<T>(pub T);
+
+impl<T> Carry<T> {
+    /// [`RunCtx::step_in`] on the carried value.
+    #[inline]
+    pub fn step_in<'a, N>(
+        self,
+        ctx: &'a RunCtx,
+        defaults: &'static NodeOptions,
+        name: &'static str,
+    ) -> impl std::future::Future<Output = Result<N::Output, Error>> + Send + 'a
+    where
+        N: Accepts<T, <N as Node>::Input>,
+    {
+        ctx.step_in::<N, T>(defaults, name, self.0)
+    }
+
+    /// [`RunCtx::step_compensated`] on the carried value.
+    #[inline]
+    pub async fn step_compensated<N, C>(
+        self,
+        ctx: &RunCtx,
+        defaults: &'static NodeOptions,
+        name: &'static str,
+        compensation: &'static str,
+    ) -> Result<N::Output, Error>
+    where
+        N: Accepts<T, <N as Node>::Input>,
+        C: Node,
+    {
+        ctx.step_compensated::<N, T, C>(defaults, name, compensation, self.0)
+            .await
+    }
+}
+
+/// What `map(..)` runs over: a `Vec`, or any other `IntoIterator`.
+#[diagnostic::on_unimplemented(
+    message = "`map(..)` needs a collection, but the step before it gives `{Self}`",
+    label = "this `map` runs its steps once per item of a `Vec` or another `IntoIterator`",
+    note = "return a `Vec<T>` (or another `IntoIterator`) from the step before `map(..)`, or remove the `map`"
+)]
+pub trait Collection {}
+#[diagnostic::do_not_recommend]
+impl<C: IntoIterator> Collection for C {}
+
+/// Checked by `workflow!` in the array length of the type of a `map(..)`'s input, so that a
+/// non-collection is one error, at the `map`, and the map's uses of the type add none.
+pub const fn collection<C: Collection>() -> usize {
+    0
+}
+
+/// See [`Choose`]: the first type, once the second (carrying a check) is well-formed.
+pub type Checked<A, B> = <Pick<true> as Choose<A, B>>::Type;
+
+/// The arms of a `match` and the branches of an `if` rejoin: each gives the first's type.
+#[diagnostic::on_unimplemented(
+    message = "this branch gives `{Self}`, but the first branch gives `{T}`",
+    label = "the branches of a `match` or an `if` rejoin, so each must give the same type",
+    note = "end every branch with a step that returns the same type, or end the workflow with the first branch's type"
+)]
+pub trait SameAs<T> {
+    /// The value, as the first branch's type (which it is).
+    fn same(self) -> T;
+}
+impl<T> SameAs<T> for T {
+    #[inline(always)]
+    fn same(self) -> T {
+        self
+    }
+}
+
+/// The output of a branch after the first, as the first branch's type.
+#[inline(always)]
+pub fn rejoin<T, U: SameAs<T>>(value: U) -> T {
+    value.same()
+}
+
+/// What an `if` condition returns.
+#[diagnostic::on_unimplemented(
+    message = "an `if` condition must return `bool`, not `{Self}`",
+    label = "this node chooses the branch of the `if`, so it must return `bool`",
+    note = "use a node returning `bool` as the condition; to branch on an enum, write `step -> match {{ Variant(x) => .., .. }}`"
+)]
+pub trait Condition {
+    /// The branch to take.
+    fn holds(self) -> bool;
+}
+impl Condition for bool {
+    #[inline(always)]
+    fn holds(self) -> bool {
+        self
+    }
+}
+
+/// Whether an `if` condition holds.
+#[inline(always)]
+pub fn condition<B: Condition>(value: B) -> bool {
+    value.holds()
+}
+
+/// A value that an `if` condition looks at: the condition gets a copy.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must implement `Clone` to be tested by an `if` condition",
+    label = "the condition gets a copy of `{Self}`, and the branch taken gets the value",
+    note = "add `#[derive(Clone)]` to `{Self}`, or test a value that is `Clone`"
+)]
+pub trait Inspect: Sized {
+    /// The condition's copy.
+    fn inspect_copy(&self) -> Self;
+}
+#[diagnostic::do_not_recommend]
+impl<T: Clone + crate::Data> Inspect for T {
+    #[inline(always)]
+    fn inspect_copy(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// Copies a value for an `if` condition; reported at the `if` when the value is not `Clone`.
+#[inline(always)]
+pub fn inspect<T: Inspect>(value: &T) -> T {
+    value.inspect_copy()
+}

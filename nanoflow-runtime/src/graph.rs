@@ -21,6 +21,8 @@ pub struct Step {
     pub output_type: &'static str,
     /// The node's `#[node(...)]` settings.
     pub options: NodeOptions,
+    /// What the step is: a node, an `if` condition, or a workflow used as a node.
+    pub kind: StepKind,
     /// Calls the node on JSON (how a node container runs it).
     pub call_json: JsonCall,
 }
@@ -76,8 +78,65 @@ impl Step {
             output_type: std::any::type_name::<N::Output>(),
             options: N::OPTIONS,
             call_json: call_json::<N>,
+            kind: match N::subgraph() {
+                Some(graph) => StepKind::Workflow(graph),
+                None => StepKind::Node,
+            },
         }
     }
+
+    /// Describes node `N` used as the condition of an `if` (it returns `bool`).
+    pub fn condition<N: Node>(name: &'static str) -> Self {
+        Step {
+            kind: StepKind::Condition,
+            ..Self::of::<N>(name)
+        }
+    }
+
+    /// The sub-workflow's graph, when this step is a workflow used as a node.
+    pub fn subgraph(&self) -> Option<&'static Graph> {
+        match self.kind {
+            StepKind::Workflow(graph) => Some(graph),
+            _ => None,
+        }
+    }
+}
+
+/// What a [`Step`] runs.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum StepKind {
+    /// A `#[node]` function.
+    Node,
+    /// A node returning `bool` that chooses the branch of an `if`: its outgoing edges are
+    /// labelled `true` and `false`, and each branch takes the value the condition looked at.
+    Condition,
+    /// A workflow used as a node (a sub-workflow): its steps run inside the parent's run and
+    /// are journaled as `step/inner_step`.
+    Workflow(&'static Graph),
+}
+
+impl StepKind {
+    /// `node`, `condition` or `workflow`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepKind::Node => "node",
+            StepKind::Condition => "condition",
+            StepKind::Workflow(_) => "workflow",
+        }
+    }
+}
+
+/// A `map(..)` in a graph: its steps run once per item of a collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDef {
+    /// The steps run for each item (indices into [`Graph::steps`]), in written order.
+    pub steps: Vec<usize>,
+    /// How many items run at once.
+    pub concurrency: usize,
+    /// Whether a failed item is collected as an `Err` (`map(.., collect_errors)`) instead of
+    /// failing the run.
+    pub collect_errors: bool,
 }
 
 impl std::fmt::Debug for Step {
@@ -114,6 +173,11 @@ pub struct Graph {
     pub steps: Vec<Step>,
     /// Data-flow edges, from producer to consumer.
     pub edges: Vec<(Endpoint, Endpoint)>,
+    /// Labels of the edges that choose a branch: the variant of a `match` arm (`Approved`), or
+    /// `true` / `false` out of an `if` condition. Edges not listed have no label.
+    pub labels: Vec<(Endpoint, Endpoint, &'static str)>,
+    /// The `map(..)`s, outermost first.
+    pub maps: Vec<MapDef>,
     /// What starts the workflow.
     pub triggers: Vec<TriggerDef>,
     /// The Rust type of the workflow's input.
@@ -139,7 +203,55 @@ impl Graph {
             .all(|(_, to)| *to == Endpoint::Output)
     }
 
-    fn label(&self, end: Endpoint) -> String {
+    /// The label of the edge `from -> to`: a `match` arm's variant, or `true` / `false` out of
+    /// an `if` condition.
+    pub fn label(&self, from: Endpoint, to: Endpoint) -> Option<&'static str> {
+        self.labels
+            .iter()
+            .find(|(a, b, _)| *a == from && *b == to)
+            .map(|(_, _, label)| *label)
+    }
+
+    /// The innermost `map(..)` running step `index` for each item, if any.
+    pub fn map_of(&self, index: usize) -> Option<usize> {
+        // Maps are listed outermost first, so the last one holding the step is the innermost.
+        self.maps.iter().rposition(|m| m.steps.contains(&index))
+    }
+
+    /// The map directly around map `m`, if any.
+    fn parent_map(&self, m: usize) -> Option<usize> {
+        let first = *self.maps[m].steps.first()?;
+        self.maps[..m]
+            .iter()
+            .rposition(|outer| outer.steps.contains(&first))
+    }
+
+    /// What is drawn directly inside `container` (a map, or the whole graph for `None`), in
+    /// written order: steps, and the maps nested one level down.
+    fn children(&self, container: Option<usize>) -> Vec<Child> {
+        let mut out = Vec::new();
+        for i in 0..self.steps.len() {
+            let mut map = self.map_of(i);
+            if map == container {
+                out.push(Child::Step(i));
+                continue;
+            }
+            // The map holding step `i` directly inside `container`, drawn at its first step.
+            while let Some(m) = map {
+                let parent = self.parent_map(m);
+                if parent == container {
+                    if self.maps[m].steps.first() == Some(&i) {
+                        out.push(Child::Map(m));
+                    }
+                    break;
+                }
+                map = parent;
+            }
+        }
+        out
+    }
+
+    fn node_label(&self, end: Endpoint) -> String {
         match end {
             Endpoint::Input => "input".to_owned(),
             Endpoint::Output => "output".to_owned(),
@@ -155,34 +267,84 @@ impl Graph {
         }
     }
 
+    fn map_caption(&self, m: usize) -> String {
+        let map = &self.maps[m];
+        let mut caption = format!("map: each item, {} at a time", map.concurrency);
+        if map.collect_errors {
+            caption.push_str(", errors collected");
+        }
+        caption
+    }
+
     /// The graph as a Mermaid flowchart (paste into any Markdown viewer that renders Mermaid).
+    ///
+    /// An `if` condition is a diamond, a sub-workflow a double-sided box, the steps of a
+    /// `map(..)` sit in a box captioned with its concurrency, and the edges choosing a branch
+    /// carry its label.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
         let _ = writeln!(
             out,
             "    input([\"{}\"])",
-            escape(&short_type(self.input_type))
+            mermaid_escape(&short_type(self.input_type))
         );
-        for (i, step) in self.steps.iter().enumerate() {
-            let label = if step.name == step.node {
-                step.name.to_owned()
-            } else {
-                format!("{} ({})", step.name, step.node)
-            };
-            let _ = writeln!(out, "    s{i}[\"{}\"]", escape(&label));
-        }
+        self.mermaid_children(&mut out, None, 1);
         let _ = writeln!(
             out,
             "    output([\"{}\"])",
-            escape(&short_type(self.output_type))
+            mermaid_escape(&short_type(self.output_type))
         );
         for (from, to) in &self.edges {
-            let _ = writeln!(out, "    {} --> {}", Self::id(*from), Self::id(*to));
+            match self.label(*from, *to) {
+                None => {
+                    let _ = writeln!(out, "    {} --> {}", Self::id(*from), Self::id(*to));
+                }
+                Some(label) => {
+                    let _ = writeln!(
+                        out,
+                        "    {} -->|\"{}\"| {}",
+                        Self::id(*from),
+                        mermaid_escape(label),
+                        Self::id(*to)
+                    );
+                }
+            }
         }
         out
     }
 
-    /// The graph in Graphviz DOT (`dot -Tsvg`).
+    fn mermaid_children(&self, out: &mut String, container: Option<usize>, depth: usize) {
+        let pad = "    ".repeat(depth);
+        for child in self.children(container) {
+            match child {
+                Child::Step(i) => {
+                    let step = &self.steps[i];
+                    let label = if step.name == step.node {
+                        step.name.to_owned()
+                    } else {
+                        format!("{} ({})", step.name, step.node)
+                    };
+                    let label = mermaid_escape(&label);
+                    let _ = match step.kind {
+                        StepKind::Condition => writeln!(out, "{pad}s{i}{{\"{label}\"}}"),
+                        StepKind::Workflow(_) => writeln!(out, "{pad}s{i}[[\"{label}\"]]"),
+                        StepKind::Node => writeln!(out, "{pad}s{i}[\"{label}\"]"),
+                    };
+                }
+                Child::Map(m) => {
+                    let _ = writeln!(
+                        out,
+                        "{pad}subgraph m{m} [\"{}\"]",
+                        mermaid_escape(&self.map_caption(m))
+                    );
+                    self.mermaid_children(out, Some(m), depth + 1);
+                    let _ = writeln!(out, "{pad}end");
+                }
+            }
+        }
+    }
+
+    /// The graph in Graphviz DOT (`dot -Tsvg`), drawn like [`Graph::to_mermaid`].
     pub fn to_dot(&self) -> String {
         let mut out = format!("digraph \"{}\" {{\n    rankdir=LR;\n", escape(self.name));
         let _ = writeln!(
@@ -190,34 +352,85 @@ impl Graph {
             "    input [shape=oval, label=\"input: {}\"];",
             escape(&short_type(self.input_type))
         );
-        for (i, step) in self.steps.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "    s{i} [shape=box, label=\"{}\\n{} -> {}\"];",
-                escape(step.name),
-                escape(&short_type(step.input_type)),
-                escape(&short_type(step.output_type))
-            );
-        }
+        self.dot_children(&mut out, None, 1);
         let _ = writeln!(
             out,
             "    output [shape=oval, label=\"output: {}\"];",
             escape(&short_type(self.output_type))
         );
         for (from, to) in &self.edges {
-            let _ = writeln!(out, "    {} -> {};", Self::id(*from), Self::id(*to));
+            match self.label(*from, *to) {
+                None => {
+                    let _ = writeln!(out, "    {} -> {};", Self::id(*from), Self::id(*to));
+                }
+                Some(label) => {
+                    let _ = writeln!(
+                        out,
+                        "    {} -> {} [label=\"{}\"];",
+                        Self::id(*from),
+                        Self::id(*to),
+                        escape(label)
+                    );
+                }
+            }
         }
         out.push_str("}\n");
         out
     }
 
-    /// A one-line summary of the data flow, e.g. `price -> (tax, shipping) -> total`.
+    fn dot_children(&self, out: &mut String, container: Option<usize>, depth: usize) {
+        let pad = "    ".repeat(depth);
+        for child in self.children(container) {
+            match child {
+                Child::Step(i) => {
+                    let step = &self.steps[i];
+                    let shape = match step.kind {
+                        StepKind::Condition => "shape=diamond",
+                        StepKind::Workflow(_) => "shape=box, peripheries=2",
+                        StepKind::Node => "shape=box",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{pad}s{i} [{shape}, label=\"{}\\n{} -> {}\"];",
+                        escape(step.name),
+                        escape(&short_type(step.input_type)),
+                        escape(&short_type(step.output_type))
+                    );
+                }
+                Child::Map(m) => {
+                    let _ = writeln!(out, "{pad}subgraph cluster_m{m} {{");
+                    let _ = writeln!(
+                        out,
+                        "{pad}    label=\"{}\";\n{pad}    style=dashed;",
+                        escape(&self.map_caption(m))
+                    );
+                    self.dot_children(out, Some(m), depth + 1);
+                    let _ = writeln!(out, "{pad}}}");
+                }
+            }
+        }
+    }
+
+    /// A one-line summary of each edge, e.g. `price -> tax`, or `review -> ship [Approved]`
+    /// for an edge choosing a branch.
     pub fn edges_text(&self) -> Vec<String> {
         self.edges
             .iter()
-            .map(|(a, b)| format!("{} -> {}", self.label(*a), self.label(*b)))
+            .map(|(a, b)| {
+                let text = format!("{} -> {}", self.node_label(*a), self.node_label(*b));
+                match self.label(*a, *b) {
+                    Some(label) => format!("{text} [{label}]"),
+                    None => text,
+                }
+            })
             .collect()
     }
+}
+
+/// A step or a nested map, when drawing.
+enum Child {
+    Step(usize),
+    Map(usize),
 }
 
 /// `alloc::string::String` -> `String`, `(u64, my::Priced)` -> `(u64, Priced)`.
@@ -241,9 +454,118 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// A label inside a Mermaid `"..."`, where `<` and `>` would be read as HTML (`Vec<Claim>` would
+/// show as `Vec`): written as Mermaid's entity codes.
+fn mermaid_escape(s: &str) -> String {
+    escape(s).replace('<', "#lt;").replace('>', "#gt;")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::short_type;
+    use super::*;
+
+    fn step(name: &'static str, kind: StepKind) -> Step {
+        Step {
+            name,
+            node: name,
+            input_type: "alloc::vec::Vec<u64>",
+            output_type: "u64",
+            options: NodeOptions::DEFAULT,
+            kind,
+            call_json: |_, _| {
+                Box::pin(async { Err(NodeError::permanent("not callable in this test")) })
+            },
+        }
+    }
+
+    /// `split -> map(score -> map(part)) -> if big { a } else { b }`, by hand.
+    fn sample() -> Graph {
+        use Endpoint::*;
+        Graph {
+            name: "sample",
+            doc: "",
+            steps: vec![
+                step("split", StepKind::Node),
+                step("score", StepKind::Node),
+                step("part", StepKind::Node),
+                step("big", StepKind::Condition),
+                step("a", StepKind::Node),
+                step("b", StepKind::Node),
+            ],
+            edges: vec![
+                (Input, Step(0)),
+                (Step(0), Step(1)),
+                (Step(1), Step(2)),
+                (Step(2), Step(3)),
+                (Step(3), Step(4)),
+                (Step(3), Step(5)),
+                (Step(4), Output),
+                (Step(5), Output),
+            ],
+            labels: vec![(Step(3), Step(4), "true"), (Step(3), Step(5), "false")],
+            maps: vec![
+                MapDef {
+                    steps: vec![1, 2],
+                    concurrency: 4,
+                    collect_errors: false,
+                },
+                MapDef {
+                    steps: vec![2],
+                    concurrency: 16,
+                    collect_errors: true,
+                },
+            ],
+            triggers: Vec::new(),
+            input_type: "alloc::vec::Vec<u64>",
+            output_type: "u64",
+        }
+    }
+
+    #[test]
+    fn mermaid_nests_maps_labels_branches_and_escapes_types() {
+        let mermaid = sample().to_mermaid();
+        let expected = r#"flowchart LR
+    input(["Vec#lt;u64#gt;"])
+    s0["split"]
+    subgraph m0 ["map: each item, 4 at a time"]
+        s1["score"]
+        subgraph m1 ["map: each item, 16 at a time, errors collected"]
+            s2["part"]
+        end
+    end
+    s3{"big"}
+    s4["a"]
+    s5["b"]
+    output(["u64"])
+    input --> s0
+    s0 --> s1
+    s1 --> s2
+    s2 --> s3
+    s3 -->|"true"| s4
+    s3 -->|"false"| s5
+    s4 --> output
+    s5 --> output
+"#;
+        assert_eq!(mermaid, expected);
+    }
+
+    #[test]
+    fn dot_draws_clusters_diamonds_and_labels() {
+        let dot = sample().to_dot();
+        assert!(dot.contains("    subgraph cluster_m0 {\n        label=\"map: each item, 4 at a time\";\n        style=dashed;\n        s1 [shape=box"), "{dot}");
+        assert!(dot.contains("        subgraph cluster_m1 {"), "{dot}");
+        assert!(
+            dot.contains("    s3 [shape=diamond, label=\"big\\nVec<u64> -> u64\"];"),
+            "{dot}"
+        );
+        assert!(dot.contains("    s3 -> s4 [label=\"true\"];"), "{dot}");
+        let g = sample();
+        assert_eq!(g.map_of(2), Some(1));
+        assert_eq!(g.map_of(1), Some(0));
+        assert_eq!(g.map_of(3), None);
+        assert_eq!(g.label(Endpoint::Step(3), Endpoint::Step(5)), Some("false"));
+        assert!(g.edges_text().contains(&"big -> b [false]".to_owned()));
+    }
 
     #[test]
     fn short_type_strips_paths() {

@@ -10,6 +10,7 @@ pub mod graph;
 #[cfg(feature = "container")]
 pub mod isolation;
 pub mod journal;
+pub mod map;
 pub mod node;
 pub mod observability;
 pub mod run;
@@ -21,7 +22,7 @@ pub mod workflow;
 
 pub use admin::AdminToken;
 pub use error::Error;
-pub use graph::{Endpoint, Graph, Step};
+pub use graph::{Endpoint, Graph, MapDef, Step, StepKind};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
 pub use observability::TraceParent;
 pub use run::{RunCtx, RunId};

@@ -7,6 +7,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::error::Error;
+use crate::graph::Graph;
+use crate::run::RunCtx;
+
 /// A value that can flow between nodes.
 ///
 /// Every node input and output must be serializable, because the same value may be journaled,
@@ -57,6 +61,28 @@ pub trait Node: Send + Sync + 'static {
     /// Makes a copy of an input for a retry: `Clone` when the type has it, a JSON round trip
     /// otherwise. Only called when a node may run more than once.
     fn duplicate(input: &Self::Input) -> Result<Self::Input, NodeError>;
+
+    /// Runs this node as step `name` of the run `ctx`. A workflow used as a node overrides it
+    /// to run its own graph inside the parent's run.
+    #[doc(hidden)]
+    #[inline]
+    fn run_step<'a>(
+        ctx: &'a RunCtx,
+        defaults: &'static NodeOptions,
+        name: &'static str,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, Error>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        ctx.step_named::<Self>(defaults, name, input)
+    }
+
+    /// The graph of a workflow used as a node; `None` for a `#[node]` function.
+    #[doc(hidden)]
+    fn subgraph() -> Option<&'static Graph> {
+        None
+    }
 }
 
 /// Proof that node `Self` takes a `Got` as input, where it expects `Takes`.

@@ -7,11 +7,14 @@ use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::Either;
 use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 
@@ -134,12 +137,165 @@ pub fn backoff_delay(options: &NodeOptions, retry: u32) -> Duration {
     half + Duration::from_nanos(jitter)
 }
 
+/// Where in its run a context runs steps: inside which sub-workflow steps and map items.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    /// The enclosing sub-workflow steps and outer map items; `None` at the top of a run.
+    path: Option<Arc<ScopePath>>,
+    /// The index of the innermost enclosing map item, or [`Scope::NO_ITEM`]. Atomic because
+    /// a map reuses one context for the items that run one after the other in one of its
+    /// places (see `map.rs`).
+    item: AtomicUsize,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            path: None,
+            item: AtomicUsize::new(Scope::NO_ITEM),
+        }
+    }
+}
+
+impl Clone for Scope {
+    fn clone(&self) -> Self {
+        Scope {
+            path: self.path.clone(),
+            item: AtomicUsize::new(self.item.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ScopePath {
+    /// The enclosing sub-workflow steps, scoped themselves, each followed by `/`.
+    prefix: String,
+    /// The indices of the enclosing map items but the innermost, formatted `[3][5]`.
+    outer: String,
+}
+
+impl Scope {
+    /// The scope inside the sub-workflow run as step `step`.
+    pub(crate) fn sub(step: &StepName<'_>) -> Scope {
+        Scope {
+            path: Some(Arc::new(ScopePath {
+                prefix: format!("{step}/"),
+                outer: String::new(),
+            })),
+            item: AtomicUsize::new(Scope::NO_ITEM),
+        }
+    }
+
+    const NO_ITEM: usize = usize::MAX;
+
+    /// The scope the items of a map start from: this one, with the innermost item index
+    /// folded into the outer ones (done once per map, not per item).
+    pub(crate) fn items_base(&self) -> Scope {
+        let Some(index) = self.item_index() else {
+            return self.clone();
+        };
+        let (prefix, outer) = match &self.path {
+            Some(path) => (path.prefix.clone(), path.outer.as_str()),
+            None => (String::new(), ""),
+        };
+        Scope {
+            path: Some(Arc::new(ScopePath {
+                prefix,
+                outer: format!("{outer}[{index}]"),
+            })),
+            item: AtomicUsize::new(Scope::NO_ITEM),
+        }
+    }
+
+    /// Makes this the scope of item `index` of a map whose [`Scope::items_base`] this was.
+    pub(crate) fn set_item(&self, index: usize) {
+        self.item.store(index, Ordering::Relaxed);
+    }
+
+    /// The index of the innermost map item.
+    pub(crate) fn item_index(&self) -> Option<usize> {
+        Some(self.item.load(Ordering::Relaxed)).filter(|i| *i != Scope::NO_ITEM)
+    }
+
+    fn is_top(&self) -> bool {
+        self.path.is_none() && self.item_index().is_none()
+    }
+}
+
+/// A step's name in the journal and in errors: its name in the graph, scoped by the
+/// sub-workflows and map items around it (`payment_flow/charge`, `score[17]`).
+///
+/// Kept in parts and formatted only when needed (a journaled run, an error, a log line), so
+/// that the items of an unjournaled map cost no allocation for their names.
+#[derive(Clone, Copy)]
+pub(crate) struct StepName<'a> {
+    scope: &'a Scope,
+    /// The name written in the graph; for a compensation, its record `step~undo_node`.
+    step: &'static str,
+}
+
+impl StepName<'_> {
+    /// The name as text; borrowed (no allocation) for a step at the top of its run.
+    pub(crate) fn text(&self) -> Cow<'static, str> {
+        if self.scope.is_top() {
+            return Cow::Borrowed(self.step);
+        }
+        // A compensation's record takes the scope after the step it undoes, `score[3]~undo`,
+        // which is what a resumed run reads.
+        let (head, tail) = self
+            .step
+            .split_at(self.step.find('~').unwrap_or(self.step.len()));
+        let (prefix, outer) = match &self.scope.path {
+            Some(path) => (path.prefix.as_str(), path.outer.as_str()),
+            None => ("", ""),
+        };
+        let mut name = String::with_capacity(prefix.len() + self.step.len() + outer.len() + 8);
+        name.push_str(prefix);
+        name.push_str(head);
+        name.push_str(outer);
+        if let Some(i) = self.scope.item_index() {
+            use std::fmt::Write as _;
+            let _ = write!(name, "[{i}]");
+        }
+        name.push_str(tail);
+        Cow::Owned(name)
+    }
+}
+
+impl fmt::Display for StepName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// A scoped step name as the `&'static str` of [`Error::Node`]: names written in the graph
+/// are static already; a scoped name is interned, on the failure path only, so the set holds
+/// at most the distinct names that ever failed.
+fn static_name(name: &StepName<'_>) -> &'static str {
+    match name.text() {
+        Cow::Borrowed(name) => name,
+        Cow::Owned(name) => {
+            static NAMES: Mutex<Option<std::collections::HashSet<&'static str>>> = Mutex::new(None);
+            let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+            let names = names.get_or_insert_with(Default::default);
+            match names.get(name.as_str()) {
+                Some(interned) => interned,
+                None => {
+                    let interned: &'static str = Box::leak(name.into_boxed_str());
+                    names.insert(interned);
+                    interned
+                }
+            }
+        }
+    }
+}
+
 /// The context of one run, passed to every step. Created by [`Workflow::run`](crate::Workflow::run)
 /// or by the runner.
 pub struct RunCtx {
     run_id: RunId,
     workflow: &'static str,
-    durable: Option<Box<Durable>>,
+    durable: Option<Arc<Durable>>,
     /// The runner's container pools, for nodes isolated in containers.
     containers: Option<Isolated>,
     /// Compensations of completed steps, in completion order (saga).
@@ -148,6 +304,8 @@ pub struct RunCtx {
     observer: Option<RunObserver>,
     /// The trigger's W3C trace context, the parent of the run's span.
     trace_parent: Option<TraceParent>,
+    /// Inside which sub-workflows and map items this context runs steps.
+    scope: Scope,
 }
 
 impl std::fmt::Debug for RunCtx {
@@ -210,7 +368,10 @@ async fn invoke<N: Node>(
 
 /// A completed step's compensation, ready to run.
 struct Compensation {
+    /// Where the step ran (the compensation is recorded there too).
+    scope: Scope,
     step: &'static str,
+    /// The compensation's record name, `step~undo_node`.
     compensation: &'static str,
     defaults: &'static NodeOptions,
     /// The step's output, the compensation's input.
@@ -240,8 +401,8 @@ where
     // `workflow!` checked that `C` takes `N`'s output; the saved JSON is that output.
     let _ = std::marker::PhantomData::<N>;
     Box::pin(async move {
-        let value: C::Input = ctx.decode(step, &saved)?;
-        ctx.step_node::<C>(defaults, compensation, value)
+        let value: C::Input = ctx.decode(&ctx.name(step), &saved)?;
+        C::run_step(ctx, defaults, compensation, value)
             .await
             .map(|_| ())
     })
@@ -266,7 +427,7 @@ pub(crate) struct Durable {
 type Attempted<T> = (T, u32, Option<(u64, Instant)>);
 
 impl RunCtx {
-    fn from_parts(run_id: RunId, workflow: &'static str, durable: Option<Box<Durable>>) -> Self {
+    fn from_parts(run_id: RunId, workflow: &'static str, durable: Option<Arc<Durable>>) -> Self {
         Self {
             run_id,
             workflow,
@@ -275,6 +436,52 @@ impl RunCtx {
             compensations: Mutex::new(Vec::new()),
             observer: None,
             trace_parent: None,
+            scope: Scope::default(),
+        }
+    }
+
+    /// A context for part of this run (a sub-workflow, a map item): same run and journal,
+    /// steps named within `scope`, compensations of its own until [`RunCtx::adopt`].
+    pub(crate) fn child(&self, scope: Scope) -> Self {
+        Self {
+            run_id: self.run_id,
+            workflow: self.workflow,
+            durable: self.durable.clone(),
+            containers: self.containers.clone(),
+            compensations: Mutex::new(Vec::new()),
+            observer: self.observer.clone(),
+            trace_parent: self.trace_parent,
+            scope,
+        }
+    }
+
+    /// Takes over the compensations a finished child context registered and did not run, so
+    /// that they run if this run fails later.
+    pub(crate) fn adopt(&self, child: &RunCtx) {
+        let theirs = std::mem::take(
+            &mut *child
+                .compensations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if !theirs.is_empty() {
+            self.compensations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(theirs);
+        }
+    }
+
+    /// Inside which sub-workflows and map items this context runs.
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The name of step `step` (as written in the graph) in this context.
+    pub(crate) fn name(&self, step: &'static str) -> StepName<'_> {
+        StepName {
+            scope: &self.scope,
+            step,
         }
     }
 
@@ -307,7 +514,7 @@ impl RunCtx {
 
     /// A journaled run.
     pub(crate) fn durable(workflow: &'static str, run_id: RunId, durable: Durable) -> Self {
-        Self::from_parts(run_id, workflow, Some(Box::new(durable)))
+        Self::from_parts(run_id, workflow, Some(Arc::new(durable)))
     }
 
     /// Dispatches container-isolated nodes to `containers`.
@@ -360,29 +567,68 @@ impl RunCtx {
     /// [`RunCtx::step`] with the workflow's `#[defaults(...)]` under the node's own options.
     #[doc(hidden)]
     #[inline]
-    pub async fn step_in<N, T>(
+    pub fn step_in<N, T>(
         &self,
         defaults: &'static NodeOptions,
         name: &'static str,
         input: T,
-    ) -> Result<N::Output, Error>
+    ) -> impl Future<Output = Result<N::Output, Error>> + Send + '_
     where
         N: Accepts<T, <N as Node>::Input>,
     {
-        self.step_node::<N>(defaults, name, N::into_input(input))
-            .await
+        // Not an `async fn`: the node's future is returned as it is, one layer less per step.
+        N::run_step(self, defaults, name, N::into_input(input))
     }
 
     /// A step whose input type is already the node's.
-    async fn step_node<N: Node>(
-        &self,
+    ///
+    /// The common case is kept small, for a map holds one of these per item in flight: no
+    /// journal, no state, one attempt without a time limit is the node's own future and a
+    /// closure. The rest is boxed, so that its larger state does not weigh on that.
+    #[inline]
+    pub(crate) fn step_named<'a, N: Node>(
+        &'a self,
         defaults: &'static NodeOptions,
         name: &'static str,
         input: N::Input,
-    ) -> Result<N::Output, Error> {
+    ) -> impl Future<Output = Result<N::Output, Error>> + Send + 'a {
         let options = N::OPTIONS.or(defaults);
+        if self.durable.is_none()
+            && self.containers.is_none()
+            && self.observer.is_none()
+            && !trace::node_spans_enabled()
+            && !N::STATEFUL
+            && options.retries == 0
+            && options.timeout.is_none()
+        {
+            Either::Left(
+                AssertUnwindSafe(N::call(input))
+                    .catch_unwind()
+                    .map(move |outcome| match outcome {
+                        Ok(Ok(output)) => Ok(output),
+                        Ok(Err(error)) => Err(self.node_failed(&self.name(name), 1, error)),
+                        Err(payload) => Err(self.node_failed(
+                            &self.name(name),
+                            1,
+                            NodeError::panic(panic_message(payload.as_ref())),
+                        )),
+                    }),
+            )
+        } else {
+            Either::Right(Box::pin(self.step_policies::<N>(options, name, input)))
+        }
+    }
+
+    /// A step with the journal, state, retries or a timeout.
+    async fn step_policies<N: Node>(
+        &self,
+        options: NodeOptions,
+        name: &'static str,
+        input: N::Input,
+    ) -> Result<N::Output, Error> {
+        let name = &self.name(name);
         if let Some(durable) = &self.durable {
-            if let Some(recorded) = durable.resumed.get(name) {
+            if let Some(recorded) = durable.resumed.get(&*name.text()) {
                 // Completed before a restart: never run again.
                 return self.decode::<N::Output>(name, recorded);
             }
@@ -403,7 +649,9 @@ impl RunCtx {
         let committed = self.record(d, name, attempt, Ok(bytes), started, None);
         // A step whose successors would start now must be durable first, so that a crash can
         // never make it run twice. A last step is made durable with the run's finish record.
-        if !d.graph.is_terminal(name) {
+        // (A scoped name is never terminal: a map item frees its slot for the next item, and a
+        // sub-workflow's last step is followed by the parent's.)
+        if !d.graph.is_terminal(&name.text()) {
             wait_commit(committed).await?;
         }
         Ok(output)
@@ -424,8 +672,9 @@ impl RunCtx {
         C: Node,
     {
         let output = self.step_in::<N, T>(defaults, name, input).await?;
-        let saved = self.encode(name, 0, &output)?;
+        let saved = self.encode(&self.name(name), 0, &output)?;
         let entry = Compensation {
+            scope: self.scope.clone(),
             step: name,
             compensation,
             defaults,
@@ -445,16 +694,19 @@ impl RunCtx {
         let list =
             std::mem::take(&mut *self.compensations.lock().unwrap_or_else(|p| p.into_inner()));
         for c in list.into_iter().rev() {
-            tracing::info!(run_id = %self.run_id, workflow = self.workflow, step = c.step, cause = %cause, "compensating");
-            if let Err(e) = (c.run)(self, c.defaults, c.step, c.compensation, c.saved).await {
-                tracing::error!(run_id = %self.run_id, workflow = self.workflow, step = c.step, error = %e, "compensation failed");
+            // Run where the step ran, so that the compensation is recorded beside it.
+            let ctx = self.child(c.scope);
+            let step = ctx.name(c.step);
+            tracing::info!(run_id = %self.run_id, workflow = self.workflow, step = %step, cause = %cause, "compensating");
+            if let Err(e) = (c.run)(&ctx, c.defaults, c.step, c.compensation, c.saved).await {
+                tracing::error!(run_id = %self.run_id, workflow = self.workflow, step = %step, error = %e, "compensation failed");
             }
         }
     }
 
     fn encode<T: serde::Serialize>(
         &self,
-        name: &'static str,
+        name: &StepName<'_>,
         attempt: u32,
         value: &T,
     ) -> Result<Bytes, Error> {
@@ -469,7 +721,7 @@ impl RunCtx {
 
     fn decode<T: serde::de::DeserializeOwned>(
         &self,
-        name: &'static str,
+        name: &StepName<'_>,
         bytes: &[u8],
     ) -> Result<T, Error> {
         serde_json::from_slice(bytes).map_err(|e| {
@@ -486,7 +738,7 @@ impl RunCtx {
     /// Tries `call` up to `1 + retries` times with backoff, recording failed attempts.
     async fn attempts<N, T, F, M>(
         &self,
-        name: &'static str,
+        name: &StepName<'_>,
         input: N::Input,
         options: &NodeOptions,
         mut call: M,
@@ -513,7 +765,7 @@ impl RunCtx {
             };
             let started = durable.map(|_| (crate::runs::now_ms(), Instant::now()));
             let clock = self.observer.as_ref().map(|_| Instant::now());
-            let span = trace::attempt_span(self.run_id, self.workflow, name, attempt);
+            let span = trace::attempt_span(self.run_id, self.workflow, name.step, attempt);
             let outcome = guarded(call(arg), options).instrument(span.clone()).await;
             let error = outcome.as_ref().err();
             let will_retry = error.is_some_and(|e| !last && e.is_retryable());
@@ -523,7 +775,7 @@ impl RunCtx {
                 observer.attempt(
                     self.run_id,
                     self.workflow,
-                    name,
+                    name.step,
                     attempt,
                     took,
                     error,
@@ -542,7 +794,7 @@ impl RunCtx {
                     }
                     let delay = backoff_delay(options, attempt);
                     tracing::debug!(
-                        run_id = %self.run_id, workflow = self.workflow, node = name, attempt,
+                        run_id = %self.run_id, workflow = self.workflow, node = %name, attempt,
                         error = %error, retry_in = ?delay, "node attempt failed; retrying"
                     );
                     tokio::time::sleep(delay).await;
@@ -556,7 +808,7 @@ impl RunCtx {
     /// state atomically with the step's output (durably when journaled).
     async fn stateful<N: Node>(
         &self,
-        name: &'static str,
+        name: &StepName<'_>,
         input: N::Input,
         options: &NodeOptions,
     ) -> Result<N::Output, Error> {
@@ -607,7 +859,7 @@ impl RunCtx {
     fn record(
         &self,
         d: &Durable,
-        step: &'static str,
+        step: &StepName<'_>,
         attempt: u32,
         outcome: Result<Bytes, &NodeError>,
         started: (u64, Instant),
@@ -615,7 +867,7 @@ impl RunCtx {
     ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let write = StepWrite {
             run_id: self.run_id,
-            step,
+            step: step.text(),
             attempt,
             outcome: outcome.map_err(|e| serde_json::to_value(e).unwrap_or_default()),
             started_ms: started.0,
@@ -666,10 +918,10 @@ impl RunCtx {
         self.durable.is_some()
     }
 
-    fn node_failed(&self, node: &'static str, attempt: u32, error: NodeError) -> Error {
+    fn node_failed(&self, node: &StepName<'_>, attempt: u32, error: NodeError) -> Error {
         Error::Node {
             workflow: self.workflow,
-            node,
+            node: static_name(node),
             attempt,
             run_id: self.run_id,
             error,

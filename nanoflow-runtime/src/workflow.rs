@@ -10,8 +10,8 @@ use tracing::Instrument as _;
 
 use crate::error::Error;
 use crate::graph::Graph;
-use crate::node::Data;
-use crate::run::RunCtx;
+use crate::node::{Data, NodeError};
+use crate::run::{RunCtx, Scope};
 use crate::runs::RunError;
 
 /// A workflow declared with `workflow!`. Implemented by the macro, never by hand.
@@ -55,6 +55,37 @@ pub trait Workflow: Copy + Send + Sync + 'static {
             result
         }
     }
+}
+
+impl RunCtx {
+    /// Runs `workflow` as step `name` of this run: a sub-workflow. Its steps are journaled
+    /// as part of this run, named `name/step`, so a resumed run skips those that completed; a
+    /// failure names this run's workflow and the scoped step.
+    #[doc(hidden)]
+    pub async fn sub_workflow<W: Workflow>(
+        &self,
+        workflow: W,
+        name: &'static str,
+        input: W::Input,
+    ) -> Result<W::Output, Error> {
+        let child = self.child(Scope::sub(&self.name(name)));
+        let result = workflow.execute(&child, input).await;
+        // What the sub-workflow completed is undone with the rest of this run if it fails later.
+        self.adopt(&child);
+        result
+    }
+}
+
+/// A workflow called as a plain node (`Node::call`, outside any run): a run of its own.
+#[doc(hidden)]
+pub async fn run_as_node<W: Workflow>(
+    workflow: W,
+    input: W::Input,
+) -> Result<W::Output, NodeError> {
+    workflow.run(input).await.map_err(|error| match error {
+        Error::Node { error, .. } => error,
+        other => NodeError::permanent(other.to_string()),
+    })
 }
 
 /// Why a JSON input was refused before any run was created.

@@ -7,9 +7,9 @@ pub use nanoflow_macros::{node, workflow};
 pub use nanoflow_runtime::{dead_letter_subject, publish, publish_with_id, Published};
 pub use nanoflow_runtime::{
     Accepts, AdminToken, Data, DbEvent, DbOp, DynWorkflow, Endpoint, Error, ErrorKind, Graph,
-    InputError, InputErrorKind, Isolation, Node, NodeError, NodeOptions, Overlap, RunCtx, RunId,
-    RunStatus, RunSummary, Runner, ServeConfig, Server, State, Step, Tick, TraceParent, TriggerDef,
-    Workflow,
+    InputError, InputErrorKind, Isolation, MapDef, Node, NodeError, NodeOptions, Overlap, RunCtx,
+    RunId, RunStatus, RunSummary, Runner, ServeConfig, Server, State, Step, StepKind, Tick,
+    TraceParent, TriggerDef, Workflow,
 };
 
 #[cfg(feature = "container")]

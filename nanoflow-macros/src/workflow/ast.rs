@@ -38,11 +38,16 @@ impl WorkflowDecl {
         nodes.into_iter().find(|n| n.path.is_ident(&self.name))
     }
 
-    /// Whether the graph cannot be expanded: it failed to parse, is empty, or has an empty `()`.
+    /// Whether the graph cannot be expanded: it failed to parse, is empty, has an empty `()` or
+    /// `match {}`, or starts with a `match`.
     pub(crate) fn is_broken(&self) -> bool {
         match &self.graph {
             None => true,
-            Some(graph) => graph.stages.is_empty() || graph.has_empty_group(),
+            Some(graph) => {
+                graph.stages.is_empty()
+                    || graph.has_empty_group()
+                    || graph.leading_match().is_some()
+            }
         }
     }
 }
@@ -57,6 +62,143 @@ pub(crate) enum Stage {
     Node(NodeRef),
     /// Parallel branches: `(b -> c, d)`; each gets a copy of the previous output.
     Group { paren: Span, branches: Vec<Chain> },
+    /// `match { Approved(a) => ship, Rejected(r) => refund }`: one arm per variant of the
+    /// previous step's output, each taking the variant's payload.
+    Match(Match),
+    /// `if is_big { manual } else { auto }`: a node returning `bool` looks at a copy of the
+    /// value and chooses the branch that gets it.
+    If(If),
+    /// `map(score, concurrency = 8)`: the chain runs once per item of a collection.
+    Map(Map),
+}
+
+/// `match { arms }`.
+pub(crate) struct Match {
+    /// The `match` keyword.
+    pub(crate) keyword: Span,
+    /// The `{ .. }` around the arms.
+    pub(crate) brace: Span,
+    pub(crate) arms: Vec<Arm>,
+}
+
+/// `Pattern => chain`.
+pub(crate) struct Arm {
+    pub(crate) pattern: Pattern,
+    pub(crate) body: Chain,
+}
+
+/// The pattern of a `match` arm: a variant (its fields bound or skipped), or `_`.
+pub(crate) enum Pattern {
+    /// `_`: every other value; the arm takes the whole value.
+    Wild(Span),
+    /// `Approved(a)`, `Pending`, `Moved { to, .. }`, `Review::Approved(a)`.
+    Variant { path: syn::Path, fields: Fields },
+}
+
+pub(crate) enum Fields {
+    /// `Pending`.
+    Unit,
+    /// `Approved(a, _, ..)`.
+    Tuple(Vec<FieldPat>),
+    /// `Moved { to, from: _, .. }`: fields by name.
+    Struct(Vec<(syn::Ident, FieldPat)>),
+}
+
+/// One field of a variant pattern.
+pub(crate) enum FieldPat {
+    /// Bound: part of what the arm's first step takes.
+    Bind(syn::Ident),
+    /// `_`: skipped.
+    Skip(Span),
+    /// `..`: the other fields, skipped.
+    Rest(Span),
+}
+
+impl Pattern {
+    /// The label of the arm in graphs: the variant's name, or `_`.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Pattern::Wild(_) => "_".to_owned(),
+            Pattern::Variant { path, .. } => path
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The fields bound, in written order: the arm's first step takes `()` for none, the value
+    /// for one, and a tuple for several.
+    pub(crate) fn bindings(&self) -> Vec<&syn::Ident> {
+        let fields: Vec<&FieldPat> = match self {
+            Pattern::Wild(_)
+            | Pattern::Variant {
+                fields: Fields::Unit,
+                ..
+            } => Vec::new(),
+            Pattern::Variant {
+                fields: Fields::Tuple(f),
+                ..
+            } => f.iter().collect(),
+            Pattern::Variant {
+                fields: Fields::Struct(f),
+                ..
+            } => f.iter().map(|(_, p)| p).collect(),
+        };
+        fields
+            .into_iter()
+            .filter_map(|f| match f {
+                FieldPat::Bind(ident) => Some(ident),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// `if cond { then } else { otherwise }`; `else if` nests another `If` as the `else` chain.
+pub(crate) struct If {
+    /// The `if` keyword.
+    pub(crate) keyword: Span,
+    /// The node choosing the branch.
+    pub(crate) cond: NodeRef,
+    pub(crate) then: Chain,
+    pub(crate) otherwise: Chain,
+}
+
+/// `map(chain, concurrency = 8, collect_errors)`.
+pub(crate) struct Map {
+    /// The `map` keyword.
+    pub(crate) keyword: syn::Ident,
+    pub(crate) body: Chain,
+    /// Options as written; `validate` checks them.
+    pub(crate) options: Vec<MapOption>,
+}
+
+/// `key` or `key = value` after a map's chain.
+pub(crate) struct MapOption {
+    pub(crate) key: syn::Ident,
+    pub(crate) value: Option<syn::Expr>,
+}
+
+impl Map {
+    /// `concurrency = N`, when valid.
+    pub(crate) fn concurrency(&self) -> Option<usize> {
+        self.options
+            .iter()
+            .find(|o| o.key == "concurrency")
+            .and_then(|o| match &o.value {
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(n),
+                    ..
+                })) => n.base10_parse::<usize>().ok().filter(|n| *n > 0),
+                _ => None,
+            })
+    }
+
+    /// Whether `collect_errors` is given.
+    pub(crate) fn collect_errors(&self) -> bool {
+        self.options.iter().any(|o| o.key == "collect_errors")
+    }
 }
 
 pub(crate) struct NodeRef {
@@ -83,21 +225,39 @@ impl NodeRef {
 }
 
 impl Chain {
-    /// The leftmost node: the one whose input is the chain's input.
+    /// The leftmost node: the one whose input is the chain's input (`None` when the chain
+    /// starts with a `match`, which has no node of its own).
     pub(crate) fn entry(&self) -> Option<&NodeRef> {
         match self.stages.first()? {
             Stage::Node(n) => Some(n),
             Stage::Group { branches, .. } => branches.first()?.entry(),
+            Stage::Match(_) => None,
+            Stage::If(i) => Some(&i.cond),
+            Stage::Map(m) => m.body.entry(),
         }
     }
 
-    /// Whether any parallel group, at any depth, is an empty `()`.
+    /// The `match` reached first from the chain's input, if any: it would have to match the
+    /// chain's input, whose type no step names.
+    pub(crate) fn leading_match(&self) -> Option<&Match> {
+        match self.stages.first()? {
+            Stage::Match(m) => Some(m),
+            Stage::Group { branches, .. } => branches.iter().find_map(Chain::leading_match),
+            Stage::Map(m) => m.body.leading_match(),
+            Stage::Node(_) | Stage::If(_) => None,
+        }
+    }
+
+    /// Whether any parallel group, at any depth, is an empty `()`, or any `match` has no arm.
     pub(crate) fn has_empty_group(&self) -> bool {
         self.stages.iter().any(|stage| match stage {
             Stage::Node(_) => false,
             Stage::Group { branches, .. } => {
                 branches.is_empty() || branches.iter().any(Chain::has_empty_group)
             }
+            Stage::Match(m) => m.arms.is_empty() || m.arms.iter().any(|a| a.body.has_empty_group()),
+            Stage::If(i) => i.then.has_empty_group() || i.otherwise.has_empty_group(),
+            Stage::Map(m) => m.body.has_empty_group(),
         })
     }
 
@@ -106,15 +266,25 @@ impl Chain {
         match self.stages.last()? {
             Stage::Node(n) => Some(n.step_ident().span()),
             Stage::Group { paren, .. } => Some(*paren),
+            Stage::Match(m) => Some(m.brace),
+            Stage::If(i) => i.otherwise.end_span(),
+            Stage::Map(m) => Some(m.keyword.span()),
         }
     }
 
-    /// Every node, in written order.
+    /// Every node, in written order (an `if`'s condition before its branches).
     pub(crate) fn nodes<'a>(&'a self, out: &mut Vec<&'a NodeRef>) {
         for stage in &self.stages {
             match stage {
                 Stage::Node(n) => out.push(n),
                 Stage::Group { branches, .. } => branches.iter().for_each(|b| b.nodes(out)),
+                Stage::Match(m) => m.arms.iter().for_each(|a| a.body.nodes(out)),
+                Stage::If(i) => {
+                    out.push(&i.cond);
+                    i.then.nodes(out);
+                    i.otherwise.nodes(out);
+                }
+                Stage::Map(m) => m.body.nodes(out),
             }
         }
     }

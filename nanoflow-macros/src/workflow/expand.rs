@@ -9,10 +9,12 @@
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 
-use super::ast::{Chain, Stage, WorkflowDecl, WorkflowFile};
+use super::ast::{
+    Chain, FieldPat, Fields, If, Map, Match, NodeRef, Pattern, Stage, WorkflowDecl, WorkflowFile,
+};
 use crate::poison;
 use crate::respan::respan;
 use crate::trigger;
@@ -48,11 +50,17 @@ struct Gen<'a> {
     /// `step => compensation node` from `#[compensate(...)]`.
     compensations: &'a [crate::workflow::ast::Compensation],
     /// One type alias per step (`type __nanoflow_s0 = price;`), spanned at the user's token: a
-    /// name that is not a node is reported once, there, and nowhere else.
+    /// name that is not a node is reported once, there, and nowhere else. Also the type of
+    /// each `match`'s value (`__nanoflow_e0`) and `map`'s collection (`__nanoflow_m0`).
     aliases: Vec<TokenStream>,
     /// Step descriptions in written order; their index is the step's index in the graph.
     steps: Vec<TokenStream>,
     edges: Vec<TokenStream>,
+    /// `(from, to, label)` for the edges choosing a branch.
+    labels: Vec<TokenStream>,
+    /// One `MapDef` per `map(..)`, outermost first.
+    maps: Vec<TokenStream>,
+    matches: usize,
 }
 
 /// An endpoint of an edge while walking the graph.
@@ -60,13 +68,55 @@ struct Gen<'a> {
 enum End {
     Input,
     Step(usize),
+    Output,
 }
 
-/// A value flowing through the graph: the variable holding it and its type.
+/// Where a value comes from: an endpoint, and the label of the branch it takes to get here
+/// (a `match` arm's variant, `true`/`false` after an `if`).
+#[derive(Clone)]
+struct Link {
+    end: End,
+    label: Option<String>,
+}
+
+impl Link {
+    fn plain(end: End) -> Self {
+        Link { end, label: None }
+    }
+
+    /// This link entering a branch labelled `label`.
+    fn entering(&self, label: &str) -> Self {
+        let label = match &self.label {
+            Some(outer) => format!("{outer} / {label}"),
+            None => label.to_owned(),
+        };
+        Link {
+            end: self.end.clone(),
+            label: Some(label),
+        }
+    }
+}
+
+/// A value flowing through the graph: the variable holding it and its type, when the
+/// expansion can name it (it cannot name the payload of a `match` arm).
 struct Value {
     var: syn::Ident,
-    ty: TokenStream,
+    ty: Option<TokenStream>,
 }
+
+impl Value {
+    /// The type of a stage's output, which is always named (only `match` payloads are not,
+    /// and they are inputs).
+    fn named(&self) -> &TokenStream {
+        self.ty
+            .as_ref()
+            .expect("the output of a stage has a named type")
+    }
+}
+
+/// What one stage or chain expands to: its statements, its output, and the links its output
+/// leaves by.
+type Expanded = (TokenStream, Value, Vec<Link>);
 
 impl Gen<'_> {
     fn var(&mut self) -> syn::Ident {
@@ -79,22 +129,21 @@ impl Gen<'_> {
         match end {
             End::Input => quote!(#private::Endpoint::Input),
             End::Step(i) => quote!(#private::Endpoint::Step(#i)),
+            End::Output => quote!(#private::Endpoint::Output),
         }
     }
 
-    fn edge(&mut self, from: &End, to: &End) {
-        let (a, b) = (self.endpoint(from), self.endpoint(to));
+    fn edge(&mut self, from: &Link, to: &End) {
+        let (a, b) = (self.endpoint(&from.end), self.endpoint(to));
+        if let Some(label) = &from.label {
+            self.labels.push(quote!((#a, #b, #label)));
+        }
         self.edges.push(quote!((#a, #b)));
     }
 
     /// Emits statements running `chain` on `input` (produced by `from`), returning the
     /// statements, the chain's output, and the chain's exits.
-    fn chain(
-        &mut self,
-        chain: &Chain,
-        input: Value,
-        from: Vec<End>,
-    ) -> (TokenStream, Value, Vec<End>) {
+    fn chain(&mut self, chain: &Chain, input: Value, from: Vec<Link>) -> Expanded {
         let mut stmts = TokenStream::new();
         let mut current = input;
         let mut exits = from;
@@ -107,112 +156,427 @@ impl Gen<'_> {
         (stmts, current, exits)
     }
 
-    fn stage(
-        &mut self,
-        stage: &Stage,
-        input: Value,
-        from: Vec<End>,
-    ) -> (TokenStream, Value, Vec<End>) {
-        let private = self.private;
+    fn stage(&mut self, stage: &Stage, input: Value, from: Vec<Link>) -> Expanded {
         match stage {
-            Stage::Node(node) => {
-                let index = self.steps.len();
-                let path = &node.path;
-                let alias = format_ident!("__nanoflow_s{}", index);
-                self.aliases.push(quote!(type #alias = #path;));
-                let name = node.step_ident().to_string();
-                self.steps.push(quote!(#private::Step::of::<#alias>(#name)));
-                for f in &from {
-                    self.edge(f, &End::Step(index));
-                }
-                let out = self.var();
-                let span = node.step_ident().span();
-                // The upstream type is given explicitly: with a single `Accepts` impl the compiler
-                // would otherwise infer it from the impl and report a plain type mismatch.
-                let in_ty = &input.ty;
-                let in_var = &input.var;
-                let compensation = self
-                    .compensations
-                    .iter()
-                    .position(|c| c.step == *node.step_ident());
-                let call = match compensation {
-                    None => respan(
-                        quote!(__nanoflow_ctx.step_in::<#alias, #in_ty>(&__NANOFLOW_DEFAULTS, #name, #in_var).await),
-                        span,
-                    ),
-                    Some(c) => {
-                        let undo = format_ident!("__nanoflow_c{}", c);
-                        let record = format!(
-                            "{name}~{}",
-                            self.compensations[c]
-                                .node
-                                .segments
-                                .last()
-                                .map(|s| s.ident.to_string())
-                                .unwrap_or_default()
-                        );
-                        respan(
-                            quote!(__nanoflow_ctx.step_compensated::<#alias, #in_ty, #undo>(&__NANOFLOW_DEFAULTS, #name, #record, #in_var).await),
-                            span,
-                        )
-                    }
-                };
-                let stmts = quote! {
-                    let #out = #call?;
-                };
-                let ty = quote!(<#alias as #private::Node>::Output);
-                (stmts, Value { var: out, ty }, vec![End::Step(index)])
-            }
+            Stage::Node(node) => self.node(node, input, from, false),
             Stage::Group { branches, .. } if branches.len() == 1 => {
                 self.chain(&branches[0], input, from)
             }
-            Stage::Group { paren, branches } => {
-                let mut stmts = TokenStream::new();
-                let mut futures = Vec::new();
-                let mut results = Vec::new();
-                let mut types = Vec::new();
-                let mut exits = Vec::new();
-                let count = branches.len();
-                for (i, branch) in branches.iter().enumerate() {
-                    let arg = self.var();
-                    let in_var = &input.var;
-                    if i + 1 < count {
-                        let copy = respan(quote!(#private::fan_out(&#in_var)), *paren);
-                        stmts.extend(quote!(let #arg = #copy;));
-                    } else {
-                        stmts.extend(quote!(let #arg = #in_var;));
-                    }
-                    let branch_in = Value {
-                        var: arg,
-                        ty: input.ty.clone(),
-                    };
-                    let (body, out, branch_exits) = self.chain(branch, branch_in, from.clone());
-                    let out_var = &out.var;
-                    futures.push(quote! {
-                        async move {
-                            #body
-                            ::core::result::Result::Ok::<_, #private::Error>(#out_var)
-                        }
-                    });
-                    results.push(self.var());
-                    types.push(out.ty);
-                    exits.extend(branch_exits);
-                }
-                let out = self.var();
-                stmts.extend(quote! {
-                    let (#(#results,)*) = #private::tokio::try_join!(#(#futures),*)?;
-                    let #out = (#(#results,)*);
-                });
-                (
-                    stmts,
-                    Value {
-                        var: out,
-                        ty: quote!((#(#types,)*)),
-                    },
-                    exits,
-                )
-            }
+            Stage::Group { paren, branches } => self.group(*paren, branches, input, from),
+            Stage::Match(m) => self.match_(m, input, from),
+            Stage::If(i) => self.if_(i, input, from),
+            Stage::Map(m) => self.map(m, input, from),
         }
+    }
+
+    /// One node occurrence: the step call, spanned at the user's node.
+    fn node(&mut self, node: &NodeRef, input: Value, from: Vec<Link>, condition: bool) -> Expanded {
+        let private = self.private;
+        let index = self.steps.len();
+        let path = &node.path;
+        let alias = format_ident!("__nanoflow_s{}", index);
+        self.aliases.push(quote!(type #alias = #path;));
+        let name = node.step_ident().to_string();
+        self.steps.push(if condition {
+            quote!(#private::Step::condition::<#alias>(#name))
+        } else {
+            quote!(#private::Step::of::<#alias>(#name))
+        });
+        for f in &from {
+            self.edge(f, &End::Step(index));
+        }
+        let out = self.var();
+        let span = node.step_ident().span();
+        let in_var = &input.var;
+        let compensation = self
+            .compensations
+            .iter()
+            .position(|c| c.step == *node.step_ident());
+        let record = compensation.map(|c| {
+            let undo = self.compensations[c]
+                .node
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
+            (format_ident!("__nanoflow_c{}", c), format!("{name}~{undo}"))
+        });
+        // The upstream type is given explicitly: with a single `Accepts` impl the compiler
+        // would otherwise infer it from the impl and report a plain type mismatch. A value
+        // whose type cannot be named (a `match` payload) is carried into a method instead,
+        // whose receiver fixes the type first.
+        let call = match (&input.ty, record) {
+            (Some(in_ty), None) => quote!(
+                __nanoflow_ctx.step_in::<#alias, #in_ty>(&__NANOFLOW_DEFAULTS, #name, #in_var).await
+            ),
+            (Some(in_ty), Some((undo, record))) => quote!(
+                __nanoflow_ctx.step_compensated::<#alias, #in_ty, #undo>(&__NANOFLOW_DEFAULTS, #name, #record, #in_var).await
+            ),
+            (None, None) => quote!(
+                #private::Carry(#in_var).step_in::<#alias>(__nanoflow_ctx, &__NANOFLOW_DEFAULTS, #name).await
+            ),
+            (None, Some((undo, record))) => quote!(
+                #private::Carry(#in_var).step_compensated::<#alias, #undo>(__nanoflow_ctx, &__NANOFLOW_DEFAULTS, #name, #record).await
+            ),
+        };
+        let call = respan(call, span);
+        let stmts = quote! {
+            let #out = #call?;
+        };
+        let ty = quote!(<#alias as #private::Node>::Output);
+        (
+            stmts,
+            Value {
+                var: out,
+                ty: Some(ty),
+            },
+            vec![Link::plain(End::Step(index))],
+        )
+    }
+
+    /// `(a, b -> c)`: each branch gets a copy of the input; they run concurrently.
+    fn group(
+        &mut self,
+        paren: Span,
+        branches: &[Chain],
+        input: Value,
+        from: Vec<Link>,
+    ) -> Expanded {
+        let private = self.private;
+        let mut stmts = TokenStream::new();
+        let mut futures = Vec::new();
+        let mut results = Vec::new();
+        let mut types = Vec::new();
+        let mut exits = Vec::new();
+        let count = branches.len();
+        for (i, branch) in branches.iter().enumerate() {
+            let arg = self.var();
+            let in_var = &input.var;
+            if i + 1 < count {
+                let copy = respan(quote!(#private::fan_out(&#in_var)), paren);
+                stmts.extend(quote!(let #arg = #copy;));
+            } else {
+                stmts.extend(quote!(let #arg = #in_var;));
+            }
+            let branch_in = Value {
+                var: arg,
+                ty: input.ty.clone(),
+            };
+            let (body, out, branch_exits) = self.chain(branch, branch_in, from.clone());
+            let out_var = &out.var;
+            futures.push(quote! {
+                async move {
+                    #body
+                    ::core::result::Result::Ok::<_, #private::Error>(#out_var)
+                }
+            });
+            results.push(self.var());
+            types.push(out.named().clone());
+            exits.extend(branch_exits);
+        }
+        let out = self.var();
+        stmts.extend(quote! {
+            let (#(#results,)*) = #private::tokio::try_join!(#(#futures),*)?;
+            let #out = (#(#results,)*);
+        });
+        (
+            stmts,
+            Value {
+                var: out,
+                ty: Some(quote!((#(#types,)*))),
+            },
+            exits,
+        )
+    }
+
+    /// The output of branch `index` of a `match` or `if`: the first as it is, the others
+    /// converted to the first's type, or reported at their last step when they differ.
+    fn rejoin(&self, index: usize, first: &TokenStream, out: &Value, body: &Chain) -> TokenStream {
+        let private = self.private;
+        let var = &out.var;
+        if index == 0 {
+            return quote!(#var);
+        }
+        let span = body.end_span().unwrap_or_else(Span::call_site);
+        respan(quote!(#private::rejoin::<#first, _>(#var)), span)
+    }
+
+    /// `match { Variant(x) => chain, .. }`: a Rust `match` on the value, so rustc checks the
+    /// variants, their payloads and exhaustiveness.
+    fn match_(&mut self, m: &Match, input: Value, from: Vec<Link>) -> Expanded {
+        // The value's type, for variants written without their enum: `Approved(a)` is
+        // `__nanoflow_e0::Approved(a)`.
+        let enum_alias = input.ty.as_ref().map(|ty| {
+            let alias = format_ident!("__nanoflow_e{}", self.matches);
+            self.matches += 1;
+            self.aliases.push(quote!(type #alias = #ty;));
+            alias
+        });
+        let mut arms = Vec::new();
+        let mut exits = Vec::new();
+        let mut first: Option<TokenStream> = None;
+        for (i, arm) in m.arms.iter().enumerate() {
+            let label = arm.pattern.label();
+            let links: Vec<Link> = from.iter().map(|l| l.entering(&label)).collect();
+            let (pattern, payload, payload_ty) =
+                self.pattern(&arm.pattern, enum_alias.as_ref(), &input);
+            let arm_in = self.var();
+            let (body, out, arm_exits) = self.chain(
+                &arm.body,
+                Value {
+                    var: arm_in.clone(),
+                    ty: payload_ty,
+                },
+                links,
+            );
+            let first_ty = first.get_or_insert_with(|| out.named().clone()).clone();
+            let result = self.rejoin(i, &first_ty, &out, &arm.body);
+            // The arm ends where the user's arm ends (its statements keep their own spans):
+            // rustc suggests a missing arm after the last one, in the user's graph.
+            let end = arm.body.end_span().unwrap_or_else(Span::call_site);
+            let mut block = Group::new(
+                Delimiter::Brace,
+                quote! {
+                    let #arm_in = #payload;
+                    #body
+                    #result
+                },
+            );
+            block.set_span(end);
+            let arrow = quote_spanned!(end=> =>);
+            arms.push(quote!(#pattern #arrow #block));
+            exits.extend(arm_exits);
+        }
+        let out = self.var();
+        // Spanned at `match`: a variant without an arm is reported there, as rustc does.
+        let scrutinee = respan(input.var.to_token_stream(), m.keyword);
+        let stmts = quote! {
+            let #out = match #scrutinee {
+                #(#arms)*
+            };
+        };
+        let ty = first.expect("a `match` has arms");
+        (
+            stmts,
+            Value {
+                var: out,
+                ty: Some(ty),
+            },
+            exits,
+        )
+    }
+
+    /// An arm's pattern, the payload it gives the arm's first step, and the payload's type
+    /// when it can be named.
+    fn pattern(
+        &mut self,
+        pattern: &Pattern,
+        enum_alias: Option<&syn::Ident>,
+        input: &Value,
+    ) -> (TokenStream, TokenStream, Option<TokenStream>) {
+        let (path, fields) = match pattern {
+            Pattern::Variant { path, fields } => (path, fields),
+            Pattern::Wild(span) => {
+                // Binds the whole value (the arm takes it), at the user's `_`.
+                let rest = format_ident!("__nanoflow_rest", span = *span);
+                return (quote!(#rest), quote!(#rest), input.ty.clone());
+            }
+        };
+        let path = match enum_alias {
+            Some(alias) if path.segments.len() == 1 && path.leading_colon.is_none() => {
+                let variant = &path.segments[0];
+                let alias = respan(alias.to_token_stream(), variant.ident.span());
+                quote!(#alias::#variant)
+            }
+            _ => quote!(#path),
+        };
+        let mut bound = Vec::new();
+        let mut field = |f: &FieldPat| match f {
+            FieldPat::Bind(ident) => {
+                let var = format_ident!("__nanoflow_p{}", bound.len(), span = ident.span());
+                bound.push(var.clone());
+                quote!(#var)
+            }
+            FieldPat::Skip(span) => quote_spanned!(*span=> _),
+            FieldPat::Rest(span) => quote_spanned!(*span=> ..),
+        };
+        let pattern = match fields {
+            Fields::Unit => path,
+            Fields::Tuple(items) => {
+                let items: Vec<TokenStream> = items.iter().map(&mut field).collect();
+                quote!(#path(#(#items),*))
+            }
+            Fields::Struct(items) => {
+                let items: Vec<TokenStream> = items
+                    .iter()
+                    .map(|(name, f)| match f {
+                        FieldPat::Rest(span) => quote_spanned!(*span=> ..),
+                        other => {
+                            let pat = field(other);
+                            quote!(#name: #pat)
+                        }
+                    })
+                    .collect();
+                quote!(#path { #(#items),* })
+            }
+        };
+        let (payload, ty) = match bound.as_slice() {
+            [] => (quote!(()), Some(quote!(()))),
+            [one] => (quote!(#one), None),
+            many => (quote!((#(#many),*)), None),
+        };
+        (pattern, payload, ty)
+    }
+
+    /// `if cond { a } else { b }`: the condition gets a copy of the value; the branch it
+    /// chooses gets the value.
+    fn if_(&mut self, i: &If, input: Value, from: Vec<Link>) -> Expanded {
+        let private = self.private;
+        let copy = self.var();
+        let in_var = &input.var;
+        let inspect = respan(quote!(#private::inspect(&#in_var)), i.keyword);
+        let mut stmts = quote!(let #copy = #inspect;);
+        let (cond_stmts, verdict, cond_exits) = self.node(
+            &i.cond,
+            Value {
+                var: copy,
+                ty: input.ty.clone(),
+            },
+            from,
+            true,
+        );
+        stmts.extend(cond_stmts);
+        let cond = cond_exits[0].clone();
+        let mut branches = Vec::new();
+        let mut exits = Vec::new();
+        let mut first: Option<TokenStream> = None;
+        for (index, (body, label)) in [(&i.then, "true"), (&i.otherwise, "false")]
+            .into_iter()
+            .enumerate()
+        {
+            let (stmts, out, branch_exits) = self.chain(
+                body,
+                Value {
+                    var: input.var.clone(),
+                    ty: input.ty.clone(),
+                },
+                vec![cond.entering(label)],
+            );
+            let first_ty = first.get_or_insert_with(|| out.named().clone()).clone();
+            let result = self.rejoin(index, &first_ty, &out, body);
+            branches.push(quote!({
+                #stmts
+                #result
+            }));
+            exits.extend(branch_exits);
+        }
+        let out = self.var();
+        let verdict = &verdict.var;
+        let holds = respan(
+            quote!(#private::condition(#verdict)),
+            i.cond.step_ident().span(),
+        );
+        let (then, otherwise) = (&branches[0], &branches[1]);
+        stmts.extend(quote! {
+            let #out = if #holds #then else #otherwise;
+        });
+        (
+            stmts,
+            Value {
+                var: out,
+                ty: first,
+            },
+            exits,
+        )
+    }
+
+    /// `map(chain, concurrency = N, collect_errors)`: the chain runs once per item, each
+    /// item in a context of its own (its steps journaled as `step[index]`).
+    fn map(&mut self, m: &Map, input: Value, from: Vec<Link>) -> Expanded {
+        let private = self.private;
+        let concurrency = match m.concurrency() {
+            Some(n) => quote!(#n),
+            None => quote!(#private::DEFAULT_MAP_CONCURRENCY),
+        };
+        let collect_errors = m.collect_errors();
+        let slot = self.maps.len();
+        self.maps.push(TokenStream::new());
+        let first_step = self.steps.len();
+        // The collection's type, checked to be a collection at the `map` (one error there).
+        let collection = input.ty.as_ref().map(|ty| {
+            let alias = format_ident!("__nanoflow_m{}", slot);
+            let checked = respan(
+                quote!(#private::Checked<#ty, [(); #private::collection::<#ty>()]>),
+                m.keyword.span(),
+            );
+            self.aliases.push(quote!(type #alias = #checked;));
+            alias
+        });
+        let item = format_ident!("__nanoflow_item");
+        let item_ty = collection
+            .as_ref()
+            .map(|c| quote!(<#c as ::core::iter::IntoIterator>::Item));
+        let (body, out, exits) = self.chain(
+            &m.body,
+            Value {
+                var: item.clone(),
+                ty: item_ty,
+            },
+            from,
+        );
+        let steps: Vec<usize> = (first_step..self.steps.len()).collect();
+        self.maps[slot] = quote!(#private::MapDef {
+            steps: ::std::vec![#(#steps),*],
+            concurrency: #concurrency,
+            collect_errors: #collect_errors,
+        });
+        let out_ty = out.named();
+        let out_var = &out.var;
+        let (method, ty) = if collect_errors {
+            (
+                quote!(map_results),
+                quote!(::std::vec::Vec<::core::result::Result<#out_ty, #private::NodeError>>),
+            )
+        } else {
+            (quote!(map), quote!(::std::vec::Vec<#out_ty>))
+        };
+        let turbofish = collection.map(|c| quote!(::<#c, _, _>));
+        let result = self.var();
+        let in_var = &input.var;
+        let stmts = quote! {
+            let #result = __nanoflow_ctx.#method #turbofish(
+                #concurrency,
+                #in_var,
+                async |__nanoflow_ctx: &#private::RunCtx, #item| {
+                    #body
+                    ::core::result::Result::Ok::<_, #private::Error>(#out_var)
+                },
+            )
+            .await?;
+        };
+        (
+            stmts,
+            Value {
+                var: result,
+                ty: Some(ty),
+            },
+            exits,
+        )
+    }
+}
+
+/// The workflow's input type: the first node's input, in a `Vec` for each `map(..)` the graph
+/// starts with. Step 0 is that node.
+fn input_type(private: &TokenStream, chain: &Chain) -> TokenStream {
+    match chain.stages.first() {
+        Some(Stage::Group { branches, .. }) if !branches.is_empty() => {
+            input_type(private, &branches[0])
+        }
+        Some(Stage::Map(m)) => {
+            let inner = input_type(private, &m.body);
+            quote!(::std::vec::Vec<#inner>)
+        }
+        _ => quote!(<__nanoflow_s0 as #private::Node>::Input),
     }
 }
 
@@ -242,7 +606,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         .expect("not broken: the graph has a first node");
     let (declaration, ty) = declare(wf);
     // Step 0 is always the entry node: its alias names the workflow's input type.
-    let input_ty = quote!(<__nanoflow_s0 as #private::Node>::Input);
+    let input_ty = input_type(private, graph);
     let mut gen = Gen {
         private,
         counter: 0,
@@ -250,18 +614,20 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         aliases: Vec::new(),
         steps: Vec::new(),
         edges: Vec::new(),
+        labels: Vec::new(),
+        maps: Vec::new(),
+        matches: 0,
     };
     let input = format_ident!("__nanoflow_input");
     let start = Value {
         var: input.clone(),
-        ty: input_ty.clone(),
+        ty: Some(input_ty.clone()),
     };
-    let (body, out, exits) = gen.chain(graph, start, vec![End::Input]);
-    let output_ty = out.ty;
+    let (body, out, exits) = gen.chain(graph, start, vec![Link::plain(End::Input)]);
+    let output_ty = out.named().clone();
     let out = out.var;
     for exit in &exits {
-        let from = gen.endpoint(exit);
-        gen.edges.push(quote!((#from, #private::Endpoint::Output)));
+        gen.edge(exit, &End::Output);
     }
     let aliases = &gen.aliases;
     // One alias per compensation node, spanned at the user's path, and a check that it takes
@@ -308,6 +674,8 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     let _ = default_bits;
     let steps = &gen.steps;
     let edges = &gen.edges;
+    let labels = &gen.labels;
+    let maps = &gen.maps;
     let trigger_defs = wf
         .triggers
         .iter()
@@ -319,20 +687,17 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     let run_doc = format!("Runs `{name_str}` in-process on `input` and returns its output.");
     let graph_doc = format!("The graph of `{name_str}`: steps, edges, triggers and types.");
 
-    let wrapped = if wf.compensations.is_empty() {
-        quote!(async move {
+    // Always: even without a `#[compensate]` of its own, a workflow may have completed
+    // sub-workflows (or map items) whose steps have compensations.
+    let wrapped = quote!(async move {
+        #private::with_compensation(__nanoflow_ctx, async move {
             #body
             ::core::result::Result::Ok(#out)
         })
-    } else {
-        quote!(async move {
-            #private::with_compensation(__nanoflow_ctx, async move {
-                #body
-                ::core::result::Result::Ok(#out)
-            })
-            .await
-        })
-    };
+        .await
+    });
+
+    let as_node = as_node(private, &ty, name, &input_ty, &output_ty);
 
     // `checkout.run(x)` with a wrong `x`: rustc shows where `run` is defined; let that be the
     // workflow's name, and the input the first node's.
@@ -367,6 +732,8 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                         doc: #doc_text,
                         steps: ::std::vec![#(#steps),*],
                         edges: ::std::vec![#(#edges),*],
+                        labels: ::std::vec![#(#labels),*],
+                        maps: ::std::vec![#(#maps),*],
                         triggers: ::std::vec![#(#trigger_defs),*],
                         input_type: ::core::any::type_name::<#input_ty>(),
                         output_type: ::core::any::type_name::<#output_ty>(),
@@ -385,6 +752,8 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                 }
             }
 
+            #as_node
+
             impl #ty {
                 #[doc = #run_doc]
                 #[allow(dead_code)]
@@ -401,6 +770,70 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
 
             #(#trigger_checks)*
         };
+    }
+}
+
+/// The workflow as a node, for use in other workflows (a sub-workflow): its `Node` impl runs
+/// its graph inside the parent's run, and its `Accepts` impl lets the parent's edges check it
+/// like any node.
+fn as_node(
+    private: &TokenStream,
+    ty: &TokenStream,
+    name: &syn::Ident,
+    input_ty: &TokenStream,
+    output_ty: &TokenStream,
+) -> TokenStream {
+    // At the workflow's name: where rustc shows "`Accepts<u64, u64>` is implemented" beside
+    // an edge that gives the sub-workflow the wrong type.
+    let accepts = respan(
+        quote! {
+            impl #private::Accepts<#input_ty, #input_ty> for #ty {
+                #[inline(always)]
+                fn into_input(value: #input_ty) -> #input_ty {
+                    value
+                }
+            }
+        },
+        name.span(),
+    );
+    let name = name.to_string();
+    quote! {
+        impl #private::Node for #ty {
+            type Input = #input_ty;
+            type Output = #output_ty;
+            type State = ();
+            const NAME: &'static str = #name;
+            const OPTIONS: #private::NodeOptions = #private::NodeOptions::DEFAULT;
+
+            fn call(input: #input_ty) -> impl ::core::future::Future<
+                Output = ::core::result::Result<#output_ty, #private::NodeError>,
+            > + ::core::marker::Send {
+                #private::run_as_node(#ty, input)
+            }
+
+            fn duplicate(input: &#input_ty) -> ::core::result::Result<#input_ty, #private::NodeError> {
+                #[allow(unused_imports)]
+                use #private::{DuplicateByClone as _, DuplicateByJson as _};
+                (&#private::Duplicate(input)).__nanoflow_duplicate()
+            }
+
+            fn run_step<'__nanoflow_a>(
+                ctx: &'__nanoflow_a #private::RunCtx,
+                _: &'static #private::NodeOptions,
+                name: &'static str,
+                input: #input_ty,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<#output_ty, #private::Error>,
+            > + ::core::marker::Send + '__nanoflow_a {
+                ctx.sub_workflow(#ty, name, input)
+            }
+
+            fn subgraph() -> ::core::option::Option<&'static #private::Graph> {
+                ::core::option::Option::Some(<Self as #private::Workflow>::graph(&#ty))
+            }
+        }
+
+        #accepts
     }
 }
 
@@ -455,6 +888,8 @@ fn stub(private: &TokenStream, wf: &WorkflowDecl, errors: &[syn::Error]) -> Toke
     let (declaration, ty) = declare(wf);
     let poisoned = poison::poisoned_type(first);
     let rest = poison::report(rest);
+    let poisoned_alias = quote!(__nanoflow_poisoned);
+    let as_node = as_node(private, &ty, &wf.name, &poisoned_alias, &poisoned_alias);
     // The node names that were read are still resolved, so an unknown one is reported too.
     let mut nodes = Vec::new();
     if let Some(graph) = &wf.graph {
@@ -494,6 +929,8 @@ fn stub(private: &TokenStream, wf: &WorkflowDecl, errors: &[syn::Error]) -> Toke
                     ::core::future::pending()
                 }
             }
+
+            #as_node
 
             impl #ty {
                 #[allow(dead_code, missing_docs)]

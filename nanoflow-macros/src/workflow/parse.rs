@@ -6,7 +6,10 @@ use syn::{token, Token};
 
 use syn::punctuated::Punctuated;
 
-use super::ast::{Chain, Compensation, Defaults, NodeRef, Stage, WorkflowDecl, WorkflowFile};
+use super::ast::{
+    Arm, Chain, Compensation, Defaults, FieldPat, Fields, If, Map, MapOption, Match, NodeRef,
+    Pattern, Stage, WorkflowDecl, WorkflowFile,
+};
 use crate::trigger;
 
 impl Parse for WorkflowFile {
@@ -293,11 +296,23 @@ impl Parse for Stage {
         if input.peek(token::Paren) {
             let content;
             let paren = syn::parenthesized!(content in input);
-            let branches = content.parse_terminated(Chain::parse, Token![,])?;
+            let branches = within(&content, |c| c.parse_terminated(Chain::parse, Token![,]))?;
             return Ok(Stage::Group {
                 paren: paren.span.join(),
                 branches: branches.into_iter().collect(),
             });
+        }
+        if input.peek(Token![match]) {
+            return parse_match(input).map(Stage::Match);
+        }
+        if input.peek(Token![if]) {
+            return parse_if(input).map(Stage::If);
+        }
+        if input.peek(syn::Ident) && input.peek2(token::Paren) {
+            let fork = input.fork();
+            if fork.parse::<syn::Ident>()? == "map" {
+                return parse_map(input).map(Stage::Map);
+            }
         }
         if input.peek(syn::Ident)
             || input.peek(Token![::])
@@ -305,17 +320,269 @@ impl Parse for Stage {
             || input.peek(Token![self])
             || input.peek(Token![super])
         {
-            let path = input.call(syn::Path::parse_mod_style)?;
-            let alias = if input.peek(Token![as]) {
-                input.parse::<Token![as]>()?;
-                Some(input.parse()?)
+            return input.parse().map(Stage::Node);
+        }
+        Err(input.error(
+            "expected a node name, `(` to start parallel branches, `match`, `if` or `map(..)`",
+        ))
+    }
+}
+
+impl Parse for NodeRef {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let path = input.call(syn::Path::parse_mod_style)?;
+        let alias = if input.peek(Token![as]) {
+            input.parse::<Token![as]>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(NodeRef { path, alias })
+    }
+}
+
+/// Parses the delimited `content` with `parse`; after an error, skips the rest of `content`,
+/// so that the error is the one reported (syn would otherwise report the tokens left over
+/// instead, and fail the whole `workflow!`).
+fn within<T>(
+    content: ParseStream<'_>,
+    parse: impl FnOnce(ParseStream<'_>) -> syn::Result<T>,
+) -> syn::Result<T> {
+    let result = parse(content);
+    if result.is_err() {
+        let _ = content.parse::<proc_macro2::TokenStream>();
+    }
+    result
+}
+
+/// A chain inside `{ .. }` (a branch of an `if`), which must hold nothing else.
+fn braced_chain(input: ParseStream<'_>, what: &str) -> syn::Result<Chain> {
+    let content;
+    let brace = syn::braced!(content in input);
+    within(&content, |content| {
+        if content.is_empty() {
+            return Err(syn::Error::new(
+                brace.span.join(),
+                format!(
+                    "empty {what}; write the steps it runs, as in `{{ manual_review -> approve }}`"
+                ),
+            ));
+        }
+        let chain: Chain = content.parse()?;
+        if !content.is_empty() {
+            return Err(content.error(format!("expected `->` or the end of the {what}")));
+        }
+        Ok(chain)
+    })
+}
+
+/// `match { Pattern => chain, .. }`.
+fn parse_match(input: ParseStream<'_>) -> syn::Result<Match> {
+    let keyword = input.parse::<Token![match]>()?.span;
+    if !input.peek(token::Brace) {
+        return Err(input.error(
+            "expected `{` after `match`: a `match` matches the previous step's output, as in `review -> match { Approved(a) => ship, Rejected(r) => refund }`",
+        ));
+    }
+    let content;
+    let brace = syn::braced!(content in input);
+    let arms = within(&content, |content| {
+        let mut arms = Vec::new();
+        while !content.is_empty() {
+            let pattern: Pattern = content.parse()?;
+            content.parse::<Token![=>]>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected `=>` after the pattern, as in `Approved(a) => ship`",
+                )
+            })?;
+            let body: Chain = content.parse()?;
+            arms.push(Arm { pattern, body });
+            if content.is_empty() {
+                break;
+            }
+            content.parse::<Token![,]>().map_err(|e| {
+                syn::Error::new(e.span(), "expected `,` or `->` after the steps of this arm")
+            })?;
+        }
+        Ok(arms)
+    })?;
+    Ok(Match {
+        keyword,
+        brace: brace.span.join(),
+        arms,
+    })
+}
+
+const PATTERN: &str =
+    "expected a variant pattern, as in `Approved(a)`, `Pending`, `Moved { to, .. }` or `_`";
+
+impl Parse for Pattern {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(Token![_]) {
+            return Ok(Pattern::Wild(input.parse::<Token![_]>()?.span));
+        }
+        if !(input.peek(syn::Ident)
+            || input.peek(Token![::])
+            || input.peek(Token![crate])
+            || input.peek(Token![self])
+            || input.peek(Token![super])
+            || input.peek(Token![Self]))
+        {
+            return Err(input.error(PATTERN));
+        }
+        let path = input
+            .call(syn::Path::parse_mod_style)
+            .map_err(|e| syn::Error::new(e.span(), PATTERN))?;
+        let fields = if input.peek(token::Paren) {
+            let content;
+            syn::parenthesized!(content in input);
+            let items = within(&content, |c| c.parse_terminated(FieldPat::parse, Token![,]))?;
+            Fields::Tuple(items.into_iter().collect())
+        } else if input.peek(token::Brace) {
+            let content;
+            syn::braced!(content in input);
+            Fields::Struct(within(&content, parse_struct_fields)?)
+        } else {
+            Fields::Unit
+        };
+        Ok(Pattern::Variant { path, fields })
+    }
+}
+
+/// `{ field, field: _, .. }`.
+fn parse_struct_fields(content: ParseStream<'_>) -> syn::Result<Vec<(syn::Ident, FieldPat)>> {
+    let mut items = Vec::new();
+    while !content.is_empty() {
+        if content.peek(Token![..]) {
+            let span = content.parse::<Token![..]>()?.spans[0];
+            items.push((
+                syn::Ident::new("__nanoflow_rest", span),
+                FieldPat::Rest(span),
+            ));
+        } else {
+            let field: syn::Ident = content.parse()?;
+            let pat = if content.peek(Token![:]) {
+                content.parse::<Token![:]>()?;
+                content.parse()?
+            } else {
+                FieldPat::Bind(field.clone())
+            };
+            items.push((field, pat));
+        }
+        if content.is_empty() {
+            break;
+        }
+        content.parse::<Token![,]>()?;
+    }
+    Ok(items)
+}
+
+impl Parse for FieldPat {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(Token![_]) {
+            Ok(FieldPat::Skip(input.parse::<Token![_]>()?.span))
+        } else if input.peek(Token![..]) {
+            Ok(FieldPat::Rest(input.parse::<Token![..]>()?.spans[0]))
+        } else if input.peek(syn::Ident) {
+            Ok(FieldPat::Bind(input.parse()?))
+        } else {
+            Err(input.error(
+                "expected a name binding the field, `_` or `..`; the fields bound are what the arm's first step takes",
+            ))
+        }
+    }
+}
+
+/// `if cond { chain } else { chain }` or `.. else if ..`.
+fn parse_if(input: ParseStream<'_>) -> syn::Result<If> {
+    let keyword = input.parse::<Token![if]>()?.span;
+    if !(input.peek(syn::Ident)
+        || input.peek(Token![::])
+        || input.peek(Token![crate])
+        || input.peek(Token![self])
+        || input.peek(Token![super]))
+    {
+        return Err(input.error(
+            "expected the condition after `if`: a node returning `bool`, as in `if is_large { review } else { approve }`",
+        ));
+    }
+    let cond: NodeRef = input.parse()?;
+    if !input.peek(token::Brace) {
+        return Err(input.error(
+            "expected `{` after the condition, as in `if is_large { review } else { approve }`",
+        ));
+    }
+    let then = braced_chain(input, "`if` branch")?;
+    if !input.peek(Token![else]) {
+        return Err(syn::Error::new(
+            keyword,
+            "this `if` has no `else` branch; write one, as in `if is_large { review } else { approve }`: the value goes on through one branch or the other",
+        ));
+    }
+    input.parse::<Token![else]>()?;
+    let otherwise = if input.peek(Token![if]) {
+        Chain {
+            stages: vec![Stage::If(parse_if(input)?)],
+        }
+    } else if input.peek(token::Brace) {
+        braced_chain(input, "`else` branch")?
+    } else {
+        return Err(input.error("expected `{` or `if` after `else`"));
+    };
+    Ok(If {
+        keyword,
+        cond,
+        then,
+        otherwise,
+    })
+}
+
+/// `map(chain, option, ..)`.
+fn parse_map(input: ParseStream<'_>) -> syn::Result<Map> {
+    let keyword: syn::Ident = input.parse()?;
+    let content;
+    let paren = syn::parenthesized!(content in input);
+    let (body, options) = within(&content, |content| {
+        if content.is_empty() {
+            return Err(syn::Error::new(
+                paren.span.join(),
+                "empty `map()`; write the step to run for each item, as in `map(score)`",
+            ));
+        }
+        let body: Chain = content.parse()?;
+        let mut options = Vec::new();
+        while !content.is_empty() {
+            content.parse::<Token![,]>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected `->`, `,` or `)` after the steps of `map(..)`",
+                )
+            })?;
+            if content.is_empty() {
+                break;
+            }
+            let key: syn::Ident = content.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected a `map` option: `concurrency = 8` or `collect_errors`",
+                )
+            })?;
+            let value = if content.peek(Token![=]) {
+                content.parse::<Token![=]>()?;
+                Some(content.parse()?)
             } else {
                 None
             };
-            return Ok(Stage::Node(NodeRef { path, alias }));
+            options.push(MapOption { key, value });
         }
-        Err(input.error("expected a node name or `(` to start parallel branches"))
-    }
+        Ok((body, options))
+    })?;
+    Ok(Map {
+        keyword,
+        body,
+        options,
+    })
 }
 
 #[cfg(test)]
@@ -339,7 +606,7 @@ mod tests {
                 assert_eq!(branches.len(), 2);
                 assert_eq!(branches[0].stages.len(), 2);
             }
-            Stage::Node(_) => panic!("expected a group"),
+            _ => panic!("expected a group"),
         }
         let mut nodes = Vec::new();
         graph.nodes(&mut nodes);
@@ -361,7 +628,7 @@ mod tests {
     fn rejects_garbage() {
         assert_eq!(
             parse_errors(quote!(w: a -> ;)),
-            ["expected a node name or `(` to start parallel branches"]
+            ["expected a node name, `(` to start parallel branches, `match`, `if` or `map(..)`"]
         );
         assert_eq!(
             parse_errors(quote!()),
@@ -411,5 +678,113 @@ mod tests {
             "`http` takes a string, e.g. `http = \"POST /orders\"`"
         );
         assert!(!file.workflows[3].is_broken());
+    }
+
+    #[test]
+    fn parses_match_if_and_map() {
+        let file: WorkflowFile = syn::parse2(quote! {
+            w: review -> match {
+                Approved(a) => ship -> notify,
+                Review::Rejected(r, _) => refund,
+                Moved { to, from: _, .. } => (track, log),
+                Pending => wait,
+                _ => other,
+            } -> if big { manual } else if huge { escalate } else { auto }
+              -> map(parse -> score, concurrency = 8, collect_errors) -> total;
+        })
+        .unwrap();
+        assert!(file.workflows[0].errors.is_empty());
+        let graph = file.workflows[0].graph.as_ref().unwrap();
+        assert_eq!(graph.stages.len(), 5);
+        let Stage::Match(m) = &graph.stages[1] else {
+            panic!("expected a match")
+        };
+        let labels: Vec<String> = m.arms.iter().map(|a| a.pattern.label()).collect();
+        assert_eq!(labels, ["Approved", "Rejected", "Moved", "Pending", "_"]);
+        let bound: Vec<Vec<String>> = m
+            .arms
+            .iter()
+            .map(|a| {
+                a.pattern
+                    .bindings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            bound,
+            [vec!["a"], vec!["r"], vec!["to"], vec![], vec![]] as [Vec<&str>; 5]
+        );
+        let Stage::Map(map) = &graph.stages[3] else {
+            panic!("expected a map")
+        };
+        assert_eq!(map.concurrency(), Some(8));
+        assert!(map.collect_errors());
+        let mut nodes = Vec::new();
+        graph.nodes(&mut nodes);
+        let names: Vec<String> = nodes.iter().map(|n| n.step_ident().to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "review", "ship", "notify", "refund", "track", "log", "wait", "other", "big",
+                "manual", "huge", "escalate", "auto", "parse", "score", "total"
+            ]
+        );
+        // A node named `map` is still a node when not followed by `(`.
+        let file: WorkflowFile = syn::parse2(quote!(w: a -> map -> b;)).unwrap();
+        let graph = file.workflows[0].graph.as_ref().unwrap();
+        assert!(matches!(&graph.stages[1], Stage::Node(n) if n.path.is_ident("map")));
+    }
+
+    #[test]
+    fn rejects_broken_branches_and_maps() {
+        assert_eq!(
+            parse_errors(quote!(w: a -> match { Some(x) -> b };)),
+            ["expected `=>` after the pattern, as in `Approved(a) => ship`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: a -> match { 1 => b };)),
+            ["expected a variant pattern, as in `Approved(a)`, `Pending`, `Moved { to, .. }` or `_`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: a -> match Review { A => b };)),
+            ["expected `{` after `match`: a `match` matches the previous step's output, as in `review -> match { Approved(a) => ship, Rejected(r) => refund }`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: if c { a };)),
+            ["this `if` has no `else` branch; write one, as in `if is_large { review } else { approve }`: the value goes on through one branch or the other"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: if c { } else { b };)),
+            ["empty `if` branch; write the steps it runs, as in `{ manual_review -> approve }`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: a -> map() -> b;)),
+            ["empty `map()`; write the step to run for each item, as in `map(score)`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: a -> map(b c);)),
+            ["expected `->`, `,` or `)` after the steps of `map(..)`"]
+        );
+    }
+
+    #[test]
+    fn an_error_inside_brackets_leaves_the_next_workflows_read() {
+        let file: WorkflowFile = syn::parse2(quote! {
+            first: a -> (b c) -> d;
+            second: a -> match { X(y) => b c };
+            third: a -> map(b, 4);
+            fourth: a;
+        })
+        .unwrap();
+        let names: Vec<String> = file.workflows.iter().map(|w| w.name.to_string()).collect();
+        assert_eq!(names, ["first", "second", "third", "fourth"]);
+        let errors: Vec<usize> = file.workflows.iter().map(|w| w.errors.len()).collect();
+        assert_eq!(errors, [1, 1, 1, 0]);
+        assert_eq!(
+            file.workflows[2].errors[0].to_string(),
+            "expected a `map` option: `concurrency = 8` or `collect_errors`"
+        );
     }
 }

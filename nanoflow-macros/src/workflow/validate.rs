@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use proc_macro2::Span;
 
-use super::ast::{Chain, Stage, WorkflowFile};
+use super::ast::{Chain, Map, Match, Pattern, Stage, WorkflowFile};
 use crate::ctxt::Ctxt;
 use crate::trigger;
 
@@ -154,7 +154,13 @@ fn check_graph(cx: &mut Ctxt, graph: &Chain, colon: Span, name: &str) {
     if graph.stages.is_empty() {
         cx.error_at(colon, format!("workflow `{name}` has no steps; write at least one node, e.g. `{name}: validate -> confirm;`"));
     }
-    check_chain(cx, graph, name);
+    if let Some(m) = graph.leading_match() {
+        cx.error_at(
+            m.keyword,
+            format!("workflow `{name}` starts with a `match`, but a `match` matches the output of the step before it; start with a node, e.g. `{name}: review -> match {{ .. }};`"),
+        );
+    }
+    check_chain(cx, graph, name, true);
     let mut steps: HashMap<String, &syn::Ident> = HashMap::new();
     let mut nodes = Vec::new();
     graph.nodes(&mut nodes);
@@ -172,15 +178,98 @@ fn check_graph(cx: &mut Ctxt, graph: &Chain, colon: Span, name: &str) {
     }
 }
 
-fn check_chain(cx: &mut Ctxt, chain: &Chain, workflow: &str) {
+/// Checks `chain`, whose input has a type the expansion can name when `named` (it cannot
+/// name the payload of a `match` arm).
+fn check_chain(cx: &mut Ctxt, chain: &Chain, workflow: &str, mut named: bool) {
     for stage in &chain.stages {
-        if let Stage::Group { paren, branches } = stage {
-            if branches.is_empty() {
-                cx.error_at(*paren, format!("empty parallel group `()` in workflow `{workflow}`; list branches like `(tax, shipping)`"));
+        match stage {
+            Stage::Node(_) => {}
+            Stage::Group { paren, branches } => {
+                if branches.is_empty() {
+                    cx.error_at(*paren, format!("empty parallel group `()` in workflow `{workflow}`; list branches like `(tax, shipping)`"));
+                }
+                for b in branches {
+                    check_chain(cx, b, workflow, named);
+                }
             }
-            for b in branches {
-                check_chain(cx, b, workflow);
+            Stage::Match(m) => check_match(cx, m, workflow, named),
+            Stage::If(i) => {
+                check_chain(cx, &i.then, workflow, named);
+                check_chain(cx, &i.otherwise, workflow, named);
             }
+            Stage::Map(m) => {
+                check_map(cx, m);
+                check_chain(cx, &m.body, workflow, named);
+            }
+        }
+        // Every stage's output has a type the expansion can name.
+        named = true;
+    }
+}
+
+fn check_match(cx: &mut Ctxt, m: &Match, workflow: &str, named: bool) {
+    if m.arms.is_empty() {
+        cx.error_at(
+            m.brace,
+            format!("`match` without arms in workflow `{workflow}`; write one arm per variant, as in `match {{ Approved(a) => ship, Rejected(r) => refund }}`"),
+        );
+    }
+    for arm in &m.arms {
+        if let Pattern::Variant { path, .. } = &arm.pattern {
+            if !named && path.segments.len() == 1 && path.leading_colon.is_none() {
+                let variant = &path.segments[0].ident;
+                cx.error_spanned_by(
+                    path,
+                    format!("write the enum of `{variant}` in this pattern, as in `MyEnum::{variant}`: this `match` starts an arm of another `match`, so it matches a payload whose type the graph cannot name"),
+                );
+            }
+        }
+        let takes_payload = match &arm.pattern {
+            Pattern::Wild(_) => named,
+            Pattern::Variant { .. } => arm.pattern.bindings().is_empty(),
+        };
+        check_chain(cx, &arm.body, workflow, takes_payload);
+    }
+}
+
+fn check_map(cx: &mut Ctxt, m: &Map) {
+    let mut seen: Vec<String> = Vec::new();
+    for option in &m.options {
+        let key = option.key.to_string();
+        if seen.contains(&key) {
+            cx.error_spanned_by(&option.key, format!("`{key}` specified more than once"));
+            continue;
+        }
+        seen.push(key.clone());
+        match (key.as_str(), &option.value) {
+            ("concurrency", Some(value)) => {
+                let valid = matches!(
+                    value,
+                    syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(n), .. })
+                        if n.base10_parse::<usize>().is_ok_and(|n| n > 0)
+                );
+                if !valid {
+                    cx.error_spanned_by(
+                        value,
+                        "`concurrency` takes a whole number of items from 1, as in `concurrency = 8`",
+                    );
+                }
+            }
+            ("concurrency", None) => cx.error_spanned_by(
+                &option.key,
+                "`concurrency` needs a value: how many items run at once, as in `concurrency = 8`",
+            ),
+            ("collect_errors", None) => {}
+            ("collect_errors", Some(value)) => cx.error_spanned_by(
+                value,
+                "`collect_errors` takes no value: write `map(score, collect_errors)`",
+            ),
+            _ => cx.error_spanned_by(
+                &option.key,
+                format!(
+                    "unknown `map` option `{key}`; expected `concurrency = N` or `collect_errors`"
+                ),
+            ),
         }
     }
 }
@@ -284,5 +373,86 @@ mod tests {
         assert_eq!(lists.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1, 1]);
         assert!(!file.workflows[0].is_broken());
         assert!(file.workflows[1].is_broken());
+    }
+
+    #[test]
+    fn a_match_needs_a_step_before_it_and_arms() {
+        let e = errors(quote!(w: match { Some(x) => a, None => b };));
+        assert_eq!(e, "workflow `w` starts with a `match`, but a `match` matches the output of the step before it; start with a node, e.g. `w: review -> match { .. };`");
+        let e = errors(quote!(w: (c, match { Some(x) => a }) -> d;));
+        assert!(e.starts_with("workflow `w` starts with a `match`"), "{e}");
+        let e = errors(quote!(w: c -> match {};));
+        assert!(e.starts_with("`match` without arms in workflow `w`"), "{e}");
+        let file: WorkflowFile = syn::parse2(quote!(w: c -> match {};)).unwrap();
+        assert!(file.workflows[0].is_broken());
+        assert_eq!(
+            errors(quote!(w: c -> map(match { Some(x) => a, None => b });)),
+            ""
+        );
+    }
+
+    #[test]
+    fn a_match_on_a_payload_names_its_enum() {
+        let e = errors(
+            quote!(w: c -> match { Some(x) => match { Ok(y) => a, Err(z) => b }, None => d };),
+        );
+        assert!(
+            e.contains("write the enum of `Ok` in this pattern, as in `MyEnum::Ok`"),
+            "{e}"
+        );
+        assert!(e.contains("write the enum of `Err`"), "{e}");
+        // Named, or after a payload-free pattern, or after a node: fine.
+        assert_eq!(
+            errors(
+                quote!(w: c -> match { Some(x) => match { Result::Ok(y) => a, Result::Err(z) => b }, None => d };)
+            ),
+            ""
+        );
+        assert_eq!(
+            errors(quote!(w: c -> match { None => match { Ok(y) => a, Err(z) => b }, _ => d };)),
+            ""
+        );
+        assert_eq!(
+            errors(
+                quote!(w: c -> match { Some(x) => e -> match { Ok(y) => a, Err(z) => b }, None => d };)
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn map_options_are_checked() {
+        assert_eq!(
+            errors(quote!(w: a -> map(b, concurrency = 8, collect_errors);)),
+            ""
+        );
+        assert_eq!(
+            errors(quote!(w: a -> map(b, concurrency = 0);)),
+            "`concurrency` takes a whole number of items from 1, as in `concurrency = 8`"
+        );
+        assert_eq!(
+            errors(quote!(w: a -> map(b, concurrency = "8");)),
+            "`concurrency` takes a whole number of items from 1, as in `concurrency = 8`"
+        );
+        assert_eq!(
+            errors(quote!(w: a -> map(b, concurrency);)),
+            "`concurrency` needs a value: how many items run at once, as in `concurrency = 8`"
+        );
+        assert_eq!(
+            errors(quote!(w: a -> map(b, collect_errors = true);)),
+            "`collect_errors` takes no value: write `map(score, collect_errors)`"
+        );
+        assert_eq!(
+            errors(quote!(w: a -> map(b, limit = 2, concurrency = 2, concurrency = 3);)),
+            "unknown `map` option `limit`; expected `concurrency = N` or `collect_errors`\n`concurrency` specified more than once"
+        );
+    }
+
+    #[test]
+    fn step_names_are_unique_across_branches_and_maps() {
+        let e = errors(quote!(w: a -> match { X(x) => b, Y(y) => b } -> map(a);));
+        assert!(e.contains("node `b` appears twice"), "{e}");
+        assert!(e.contains("node `a` appears twice"), "{e}");
+        assert_eq!(errors(quote!(w: if c { a } else { a as a_2 };)), "");
     }
 }

@@ -151,13 +151,25 @@ pub struct BuiltImage {
 
 /// The nodes that run in containers under `mode`, each once.
 fn container_steps(workflows: &[Arc<dyn DynWorkflow>], mode: IsolationMode) -> Vec<Step> {
-    let mut seen: HashMap<&'static str, Step> = HashMap::new();
-    for wf in workflows {
-        for step in &wf.graph().steps {
-            if in_container(&step.options, mode) {
-                seen.entry(step.node).or_insert_with(|| step.clone());
+    fn visit(
+        graph: &crate::graph::Graph,
+        mode: IsolationMode,
+        seen: &mut HashMap<&'static str, Step>,
+    ) {
+        for step in &graph.steps {
+            match step.subgraph() {
+                // A workflow used as a node runs its own steps: those go to containers.
+                Some(sub) => visit(sub, mode, seen),
+                None if in_container(&step.options, mode) => {
+                    seen.entry(step.node).or_insert_with(|| step.clone());
+                }
+                None => {}
             }
         }
+    }
+    let mut seen: HashMap<&'static str, Step> = HashMap::new();
+    for wf in workflows {
+        visit(wf.graph(), mode, &mut seen);
     }
     let mut steps: Vec<Step> = seen.into_values().collect();
     steps.sort_by_key(|s| s.node);

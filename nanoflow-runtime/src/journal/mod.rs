@@ -150,7 +150,8 @@ impl Default for Retention {
 #[derive(Debug, Clone)]
 pub(crate) struct StepWrite {
     pub(crate) run_id: RunId,
-    pub(crate) step: &'static str,
+    /// The step's scoped name (`score[17]`, `payment_flow/charge`).
+    pub(crate) step: std::borrow::Cow<'static, str>,
     pub(crate) attempt: u32,
     pub(crate) outcome: Result<Bytes, serde_json::Value>,
     pub(crate) started_ms: u64,

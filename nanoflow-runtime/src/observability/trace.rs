@@ -142,6 +142,13 @@ pub(crate) fn record_run<T>(span: &Span, result: &Result<T, Error>) {
     };
 }
 
+/// Whether anything listens to node spans (a subscriber at `DEBUG` for this module): when
+/// nothing does, in-process steps take their fast path without a span.
+#[inline]
+pub(crate) fn node_spans_enabled() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
+}
+
 /// The span of one attempt of one step.
 #[inline]
 pub(crate) fn attempt_span(

@@ -349,14 +349,21 @@ pub(crate) fn list(runner: &Runner) -> String {
                 out.push_str(&format!("  # {line}\n"));
             }
         }
-        for step in &g.steps {
+        for (i, step) in g.steps.iter().enumerate() {
             let alias = if step.name == step.node {
                 String::new()
             } else {
                 format!(" (node {})", step.node)
             };
+            // `node`, or `condition` (of an `if`), or `workflow` (a sub-workflow).
+            let kind = step.kind.as_str();
+            let each = if g.map_of(i).is_some() {
+                " (each item)"
+            } else {
+                ""
+            };
             out.push_str(&format!(
-                "  node {}{alias}: {} -> {}\n",
+                "  {kind} {}{alias}{each}: {} -> {}\n",
                 step.name,
                 short_type(step.input_type),
                 short_type(step.output_type)

@@ -93,19 +93,27 @@ impl Runner {
         crate::triggers::chain::check(&self.workflows)?;
         #[cfg(not(feature = "container"))]
         for wf in self.workflows.values() {
-            let graph = wf.graph();
-            if let Some(step) = graph
-                .steps
-                .iter()
-                .find(|s| s.options.isolation == Some(crate::node::Isolation::Container))
-            {
-                return Err(Error::Config(format!(
-                    "node `{}` of workflow `{}` asks for `isolation = \"container\"`: enable nanoflow's \
-                     `container` feature",
-                    step.name, graph.name
-                )));
-            }
+            check_isolation(wf.graph())?;
         }
         Ok(())
     }
+}
+
+/// Refuses a node asking for container isolation, in `graph` or in its sub-workflows, in a
+/// build without the `container` feature.
+#[cfg(not(feature = "container"))]
+fn check_isolation(graph: &crate::graph::Graph) -> Result<(), Error> {
+    for step in &graph.steps {
+        if step.options.isolation == Some(crate::node::Isolation::Container) {
+            return Err(Error::Config(format!(
+                "node `{}` of workflow `{}` asks for `isolation = \"container\"`: enable nanoflow's \
+                 `container` feature",
+                step.name, graph.name
+            )));
+        }
+        if let Some(sub) = step.subgraph() {
+            check_isolation(sub)?;
+        }
+    }
+    Ok(())
 }

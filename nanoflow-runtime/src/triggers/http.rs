@@ -679,6 +679,7 @@ fn workflows(app: &App) -> Response {
                     "name": s.name, "node": s.node, "input_type": s.input_type, "output_type": s.output_type,
                     "retries": s.options.retries,
                     "timeout_ms": s.options.timeout.map(|t| t.as_millis() as u64),
+                    "kind": s.kind.as_str(),
                 })).collect::<Vec<_>>(),
                 "edges": g.edges_text(),
                 "links": g.edges.iter().map(|(from, to)| [endpoint(g, *from), endpoint(g, *to)]).collect::<Vec<_>>(),
