@@ -440,6 +440,12 @@ impl Runner {
                 }
             }
         }
+        // Read before any trigger can accept a run: a run this runner accepts is not unfinished
+        // work of a previous one, and resuming it too would run it twice.
+        let unfinished = match &app.journal {
+            Some(journal) => journal.unfinished_runs().await?,
+            None => Vec::new(),
+        };
         let router = http::router(&app)?.merge(crate::triggers::routes(&app));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
@@ -469,7 +475,7 @@ impl Runner {
         if let Some(journal) = &app.journal {
             // Every run that was accepted but not finished when the runner stopped continues
             // after its last completed step.
-            for record in journal.unfinished_runs().await? {
+            for record in unfinished {
                 let _ = app.resume(record).await?;
             }
             let (journal, retention, mut stop) =
