@@ -308,6 +308,15 @@ async fn containers_end_to_end() {
     );
 
     assert_eq!(get(addr, "/healthz").await.status, 200);
+    let metrics = String::from_utf8(get(addr, "/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("nanoflow_container_pool_size{node=\"price\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nanoflow_container_cold_starts_total{node=\"crash\"} "),
+        "{metrics}"
+    );
     server.shutdown().await.unwrap();
     assert!(
         containers_of("price").is_empty(),

@@ -134,17 +134,47 @@ fn metrics(app: &App) -> Response {
     };
     let max = app.config.max_in_flight;
     let free = app.limiter.available_permits().min(max);
-    let text = metrics.render(
+    #[allow(unused_mut)]
+    let mut text = metrics.render(
         app.journal.as_ref().map(|j| j.metrics()),
         app.observe.events.listeners(),
         (max - free, free),
     );
+    #[cfg(feature = "container")]
+    if let Some(containers) = &app.containers {
+        text.push_str(&container_metrics(containers));
+    }
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// The container pools: live containers and cold starts, by node.
+#[cfg(feature = "container")]
+fn container_metrics(containers: &crate::isolation::Containers) -> String {
+    use std::fmt::Write as _;
+    let stats = containers.stats();
+    let mut out = String::new();
+    out.push_str("# HELP nanoflow_container_pool_size Live containers in a node's warm pool.\n");
+    out.push_str("# TYPE nanoflow_container_pool_size gauge\n");
+    for (node, size, _) in &stats {
+        let _ = writeln!(
+            out,
+            "nanoflow_container_pool_size{{node=\"{node}\"}} {size}"
+        );
+    }
+    out.push_str("# HELP nanoflow_container_cold_starts_total Containers started because a node's pool was empty or full.\n");
+    out.push_str("# TYPE nanoflow_container_cold_starts_total counter\n");
+    for (node, _, cold) in &stats {
+        let _ = writeln!(
+            out,
+            "nanoflow_container_cold_starts_total{{node=\"{node}\"}} {cold}"
+        );
+    }
+    out
 }
 
 /// Headers of every page: scripts and styles only from this origin (no inline code, no eval),
