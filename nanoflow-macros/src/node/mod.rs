@@ -2,7 +2,7 @@
 
 mod ast;
 mod expand;
-mod parse;
+pub(crate) mod parse;
 
 use proc_macro2::TokenStream;
 use quote::quote;

@@ -297,7 +297,7 @@ fn parse_options(cx: &mut Ctxt, attr: TokenStream) -> Options {
 }
 
 /// After a bad option: skips what is left of it, up to the next `,`.
-fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     meta.input.step(|cursor| {
         let mut rest = *cursor;
         while let Some((tt, next)) = rest.token_tree() {

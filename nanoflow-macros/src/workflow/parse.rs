@@ -250,16 +250,7 @@ fn parse_defaults(attr: &syn::Attribute, defaults: &mut Defaults) -> syn::Result
                 None => errors = Some(e),
             }
             // Skip the rest of this entry.
-            let _ = meta.input.step(|cursor| {
-                let mut rest = *cursor;
-                while let Some((tt, next)) = rest.token_tree() {
-                    if matches!(&tt, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',') {
-                        break;
-                    }
-                    rest = next;
-                }
-                Ok(((), rest))
-            });
+            let _ = crate::node::parse::skip_value(&meta);
         }
         Ok(())
     })?;

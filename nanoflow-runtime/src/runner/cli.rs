@@ -325,13 +325,18 @@ async fn run(runner: &Runner, workflow: &str, input: &str) -> Result<(), Error> 
             error,
         })?;
     let output = future.await?;
+    print_json(&output);
+    Ok(())
+}
+
+/// Prints a run's JSON output, pretty.
+fn print_json(output: &[u8]) {
     let value: serde_json::Value =
-        serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
+        serde_json::from_slice(output).unwrap_or(serde_json::Value::Null);
     print_stdout(&format!(
         "{}\n",
         serde_json::to_string_pretty(&value).unwrap_or_default()
     ));
-    Ok(())
 }
 
 pub(crate) fn list(runner: &Runner) -> String {
@@ -487,12 +492,7 @@ async fn runs(
             let output = task
                 .await
                 .map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
-            let value: serde_json::Value =
-                serde_json::from_slice(&output).unwrap_or(serde_json::Value::Null);
-            print_stdout(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            ));
+            print_json(&output);
             Ok(())
         }
     }
