@@ -634,7 +634,8 @@ impl RunCtx {
             }
         }
         if N::STATEFUL {
-            return self.stateful::<N>(name, input, &options).await;
+            // Boxed: its larger state must not weigh on every stateless step's future.
+            return Box::pin(self.stateful::<N>(name, input, &options)).await;
         }
         let via = self.isolated(N::NAME, &options);
         let ((output, _), attempt, started) = self
