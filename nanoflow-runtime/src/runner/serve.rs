@@ -114,7 +114,7 @@ impl App {
         &self,
         wf: &dyn DynWorkflow,
         run_id: RunId,
-        input: &[u8],
+        input: &Bytes,
         idempotency_key: Option<String>,
     ) -> RunCtx {
         let graph = wf.graph();
@@ -130,7 +130,7 @@ impl App {
                     pending_create: Mutex::new(Some(NewRun {
                         run_id,
                         workflow: graph.name,
-                        input: Bytes::copy_from_slice(input),
+                        input: input.clone(),
                         idempotency_key,
                     })),
                     downstream: self.downstream_of(graph.name),
@@ -158,14 +158,14 @@ impl App {
         workflow: &'static str,
         key: &str,
         run_id: RunId,
-        input: &[u8],
+        input: &Bytes,
     ) -> Option<Result<RunId, Error>> {
         match &self.journal {
             Some(journal) => {
                 let run = NewRun {
                     run_id,
                     workflow,
-                    input: Bytes::copy_from_slice(input),
+                    input: input.clone(),
                     idempotency_key: Some(key.to_owned()),
                 };
                 match journal.create_run(run).await {

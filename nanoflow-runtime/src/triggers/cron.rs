@@ -144,7 +144,7 @@ pub(crate) async fn run(
                 }
             };
             let run_id = RunId::new();
-            let input = serde_json::to_vec(&tick).unwrap_or_default();
+            let input = axum::body::Bytes::from(serde_json::to_vec(&tick).unwrap_or_default());
             let ctx = app.context(wf.as_ref(), run_id, &input, None);
             match wf.start(ctx, &input) {
                 // Awaited so the overlap gate is held for the whole run.

@@ -5,7 +5,6 @@
 // path, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -260,12 +259,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 /// Builds the input document: the JSON body (for methods with a body) with path parameters
 /// (and, without a body, query parameters) merged in as fields.
 #[allow(clippy::result_large_err)] // an error response, built once per bad request
-fn input_document<'a>(
-    body: &'a [u8],
+fn input_document(
+    body: &Bytes,
     has_body: bool,
     params: &RawPathParams,
     query: Option<&str>,
-) -> Result<Cow<'a, [u8]>, Response> {
+) -> Result<Bytes, Response> {
     let mut fields: Vec<(String, Value)> = params
         .iter()
         .map(|(k, v)| (k.to_owned(), param_value(v)))
@@ -282,7 +281,12 @@ fn input_document<'a>(
         }
     }
     if fields.is_empty() {
-        return Ok(Cow::Borrowed(if has_body { body } else { b"null" }));
+        // The body itself, shared rather than copied.
+        return Ok(if has_body {
+            body.clone()
+        } else {
+            Bytes::from_static(b"null")
+        });
     }
     let mut object = if has_body && !body.iter().all(u8::is_ascii_whitespace) {
         match serde_json::from_slice::<Value>(body) {
@@ -313,7 +317,7 @@ fn input_document<'a>(
     for (k, v) in fields {
         object.insert(k, v);
     }
-    Ok(Cow::Owned(
+    Ok(Bytes::from(
         serde_json::to_vec(&Value::Object(object)).unwrap_or_default(),
     ))
 }
@@ -413,7 +417,7 @@ async fn trigger_run(
             let run = NewRun {
                 run_id,
                 workflow: name,
-                input: Bytes::copy_from_slice(&document),
+                input: document.clone(),
                 idempotency_key: None,
             };
             if let Err(e) = journal.create_run(run).await {
