@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,29 +16,8 @@ use std::time::{Duration, Instant};
 const KILLS: usize = 12;
 const STEPS: [&str; 3] = ["reserve_stock", "charge_card", "ship"];
 
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("durable");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples",
-        bin.display()
-    );
-    bin
-}
-
-fn random(below: u64) -> u64 {
-    (nanoflow::RunId::new().as_u128() % u128::from(below)) as u64
-}
-
 fn spawn(addr: SocketAddr, dir: &Path, incarnation: usize) -> Child {
-    Command::new(example_binary())
+    Command::new(support::example_binary("durable"))
         .args(["serve", "--addr", &addr.to_string(), "--journal"])
         .arg(dir.join("journal.db"))
         .env("NANOFLOW_LEDGER", dir.join("ledger.log"))
@@ -48,18 +27,6 @@ fn spawn(addr: SocketAddr, dir: &Path, incarnation: usize) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-async fn wait_ready(addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "runner exited early");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("runner did not start");
 }
 
 /// Sends runs as fast as they are acknowledged until `until`; records each 202's run id.
@@ -115,8 +82,8 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
 
     for incarnation in 0..KILLS {
         let mut child = spawn(addr, &dir, incarnation);
-        wait_ready(addr, &mut child).await;
-        let until = Instant::now() + Duration::from_millis(150 + random(450));
+        support::wait_ready(addr, &mut child).await;
+        let until = Instant::now() + Duration::from_millis(150 + support::random(450));
         let loaders: Vec<_> = (0..4)
             .map(|_| tokio::spawn(load(addr, until, next.clone(), acked.clone())))
             .collect();
@@ -129,7 +96,7 @@ async fn killed_runners_lose_nothing_and_repeat_no_completed_node() {
 
     // A last incarnation resumes whatever was in flight, then stops cleanly.
     let mut child = spawn(addr, &dir, KILLS);
-    wait_ready(addr, &mut child).await;
+    support::wait_ready(addr, &mut child).await;
     let acked = acked.lock().unwrap().clone();
     assert!(
         acked.len() >= 100,

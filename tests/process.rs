@@ -5,44 +5,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn example_binary() -> PathBuf {
-    // target/debug/deps/process-HASH -> target/debug/examples/orders
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("orders");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples",
-        bin.display()
-    );
-    bin
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn wait_ready(addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("orders exited early: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("orders did not start listening on {addr}");
-}
 
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
@@ -55,8 +19,8 @@ fn signal(child: &Child, sig: &str) {
 
 #[tokio::test]
 async fn serves_and_stops_gracefully_on_sigterm() {
-    let addr = free_addr();
-    let mut child = Command::new(example_binary())
+    let addr = support::free_addr();
+    let mut child = Command::new(support::example_binary("orders"))
         .args([
             "serve",
             "--addr",
@@ -71,7 +35,7 @@ async fn serves_and_stops_gracefully_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_ready(addr, &mut child).await;
+    support::wait_ready(addr, &mut child).await;
 
     let order =
         r#"{"id":"o-9","customer":"ada","items":[{"sku":"apple","qty":2},{"sku":"pear","qty":1}]}"#;
@@ -106,7 +70,7 @@ async fn serves_and_stops_gracefully_on_sigterm() {
 
 #[test]
 fn cli_reports_bad_usage_clearly() {
-    let out = Command::new(example_binary())
+    let out = Command::new(support::example_binary("orders"))
         .args(["run", "nope", "--input", "{}"])
         .output()
         .unwrap();
@@ -114,14 +78,14 @@ fn cli_reports_bad_usage_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown workflow `nope`"), "{err}");
 
-    let out = Command::new(example_binary())
+    let out = Command::new(support::example_binary("orders"))
         .args(["run", "place_order", "--input", "{\"id\":"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed JSON at line 1"));
 
-    let out = Command::new(example_binary())
+    let out = Command::new(support::example_binary("orders"))
         .args([
             "run",
             "place_order",
@@ -138,13 +102,16 @@ fn cli_reports_bad_usage_clearly() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total_cents"], 480);
 
-    let out = Command::new(example_binary())
+    let out = Command::new(support::example_binary("orders"))
         .args(["graph", "place_order", "--format", "dot"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("digraph \"place_order\""));
 
-    let out = Command::new(example_binary()).arg("list").output().unwrap();
+    let out = Command::new(support::example_binary("orders"))
+        .arg("list")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("trigger: http POST /orders"), "{text}");
     assert!(

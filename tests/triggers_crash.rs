@@ -20,27 +20,6 @@ use std::time::{Duration, Instant};
 const KILLS: usize = 6;
 const ORDER_STEPS: [&str; 4] = ["reserve", "charge", "confirm", "ship"];
 
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("events");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples",
-        bin.display()
-    );
-    bin
-}
-
-fn random(below: u64) -> u64 {
-    (nanoflow::RunId::new().as_u128() % u128::from(below)) as u64
-}
-
 struct Env {
     addr: SocketAddr,
     dir: PathBuf,
@@ -49,7 +28,7 @@ struct Env {
 }
 
 fn spawn(env: &Env, incarnation: usize) -> Child {
-    Command::new(example_binary())
+    Command::new(support::example_binary("events"))
         .args(["serve", "--addr", &env.addr.to_string(), "--journal"])
         .arg(env.dir.join("journal.db"))
         .env("NANOFLOW_NATS_URL", &env.nats)
@@ -61,18 +40,6 @@ fn spawn(env: &Env, incarnation: usize) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
-}
-
-async fn wait_ready(addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "runner exited early");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("runner did not start");
 }
 
 /// Every run of `workflow` in the journal (paging through `GET /runs`).
@@ -160,7 +127,7 @@ async fn killed_runners_run_every_message_row_and_chain_exactly_once() {
     };
     for incarnation in 0..KILLS {
         let mut child = spawn(&env, incarnation);
-        wait_ready(env.addr, &mut child).await;
+        support::wait_ready(env.addr, &mut child).await;
         if incarnation == 0 {
             // The first start creates the stream, the consumer and the database trigger.
             services::eventually(20, "the queue consumer", || async {
@@ -185,7 +152,7 @@ async fn killed_runners_run_every_message_row_and_chain_exactly_once() {
             .await;
         }
         // A steady stream of orders and returns until a random moment, then SIGKILL.
-        let until = Instant::now() + Duration::from_millis(200 + random(500));
+        let until = Instant::now() + Duration::from_millis(200 + support::random(500));
         while Instant::now() < until {
             for _ in 0..4 {
                 orders += 1;
@@ -219,7 +186,7 @@ async fn killed_runners_run_every_message_row_and_chain_exactly_once() {
     // A last incarnation resumes what was in flight and drains the rest (messages a killed
     // runner had pulled but not acknowledged come back after JetStream's ack wait).
     let mut child = spawn(&env, KILLS);
-    wait_ready(env.addr, &mut child).await;
+    support::wait_ready(env.addr, &mut child).await;
     let ledger_path = env.dir.join("ledger.log");
     let read_ledger = || {
         let text = std::fs::read_to_string(&ledger_path).unwrap_or_default();

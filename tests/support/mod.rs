@@ -122,3 +122,50 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 pub(crate) async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     request(addr, "GET", path, headers, b"").await
 }
+
+/// An example program built by `cargo test` (next to the test binaries, in `examples/`).
+pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
+    // target/debug/deps/<test>-HASH -> target/debug/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds examples",
+        bin.display()
+    );
+    bin
+}
+
+/// A free port on 127.0.0.1.
+pub(crate) fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Waits until `child` accepts connections on `addr`; fails if it exits first.
+pub(crate) async fn wait_ready(addr: SocketAddr, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the runner exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the runner did not start listening on {addr}");
+}
+
+/// A number below `below`, from a run id's random bits.
+pub(crate) fn random(below: u64) -> u64 {
+    (nanoflow::RunId::new().as_u128() % u128::from(below)) as u64
+}
