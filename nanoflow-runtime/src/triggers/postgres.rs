@@ -171,14 +171,18 @@ async fn install(client: &Client, name: &str, sub: &Subscription) -> Result<Stri
         "installing the outbox and the capture trigger on `{}` for workflow `{name}`",
         sub.table
     );
+    // The watched table is locked first: writers to it lock it, then the outbox (from the
+    // capture trigger); taking the locks in the same order means an install racing with writes
+    // waits instead of deadlocking.
+    let table = quoted_table(sub.table);
     let sql = format!(
         "BEGIN;
          SELECT pg_advisory_xact_lock(hashtext('nanoflow.install'));
+         LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE;
          {INSTALL}
          CREATE OR REPLACE TRIGGER nanoflow_capture
-             AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION nanoflow.capture();
-         COMMIT;",
-        quoted_table(sub.table)
+             AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION nanoflow.capture();
+         COMMIT;"
     );
     if let Err(e) = client.batch_execute(&sql).await {
         let _ = client.batch_execute("ROLLBACK").await;
