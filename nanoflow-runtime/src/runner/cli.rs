@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the workflows' triggers (default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one workflow in-process and print its output as JSON.
     Run {
         /// The workflow's name.
@@ -48,8 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
         /// The journal file.
+        // Its own id: `serve`'s flattened `--journal` (an `Option<String>`, accepting `off`) is
+        // another argument with the same name, and clap keys values by id, not by flag.
         #[arg(
-            long,
+            id = "runs_journal",
+            long = "journal",
             env = "NANOFLOW_JOURNAL",
             default_value = ".nanoflow/journal.db",
             global = true
@@ -123,6 +126,18 @@ pub(crate) struct ServeArgs {
     /// How long a shutdown (SIGINT/SIGTERM) waits for in-flight runs (e.g. 30s).
     #[arg(long, env = "NANOFLOW_GRACE", value_parser = serve::parse_duration)]
     grace: Option<std::time::Duration>,
+    /// How long a client may take to send a request's headers (e.g. 10s); then it is disconnected.
+    #[arg(long, env = "NANOFLOW_HEADER_TIMEOUT", value_parser = serve::parse_duration)]
+    header_timeout: Option<std::time::Duration>,
+    /// How long a client may take to send a request's body (e.g. 30s); then it gets 408.
+    #[arg(long, env = "NANOFLOW_BODY_TIMEOUT", value_parser = serve::parse_duration)]
+    body_timeout: Option<std::time::Duration>,
+    /// How long a keep-alive connection may stay open without a request (e.g. 60s).
+    #[arg(long, env = "NANOFLOW_IDLE_TIMEOUT", value_parser = serve::parse_duration)]
+    idle_timeout: Option<std::time::Duration>,
+    /// Open connections past which idle ones are closed (default: from the open files limit).
+    #[arg(long, env = "NANOFLOW_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// How many finished runs `GET /runs/{id}` remembers without a journal.
     #[arg(long, env = "NANOFLOW_KEEP_RUNS")]
     keep_runs: Option<usize>,
@@ -178,6 +193,30 @@ impl ServeArgs {
         if let Some(g) = self.grace {
             c.grace = g;
         }
+        for (flag, value, field) in [
+            (
+                "--header-timeout",
+                self.header_timeout,
+                &mut c.header_timeout,
+            ),
+            ("--body-timeout", self.body_timeout, &mut c.body_timeout),
+            ("--idle-timeout", self.idle_timeout, &mut c.idle_timeout),
+        ] {
+            if let Some(d) = value {
+                if d.is_zero() {
+                    return Err(Error::Config(format!("`{flag}` must be longer than 0")));
+                }
+                *field = d;
+            }
+        }
+        if let Some(m) = self.max_connections {
+            if m == 0 {
+                return Err(Error::Config(
+                    "`--max-connections` must be at least 1".into(),
+                ));
+            }
+            c.max_connections = Some(m);
+        }
         if let Some(k) = self.keep_runs {
             c.keep_runs = k;
         }
@@ -231,7 +270,7 @@ where
             ));
         }
     };
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(args) => {
             let config = args.config()?;
             // Refused before anything is set up or logged.
