@@ -7,6 +7,13 @@ mod auth;
 
 pub use auth::AdminToken;
 
+/// The admin surface's own state: browser sessions and the wrong-credential throttle.
+#[derive(Debug, Default)]
+pub(crate) struct AdminState {
+    pub(crate) sessions: auth::Sessions,
+    pub(crate) throttle: auth::Throttle,
+}
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -21,11 +28,13 @@ use crate::triggers::http::error_response;
 use crate::triggers::TriggerDef;
 
 /// Paths of the operations surface; no trigger may use them (the macro refuses them too).
-const RESERVED: [&str; 8] = [
+const RESERVED: [&str; 10] = [
     "/healthz",
+    "/readyz",
     "/workflows",
     "/runs",
     "/metrics",
+    "/queues",
     "/events",
     "/login",
     "/logout",
@@ -66,6 +75,15 @@ fn check_routes(app: &App) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `routes` behind the admin token when one is set (for routes that live outside the operations
+/// surface but must not be open, such as `POST /queues/{subject}`).
+pub(crate) fn guarded(app: &Arc<App>, routes: Router) -> Router {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        auth::require_token,
+    ))
 }
 
 /// Wraps the runner's operations routes (`/workflows`, `/runs*`, ...) with the dashboard, the

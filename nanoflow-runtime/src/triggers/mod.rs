@@ -182,6 +182,9 @@ impl DbOp {
 pub(crate) struct Services {
     #[cfg(feature = "nats")]
     pub(crate) nats: std::sync::OnceLock<queue::Nats>,
+    /// The queue-trigger subjects whose stream exists (set up by their consumer).
+    #[cfg(feature = "nats")]
+    pub(crate) streams: queue::StreamsReady,
 }
 
 /// Why a trigger cannot fire in a runner with this configuration (`None`: it is active).
