@@ -124,8 +124,13 @@ pub(crate) fn raw_json<S: serde::Serializer>(
         .as_ref()
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_else(|| "null".into());
-    let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
-    raw.serialize(s)
+    match serde_json::value::RawValue::from_string(text) {
+        Ok(raw) => raw.serialize(s),
+        // Stored JSON the parser cannot read back (nested past its depth limit, written before
+        // triggers refused such input): served as a string, so that one run never breaks a
+        // whole list.
+        Err(_) => String::from_utf8_lossy(output.as_deref().unwrap_or(b"null")).serialize(s),
+    }
 }
 
 /// [`raw_json`] for a value that is always present.

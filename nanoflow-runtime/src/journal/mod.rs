@@ -235,6 +235,12 @@ impl Journal {
         self.store.record_step(write, create)
     }
 
+    /// `Err(why)` while writes fail (a full disk, an I/O error); `Ok` once one succeeds again.
+    /// New runs are refused meanwhile, and `GET /readyz` reports it.
+    pub fn health(&self) -> Result<(), String> {
+        self.store.health.check()
+    }
+
     /// The journal's commit latency and write counts, for `GET /metrics`.
     pub(crate) fn metrics(&self) -> &crate::observability::metrics::JournalMetrics {
         &self.store.metrics

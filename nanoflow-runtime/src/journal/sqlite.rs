@@ -67,9 +67,80 @@ enum Write {
     Prune(Retention, Reply<u64>),
 }
 
+/// Whether the journal can write: set by the writer thread after each transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    failing: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Health {
+    fn failed(&self, reason: &str) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+        self.failing.store(true, Ordering::SeqCst);
+    }
+
+    fn succeeded(&self, path: &str) {
+        if self.failing.swap(false, Ordering::SeqCst) {
+            tracing::info!(journal = path, "journal writes succeed again");
+        }
+    }
+
+    /// `Err(why)` while the last write failed (and no write succeeded since).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(self
+                .reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Logs a failure that repeats (a checkpoint every 250 ms on a full disk) once, then at a
+/// falling rate: after 1, 2, 4, ... up to 300 s, with the count of failures in between.
+#[derive(Debug, Default)]
+struct Repeated {
+    failures: u64,
+    next_log: Option<std::time::Instant>,
+    interval: std::time::Duration,
+}
+
+impl Repeated {
+    fn failed(&mut self, what: &str, path: &str, error: &dyn std::fmt::Display) {
+        self.failures += 1;
+        let now = std::time::Instant::now();
+        if self.next_log.is_some_and(|t| now < t) {
+            return;
+        }
+        self.interval = (self.interval * 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(300),
+        );
+        self.next_log = Some(now + self.interval);
+        tracing::warn!(journal = path, error = %error, failures = self.failures, next_report_in_s = self.interval.as_secs(), "{what} failed");
+    }
+
+    fn succeeded(&mut self, what: &str, path: &str) {
+        if self.failures > 0 {
+            tracing::info!(
+                journal = path,
+                failures = self.failures,
+                "{what} succeeds again"
+            );
+        }
+        *self = Self::default();
+    }
+}
+
 /// The SQLite store behind [`Journal`](super::Journal).
 #[derive(Debug)]
 pub struct SqliteStore {
+    /// Whether writes succeed now (`GET /readyz`, and new runs are refused while they fail).
+    pub(crate) health: Arc<Health>,
     writes: Mutex<mpsc::Sender<Write>>,
     reader: Mutex<Connection>,
     path: String,
@@ -155,13 +226,16 @@ impl SqliteStore {
         configure(&checkpointer, &shown)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let checkpoint_path = shown.clone();
         std::thread::Builder::new()
             .name("nanoflow-checkpoint".into())
             .spawn(move || {
+                let mut failing = Repeated::default();
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(std::time::Duration::from_millis(250));
-                    if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                        tracing::warn!(error = %e, "journal checkpoint failed");
+                    match checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        Ok(()) => failing.succeeded("journal checkpoint", &checkpoint_path),
+                        Err(e) => failing.failed("journal checkpoint", &checkpoint_path, &e),
                     }
                 }
             })
@@ -172,11 +246,14 @@ impl SqliteStore {
         let thread_path = shown.clone();
         let metrics = Arc::new(JournalMetrics::default());
         let thread_metrics = metrics.clone();
+        let health = Arc::new(Health::default());
+        let thread_health = health.clone();
         std::thread::Builder::new()
             .name("nanoflow-journal".into())
-            .spawn(move || writer_loop(writer, rx, &thread_path, &thread_metrics))
+            .spawn(move || writer_loop(writer, rx, &thread_path, &thread_metrics, &thread_health))
             .map_err(|e| journal_error(&shown, format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
+            health,
             writes: Mutex::new(tx),
             reader: Mutex::new(reader),
             path: shown,
@@ -394,13 +471,47 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
     rows.collect()
 }
 
+/// How often a failing journal is probed with a write of its own, so that recovery (space
+/// freed on a full disk) is noticed without a run risking its steps on it.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Write>,
     path: &str,
     metrics: &JournalMetrics,
+    health: &Health,
 ) {
-    while let Ok(first) = rx.recv() {
+    let mut failing = Repeated::default();
+    loop {
+        let first = if health.check().is_err() {
+            match rx.recv_timeout(PROBE_EVERY) {
+                Ok(w) => w,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // A write transaction that changes nothing but must reach the disk.
+                    match conn.execute_batch(&format!(
+                        "BEGIN IMMEDIATE; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    )) {
+                        Ok(()) => {
+                            failing.succeeded("journal write", path);
+                            health.succeeded(path);
+                        }
+                        Err(e) => {
+                            let _ = conn.execute_batch("ROLLBACK");
+                            failing.failed("journal write", path, &e);
+                            health.failed(&e.to_string());
+                        }
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(w) => w,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -423,6 +534,8 @@ fn writer_loop(
             Ok(results) => {
                 metrics.commit.observe(clock.elapsed());
                 metrics.writes.add(results.len() as u64);
+                failing.succeeded("journal write", path);
+                health.succeeded(path);
                 for (write, result) in batch.into_iter().zip(results) {
                     reply(write, Ok(result));
                 }
@@ -431,7 +544,9 @@ fn writer_loop(
             // write in its own transaction so that only the failing ones fail.
             Err(first_error) => {
                 metrics.failed_batches.inc();
-                tracing::warn!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
+                tracing::debug!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
+                let mut any_ok = false;
+                let mut last_error = None;
                 for write in batch {
                     let result = (|| {
                         let tx = conn
@@ -440,10 +555,24 @@ fn writer_loop(
                         tx.commit()?;
                         Ok::<_, rusqlite::Error>(r)
                     })();
-                    if let Err(e) = &result {
-                        tracing::error!(journal = path, error = %e, "journal write failed");
+                    match &result {
+                        Ok(_) => any_ok = true,
+                        Err(e) => last_error = Some(e.to_string()),
                     }
                     reply(write, result.map_err(|e| e.to_string()));
+                }
+                match last_error {
+                    // Some writes fail on their own (a constraint), others succeed: the
+                    // journal itself is fine.
+                    Some(e) if !any_ok => {
+                        failing.failed("journal write", path, &e);
+                        health.failed(&e);
+                    }
+                    Some(e) => tracing::error!(journal = path, error = %e, "journal write failed"),
+                    None => {
+                        failing.succeeded("journal write", path);
+                        health.succeeded(path);
+                    }
                 }
             }
         }
