@@ -6,8 +6,9 @@ use crate::ctxt::Ctxt;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// The runner's own API and dashboard (see the runtime's `admin` module).
-const RESERVED: [&str; 9] = [
+const RESERVED: [&str; 10] = [
     "/healthz",
+    "/readyz",
     "/workflows",
     "/runs",
     "/metrics",

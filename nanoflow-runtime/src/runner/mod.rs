@@ -1,6 +1,7 @@
 //! The runner: the registered workflows and the command line that serves or runs them.
 
 mod cli;
+mod listen;
 pub(crate) mod serve;
 
 pub use serve::{ServeConfig, Server};

@@ -29,6 +29,19 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// How long a shutdown waits for in-flight runs (`--grace`; default 30 s).
     pub grace: Duration,
+    /// How long a client may take to send a request's headers (`--header-timeout`; default
+    /// 10 s); a slower one is disconnected.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers arrived
+    /// (`--body-timeout`; default 30 s); a slower one gets 408.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may stay open with no request (`--idle-timeout`;
+    /// default 60 s). Under pressure (connections past three quarters of `max_connections`)
+    /// idle connections are closed at once.
+    pub idle_timeout: Duration,
+    /// Most open connections before idle ones are shed (`--max-connections`); `None`: from the
+    /// open files limit, which `serve` raises to its hard limit at start.
+    pub max_connections: Option<usize>,
     /// How many finished runs `GET /runs/{id}` remembers without a journal (`--keep-runs`;
     /// default 10000).
     pub keep_runs: usize,
@@ -67,6 +80,10 @@ impl Default for ServeConfig {
             max_body: 1024 * 1024,
             max_in_flight: 1024,
             grace: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
             keep_runs: 10_000,
             journal: Some(std::path::PathBuf::from(".nanoflow/journal.db")),
             retention: Retention::default(),
@@ -99,6 +116,13 @@ pub(crate) struct App {
     pub(crate) services: crate::triggers::Services,
     /// Metrics and the live event stream.
     pub(crate) observe: Arc<Observability>,
+    /// Dashboard sessions and the admin token's throttle.
+    pub(crate) admin: crate::admin::AdminState,
+    /// Turns true when the runner stops: trigger loops end, body reads in progress give up.
+    pub(crate) stop: watch::Sender<bool>,
+    /// Recorded runs that stopped because the journal failed under them: resumed once it
+    /// writes again.
+    pub(crate) stalled: Mutex<Vec<RunId>>,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -261,6 +285,13 @@ impl App {
                 }
                 crate::triggers::chain::start(self, run_id, workflow, output);
             }
+            Err(Error::Journal(why)) if self.journal.is_some() => {
+                tracing::warn!(%run_id, workflow, error = %why, "run stopped: the journal cannot write; it resumes when the journal recovers, if it was recorded");
+                self.stalled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(run_id);
+            }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
                 if self.journal.is_none() {
@@ -346,6 +377,9 @@ impl App {
             containers,
             downstream: crate::triggers::chain::downstream(&runner.workflows),
             services: Default::default(),
+            admin: Default::default(),
+            stop: watch::channel(false).0,
+            stalled: Mutex::new(Vec::new()),
         }))
     }
 }
@@ -365,8 +399,7 @@ impl Drop for CompleteOnDrop {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
+    task: tokio::task::JoinHandle<()>,
     app: Arc<App>,
 }
 
@@ -378,7 +411,7 @@ impl Server {
 
     /// Stops accepting, lets in-flight runs finish within the grace period, then returns.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let _ = self.shutdown.send(true);
+        let _ = self.app.stop.send(true);
         // Event streams never end on their own; a graceful shutdown waits for open responses.
         self.app.observe.events.close();
         let grace = self.app.config.grace;
@@ -396,7 +429,7 @@ impl Server {
             containers.shutdown().await;
         }
         match drained {
-            Ok(Ok(result)) => result,
+            Ok(Ok(())) => Ok(()),
             Ok(Err(join)) => Err(Error::Config(format!(
                 "the HTTP server task failed: {join}"
             ))),
@@ -446,15 +479,17 @@ impl Runner {
             Some(journal) => journal.unfinished_runs().await?,
             None => Vec::new(),
         };
-        let router = http::router(&app)?.merge(crate::triggers::routes(&app));
+        let router =
+            http::router(&app)?.merge(crate::admin::guarded(&app, crate::triggers::routes(&app)));
+        let open_files = super::listen::raise_open_files_limit();
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {}", config.addr), e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the bound address", e))?;
-        let (shutdown, mut stop) = watch::channel(false);
-        crate::triggers::start(&app, &shutdown).await?;
+        let shutdown = &app.stop;
+        crate::triggers::start(&app, shutdown).await?;
         for (wf, schedule, overlap) in schedules {
             tokio::spawn(cron::run(
                 app.clone(),
@@ -464,20 +499,28 @@ impl Runner {
                 shutdown.subscribe(),
             ));
         }
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await
-                .map_err(|e| Error::io("serving HTTP", e))
+        // Room for the journal, the engine and NATS connections beside the clients.
+        let max_connections = config.max_connections.unwrap_or_else(|| {
+            open_files.map_or(4096, |n| n.saturating_sub(128).clamp(64, 1 << 20) as usize)
         });
+        let limits = super::listen::Limits {
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections,
+        };
+        let task = tokio::spawn(super::listen::serve(
+            listener,
+            router,
+            limits,
+            shutdown.subscribe(),
+        ));
         if let Some(journal) = &app.journal {
             // Every run that was accepted but not finished when the runner stopped continues
             // after its last completed step.
             for record in unfinished {
                 let _ = app.resume(record).await?;
             }
+            tokio::spawn(resume_stalled(app.clone(), shutdown.subscribe()));
             let (journal, retention, mut stop) =
                 (journal.clone(), config.retention, shutdown.subscribe());
             tokio::spawn(async move {
@@ -495,12 +538,42 @@ impl Runner {
             });
         }
         tracing::info!(%addr, workflows = app.workflows.len(), journal = ?config.journal, "nanoflow serving");
-        Ok(Server {
-            addr,
-            shutdown,
-            task,
-            app,
-        })
+        Ok(Server { addr, task, app })
+    }
+}
+
+/// Resumes the recorded runs that stopped while the journal failed, once it writes again.
+async fn resume_stalled(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let Some(journal) = app.journal.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if journal.health().is_err() {
+            continue;
+        }
+        let stalled = std::mem::take(&mut *app.stalled.lock().unwrap_or_else(|p| p.into_inner()));
+        for run_id in stalled {
+            match journal.get_run(run_id).await {
+                Ok(Some(record)) if record.status == crate::runs::RunStatus::Running => {
+                    if let Err(e) = app.resume(record).await {
+                        tracing::error!(%run_id, error = %e, "cannot resume a run stopped by the journal");
+                    }
+                }
+                // Never recorded: its client was told it stopped for good.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%run_id, error = %e, "cannot read a stalled run yet");
+                    app.stalled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(run_id);
+                }
+            }
+        }
     }
 }
 

@@ -91,11 +91,13 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
             "/runs/{id}/retry",
             post(move |Path(id): Path<String>| async move { retry_run(&retry_app, &id).await }),
         );
+    let ready_app = app.clone();
     Ok(router
         .route(
             "/healthz",
             get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
         )
+        .route("/readyz", get(move || async move { readiness(&ready_app) }))
         .merge(crate::admin::routes(app, operations)?)
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             error_response(
@@ -158,6 +160,21 @@ fn overloaded(max: usize) -> Response {
 }
 
 fn input_error(error: &InputError) -> Response {
+    if error.message.starts_with(crate::workflow::TOO_DEEP) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            &format!(
+                "the input's {} (at line {} column {})",
+                error.message, error.line, error.column
+            ),
+            |e| {
+                e.insert("limit".into(), crate::workflow::MAX_JSON_DEPTH.into());
+                e.insert("line".into(), error.line.into());
+                e.insert("column".into(), error.column.into());
+            },
+        );
+    }
     match error.kind {
         InputErrorKind::Syntax => error_response(
             StatusCode::BAD_REQUEST,
@@ -221,7 +238,47 @@ fn param_value(raw: &str) -> Value {
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+/// Reads a request body within `--max-body` and `--body-timeout`, giving up when the runner
+/// stops (a half-sent body must not hold a shutdown for its grace period).
+pub(crate) async fn read_body(
+    app: &App,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<Bytes, Response> {
+    let mut stop = app.stop.subscribe();
+    let limit = app.config.max_body;
+    let timeout = app.config.body_timeout;
+    tokio::select! {
+        read = tokio::time::timeout(timeout, read_body_within(body, headers, limit)) => match read {
+            Ok(result) => result,
+            Err(_) => Err(error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!(
+                    "the request body did not arrive within {} ms (`--body-timeout`)",
+                    timeout.as_millis()
+                ),
+                |_| {},
+            )),
+        },
+        _ = stop.wait_for(|stopped| *stopped) => {
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the runner is shutting down; the request was not started, retry on another runner or later",
+                |_| {},
+            );
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
+}
+
+async fn read_body_within(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, Response> {
     let too_large = || {
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -349,9 +406,6 @@ async fn trigger_run(
     params: RawPathParams,
     req: Request,
 ) -> Response {
-    let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
-        return overloaded(app.config.max_in_flight);
-    };
     let (parts, body) = req.into_parts();
     let has_body = !matches!(parts.method, Method::GET | Method::DELETE | Method::HEAD);
     let bytes = if has_body {
@@ -367,7 +421,7 @@ async fn trigger_run(
                 |_| {},
             );
         }
-        match read_body(body, &parts.headers, app.config.max_body).await {
+        match read_body(&app, body, &parts.headers).await {
             Ok(b) => b,
             Err(response) => return response,
         }
@@ -377,6 +431,18 @@ async fn trigger_run(
     let document = match input_document(&bytes, has_body, &params, parts.uri.query()) {
         Ok(d) => d,
         Err(response) => return response,
+    };
+    // While the journal cannot write, a run would execute steps it cannot record: refuse it
+    // before any step runs, so that "not started" is true.
+    if let Some(Err(why)) = app.journal.as_ref().map(crate::journal::Journal::health) {
+        // Not logged per request: the journal logs its failures (at a falling rate).
+        tracing::debug!(error = %why, "journal unavailable; refusing a run");
+        return journal_refusal();
+    }
+    // A run slot only once the whole request is here: clients that send slowly (or never
+    // finish) must not hold the slots that complete requests need.
+    let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
+        return overloaded(app.config.max_in_flight);
     };
     let run_id = RunId::new();
     let name = wf.graph().name;
@@ -434,8 +500,98 @@ async fn trigger_run(
         .await
     {
         Ok(output) => json_bytes(StatusCode::OK, output),
+        Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
         Err(error) => failed_run(&error, run_id),
     }
+}
+
+/// The answer for a run that started and then could not be recorded (the journal failed while
+/// it ran). It tells what is true, from what the journal holds:
+/// - the run is in the journal: it was accepted, and continues from its last recorded step
+///   once the journal writes again (202, like an asynchronous run, with its location);
+/// - it is not: it stopped and nothing will resume it, but the steps it ran may have had
+///   effects, which a retry would repeat (503, with the run id and `recorded: false`).
+async fn journal_failed_during(app: &App, error: &Error, run_id: RunId) -> Response {
+    let recorded = match &app.journal {
+        Some(journal) => journal.get_run(run_id).await.ok().flatten().is_some(),
+        None => false,
+    };
+    tracing::error!(%run_id, recorded, error = %error, "the journal failed during a run");
+    if recorded {
+        let location = format!("/runs/{run_id}");
+        let mut response = json_response(
+            StatusCode::ACCEPTED,
+            &json!({
+                "run_id": run_id,
+                "status": "running",
+                "location": location,
+                "message": "the run is recorded, but the journal failed while it ran; it continues from its last recorded step once the journal writes again",
+            }),
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, v);
+        }
+        return response;
+    }
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "journal_unavailable",
+        &format!(
+            "run `{run_id}` started, but the journal could not record it, so it stopped and will not resume; \
+             steps that ran before the failure may have taken effect, and a retry runs them again"
+        ),
+        |e| {
+            e.insert("run_id".into(), Value::from(run_id.to_string()));
+            e.insert("recorded".into(), Value::from(false));
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// `GET /readyz`: 200 when every service the triggers depend on is in place, else 503 naming
+/// what is not (`/healthz` only says the process serves HTTP).
+fn readiness(app: &App) -> Response {
+    let mut checks = Map::new();
+    let mut ready = true;
+    let mut check = |name: &str, result: Option<Result<(), String>>| {
+        if let Some(result) = result {
+            ready &= result.is_ok();
+            checks.insert(
+                name.into(),
+                match result {
+                    Ok(()) => json!({"ready": true}),
+                    Err(why) => json!({"ready": false, "reason": why}),
+                },
+            );
+        }
+    };
+    if *app.stop.borrow() {
+        check("runner", Some(Err("shutting down".into())));
+    }
+    check(
+        "journal",
+        app.journal.as_ref().map(crate::journal::Journal::health),
+    );
+    #[cfg(feature = "nats")]
+    check("queue", crate::triggers::queue::readiness(app));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = json_response(
+        status,
+        &json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks}),
+    );
+    if !ready {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn accepted(run_id: RunId) -> Response {
@@ -452,6 +608,11 @@ fn accepted(run_id: RunId) -> Response {
 
 fn journal_unavailable(e: &Error) -> Response {
     tracing::error!(error = %e, "journal unavailable; refusing the run");
+    journal_refusal()
+}
+
+/// `503 journal_unavailable`: nothing of the run ran, and nothing will.
+fn journal_refusal() -> Response {
     let mut response = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         "journal_unavailable",
@@ -619,9 +780,19 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
             } else {
                 None
             };
+            // Serialized straight to bytes, never through `serde_json::Value`: stored inputs
+            // and outputs pass through as they are, however deeply they nest.
+            #[derive(serde::Serialize)]
+            struct Page {
+                runs: Vec<crate::journal::RunRecord>,
+                next_before: Option<String>,
+            }
             json_response(
                 StatusCode::OK,
-                &json!({ "runs": runs, "next_before": next }),
+                &Page {
+                    runs,
+                    next_before: next,
+                },
             )
         }
         Err(e) => journal_unavailable(&e),
