@@ -17,8 +17,10 @@ pub enum Error {
     Node {
         /// The workflow that ran.
         workflow: &'static str,
-        /// The step that failed (its alias when it has one).
-        node: &'static str,
+        /// The step that failed (its alias when it has one; `score[3]` or `claims/pay` for a
+        /// step inside a map or a sub-workflow). Owned when scoped, so that a long-running
+        /// server keeps no name of every step that ever failed.
+        node: std::borrow::Cow<'static, str>,
         /// The attempt that failed last, counting from 1.
         attempt: u32,
         /// The run.

@@ -268,28 +268,6 @@ impl fmt::Display for StepName<'_> {
     }
 }
 
-/// A scoped step name as the `&'static str` of [`Error::Node`]: names written in the graph
-/// are static already; a scoped name is interned, on the failure path only, so the set holds
-/// at most the distinct names that ever failed.
-fn static_name(name: &StepName<'_>) -> &'static str {
-    match name.text() {
-        Cow::Borrowed(name) => name,
-        Cow::Owned(name) => {
-            static NAMES: Mutex<Option<std::collections::HashSet<&'static str>>> = Mutex::new(None);
-            let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-            let names = names.get_or_insert_with(Default::default);
-            match names.get(name.as_str()) {
-                Some(interned) => interned,
-                None => {
-                    let interned: &'static str = Box::leak(name.into_boxed_str());
-                    names.insert(interned);
-                    interned
-                }
-            }
-        }
-    }
-}
-
 /// The context of one run, passed to every step. Created by [`Workflow::run`](crate::Workflow::run)
 /// or by the runner.
 pub struct RunCtx {
@@ -922,7 +900,7 @@ impl RunCtx {
     fn node_failed(&self, node: &StepName<'_>, attempt: u32, error: NodeError) -> Error {
         Error::Node {
             workflow: self.workflow,
-            node: static_name(node),
+            node: node.text(),
             attempt,
             run_id: self.run_id,
             error,

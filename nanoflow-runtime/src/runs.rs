@@ -67,7 +67,7 @@ impl RunError {
                     RunError {
                         code: error.kind().code().to_owned(),
                         message,
-                        node: Some((*node).to_owned()),
+                        node: Some(node.to_string()),
                     },
                 )
             }

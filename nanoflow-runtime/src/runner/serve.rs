@@ -611,8 +611,11 @@ pub(crate) fn init_logging() -> Result<crate::observability::ExportGuard, Error>
 
     let filter = tracing_subscriber::EnvFilter::try_from_env("NANOFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: a log file or a collector gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_filter(filter);
     let registry = tracing_subscriber::registry().with(log);
     #[cfg(feature = "otel")]
