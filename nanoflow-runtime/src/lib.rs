@@ -17,6 +17,7 @@ pub mod run;
 pub mod runner;
 pub mod runs;
 mod state;
+pub mod store;
 pub mod triggers;
 pub mod workflow;
 

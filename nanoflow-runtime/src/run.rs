@@ -843,7 +843,7 @@ impl RunCtx {
         outcome: Result<Bytes, &NodeError>,
         started: (u64, Instant),
         state: Option<(&'static str, String, Bytes)>,
-    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+    ) -> crate::store::Commit {
         let write = StepWrite {
             run_id: self.run_id,
             step: step.text(),
@@ -908,12 +908,10 @@ impl RunCtx {
     }
 }
 
-async fn wait_commit(rx: tokio::sync::oneshot::Receiver<Result<(), String>>) -> Result<(), Error> {
-    match rx.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Journal(format!("journal write failed: {e}"))),
-        Err(_) => Err(Error::Journal("the journal writer stopped".into())),
-    }
+async fn wait_commit(commit: crate::store::Commit) -> Result<(), Error> {
+    commit
+        .await
+        .map_err(|e| Error::Journal(format!("journal write failed: {e}")))
 }
 
 /// One attempt with the node's timeout, a panic caught as the node's failure.

@@ -16,6 +16,7 @@ pub use nanoflow_runtime::{
 pub use nanoflow_runtime::isolation;
 pub use nanoflow_runtime::journal;
 pub use nanoflow_runtime::observability;
+pub use nanoflow_runtime::store;
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
 pub mod prelude {

@@ -154,7 +154,7 @@ fn metrics(app: &App) -> Response {
     let free = app.limiter.available_permits().min(max);
     #[allow(unused_mut)]
     let mut text = metrics.render(
-        app.journal.as_ref().map(|j| j.metrics()),
+        app.journal.as_ref().and_then(|j| j.metrics()),
         app.observe.events.listeners(),
         (max - free, free),
     );

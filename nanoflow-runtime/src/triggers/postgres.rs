@@ -430,9 +430,8 @@ async fn dead_letter(
         )
         .await
     {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Journal(e)),
-        Err(_) => Err(Error::Journal("the journal writer stopped".into())),
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::Journal(format!("journal write failed: {e}"))),
     }
 }
 

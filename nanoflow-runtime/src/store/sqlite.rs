@@ -9,7 +9,10 @@ use axum::body::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{Attempt, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, StepWrite};
+use super::{
+    Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
+    StepWrite, StoreError, StoreFuture,
+};
 use crate::error::Error;
 use crate::observability::metrics::JournalMetrics;
 use crate::run::RunId;
@@ -61,8 +64,16 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 enum Write {
     Create(NewRun, Reply<Created>),
-    Step(StepWrite, Option<NewRun>, Reply<()>),
-    Finish(FinishWrite, Option<NewRun>, Reply<()>),
+    Step(
+        StepWrite,
+        Option<NewRun>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+    Finish(
+        FinishWrite,
+        Option<NewRun>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     Reopen(RunId, Reply<bool>),
     Prune(Retention, Reply<u64>),
 }
@@ -136,9 +147,15 @@ impl Repeated {
     }
 }
 
-/// The SQLite store behind [`Journal`](super::Journal).
+/// The SQLite store: the embedded default journal, one file.
 #[derive(Debug)]
 pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+/// The store's connections and threads, shared with blocking read tasks.
+#[derive(Debug)]
+struct Inner {
     /// Whether writes succeed now (`GET /readyz`, and new runs are refused while they fail).
     pub(crate) health: Arc<Health>,
     writes: Mutex<mpsc::Sender<Write>>,
@@ -149,7 +166,7 @@ pub struct SqliteStore {
     pub(crate) metrics: Arc<JournalMetrics>,
 }
 
-impl Drop for SqliteStore {
+impl Drop for Inner {
     fn drop(&mut self) {
         // The writer thread ends when the sender drops; the checkpointer when told.
         self.stop.store(true, Ordering::Relaxed);
@@ -181,7 +198,90 @@ fn configure(conn: &Connection, path: &str) -> Result<(), Error> {
 }
 
 impl SqliteStore {
-    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+    /// Opens (creating if needed) the SQLite journal at `path`, refusing a corrupt file or one
+    /// written by a newer version of nanoflow with a clear message.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            inner: Arc::new(Inner::open(path)?),
+        })
+    }
+
+    /// The writer's commit latency and counts, for `GET /metrics`.
+    pub(crate) fn metrics(&self) -> Arc<JournalMetrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Runs `read` on the reader connection on a blocking thread.
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read(&inner))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("journal read task failed: {e}")))?
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+    }
+}
+
+impl RunStore for SqliteStore {
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created> {
+        Box::pin(async move { self.inner.create_run(run).await.map_err(unavailable) })
+    }
+
+    fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
+        let (tx, commit) = Commit::channel();
+        self.inner.send(Write::Step(write, create, tx));
+        commit
+    }
+
+    fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
+        let (tx, commit) = Commit::channel();
+        self.inner.send(Write::Finish(write, create, tx));
+        commit
+    }
+
+    fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
+        Box::pin(async move { self.inner.reopen(run_id).await.map_err(unavailable) })
+    }
+
+    fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
+        Box::pin(async move { self.inner.prune(retention).await.map_err(unavailable) })
+    }
+
+    fn get_run(&self, run_id: RunId) -> StoreFuture<'_, Option<RunRecord>> {
+        self.read(move |inner| inner.get_run(run_id))
+    }
+
+    fn list_runs(&self, filter: RunFilter) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.read(move |inner| inner.list_runs(&filter))
+    }
+
+    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.read(Inner::unfinished_runs)
+    }
+
+    fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {
+        self.read(move |inner| inner.get_state(node, &key))
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.inner.health.check().map_err(StoreError::Unavailable)
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+fn unavailable(e: Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl Inner {
+    fn open(path: &Path) -> Result<Self, Error> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -273,39 +373,19 @@ impl SqliteStore {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) async fn create_run(&self, run: NewRun) -> Result<Created, Error> {
+    async fn create_run(&self, run: NewRun) -> Result<Created, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Create(run, tx));
         self.wait(rx).await
     }
 
-    pub(crate) fn record_step(
-        &self,
-        write: StepWrite,
-        create: Option<NewRun>,
-    ) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Step(write, create, tx));
-        rx
-    }
-
-    pub(crate) fn finish(
-        &self,
-        write: FinishWrite,
-        create: Option<NewRun>,
-    ) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Finish(write, create, tx));
-        rx
-    }
-
-    pub(crate) async fn reopen(&self, run_id: RunId) -> Result<bool, Error> {
+    async fn reopen(&self, run_id: RunId) -> Result<bool, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Reopen(run_id, tx));
         self.wait(rx).await
     }
 
-    pub(crate) async fn prune(&self, retention: Retention) -> Result<u64, Error> {
+    async fn prune(&self, retention: Retention) -> Result<u64, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Prune(retention, tx));
         self.wait(rx).await
@@ -319,7 +399,7 @@ impl SqliteStore {
         }
     }
 
-    pub(crate) fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>, Error> {
+    fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>, Error> {
         let conn = self.reader();
         let id = run_id.to_string();
         let run = conn
@@ -335,7 +415,7 @@ impl SqliteStore {
         Ok(Some(run))
     }
 
-    pub(crate) fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
         let mut args: Vec<String> = Vec::new();
@@ -384,7 +464,7 @@ impl SqliteStore {
         Ok(rows)
     }
 
-    pub(crate) fn unfinished_runs(&self) -> Result<Vec<RunRecord>, Error> {
+    fn unfinished_runs(&self) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -402,7 +482,7 @@ impl SqliteStore {
         Ok(runs)
     }
 
-    pub(crate) fn get_state(&self, node: &str, key: &str) -> Result<Option<Bytes>, Error> {
+    fn get_state(&self, node: &str, key: &str) -> Result<Option<Bytes>, Error> {
         let conn = self.reader();
         conn.query_row(
             "SELECT value FROM state WHERE node = ?1 AND key = ?2",
@@ -596,7 +676,7 @@ fn reply(write: Write, result: Result<Outcome, String>) {
             }));
         }
         Write::Step(_, _, tx) | Write::Finish(_, _, tx) => {
-            let _ = tx.send(result.map(|_| ()));
+            let _ = tx.send(result.map(|_| ()).map_err(StoreError::Unavailable));
         }
         Write::Reopen(_, tx) => {
             let _ = tx.send(result.map(|o| matches!(o, Outcome::Bool(true))));
