@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod error;
 pub mod graph;
+mod id;
 #[cfg(feature = "container")]
 pub mod isolation;
 pub mod journal;
@@ -17,7 +18,9 @@ pub mod run;
 pub mod runner;
 pub mod runs;
 mod state;
+mod stats;
 pub mod store;
+mod trigger;
 pub mod triggers;
 pub mod workflow;
 

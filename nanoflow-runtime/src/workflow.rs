@@ -1,9 +1,7 @@
 //! The workflow contract implemented by `workflow!`, and its type-erased JSON form used by the
 //! runner, the command line and the triggers.
 
-use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 
 use axum::body::Bytes;
 use tracing::Instrument as _;
@@ -88,44 +86,7 @@ pub async fn run_as_node<W: Workflow>(
     })
 }
 
-/// Why a JSON input was refused before any run was created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputError {
-    /// Malformed JSON (`Syntax`) or JSON of the wrong shape (`Data`).
-    pub kind: InputErrorKind,
-    /// The parser's message.
-    pub message: String,
-    /// Where in the document: a JSON path like `items[2].qty` (`.` for the root).
-    pub path: String,
-    /// 1-based line of the error.
-    pub line: usize,
-    /// 1-based column of the error.
-    pub column: usize,
-}
-
-/// The two ways an input can be refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputErrorKind {
-    /// Not JSON at all, or truncated.
-    Syntax,
-    /// Valid JSON that does not fit the input type.
-    Data,
-}
-
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            InputErrorKind::Syntax => write!(
-                f,
-                "malformed JSON at line {} column {}: {}",
-                self.line, self.column, self.message
-            ),
-            InputErrorKind::Data => write!(f, "at `{}`: {}", self.path, self.message),
-        }
-    }
-}
-
-impl std::error::Error for InputError {}
+pub use crate::error::{InputError, InputErrorKind};
 
 /// How deeply arrays and objects may nest in an input: serde_json's own limit, so that every
 /// accepted input can also be read back and served (`GET /runs`) as JSON.
@@ -218,8 +179,7 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// A boxed, sendable future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::graph::BoxFuture;
 
 /// A run started from JSON: resolves to the output serialized as JSON.
 pub type JsonRun = BoxFuture<'static, Result<Bytes, Error>>;

@@ -158,9 +158,8 @@ fn metrics(app: &App) -> Response {
         app.observe.events.listeners(),
         (max - free, free),
     );
-    #[cfg(feature = "container")]
     if let Some(containers) = &app.containers {
-        text.push_str(&container_metrics(containers));
+        text.push_str(&container_metrics(containers.as_ref()));
     }
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
@@ -171,8 +170,7 @@ fn metrics(app: &App) -> Response {
 }
 
 /// The container pools: live containers and cold starts, by node.
-#[cfg(feature = "container")]
-fn container_metrics(containers: &crate::isolation::Containers) -> String {
+fn container_metrics(containers: &dyn crate::run::NodeHost) -> String {
     use std::fmt::Write as _;
     let stats = containers.stats();
     let mut out = String::new();

@@ -317,6 +317,29 @@ impl Containers {
     }
 }
 
+impl crate::run::NodeHost for Containers {
+    fn serves(&self, node: &str, options: &NodeOptions) -> bool {
+        Containers::serves(self, node, options)
+    }
+
+    fn call<'a>(
+        &'a self,
+        node: &'a str,
+        input: Bytes,
+        state: Option<Bytes>,
+    ) -> crate::graph::BoxFuture<'a, Result<(Bytes, Option<Bytes>), NodeError>> {
+        Box::pin(Containers::call(self, node, input, state))
+    }
+
+    fn stats(&self) -> Vec<(&'static str, usize, usize)> {
+        Containers::stats(self)
+    }
+
+    fn shutdown(&self) -> crate::graph::BoxFuture<'_, ()> {
+        Box::pin(Containers::shutdown(self))
+    }
+}
+
 /// Serves one node inside its container: `NANOFLOW_NODE_SERVE` names it and
 /// `NANOFLOW_NODE_SOCKET` the socket. Returns `None` when the variables are not set.
 pub(crate) async fn serve_node_from_env(

@@ -23,7 +23,7 @@ use crate::store::Commit;
 #[derive(Debug, Clone)]
 pub struct Journal {
     store: Arc<dyn RunStore>,
-    metrics: Option<Arc<crate::observability::metrics::JournalMetrics>>,
+    metrics: Option<Arc<crate::stats::JournalMetrics>>,
 }
 
 impl Journal {
@@ -101,7 +101,7 @@ impl Journal {
     }
 
     /// The journal's commit latency and write counts, for `GET /metrics`.
-    pub(crate) fn metrics(&self) -> Option<&crate::observability::metrics::JournalMetrics> {
+    pub(crate) fn metrics(&self) -> Option<&crate::stats::JournalMetrics> {
         self.metrics.as_deref()
     }
 

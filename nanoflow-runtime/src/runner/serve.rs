@@ -165,14 +165,7 @@ impl App {
     }
 
     fn isolate(&self, ctx: RunCtx) -> RunCtx {
-        #[cfg(feature = "container")]
-        {
-            ctx.with_containers(self.containers.clone())
-        }
-        #[cfg(not(feature = "container"))]
-        {
-            ctx
-        }
+        ctx.with_containers(self.containers.clone())
     }
 
     /// Claims an idempotency key for `run_id`. `None`: the key is new and the run is recorded
@@ -424,7 +417,6 @@ impl Server {
             served
         })
         .await;
-        #[cfg(feature = "container")]
         if let Some(containers) = &self.app.containers {
             containers.shutdown().await;
         }
@@ -456,6 +448,7 @@ impl Runner {
             let workflows: Vec<_> = self.workflows.values().cloned().collect();
             crate::isolation::Containers::start(&workflows, config.isolation, &config.containers)
                 .await?
+                .map(|c| c as crate::run::Isolated)
         };
         #[cfg(not(feature = "container"))]
         let containers = None;

@@ -14,9 +14,9 @@ use super::{
     StepWrite, StoreError, StoreFuture,
 };
 use crate::error::Error;
-use crate::observability::metrics::JournalMetrics;
 use crate::run::RunId;
 use crate::runs::{now_ms, RunStatus};
+use crate::stats::JournalMetrics;
 
 /// The schema version this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;

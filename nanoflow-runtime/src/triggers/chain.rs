@@ -95,34 +95,7 @@ pub(crate) fn check(workflows: &BTreeMap<&'static str, Arc<dyn DynWorkflow>>) ->
     Ok(())
 }
 
-/// The idempotency key of the run that `upstream`'s success starts (per downstream workflow).
-pub(crate) fn key(upstream: RunId) -> String {
-    format!("after:{upstream}")
-}
-
-/// The id of the run of `workflow` that `upstream`'s success starts: the upstream's time, and
-/// random bits derived from the pair, so that the runner and the journal agree on it without
-/// sharing state.
-pub(crate) fn run_id(upstream: RunId, workflow: &str) -> RunId {
-    // FNV-1a, twice with different offsets: stable, and enough to make the pair unique.
-    let fnv = |offset: u64| {
-        let mut h = offset;
-        for b in upstream
-            .as_u128()
-            .to_le_bytes()
-            .iter()
-            .chain(workflow.as_bytes())
-        {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h
-    };
-    let time = upstream.as_u128() >> 80;
-    let random = (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 16)
-        | u128::from(fnv(0x6c62_272e_07bb_0142) & 0xffff);
-    RunId::from_u128((time << 80) | random)
-}
+pub(crate) use crate::id::{chain_key as key, chained_run_id as run_id};
 
 /// Starts the runs that `upstream` (of `workflow`) succeeding with `output` triggers. With the
 /// journal they are already recorded, with the upstream's success.
