@@ -5,15 +5,18 @@
 //! the runner with its command line, and the triggers.
 
 pub mod admin;
+mod config;
 pub mod error;
 pub mod graph;
 mod id;
+mod ingress;
 #[cfg(feature = "container")]
 pub mod isolation;
 pub mod journal;
 pub mod map;
 pub mod node;
 pub mod observability;
+mod rules;
 pub mod run;
 pub mod runner;
 pub mod runs;
@@ -24,7 +27,7 @@ mod trigger;
 pub mod triggers;
 pub mod workflow;
 
-pub use admin::AdminToken;
+pub use config::AdminToken;
 pub use error::Error;
 pub use graph::{Endpoint, Graph, MapDef, Step, StepKind};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};

@@ -50,10 +50,10 @@ pub struct RunError {
 impl RunError {
     /// The HTTP status and the client-safe error of a failed run. Never leaks internals: a
     /// panic's message stays in the log, runner errors say only where to look.
-    pub fn from_error(error: &crate::Error) -> (u16, RunError) {
+    pub fn from_error(error: &crate::error::Error) -> (u16, RunError) {
         use crate::node::ErrorKind;
         match error {
-            crate::Error::Node { node, error, .. } => {
+            crate::error::Error::Node { node, error, .. } => {
                 let status = error.status().unwrap_or(match error.kind() {
                     ErrorKind::Timeout => 504,
                     _ => 500,
@@ -71,7 +71,7 @@ impl RunError {
                     },
                 )
             }
-            crate::Error::Journal(_) => (
+            crate::error::Error::Journal(_) => (
                 503,
                 RunError {
                     code: "journal_unavailable".into(),

@@ -4,7 +4,6 @@
 //! sending wrong credentials is made to wait (see [`Throttle`]).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -17,19 +16,16 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::Value;
 
+use crate::config::AdminToken;
 use crate::error::Error;
-use crate::runner::serve::App;
-use crate::triggers::http::error_response;
+use crate::ingress::reply::error_response;
+use crate::ingress::App;
 
 /// The cookie the login page sets.
 pub(crate) const COOKIE: &str = "nanoflow_admin";
 
 /// How long a browser login lasts.
 const COOKIE_MAX_AGE_SECS: u64 = 12 * 3600;
-
-/// The shortest admin token accepted: 16 bytes. A shorter one falls to guessing, throttle or
-/// not (a 1-character token is one of 94 values).
-pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 /// Wrong credentials a client may send before it must wait.
 const FREE_FAILURES: u32 = 10;
@@ -42,67 +38,6 @@ const MAX_BLOCK: Duration = Duration::from_secs(300);
 
 /// Clients remembered at most (a flood of addresses cannot grow the table without bound).
 const MAX_CLIENTS: usize = 65_536;
-
-/// The token that guards the operations surface (dashboard, `/runs*`, `/metrics`, `/events`,
-/// `/workflows`). Its `Debug` form never shows it.
-///
-/// ```
-/// let token = nanoflow_runtime::AdminToken::new("correct-horse-battery-staple").unwrap();
-/// assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
-/// assert!(nanoflow_runtime::AdminToken::new("has space").is_err());
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(Arc<str>);
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-impl AdminToken {
-    /// A token: 16 to 512 visible ASCII characters, none of `"`, `,`, `;` or `\` (it travels
-    /// in a header). At least 16 bytes, since a short token can be guessed.
-    ///
-    /// ```
-    /// assert!(nanoflow_runtime::AdminToken::new("x").is_err());
-    /// ```
-    pub fn new(token: impl Into<String>) -> Result<Self, Error> {
-        let token = token.into();
-        let bad = |b: u8| !b.is_ascii_graphic() || matches!(b, b'"' | b',' | b';' | b'\\');
-        if token.len() > 512 || token.bytes().any(bad) {
-            return Err(Error::Config(
-                "the admin token must be at most 512 visible ASCII characters without spaces, `\"`, `,`, `;` or `\\` \
-                 (e.g. the output of `openssl rand -hex 32`)"
-                    .into(),
-            ));
-        }
-        if token.len() < MIN_TOKEN_LEN {
-            return Err(Error::Config(format!(
-                "the admin token is {} characters long; it must have at least {MIN_TOKEN_LEN}, because a short \
-                 token can be guessed (e.g. use the output of `openssl rand -hex 32`)",
-                token.len()
-            )));
-        }
-        Ok(Self(token.into()))
-    }
-
-    /// Whether `candidate` is this token, in time independent of where they differ.
-    pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
-        constant_time_eq(self.0.as_bytes(), candidate)
-    }
-}
-
-/// Compares in time that depends only on the lengths, never on the contents.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
-}
 
 /// How a request proved it may use the operations surface.
 #[derive(Debug, PartialEq, Eq)]
@@ -477,22 +412,13 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     text.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| crate::triggers::http::percent_decode(v))
+        (k == name).then(|| crate::ingress::reply::percent_decode(v))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn reads_credentials() {

@@ -5,7 +5,7 @@
 pub(crate) mod assets;
 mod auth;
 
-pub use auth::AdminToken;
+pub use crate::config::AdminToken;
 
 /// The admin surface's own state: browser sessions and the wrong-credential throttle.
 #[derive(Debug, Default)]
@@ -23,9 +23,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::Error;
-use crate::runner::serve::App;
-use crate::triggers::http::error_response;
-use crate::triggers::TriggerDef;
+use crate::ingress::reply::error_response;
+use crate::ingress::App;
+use crate::trigger::TriggerDef;
 
 /// Paths of the operations surface; no trigger may use them (the macro refuses them too).
 const RESERVED: [&str; 10] = [
@@ -229,7 +229,7 @@ pub(crate) fn html(status: StatusCode, page: &str) -> Response {
 
 /// What the dashboard needs to know about this runner.
 fn ui_config(app: &App) -> Response {
-    crate::triggers::http::json_response(
+    crate::ingress::reply::json_response(
         StatusCode::OK,
         &serde_json::json!({
             "auth": app.config.admin_token.is_some(),
@@ -250,7 +250,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// Refuses to serve the operations surface unauthenticated beyond this machine: a
 /// non-loopback address needs an admin token, or an explicit `--insecure-admin`.
-pub(crate) fn check_exposure(config: &crate::runner::ServeConfig) -> Result<(), Error> {
+pub(crate) fn check_exposure(config: &crate::config::ServeConfig) -> Result<(), Error> {
     if config.addr.ip().is_loopback() || config.admin_token.is_some() || config.insecure_admin {
         return Ok(());
     }

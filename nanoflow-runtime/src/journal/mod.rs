@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 
 use crate::error::Error;
-use crate::run::RunId;
+use crate::id::RunId;
 use crate::store::Commit;
 
 /// The journal a runner writes to: a shared [`RunStore`]. Cheap to clone.

@@ -5,9 +5,10 @@ use std::io::{Read as _, Write as _};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use super::serve::{self, ServeConfig};
+use super::serve;
 use super::Runner;
-use crate::admin::AdminToken;
+use crate::config::AdminToken;
+use crate::config::ServeConfig;
 use crate::error::Error;
 use crate::graph::short_type;
 use crate::run::RunCtx;
@@ -118,22 +119,22 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "NANOFLOW_ADDR")]
     addr: Option<std::net::SocketAddr>,
     /// Largest request body (e.g. 1MiB); larger bodies get 413.
-    #[arg(long, env = "NANOFLOW_MAX_BODY", value_parser = serve::parse_size)]
+    #[arg(long, env = "NANOFLOW_MAX_BODY", value_parser = crate::rules::parse_size)]
     max_body: Option<usize>,
     /// Most runs in flight; past it requests get 503 with Retry-After.
     #[arg(long, env = "NANOFLOW_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
     /// How long a shutdown (SIGINT/SIGTERM) waits for in-flight runs (e.g. 30s).
-    #[arg(long, env = "NANOFLOW_GRACE", value_parser = serve::parse_duration)]
+    #[arg(long, env = "NANOFLOW_GRACE", value_parser = crate::rules::parse_duration)]
     grace: Option<std::time::Duration>,
     /// How long a client may take to send a request's headers (e.g. 10s); then it is disconnected.
-    #[arg(long, env = "NANOFLOW_HEADER_TIMEOUT", value_parser = serve::parse_duration)]
+    #[arg(long, env = "NANOFLOW_HEADER_TIMEOUT", value_parser = crate::rules::parse_duration)]
     header_timeout: Option<std::time::Duration>,
     /// How long a client may take to send a request's body (e.g. 30s); then it gets 408.
-    #[arg(long, env = "NANOFLOW_BODY_TIMEOUT", value_parser = serve::parse_duration)]
+    #[arg(long, env = "NANOFLOW_BODY_TIMEOUT", value_parser = crate::rules::parse_duration)]
     body_timeout: Option<std::time::Duration>,
     /// How long a keep-alive connection may stay open without a request (e.g. 60s).
-    #[arg(long, env = "NANOFLOW_IDLE_TIMEOUT", value_parser = serve::parse_duration)]
+    #[arg(long, env = "NANOFLOW_IDLE_TIMEOUT", value_parser = crate::rules::parse_duration)]
     idle_timeout: Option<std::time::Duration>,
     /// Open connections past which idle ones are closed (default: from the open files limit).
     #[arg(long, env = "NANOFLOW_MAX_CONNECTIONS")]
@@ -145,7 +146,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "NANOFLOW_JOURNAL")]
     journal: Option<String>,
     /// Finished runs older than this are pruned from the journal (e.g. 7d).
-    #[arg(long, env = "NANOFLOW_RETENTION_AGE", value_parser = serve::parse_duration)]
+    #[arg(long, env = "NANOFLOW_RETENTION_AGE", value_parser = crate::rules::parse_duration)]
     retention_age: Option<std::time::Duration>,
     /// At most this many finished runs are kept in the journal.
     #[arg(long, env = "NANOFLOW_RETENTION_RUNS")]
@@ -456,7 +457,8 @@ async fn runs(
         journal: Some(journal),
         ..ServeConfig::default()
     };
-    let app = serve::App::new(&runner, &config, None)?;
+    runner.check()?;
+    let app = crate::ingress::App::new(&runner.workflows, &config, None)?;
     let j = app.journal.clone().expect("opened above");
     match command {
         RunsCommand::List {

@@ -4,7 +4,8 @@ mod cli;
 mod listen;
 pub(crate) mod serve;
 
-pub use serve::{ServeConfig, Server};
+pub use crate::config::ServeConfig;
+pub use serve::Server;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -91,7 +92,7 @@ impl Runner {
                 "workflow `{name}` is registered twice with the runner"
             )));
         }
-        crate::triggers::chain::check(&self.workflows)?;
+        crate::ingress::chain::check(&self.workflows)?;
         #[cfg(not(feature = "container"))]
         for wf in self.workflows.values() {
             check_isolation(wf.graph())?;

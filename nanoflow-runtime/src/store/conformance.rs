@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 
 use super::{Created, FinishWrite, NewRun, Retention, RunFilter, RunStore, StepWrite};
-use crate::run::RunId;
+use crate::id::RunId;
 use crate::runs::{RunError, RunStatus};
 
 /// Runs every check on `store`, in order.

@@ -10,7 +10,7 @@ use super::{
     Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
     StepWrite, StoreError, StoreFuture,
 };
-use crate::run::RunId;
+use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// Runs kept in memory, in one lock: each write is applied whole, as a transaction would be.

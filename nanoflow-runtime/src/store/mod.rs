@@ -28,7 +28,7 @@ use axum::body::Bytes;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::run::RunId;
+use crate::id::RunId;
 use crate::runs::{RunError, RunStatus};
 
 /// A run to record, with the JSON input it started from.

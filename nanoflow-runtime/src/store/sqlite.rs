@@ -14,7 +14,7 @@ use super::{
     StepWrite, StoreError, StoreFuture,
 };
 use crate::error::Error;
-use crate::run::RunId;
+use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 use crate::stats::JournalMetrics;
 

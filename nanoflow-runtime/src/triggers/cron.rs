@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::error::Error;
+use crate::ingress::App;
 use crate::run::RunId;
-use crate::runner::serve::App;
 use crate::triggers::{Overlap, Tick};
 use crate::workflow::DynWorkflow;
 

@@ -18,16 +18,18 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
+use crate::ingress::reply::{error_response, json_bytes, json_response, percent_decode};
+use crate::ingress::App;
 use crate::journal::{NewRun, RunFilter};
 use crate::observability::TraceParent;
 use crate::run::RunId;
-use crate::runner::serve::App;
 use crate::runs::{RunError, RunStatus};
 use crate::triggers::TriggerDef;
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 
-/// Builds the router for every HTTP trigger of `app`'s workflows and the runner's own routes.
-pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
+/// Builds the router of every HTTP trigger of `app`'s workflows with `/healthz` and `/readyz`,
+/// and, apart, the run API (`/workflows`, `/runs*`) that the runner puts behind the admin token.
+pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
     for wf in app.workflows.values() {
         for trigger in &wf.graph().triggers {
@@ -92,13 +94,18 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
             post(move |Path(id): Path<String>| async move { retry_run(&retry_app, &id).await }),
         );
     let ready_app = app.clone();
-    Ok(router
+    let router = router
         .route(
             "/healthz",
             get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
         )
-        .route("/readyz", get(move || async move { readiness(&ready_app) }))
-        .merge(crate::admin::routes(app, operations)?)
+        .route("/readyz", get(move || async move { readiness(&ready_app) }));
+    Ok((router, operations))
+}
+
+/// JSON answers for a path no route serves (404) and a method a route does not take (405).
+pub(crate) fn with_fallbacks(router: Router) -> Router {
+    router
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -114,36 +121,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
                 &format!("{method} is not allowed on {}", uri.path()),
                 |_| {},
             )
-        }))
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    json_bytes(status, bytes)
-}
-
-fn json_bytes(status: StatusCode, bytes: impl Into<Body>) -> Response {
-    let mut response = Response::new(bytes.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// `{"error": {"code", "message", ...}}`.
-pub(crate) fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    extra: impl FnOnce(&mut Map<String, Value>),
-) -> Response {
-    let mut error = Map::new();
-    error.insert("code".into(), Value::from(code));
-    error.insert("message".into(), Value::from(message));
-    extra(&mut error);
-    json_response(status, &json!({ "error": error }))
+        })
 }
 
 fn overloaded(max: usize) -> Response {
@@ -377,27 +355,6 @@ fn input_document(
     Ok(Bytes::from(
         serde_json::to_vec(&Value::Object(object)).unwrap_or_default(),
     ))
-}
-
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn trigger_run(

@@ -1,6 +1,5 @@
 //! What starts a workflow: the triggers declared with `#[trigger(...)]` inside `workflow!`.
 
-pub(crate) mod chain;
 pub(crate) mod cron;
 pub(crate) mod http;
 #[cfg(feature = "postgres")]
@@ -13,8 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::config::ServeConfig;
 use crate::error::Error;
-use crate::runner::serve::{App, ServeConfig};
+use crate::ingress::App;
 
 pub use crate::trigger::{DbEvent, DbOp, Overlap, Tick, TriggerDef};
 
@@ -107,7 +107,7 @@ pub(crate) fn routes(app: &Arc<App>) -> axum::Router {
         axum::Router::new().route(
             "/queues/{subject}",
             axum::routing::post(|| async {
-                http::error_response(
+                crate::ingress::reply::error_response(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     "queue_unavailable",
                     "this runner was built without the `nats` feature of nanoflow",

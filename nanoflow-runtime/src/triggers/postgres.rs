@@ -22,9 +22,9 @@ use tokio::sync::{watch, Notify};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::error::Error;
+use crate::ingress::App;
 use crate::journal::{Created, FinishWrite, NewRun};
 use crate::run::RunId;
-use crate::runner::serve::App;
 use crate::runs::RunError;
 use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::DynWorkflow;

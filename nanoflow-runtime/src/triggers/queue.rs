@@ -26,9 +26,9 @@ use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::Error;
+use crate::ingress::reply::{error_response, json_response};
+use crate::ingress::App;
 use crate::run::RunId;
-use crate::runner::serve::App;
-use crate::triggers::http::{error_response, json_response};
 use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 

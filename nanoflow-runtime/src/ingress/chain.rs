@@ -12,9 +12,9 @@ use std::sync::Arc;
 use axum::body::Bytes;
 
 use crate::error::Error;
+use crate::ingress::App;
 use crate::run::RunId;
-use crate::runner::serve::App;
-use crate::triggers::TriggerDef;
+use crate::trigger::TriggerDef;
 use crate::workflow::DynWorkflow;
 
 /// For each workflow, the workflows its successful runs start.
