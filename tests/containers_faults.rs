@@ -274,6 +274,8 @@ async fn pools_recover_from_containers_killed_under_load() {
         "under the kills: {ok} of {} requests answered 200",
         statuses.len()
     );
+    // The health task (every 300 ms here) replaces the containers of the last kill.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The service answers within the node's timeout (5 s) ...
     let started = Instant::now();
@@ -320,6 +322,7 @@ async fn pools_recover_from_containers_killed_under_load() {
         Vec::<String>::new(),
         "socket directories left"
     );
+    std::fs::remove_dir(&dir).unwrap();
 }
 
 // Issue 18, item 1: a call that finds its pool full waits at most the slot bound, then fails
@@ -345,6 +348,7 @@ async fn a_full_pool_answers_503_after_the_slot_wait() {
     let id = running(SERVICE, "echo", std::process::id()).pop().unwrap();
     assert!(Command::new("docker")
         .args(["pause", &id])
+        .stdout(Stdio::null())
         .status()
         .unwrap()
         .success());
@@ -358,15 +362,28 @@ async fn a_full_pool_answers_503_after_the_slot_wait() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(Command::new("docker")
         .args(["unpause", &id])
+        .stdout(Stdio::null())
         .status()
         .unwrap()
         .success());
     assert_eq!(held.await.unwrap(), 200);
     server.shutdown().await.unwrap();
+    assert_eq!(entries(&dir), Vec::<String>::new());
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+/// A runner process, killed (`SIGKILL`) when dropped, so a failed test leaves none behind.
+struct RunnerProcess(std::process::Child);
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A runner of `service` in a process of its own, serving on its returned address.
-async fn runner_process(service: &str, dir: &Path) -> (std::process::Child, SocketAddr) {
+async fn runner_process(service: &str, dir: &Path) -> (RunnerProcess, SocketAddr) {
     let addr = support::free_addr();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "__runner_process", "--nocapture", "-q"])
@@ -377,7 +394,7 @@ async fn runner_process(service: &str, dir: &Path) -> (std::process::Child, Sock
         .spawn()
         .unwrap();
     support::wait_ready(addr, &mut child).await;
-    (child, addr)
+    (RunnerProcess(child), addr)
 }
 
 // Issue 18, item 7 (and 9: socket directories): a runner removes at start only the containers
@@ -389,8 +406,8 @@ async fn a_runner_removes_only_containers_whose_owner_is_gone() {
     }
     const SERVICE: &str = "nftest-copy";
     let dir = sockets("copy");
-    let (mut first, first_addr) = runner_process(SERVICE, &dir).await;
-    let pid = first.id();
+    let (first, first_addr) = runner_process(SERVICE, &dir).await;
+    let pid = first.0.id();
     let theirs = running(SERVICE, "echo", pid);
     assert_eq!(theirs.len(), 1, "the first runner's warm container");
     assert_eq!(entries(&dir).len(), 1);
@@ -412,8 +429,7 @@ async fn a_runner_removes_only_containers_whose_owner_is_gone() {
     assert_eq!(mine.len(), 1);
 
     // The first runner crashes: its container outlives it, until the next runner starts.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     assert_eq!(running(SERVICE, "echo", pid), theirs);
     let third = Runner::new()
         .workflow(echoing)
@@ -441,6 +457,7 @@ async fn a_runner_removes_only_containers_whose_owner_is_gone() {
     second.shutdown().await.unwrap();
     third.shutdown().await.unwrap();
     assert_eq!(entries(&dir), Vec::<String>::new());
+    std::fs::remove_dir(&dir).unwrap();
 }
 
 // Issue 18, item 9: a container that fails to start leaves no socket directory.
@@ -461,6 +478,7 @@ async fn a_failed_start_leaves_no_socket_directory() {
         .expect_err("the node never serves");
     assert!(err.to_string().contains("did not start serving"), "{err}");
     assert_eq!(entries(&dir), Vec::<String>::new());
+    std::fs::remove_dir(&dir).unwrap();
 }
 
 /// A Unix-socket proxy to the real Docker Engine that can be cut (connections closed, new
@@ -620,4 +638,5 @@ async fn pools_follow_the_engine_going_away_and_coming_back() {
 
     server.shutdown().await.unwrap();
     assert_eq!(entries(&dir), vec!["engine.sock".to_owned()]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
