@@ -273,7 +273,7 @@ impl Containers {
         if orphans.kept > 0 {
             tracing::debug!(
                 kept = orphans.kept,
-                "left the containers of other live runners of this service alone"
+                "left alone the containers of runners that are alive or cannot be checked"
             );
         }
         std::fs::create_dir_all(&config.socket_dir)
