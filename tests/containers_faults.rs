@@ -89,6 +89,10 @@ fn __runner_process() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut config = config(&service.to_string_lossy(), &sockets);
+        if service.is_empty() {
+            // The default: named after this program's file.
+            config.containers.service = ContainerConfig::default().service;
+        }
         config.addr = addr;
         let _server = Runner::new().workflow(echoing).start(config).await.unwrap();
         std::future::pending::<()>().await;
@@ -384,8 +388,14 @@ impl Drop for RunnerProcess {
 
 /// A runner of `service` in a process of its own, serving on its returned address.
 async fn runner_process(service: &str, dir: &Path) -> (RunnerProcess, SocketAddr) {
+    runner_program(&std::env::current_exe().unwrap(), service, dir).await
+}
+
+/// A runner of `service` (empty: the default name) run by `program` (this test binary or a
+/// copy of it).
+async fn runner_program(program: &Path, service: &str, dir: &Path) -> (RunnerProcess, SocketAddr) {
     let addr = support::free_addr();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(program)
         .args(["--exact", "__runner_process", "--nocapture", "-q"])
         .env("NF_TEST_SERVICE", service)
         .env("NF_TEST_ADDR", addr.to_string())
@@ -638,5 +648,46 @@ async fn pools_follow_the_engine_going_away_and_coming_back() {
 
     server.shutdown().await.unwrap();
     assert_eq!(entries(&dir), vec!["engine.sock".to_owned()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// Issue 18, item 7: services were named by their binary's name cut at the first `-`, so
+// `nf-newcomer` starting removed the live containers of `nf-other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_sharing_a_name_prefix_keep_their_containers() {
+    if !docker_available() {
+        return;
+    }
+    let dir = sockets("prefix");
+    let programs = dir.join("bin");
+    std::fs::create_dir_all(&programs).unwrap();
+    let [other, newcomer] = ["nf-other", "nf-newcomer"].map(|name| {
+        let program = programs.join(name);
+        std::fs::copy(std::env::current_exe().unwrap(), &program).unwrap();
+        program
+    });
+    let (first, first_addr) = runner_program(&other, "", &dir).await;
+    let theirs = running("nf-other", "echo", first.0.id());
+    assert_eq!(theirs.len(), 1, "named by the whole program name");
+
+    let (second, second_addr) = runner_program(&newcomer, "", &dir).await;
+    assert_eq!(running("nf-newcomer", "echo", second.0.id()).len(), 1);
+    assert_eq!(running("nf-other", "echo", first.0.id()), theirs);
+    assert_eq!(post_json(first_addr, "/echo", "1").await.json(), 1);
+    assert_eq!(post_json(second_addr, "/echo", "2").await.json(), 2);
+
+    // The runners are killed; their containers go with this test.
+    let pids = [first.0.id(), second.0.id()];
+    drop((first, second));
+    for pid in pids {
+        let ids = containers(true, &[format!("nanoflow.pid={pid}")], &[]);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
