@@ -412,6 +412,8 @@ impl crate::run::NodeHost for Containers {
 /// Checks the pools every `interval` while the engine answers, and pings it with a backoff
 /// while it does not; ends with the runner.
 async fn health(containers: std::sync::Weak<Containers>, interval: Duration) {
+    // A zero interval would spin.
+    let interval = interval.max(Duration::from_millis(50));
     let first_retry = Duration::from_millis(250).min(interval);
     let mut delay = interval;
     let mut down = false;

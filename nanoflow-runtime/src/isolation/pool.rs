@@ -272,7 +272,10 @@ impl Pool {
                 }
                 if self.engine_down.load(Ordering::SeqCst) {
                     waiting.done = true;
-                    return Err(engine_unavailable(self.node, &"no container is running"));
+                    return Err(engine_unavailable(
+                        self.node,
+                        &"no running container has a free slot",
+                    ));
                 }
                 let room =
                     list.len() + self.starting.load(Ordering::SeqCst) < self.config.max_per_node;
