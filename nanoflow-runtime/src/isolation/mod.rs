@@ -296,8 +296,14 @@ impl Containers {
                 config.clone(),
                 engine_down.clone(),
             ));
-            p.warm().await?;
-            pools.insert(step.node, p);
+            pools.insert(step.node, p.clone());
+            if let Err(e) = p.warm().await {
+                // Leave nothing running behind a runner that does not start.
+                for p in pools.values() {
+                    p.shutdown().await;
+                }
+                return Err(e);
+            }
         }
         let containers = Arc::new(Self {
             pools,

@@ -335,8 +335,11 @@ impl Pool {
     /// container joins the pool. A caller dropping the handle abandons nothing.
     fn spawn_start(self: &Arc<Self>, cold: bool) -> tokio::task::JoinHandle<Result<(), NodeError>> {
         let pool = self.clone();
+        // Made here, not in the task: a task dropped before its first poll still gives back
+        // its count.
+        let starting = Starting(self.clone());
         tokio::spawn(async move {
-            let _starting = Starting(pool.clone());
+            let _starting = starting;
             let c = pool.start().await?;
             if cold {
                 pool.cold_starts.fetch_add(1, Ordering::Relaxed);
