@@ -609,6 +609,11 @@ async fn pools_follow_the_engine_going_away_and_coming_back() {
     })
     .await;
     assert!(gone, "the dead container is removed");
+    let one_dir = eventually(Duration::from_secs(5), || async {
+        entries(&dir).len() == 2 // the live container's and the proxy's socket
+    })
+    .await;
+    assert!(one_dir, "socket directories: {:?}", entries(&dir));
 
     // The engine goes away, its containers with it: 503 + Retry-After, a stable code.
     proxy.cut();
