@@ -78,7 +78,7 @@ impl Error {
     /// A stable, machine-readable code for the error (used in HTTP error bodies).
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Node { error, .. } => error.kind().code(),
+            Error::Node { error, .. } => error.code(),
             Error::InvalidInput { .. } => "invalid_input",
             Error::UnknownWorkflow(_) => "unknown_workflow",
             Error::Config(_) => "config",

@@ -245,6 +245,42 @@ pub struct NodeError {
     message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
+    /// A runtime fault's own code, in place of the kind's (`container_engine_unavailable`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "RuntimeCode::known"
+    )]
+    code: Option<RuntimeCode>,
+}
+
+/// The codes the runtime gives its own faults, in place of the kind's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RuntimeCode {
+    /// The Docker Engine does not answer.
+    ContainerEngineUnavailable,
+    /// No container slot became free within the wait bound.
+    ContainerPoolBusy,
+}
+
+impl RuntimeCode {
+    const fn as_str(self) -> &'static str {
+        match self {
+            RuntimeCode::ContainerEngineUnavailable => "container_engine_unavailable",
+            RuntimeCode::ContainerPoolBusy => "container_pool_busy",
+        }
+    }
+
+    /// A stored code, `None` when this version does not know it.
+    fn known<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        let code = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        Ok(code.and_then(|c| {
+            [Self::ContainerEngineUnavailable, Self::ContainerPoolBusy]
+                .into_iter()
+                .find(|k| k.as_str() == c)
+        }))
+    }
 }
 
 impl NodeError {
@@ -254,6 +290,7 @@ impl NodeError {
             kind: ErrorKind::Permanent,
             message: message.into(),
             status: None,
+            code: None,
         }
     }
 
@@ -263,6 +300,7 @@ impl NodeError {
             kind: ErrorKind::Retryable,
             message: message.into(),
             status: None,
+            code: None,
         }
     }
 
@@ -271,6 +309,7 @@ impl NodeError {
             kind: ErrorKind::Timeout,
             message: format!("timed out after {after:?}"),
             status: None,
+            code: None,
         }
     }
 
@@ -279,6 +318,7 @@ impl NodeError {
             kind: ErrorKind::Panic,
             message: format!("panicked: {message}"),
             status: None,
+            code: None,
         }
     }
 
@@ -290,6 +330,18 @@ impl NodeError {
             self.status = Some(status);
         }
         self
+    }
+
+    /// Gives a runtime fault its own stable code.
+    pub(crate) fn with_code(mut self, code: RuntimeCode) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The stable code of this error in HTTP error bodies and the journal: the kind's code
+    /// (`node_failed`, ...), or a runtime fault's own (`container_engine_unavailable`).
+    pub fn code(&self) -> &'static str {
+        self.code.map_or(self.kind.code(), RuntimeCode::as_str)
     }
 
     /// Whether the failure is permanent, retryable, a timeout or a panic.
@@ -319,6 +371,7 @@ impl fmt::Debug for NodeError {
             .field("kind", &self.kind)
             .field("message", &self.message)
             .field("status", &self.status)
+            .field("code", &self.code)
             .finish()
     }
 }

@@ -65,7 +65,7 @@ impl RunError {
                 (
                     status,
                     RunError {
-                        code: error.kind().code().to_owned(),
+                        code: error.code().to_owned(),
                         message,
                         node: Some(node.to_string()),
                     },

@@ -587,7 +587,14 @@ fn failed_run(error: &Error, run_id: RunId) -> Response {
         return journal_unavailable(error);
     }
     let (status, body) = run_error(error);
-    run_error_response(status, &body, run_id)
+    let mut response = run_error_response(status, &body, run_id);
+    // A 503 is a runtime fault that passes (the container engine is away, a pool is full).
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
 }
 
 fn run_error_response(status: StatusCode, body: &RunError, run_id: RunId) -> Response {
