@@ -165,6 +165,63 @@ impl NodeOptions {
     /// Bit of [`NodeOptions::explicit`]: `isolation` was given.
     pub const ISOLATION: u8 = 16;
 
+    /// With `retries` retries of a failed attempt (written explicitly: it wins over a
+    /// workflow's defaults). Generated code builds options with these `const` setters, so that
+    /// a new field never breaks an expansion.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nanoflow_runtime::NodeOptions;
+    /// const O: NodeOptions = NodeOptions::DEFAULT.with_retries(3).with_timeout(Duration::from_secs(2));
+    /// assert_eq!(O.retries, 3);
+    /// assert_eq!(O.or(&NodeOptions::DEFAULT.with_retries(9)).retries, 3);
+    /// ```
+    pub const fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self.explicit |= Self::RETRIES;
+        self
+    }
+
+    /// With `backoff` as the first retry delay (explicit).
+    pub const fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self.explicit |= Self::BACKOFF;
+        self
+    }
+
+    /// With `max_backoff` as the longest retry delay (explicit).
+    pub const fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self.explicit |= Self::MAX_BACKOFF;
+        self
+    }
+
+    /// With `timeout` as the longest one attempt may take (explicit).
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self.explicit |= Self::TIMEOUT;
+        self
+    }
+
+    /// Running where `isolation` says (explicit).
+    pub const fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(isolation);
+        self.explicit |= Self::ISOLATION;
+        self
+    }
+
+    /// With a memory limit for the node's container.
+    pub const fn with_memory_bytes(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// With a CPU limit for the node's container, in thousandths of a CPU.
+    pub const fn with_cpu_millis(mut self, millis: u32) -> Self {
+        self.cpu_millis = Some(millis);
+        self
+    }
+
     /// These options, with every field not written explicitly taken from `defaults` (a
     /// workflow's `#[defaults(...)]`).
     pub const fn or(self, defaults: &NodeOptions) -> NodeOptions {

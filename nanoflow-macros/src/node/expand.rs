@@ -50,45 +50,35 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
     let input_type = checked_data(&private, input);
     let output_type = checked_data(&private, output);
 
+    // Options through the runtime's `const` setters, never a struct literal: the runtime can
+    // grow a field without breaking any expansion.
     let opts = &node.options;
-    let mut fields = Vec::new();
-    let mut explicit = 0u8;
+    let mut setters = Vec::new();
     if let Some(n) = opts.retries {
-        fields.push(quote!(retries: #n,));
-        explicit |= 1;
+        setters.push(quote!(.with_retries(#n)));
     }
     if let Some(ns) = opts.backoff_ns {
-        fields.push(quote!(backoff: ::core::time::Duration::from_nanos(#ns),));
-        explicit |= 2;
+        setters.push(quote!(.with_backoff(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some((ns, _)) = opts.max_backoff_ns {
-        fields.push(quote!(max_backoff: ::core::time::Duration::from_nanos(#ns),));
-        explicit |= 4;
+        setters.push(quote!(.with_max_backoff(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some(ns) = opts.timeout_ns {
-        fields.push(
-            quote!(timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(#ns)),),
-        );
-        explicit |= 8;
-    }
-    if opts.isolation.is_some() {
-        explicit |= 16;
+        setters.push(quote!(.with_timeout(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some(m) = opts.memory {
-        fields.push(quote!(memory_bytes: ::core::option::Option::Some(#m),));
+        setters.push(quote!(.with_memory_bytes(#m)));
     }
     if let Some(c) = opts.cpu_millis {
-        fields.push(quote!(cpu_millis: ::core::option::Option::Some(#c),));
+        setters.push(quote!(.with_cpu_millis(#c)));
     }
-    fields.push(quote!(explicit: #explicit,));
     if let Some((iso, _)) = &opts.isolation {
         let variant = if iso == "container" {
             quote!(Container)
         } else {
             quote!(Process)
         };
-        fields
-            .push(quote!(isolation: ::core::option::Option::Some(#private::Isolation::#variant),));
+        setters.push(quote!(.with_isolation(#private::Isolation::#variant)));
     }
 
     // A stateful node: the user's function takes `(input, &mut State<T>)`.
@@ -164,10 +154,8 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
             type Output = #output_type;
             #state_items
             const NAME: &'static str = #name;
-            const OPTIONS: #private::NodeOptions = #private::NodeOptions {
-                #(#fields)*
-                ..#private::NodeOptions::DEFAULT
-            };
+            const OPTIONS: #private::NodeOptions =
+                #private::NodeOptions::DEFAULT #(#setters)*;
 
             #[inline]
             fn call(#arg: #input) -> impl ::core::future::Future<

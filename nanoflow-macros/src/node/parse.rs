@@ -484,32 +484,10 @@ fn parse_retries(expr: &syn::Expr) -> syn::Result<u32> {
     }
 }
 
-/// `"128MiB"`, `"1GiB"`, `"512MB"`, `"65536"` (bytes): at least 6 MiB, Docker's minimum.
+/// `"128MiB"`, `"1GiB"`, `"512MB"`, `"65536"` (bytes; the size rule of `nanoflow-rules`): at
+/// least 6 MiB, Docker's minimum.
 fn parse_memory(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let hint = "expected a size like \"128MiB\", \"1GiB\" or \"512MB\"";
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("invalid memory size `{text}`; {hint}"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "invalid memory size `{text}`: unknown unit `{other}`; {hint}"
-            ))
-        }
-    };
-    let bytes = n
-        .checked_mul(scale)
-        .ok_or_else(|| format!("memory size `{text}` is too large"))?;
+    let bytes = nanoflow_rules::parse_size(text).map_err(|e| format!("invalid memory {e}"))?;
     if bytes < 6 << 20 {
         return Err(format!(
             "memory size `{text}` is below the 6 MiB a container needs"

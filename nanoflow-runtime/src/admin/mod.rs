@@ -27,20 +27,6 @@ use crate::ingress::reply::error_response;
 use crate::ingress::App;
 use crate::trigger::TriggerDef;
 
-/// Paths of the operations surface; no trigger may use them (the macro refuses them too).
-const RESERVED: [&str; 10] = [
-    "/healthz",
-    "/readyz",
-    "/workflows",
-    "/runs",
-    "/metrics",
-    "/queues",
-    "/events",
-    "/login",
-    "/logout",
-    "/ui",
-];
-
 /// Whether `/` shows the dashboard (no workflow serves `GET /`); it is always at `/ui`.
 pub(crate) fn dashboard_at_root(app: &App) -> bool {
     !app.workflows.values().any(|wf| {
@@ -63,10 +49,7 @@ fn check_routes(app: &App) -> Result<(), Error> {
             let TriggerDef::Http { method, path } = t else {
                 continue;
             };
-            let reserved = RESERVED
-                .iter()
-                .any(|r| path == r || path.starts_with(&format!("{r}/")));
-            if reserved {
+            if crate::rules::reserved_route(path).is_some() {
                 return Err(Error::Config(format!(
                     "workflow `{}`: the route `{method} {path}` is reserved for the runner's dashboard and API",
                     wf.graph().name
