@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 
+use super::{Admitted, App, Record, Refused, Submission};
 use crate::error::Error;
-use crate::ingress::App;
 use crate::run::RunId;
 use crate::trigger::TriggerDef;
 use crate::workflow::DynWorkflow;
@@ -113,17 +113,37 @@ pub(crate) fn start(app: &Arc<App>, upstream: RunId, workflow: &'static str, out
                 return;
             };
             let run_id = run_id(upstream, name);
-            let ctx = app.context(wf.as_ref(), run_id, &output, Some(key(upstream)));
-            match wf.start(ctx, &output) {
-                Ok(future) => {
+            let submission = Submission {
+                workflow: wf,
+                input: output,
+                run_id,
+                key: Some(key(upstream)),
+                trace_parent: None,
+                // With the journal, written with the upstream's success; without it, the key
+                // is claimed in memory.
+                record: if app.journal.is_some() {
+                    Record::Done
+                } else {
+                    Record::WithFirstStep
+                },
+            };
+            match app.submit(submission).await {
+                Ok(Admitted::New(run)) => {
                     tracing::debug!(%run_id, workflow = name, after = workflow, upstream_run = %upstream, "chained run started");
-                    app.spawn_run(run_id, name, future, permit);
+                    run.spawn(&app, permit);
+                }
+                Ok(Admitted::Existing(original)) => {
+                    tracing::debug!(%original, workflow = name, upstream_run = %upstream, "chained run already started")
                 }
                 // `workflow!` checks the types; this is a workflow whose output JSON does not
                 // read back as the same type (a hand-written `Serialize`).
-                Err(e) => tracing::error!(
+                Err(Refused::Input(e)) => tracing::error!(
                     %run_id, workflow = name, after = workflow, upstream_run = %upstream, error = %e,
                     "cannot start the chained run: the output of `{workflow}` does not read back as the input of `{name}`"
+                ),
+                Err(Refused::Journal(e)) => tracing::error!(
+                    %run_id, workflow = name, upstream_run = %upstream, error = %e,
+                    "cannot start the chained run: the journal failed"
                 ),
             }
         });

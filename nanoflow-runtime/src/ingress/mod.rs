@@ -15,11 +15,100 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServeConfig;
 use crate::error::Error;
+use crate::error::InputError;
 use crate::journal::{Created, Journal, NewRun, RunRecord};
 use crate::observability::Observability;
+use crate::observability::TraceParent;
 use crate::run::{Durable, RunCtx, RunId};
 use crate::runs::{RunError, Runs};
 use crate::workflow::{DynWorkflow, JsonRun};
+
+/// A run a trigger asks for: every trigger, chaining and the run API start runs through
+/// [`App::submit`].
+#[derive(Debug)]
+pub(crate) struct Submission {
+    /// The workflow to run.
+    pub(crate) workflow: Arc<dyn DynWorkflow>,
+    /// Its input, as JSON (parsed here: input that does not fit starts nothing).
+    pub(crate) input: Bytes,
+    /// The run's id (chained runs have theirs from their upstream).
+    pub(crate) run_id: RunId,
+    /// The trigger's idempotency key: a run with the same workflow and key is the same run.
+    pub(crate) key: Option<String>,
+    /// The caller's trace, continued by the run's span.
+    pub(crate) trace_parent: Option<TraceParent>,
+    /// When the run is recorded (with the journal).
+    pub(crate) record: Record,
+}
+
+/// When a submitted run is recorded in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// With its first step: a run answered only once it finished needs no commit of its own.
+    /// (A run with a key is always recorded before it starts: the key is claimed.)
+    WithFirstStep,
+    /// Before `submit` returns: its caller acknowledges it at once (202, a queue ack).
+    Now,
+    /// Already recorded by someone else (a chained run, written with its upstream's success).
+    Done,
+}
+
+/// What `submit` made of a submission.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// A new run, recorded as asked, ready to be driven.
+    New(Pending),
+    /// The key belongs to this earlier run: nothing was started.
+    Existing(RunId),
+}
+
+/// Why `submit` started nothing.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The input does not fit the workflow's input type.
+    Input(InputError),
+    /// The run could not be recorded (or its key claimed): nothing ran.
+    Journal(Error),
+}
+
+/// An admitted run, not yet driven.
+pub(crate) struct Pending {
+    run_id: RunId,
+    workflow: &'static str,
+    future: JsonRun,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("run_id", &self.run_id)
+            .field("workflow", &self.workflow)
+            .finish()
+    }
+}
+
+impl Pending {
+    /// Drives the run on its own task, holding `permit` until it ends.
+    pub(crate) fn spawn(
+        self,
+        app: &Arc<App>,
+        permit: OwnedSemaphorePermit,
+    ) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
+        app.spawn_run(self.run_id, self.workflow, self.future, permit)
+    }
+
+    /// Drives the run in the caller's task (spawning the rest if the caller goes away);
+    /// `remember`: keep it in memory without a journal (a repeated key must find it).
+    pub(crate) async fn drive(
+        self,
+        app: &Arc<App>,
+        permit: OwnedSemaphorePermit,
+        remember: bool,
+    ) -> Result<Bytes, Error> {
+        app.drive_inline(self.run_id, self.workflow, self.future, permit, remember)
+            .await
+    }
+}
 
 /// State shared by every handler and trigger loop.
 #[derive(Debug)]
@@ -53,14 +142,65 @@ impl std::fmt::Debug for dyn DynWorkflow {
 }
 
 impl App {
-    /// The context of a new run: journaled when the journal is on. The run row is written with
-    /// the run's first record, so input that fails to parse writes nothing.
-    pub(crate) fn context(
+    /// The one way a run starts: parses the input (refusing it before anything is written),
+    /// claims the idempotency key or records the run as `record` asks, and hands back the run
+    /// to drive. The caller holds a run slot (`limiter`) and passes it to the run.
+    pub(crate) async fn submit(&self, s: Submission) -> Result<Admitted, Refused> {
+        let graph = s.workflow.graph();
+        let recorded_here = s.key.is_some() || s.record != Record::WithFirstStep;
+        // A run recorded before it starts needs no row written with its first step.
+        let ctx = self
+            .context_recorded(
+                &*s.workflow,
+                s.run_id,
+                &s.input,
+                s.key.clone(),
+                recorded_here,
+            )
+            .with_trace_parent(s.trace_parent);
+        let future = s.workflow.start(ctx, &s.input).map_err(Refused::Input)?;
+        match (&s.key, s.record) {
+            (_, Record::Done) => {}
+            (Some(key), _) => {
+                match self
+                    .claim_idempotency_key(graph.name, key, s.run_id, &s.input)
+                    .await
+                {
+                    None => {}
+                    Some(Ok(original)) => return Ok(Admitted::Existing(original)),
+                    Some(Err(e)) => return Err(Refused::Journal(e)),
+                }
+            }
+            (None, Record::Now) => {
+                if let Some(journal) = &self.journal {
+                    let run = NewRun {
+                        run_id: s.run_id,
+                        workflow: graph.name,
+                        input: s.input.clone(),
+                        idempotency_key: None,
+                    };
+                    journal.create_run(run).await.map_err(Refused::Journal)?;
+                }
+            }
+            (None, Record::WithFirstStep) => {}
+        }
+        Ok(Admitted::New(Pending {
+            run_id: s.run_id,
+            workflow: graph.name,
+            future,
+        }))
+    }
+
+    /// The context of a new run: journaled when the journal is on. `recorded`: the run row is
+    /// written before the run starts, not with its first record (input that fails to parse
+    /// writes nothing either way).
+    fn context_recorded(
         &self,
         wf: &dyn DynWorkflow,
         run_id: RunId,
         input: &Bytes,
         idempotency_key: Option<String>,
+        recorded: bool,
     ) -> RunCtx {
         let graph = wf.graph();
         let ctx = match &self.journal {
@@ -72,7 +212,7 @@ impl App {
                     journal: journal.clone(),
                     graph,
                     resumed: Default::default(),
-                    pending_create: Mutex::new(Some(NewRun {
+                    pending_create: Mutex::new((!recorded).then(|| NewRun {
                         run_id,
                         workflow: graph.name,
                         input: input.clone(),
@@ -91,7 +231,7 @@ impl App {
 
     /// Claims an idempotency key for `run_id`. `None`: the key is new and the run is recorded
     /// (durably, with the journal); `Some(Ok(id))`: the key belongs to run `id`.
-    pub(crate) async fn claim_idempotency_key(
+    async fn claim_idempotency_key(
         &self,
         workflow: &'static str,
         key: &str,

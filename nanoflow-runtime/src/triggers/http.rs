@@ -19,8 +19,8 @@ use serde_json::{json, Map, Value};
 
 use crate::error::Error;
 use crate::ingress::reply::{error_response, json_bytes, json_response, percent_decode};
-use crate::ingress::App;
-use crate::journal::{NewRun, RunFilter};
+use crate::ingress::{Admitted, App, Record, Refused, Submission};
+use crate::journal::RunFilter;
 use crate::observability::TraceParent;
 use crate::run::RunId;
 use crate::runs::{RunError, RunStatus};
@@ -402,7 +402,6 @@ async fn trigger_run(
         return overloaded(app.config.max_in_flight);
     };
     let run_id = RunId::new();
-    let name = wf.graph().name;
     let idempotency_key = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
@@ -416,46 +415,31 @@ async fn trigger_run(
         }
     };
     let asynchronous = prefers_async(&parts.headers);
-    let ctx = app
-        .context(wf.as_ref(), run_id, &document, idempotency_key.clone())
-        .with_trace_parent(TraceParent::from_headers(&parts.headers));
-    // Parsing happens here: input that does not fit creates no run and writes nothing.
-    let future = match wf.start(ctx, &document) {
-        Ok(f) => f,
-        Err(e) => return input_error(&e),
+    let keyed = idempotency_key.is_some();
+    let submission = Submission {
+        workflow: wf.clone(),
+        input: document,
+        run_id,
+        key: idempotency_key,
+        trace_parent: TraceParent::from_headers(&parts.headers),
+        // 202 promises the run survives a crash: recorded before answering.
+        record: if asynchronous {
+            Record::Now
+        } else {
+            Record::WithFirstStep
+        },
     };
-    if let Some(key) = &idempotency_key {
-        if let Some(existing) = app
-            .claim_idempotency_key(name, key, run_id, &document)
-            .await
-        {
-            return match existing {
-                Ok(original) => existing_run(&app, original).await,
-                Err(e) => journal_unavailable(&e),
-            };
-        }
-    } else if asynchronous {
-        // 202 promises the run survives a crash: record it before answering.
-        if let Some(journal) = &app.journal {
-            let run = NewRun {
-                run_id,
-                workflow: name,
-                input: document.clone(),
-                idempotency_key: None,
-            };
-            if let Err(e) = journal.create_run(run).await {
-                return journal_unavailable(&e);
-            }
-        }
-    }
+    let run = match app.submit(submission).await {
+        Ok(Admitted::New(run)) => run,
+        Ok(Admitted::Existing(original)) => return existing_run(&app, original).await,
+        Err(Refused::Input(e)) => return input_error(&e),
+        Err(Refused::Journal(e)) => return journal_unavailable(&e),
+    };
     if asynchronous {
-        app.spawn_run(run_id, name, future, permit);
+        run.spawn(&app, permit);
         return accepted(run_id);
     }
-    match app
-        .drive_inline(run_id, name, future, permit, idempotency_key.is_some())
-        .await
-    {
+    match run.drive(&app, permit, keyed).await {
         Ok(output) => json_bytes(StatusCode::OK, output),
         Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
         Err(error) => failed_run(&error, run_id),

@@ -27,7 +27,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::Error;
 use crate::ingress::reply::{error_response, json_response};
-use crate::ingress::App;
+use crate::ingress::{Admitted, App, Record, Refused, Submission};
 use crate::run::RunId;
 use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
@@ -596,12 +596,28 @@ async fn handle(
         Some(id) => format!("nats-msg-id:{}", id.as_str()),
         None => format!("nats:{origin}:{sequence}"),
     };
-    let payload = message.payload.clone();
-    let run_id = RunId::new();
-    let ctx = app.context(wf.as_ref(), run_id, &payload, Some(key.clone()));
-    let future = match wf.start(ctx, &payload) {
-        Ok(f) => f,
-        Err(error) => {
+    let submission = Submission {
+        workflow: wf.clone(),
+        input: message.payload.clone(),
+        run_id: RunId::new(),
+        key: Some(key.clone()),
+        trace_parent: None,
+        // Claimed (recorded) before the message is acknowledged.
+        record: Record::Now,
+    };
+    let run = match app.submit(submission).await {
+        Ok(Admitted::New(run)) => run,
+        Ok(Admitted::Existing(original)) => {
+            tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
+            settle(&message, AckKind::Ack, name).await;
+            return;
+        }
+        Err(Refused::Journal(e)) => {
+            tracing::error!(workflow = name, sequence, error = %e, "cannot record the run; the message will be redelivered");
+            settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+            return;
+        }
+        Err(Refused::Input(error)) => {
             tracing::warn!(workflow = name, subject = %message.subject, sequence, error = %error, "message does not fit the workflow's input; dead-lettering it");
             match dead_letter(&nats, name, &message, sequence, &key, &error).await {
                 Ok(()) => settle(&message, AckKind::Ack, name).await,
@@ -613,28 +629,14 @@ async fn handle(
             return;
         }
     };
-    match app
-        .claim_idempotency_key(name, &key, run_id, &payload)
-        .await
-    {
-        // Recorded (durably, with the journal): the message may go.
-        None if app.journal.is_some() => {
-            settle(&message, AckKind::Ack, name).await;
-            app.spawn_run(run_id, name, future, permit);
-        }
+    if app.journal.is_some() {
+        // Recorded durably: the message may go.
+        settle(&message, AckKind::Ack, name).await;
+        run.spawn(&app, permit);
+    } else {
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
-        None => {
-            let _ = app.spawn_run(run_id, name, future, permit).await;
-            settle(&message, AckKind::Ack, name).await;
-        }
-        Some(Ok(original)) => {
-            tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
-            settle(&message, AckKind::Ack, name).await;
-        }
-        Some(Err(e)) => {
-            tracing::error!(workflow = name, sequence, error = %e, "cannot record the run; the message will be redelivered");
-            settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
-        }
+        let _ = run.spawn(&app, permit).await;
+        settle(&message, AckKind::Ack, name).await;
     }
 }
 
