@@ -10,6 +10,7 @@ pub use crate::graph::{Endpoint, Graph, MapDef, Step};
 pub use crate::map::DEFAULT_CONCURRENCY as DEFAULT_MAP_CONCURRENCY;
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::RunCtx;
+pub use crate::schema::{require_schema, NoSchema, Side};
 pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::run_as_node;
 pub use crate::workflow::Workflow;

@@ -13,9 +13,11 @@ pub mod journal;
 pub mod map;
 pub mod node;
 pub mod observability;
+pub mod openapi;
 pub mod run;
 pub mod runner;
 pub mod runs;
+pub mod schema;
 mod state;
 pub mod triggers;
 pub mod workflow;
@@ -28,6 +30,9 @@ pub use observability::TraceParent;
 pub use run::{RunCtx, RunId};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};
+/// The `schemars` crate, whose `JsonSchema` derive gives a node type its JSON Schema.
+#[cfg(feature = "schema")]
+pub use schemars;
 #[cfg(feature = "nats")]
 pub use triggers::queue::{dead_letter_subject, publish, publish_with_id, Published};
 pub use triggers::{DbEvent, DbOp, Overlap, Tick, TriggerDef};
