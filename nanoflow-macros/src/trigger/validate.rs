@@ -6,8 +6,9 @@ use crate::ctxt::Ctxt;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// The runner's own API and dashboard (see the runtime's `admin` module).
-const RESERVED: [&str; 9] = [
+const RESERVED: [&str; 10] = [
     "/healthz",
+    "/openapi.json",
     "/workflows",
     "/runs",
     "/metrics",
@@ -293,7 +294,7 @@ mod tests {
         assert!(check_route("POST", "/runs/x")
             .unwrap_err()
             .contains("reserved"));
-        for path in ["/events", "/login", "/ui/app.js"] {
+        for path in ["/events", "/login", "/ui/app.js", "/openapi.json"] {
             assert!(check_route("POST", path).unwrap_err().contains("reserved"));
         }
         assert!(check_route("POST", "/").is_ok());

@@ -96,6 +96,15 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
             "/healthz",
             get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
         )
+        .route("/openapi.json", {
+            // Describes the routes open to clients anyway (the triggers) and the run API's
+            // shape, none of its data: open, like the trigger routes.
+            let document = crate::openapi::document(
+                &crate::openapi::service_name(),
+                app.workflows.values().map(|wf| wf.as_ref()),
+            );
+            get(move || async move { json_response(StatusCode::OK, &document) })
+        })
         .merge(crate::admin::routes(app, operations)?)
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             error_response(
@@ -177,6 +186,29 @@ fn input_error(error: &InputError) -> Response {
             },
         ),
     }
+}
+
+/// [`input_error`], with what the workflow's input schema expects where the input went wrong.
+fn input_error_in(wf: &dyn DynWorkflow, error: &InputError) -> Response {
+    let mut response = input_error(error);
+    if error.kind == InputErrorKind::Data {
+        if let Some(expected) = wf
+            .schemas()
+            .0
+            .and_then(|schema| crate::schema::expected_at(&schema, &error.path))
+        {
+            response = error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                &format!("{error} (the input's schema expects {expected} there)"),
+                |e| {
+                    e.insert("path".into(), Value::from(error.path.clone()));
+                    e.insert("expected".into(), Value::from(expected));
+                },
+            );
+        }
+    }
+    response
 }
 
 /// Maps a failed run to a status and a body that never leaks internals.
@@ -399,7 +431,7 @@ async fn trigger_run(
     // Parsing happens here: input that does not fit creates no run and writes nothing.
     let future = match wf.start(ctx, &document) {
         Ok(f) => f,
-        Err(e) => return input_error(&e),
+        Err(e) => return input_error_in(wf.as_ref(), &e),
     };
     if let Some(key) = &idempotency_key {
         if let Some(existing) = app
