@@ -21,8 +21,9 @@ use crate::triggers::http::error_response;
 use crate::triggers::TriggerDef;
 
 /// Paths of the operations surface; no trigger may use them (the macro refuses them too).
-const RESERVED: [&str; 8] = [
+const RESERVED: [&str; 9] = [
     "/healthz",
+    "/openapi.json",
     "/workflows",
     "/runs",
     "/metrics",
@@ -111,6 +112,10 @@ pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error
         .route(
             "/ui/graph.js",
             get(|| async { asset("text/javascript; charset=utf-8", assets::GRAPH_JS) }),
+        )
+        .route(
+            "/ui/form.js",
+            get(|| async { asset("text/javascript; charset=utf-8", assets::FORM_JS) }),
         )
         .route(
             "/ui/style.css",
