@@ -477,7 +477,7 @@
       ? h("button", { type: "button", class: "danger", id: "retry", onclick: () => retryRun(run.run_id) }, "Retry from failed node")
       : null;
     const again = wf && httpTriggers(wf).length
-      ? h("button", { type: "button", class: "secondary", onclick: () => openStart(wf).then(() => prefillStart(run.input)) }, "Run again\u2026")
+      ? h("button", { type: "button", class: "secondary", id: "run-again", onclick: () => openStart(wf).then(() => prefillStart(run.input)) }, "Run again\u2026")
       : null;
     const facts = h("div", { class: "facts" },
       h("span", {}, "workflow ", h("b", {}, h("a", { href: "#/runs?workflow=" + encodeURIComponent(run.workflow) }, run.workflow))),

@@ -93,6 +93,15 @@ const NanoForm = (() => {
     return nullable ? text + ", optional" : text;
   }
 
+  // A struct's fields in their declared order, as far as the schema keeps it: the object's keys
+  // may arrive sorted, but `required` lists the required fields in order; the others follow.
+  function fields(s) {
+    const props = s.properties || {};
+    const required = (s.required || []).filter((k) => k in props);
+    const rest = Object.keys(props).filter((k) => !required.includes(k));
+    return required.concat(rest).map((k) => [k, props[k]]);
+  }
+
   function childPath(path, key) {
     if (typeof key === "number") return path + "[" + key + "]";
     return path ? path + "." + key : key;
@@ -161,7 +170,7 @@ const NanoForm = (() => {
       }
       case "object": {
         const required = new Set(s.required || []);
-        const fields = Object.entries(s.properties).map(([name, prop]) => {
+        const entries = fields(s).map(([name, prop]) => {
           const [inner, optional] = unNull(root, prop);
           const sub = editor(root, inner, childPath(path, name),
             value && typeof value === "object" ? value[name] : undefined, optional || !required.has(name));
@@ -173,10 +182,10 @@ const NanoForm = (() => {
         });
         return {
           el: el("fieldset", { class: "object", "data-path": path || "." },
-            path ? el("legend", {}, describe(root, schema)) : null, fields.map((f) => f.label)),
+            path ? el("legend", {}, describe(root, schema)) : null, entries.map((f) => f.label)),
           get: () => {
             const out = {};
-            for (const f of fields) {
+            for (const f of entries) {
               const v = f.sub.get();
               if (v !== undefined) out[f.name] = v;
             }
@@ -260,7 +269,7 @@ const NanoForm = (() => {
         const s = resolve(schema, inner);
         if (kindOf(schema, inner) === "object" && v && typeof v === "object" && !Array.isArray(v) && depth < 4) {
           const req = new Set(s.required || []);
-          for (const [name, prop] of Object.entries(s.properties)) walk(prop, v[name], childPath(path, name), depth + 1, req.has(name));
+          for (const [name, prop] of fields(s)) walk(prop, v[name], childPath(path, name), depth + 1, req.has(name));
           return;
         }
         const missing = v === undefined;
