@@ -314,7 +314,6 @@ fn path_params(path: &str) -> Vec<&str> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn trigger_operation(
     operation_id: &str,
     doc: &str,
