@@ -133,6 +133,17 @@ fn opaque_len(o: Opaque) -> usize {
     o.blob.len()
 }
 
+// Derived through the facade alone, without naming the `schemars` crate.
+#[derive(Debug, Clone, Serialize, Deserialize, nanoflow::JsonSchema)]
+#[schemars(crate = "nanoflow::schemars")]
+pub struct ViaFacade {
+    pub level: u8,
+}
+#[node(schema)]
+fn level(v: ViaFacade) -> u8 {
+    v.level
+}
+
 // Event triggers: the message's and the row's schemas.
 #[node]
 fn audit(e: DbEvent<Line>) -> String {
@@ -164,6 +175,9 @@ workflow! {
     /// Takes a type without a schema.
     #[trigger(http = "POST /opaque")]
     pub opaque: opaque_len;
+
+    /// A type derived through the facade.
+    pub facade: level;
 
     /// Watches order lines.
     #[trigger(postgres = "public.lines")]
@@ -283,6 +297,14 @@ fn a_type_without_json_schema_has_no_schema_and_still_runs() {
         .block_on(opaque.run(Opaque { blob: "abc".into() }))
         .unwrap();
     assert_eq!(len, 3);
+}
+
+#[test]
+fn the_facade_derives_json_schema_too() {
+    let (input, _) = Workflow::schemas(&facade);
+    let input = input.unwrap();
+    assert_eq!(input["title"], "ViaFacade");
+    assert_eq!(input["properties"]["level"]["format"], "uint8");
 }
 
 #[test]
