@@ -13,7 +13,6 @@ pub mod journal;
 pub mod map;
 pub mod node;
 pub mod observability;
-pub mod openapi;
 pub mod run;
 pub mod runner;
 pub mod runs;
@@ -33,6 +32,7 @@ pub use runs::{RunStatus, RunSummary};
 /// The `schemars` crate, whose `JsonSchema` derive gives a node type its JSON Schema.
 #[cfg(feature = "schema")]
 pub use schemars;
+pub use triggers::openapi;
 #[cfg(feature = "nats")]
 pub use triggers::queue::{dead_letter_subject, publish, publish_with_id, Published};
 pub use triggers::{DbEvent, DbOp, Overlap, Tick, TriggerDef};

@@ -2,12 +2,12 @@
 //!
 //! A node type that implements `schemars::JsonSchema` gives its JSON Schema (draft 2020-12, the
 //! dialect of OpenAPI 3.1); a type without it still flows and is reported as having no schema.
-//! `workflow!` asks for the schemas of each workflow's input and output through
-//! [`Probe`](crate::__private::Probe), which picks the schema when the type has one and `None`
-//! otherwise, without a trait bound the user would have to satisfy. `#[node(schema)]` turns the
+//! `workflow!` asks for the schemas of each workflow's input and output through a probe in the
+//! macros' support module, which calls [`json_schema`] when the type has a schema and gives
+//! `None` otherwise, without a trait bound the user would have to satisfy. `#[node(schema)]` turns the
 //! missing derive into a compile error at the type ([`require_schema`]).
 //!
-//! The schemas serve `GET /workflows`, `GET /openapi.json` ([`crate::openapi`]), the dashboard's
+//! The schemas serve `GET /workflows`, `GET /openapi.json` ([`crate::triggers::openapi`]), the dashboard's
 //! start form, and the `expected` field of a `422 invalid_input` ([`expected_at`]).
 
 use serde_json::Value;
@@ -23,34 +23,19 @@ pub enum Side {
     Output,
 }
 
+/// The JSON Schema of `T` (draft 2020-12) on `side`, with its definitions under `$defs`.
 #[cfg(feature = "schema")]
-impl<T: schemars::JsonSchema> crate::__private::Probe<T> {
-    /// The JSON Schema of `T` (draft 2020-12) on `side`, with its definitions under `$defs`.
-    pub fn json_schema(side: Side) -> Option<Value> {
-        let settings = schemars::generate::SchemaSettings::draft2020_12();
-        let settings = match side {
-            Side::Input => settings.for_deserialize(),
-            Side::Output => settings.for_serialize(),
-        };
-        Some(
-            settings
-                .into_generator()
-                .into_root_schema_for::<T>()
-                .to_value(),
-        )
-    }
+pub fn json_schema<T: ?Sized + schemars::JsonSchema>(side: Side) -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12();
+    let settings = match side {
+        Side::Input => settings.for_deserialize(),
+        Side::Output => settings.for_serialize(),
+    };
+    settings
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
 }
-
-/// See [`Probe`](crate::__private::Probe): the `None` picked for a type without
-/// `schemars::JsonSchema` (or when the `schema` feature is off). Must be in scope.
-#[doc(hidden)]
-pub trait NoSchema {
-    /// No schema.
-    fn json_schema(_side: Side) -> Option<Value> {
-        None
-    }
-}
-impl<T: ?Sized> NoSchema for crate::__private::Probe<T> {}
 
 /// What `#[node(schema)]` requires of the node's input and output types.
 #[cfg(feature = "schema")]

@@ -284,7 +284,10 @@ where
         }
         Command::Openapi => {
             let workflows = runner.workflows.values().map(|wf| wf.as_ref());
-            let document = crate::openapi::document(&crate::openapi::service_name(), workflows);
+            let document = crate::triggers::openapi::document(
+                &crate::triggers::openapi::service_name(),
+                workflows,
+            );
             print_stdout(&format!(
                 "{}\n",
                 serde_json::to_string_pretty(&document).unwrap_or_default()

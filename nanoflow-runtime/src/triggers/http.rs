@@ -99,8 +99,8 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
         .route("/openapi.json", {
             // Describes the routes open to clients anyway (the triggers) and the run API's
             // shape, none of its data: open, like the trigger routes.
-            let document = crate::openapi::document(
-                &crate::openapi::service_name(),
+            let document = super::openapi::document(
+                &super::openapi::service_name(),
                 app.workflows.values().map(|wf| wf.as_ref()),
             );
             get(move || async move { json_response(StatusCode::OK, &document) })
