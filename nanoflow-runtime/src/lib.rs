@@ -20,6 +20,7 @@ mod rules;
 pub mod run;
 pub mod runner;
 pub mod runs;
+pub mod schema;
 mod state;
 mod stats;
 pub mod store;
@@ -35,6 +36,10 @@ pub use observability::TraceParent;
 pub use run::{RunCtx, RunId};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};
+/// The `schemars` crate, whose `JsonSchema` derive gives a node type its JSON Schema.
+#[cfg(feature = "schema")]
+pub use schemars;
+pub use triggers::openapi;
 #[cfg(feature = "nats")]
 pub use triggers::queue::{dead_letter_subject, publish, publish_with_id, Published};
 pub use triggers::{DbEvent, DbOp, Overlap, Tick, TriggerDef};

@@ -49,6 +49,13 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
 
     let input_type = checked_data(&private, input);
     let output_type = checked_data(&private, output);
+    let schema_checks = if node.options.schema {
+        let input_check = require_schema(&private, input);
+        let output_check = require_schema(&private, output);
+        quote!(#input_check #output_check)
+    } else {
+        quote!()
+    };
 
     // Options through the runtime's `const` setters, never a struct literal: the runtime can
     // grow a field without breaking any expansion.
@@ -145,6 +152,8 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
 
         #declaration
 
+        #schema_checks
+
         const _: () = {
         #[allow(unused_imports)]
         use #private::NotData as _;
@@ -197,6 +206,13 @@ fn checked_data(private: &TokenStream, ty: &syn::Type) -> TokenStream {
     quote! {
         <#private::Pick<{ #probe }> as #private::Choose<#ty, [(); if #probe { 0 } else { #panic }]>>::Type
     }
+}
+
+/// `#[node(schema)]`: a check that `ty` implements `schemars::JsonSchema`, spanned at `ty` so
+/// that a missing derive is reported on the user's type.
+fn require_schema(private: &TokenStream, ty: &syn::Type) -> TokenStream {
+    let check = respan::respan_over(quote!(#private::require_schema::<#ty>), ty);
+    quote!(const _: () = #check();)
 }
 
 /// The hidden node type, named like the function.

@@ -8,7 +8,7 @@ use crate::ctxt::Ctxt;
 use crate::duration;
 
 const OPTIONS: &str =
-    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `memory`, `cpus`, `name`, `state`, `key` or `crate`";
+    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `memory`, `cpus`, `name`, `state`, `key`, `schema` or `crate`";
 
 /// Parses the options and the signature, collecting every error. Bad options alone still give a
 /// node (with default settings), so its uses in workflows are checked as usual.
@@ -417,6 +417,14 @@ fn parse_option(meta: &ParseNestedMeta<'_>, key: &str, options: &mut Options) ->
                 (vec![member], span)
             };
             options.key = Some((members, span));
+        }
+        "schema" => {
+            if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                return Err(meta.error(
+                    "`schema` takes no value: write `#[node(schema)]` to require JSON Schemas",
+                ));
+            }
+            options.schema = true;
         }
         "crate" => {
             let value = value(meta, key, "my_nanoflow")?;

@@ -280,7 +280,7 @@ mod tests {
         assert!(check_route("POST", "/runs/x")
             .unwrap_err()
             .contains("reserved"));
-        for path in ["/events", "/login", "/ui/app.js"] {
+        for path in ["/events", "/login", "/ui/app.js", "/openapi.json"] {
             assert!(check_route("POST", path).unwrap_err().contains("reserved"));
         }
         assert!(check_route("POST", "/").is_ok());

@@ -730,6 +730,19 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                     })
                 }
 
+                fn schemas(&self) -> (
+                    ::core::option::Option<#private::serde_json::Value>,
+                    ::core::option::Option<#private::serde_json::Value>,
+                ) {
+                    // `Probe<T>`'s own `json_schema` when `T: JsonSchema`, else `NoSchema`'s `None`.
+                    #[allow(unused_imports)]
+                    use #private::NoSchema as _;
+                    (
+                        <#private::Probe<#input_ty>>::json_schema(#private::Side::Input),
+                        <#private::Probe<#output_ty>>::json_schema(#private::Side::Output),
+                    )
+                }
+
                 #[allow(clippy::let_unit_value, clippy::redundant_clone)]
                 fn execute<'__nanoflow_a>(
                     &'__nanoflow_a self,

@@ -114,6 +114,10 @@ pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error
             get(|| async { asset("text/javascript; charset=utf-8", assets::GRAPH_JS) }),
         )
         .route(
+            "/ui/form.js",
+            get(|| async { asset("text/javascript; charset=utf-8", assets::FORM_JS) }),
+        )
+        .route(
             "/ui/style.css",
             get(|| async { asset("text/css; charset=utf-8", assets::STYLE_CSS) }),
         )

@@ -1,4 +1,5 @@
-//! The command line every nanoflow service gets: `serve` (default), `run`, `list`, `graph`.
+//! The command line every nanoflow service gets: `serve` (default), `run`, `list`, `graph`,
+//! `openapi`.
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -60,6 +61,9 @@ enum Command {
         )]
         journal: std::path::PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP triggers and the run API (as served at
+    /// `GET /openapi.json`).
+    Openapi,
     /// Print a workflow's graph.
     Graph {
         /// The workflow's name.
@@ -316,6 +320,18 @@ where
         }
         Command::List => {
             print_stdout(&list(&runner));
+            Ok(())
+        }
+        Command::Openapi => {
+            let workflows = runner.workflows.values().map(|wf| wf.as_ref());
+            let document = crate::triggers::openapi::document(
+                &crate::triggers::openapi::service_name(),
+                workflows,
+            );
+            print_stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&document).unwrap_or_default()
+            ));
             Ok(())
         }
         Command::Graph { workflow, format } => {

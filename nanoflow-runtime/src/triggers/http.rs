@@ -99,7 +99,16 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
             "/healthz",
             get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
         )
-        .route("/readyz", get(move || async move { readiness(&ready_app) }));
+        .route("/readyz", get(move || async move { readiness(&ready_app) }))
+        .route("/openapi.json", {
+            // Describes the routes open to clients anyway (the triggers) and the run API's
+            // shape, none of its data: open, like the trigger routes.
+            let document = super::openapi::document(
+                &super::openapi::service_name(),
+                app.workflows.values().map(|wf| wf.as_ref()),
+            );
+            get(move || async move { json_response(StatusCode::OK, &document) })
+        });
     Ok((router, operations))
 }
 
@@ -172,6 +181,29 @@ fn input_error(error: &InputError) -> Response {
             },
         ),
     }
+}
+
+/// [`input_error`], with what the workflow's input schema expects where the input went wrong.
+fn input_error_in(wf: &dyn DynWorkflow, error: &InputError) -> Response {
+    let mut response = input_error(error);
+    if error.kind == InputErrorKind::Data {
+        if let Some(expected) = wf
+            .schemas()
+            .0
+            .and_then(|schema| crate::schema::expected_at(&schema, &error.path))
+        {
+            response = error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                &format!("{error} (the input's schema expects {expected} there)"),
+                |e| {
+                    e.insert("path".into(), Value::from(error.path.clone()));
+                    e.insert("expected".into(), Value::from(expected));
+                },
+            );
+        }
+    }
+    response
 }
 
 /// Maps a failed run to a status and a body that never leaks internals.
@@ -432,7 +464,7 @@ async fn trigger_run(
     let run = match app.submit(submission).await {
         Ok(Admitted::New(run)) => run,
         Ok(Admitted::Existing(original)) => return existing_run(&app, original).await,
-        Err(Refused::Input(e)) => return input_error(&e),
+        Err(Refused::Input(e)) => return input_error_in(wf.as_ref(), &e),
         Err(Refused::Journal(e)) => return journal_unavailable(&e),
     };
     if asynchronous {

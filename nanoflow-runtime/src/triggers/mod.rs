@@ -2,6 +2,7 @@
 
 pub(crate) mod cron;
 pub(crate) mod http;
+pub mod openapi;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "nats")]
