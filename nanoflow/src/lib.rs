@@ -1,5 +1,30 @@
 #![doc = include_str!("../../README.md")]
 
+/// The manual's pages under `docs/`: their Rust examples compile and run as doctests.
+#[cfg(doctest)]
+mod manual {
+    #[doc = include_str!("../../docs/nodes.md")]
+    mod nodes {}
+    #[doc = include_str!("../../docs/workflows.md")]
+    mod workflows {}
+    #[doc = include_str!("../../docs/triggers.md")]
+    mod triggers {}
+    #[doc = include_str!("../../docs/durability.md")]
+    mod durability {}
+    #[doc = include_str!("../../docs/containers.md")]
+    mod containers {}
+    #[doc = include_str!("../../docs/schemas.md")]
+    mod schemas {}
+    #[doc = include_str!("../../docs/runner.md")]
+    mod runner {}
+    #[doc = include_str!("../../docs/observability.md")]
+    mod observability {}
+    #[doc = include_str!("../../docs/operations.md")]
+    mod operations {}
+    #[doc = include_str!("../../docs/architecture.md")]
+    mod architecture {}
+}
+
 #[doc(inline)]
 pub use nanoflow_macros::{node, workflow};
 /// Publishing to NATS JetStream (feature `nats`, on by default).
@@ -16,7 +41,6 @@ pub use nanoflow_runtime::{
 pub use nanoflow_runtime::isolation;
 pub use nanoflow_runtime::journal;
 pub use nanoflow_runtime::observability;
-pub use nanoflow_runtime::store;
 pub use nanoflow_runtime::openapi;
 pub use nanoflow_runtime::schema;
 /// `schemars`, for `#[derive(JsonSchema)]` on node types (feature `schema`, on by default).
@@ -25,6 +49,7 @@ pub use nanoflow_runtime::schemars;
 /// The trait (and derive) that gives a type its JSON Schema (feature `schema`).
 #[cfg(feature = "schema")]
 pub use nanoflow_runtime::schemars::JsonSchema;
+pub use nanoflow_runtime::store;
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
 pub mod prelude {
