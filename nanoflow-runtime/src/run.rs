@@ -220,6 +220,8 @@ pub(crate) trait NodeHost: Send + Sync + std::fmt::Debug {
     ) -> crate::graph::BoxFuture<'a, Result<(Bytes, Option<Bytes>), NodeError>>;
     /// Live instances and cold starts per node (for metrics).
     fn stats(&self) -> Vec<(&'static str, usize, usize)>;
+    /// `Err(why)` while the host cannot run nodes (its engine is unreachable), for `/readyz`.
+    fn ready(&self) -> Result<(), String>;
     /// Stops every instance.
     fn shutdown(&self) -> crate::graph::BoxFuture<'_, ()>;
 }

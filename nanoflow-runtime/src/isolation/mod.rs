@@ -410,6 +410,22 @@ impl crate::run::NodeHost for Containers {
         Containers::stats(self)
     }
 
+    fn ready(&self) -> Result<(), String> {
+        if self.engine_down.load(Ordering::SeqCst) {
+            return Err("the Docker Engine is unreachable; pools refill when it is back".into());
+        }
+        let cold: Vec<&str> = Containers::stats(self)
+            .into_iter()
+            .filter(|(_, size, _)| *size == 0)
+            .map(|(node, _, _)| node)
+            .collect();
+        if cold.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no warm container yet for {}", cold.join(", ")))
+        }
+    }
+
     fn shutdown(&self) -> crate::graph::BoxFuture<'_, ()> {
         Box::pin(Containers::shutdown(self))
     }

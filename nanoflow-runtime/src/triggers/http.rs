@@ -550,6 +550,10 @@ fn readiness(app: &App) -> Response {
     );
     #[cfg(feature = "nats")]
     check("queue", crate::triggers::queue::readiness(app));
+    check(
+        "containers",
+        app.containers.as_ref().map(|host| host.ready()),
+    );
     let status = if ready {
         StatusCode::OK
     } else {
