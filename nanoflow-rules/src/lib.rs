@@ -80,9 +80,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// The paths of the runner's own API and dashboard: no trigger may serve them or anything
 /// under them.
-pub const RESERVED_ROUTES: [&str; 10] = [
+pub const RESERVED_ROUTES: [&str; 11] = [
     "/healthz",
     "/readyz",
+    "/openapi.json",
     "/workflows",
     "/runs",
     "/metrics",
@@ -151,5 +152,6 @@ mod tests {
         assert_eq!(reserved_route("/runsx"), None);
         assert_eq!(reserved_route("/queues/a.b"), Some("/queues"));
         assert_eq!(reserved_route("/orders"), None);
+        assert_eq!(reserved_route("/openapi.json"), Some("/openapi.json"));
     }
 }
