@@ -450,23 +450,31 @@ async fn a_full_disk_never_gets_an_untrue_answer() {
         assert!(Instant::now() < deadline, "the journal never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Stalled recorded runs resume without a restart.
-    let accepted: Vec<&String> = answers
+    // Stalled recorded runs resume without a restart, and finish (the journal says so).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let accepted: Vec<String> = answers
         .iter()
         .filter(|a| a.1 == 202)
-        .map(|a| &a.0)
+        .map(|a| {
+            a.2["run_id"]
+                .as_str()
+                .expect("a 202 names its run")
+                .to_owned()
+        })
         .collect();
-    loop {
-        let steps = ledger_ids(&ledger);
-        let done = accepted.iter().all(|id| {
-            steps
-                .get(*id)
-                .is_some_and(|s| s.contains(&"ship".to_owned()))
-        });
-        if done || Instant::now() > deadline {
-            break;
+    for run_id in &accepted {
+        loop {
+            let r = support::get(addr, &format!("/runs/{run_id}")).await;
+            if r.status == 200 && r.json()["status"] == "succeeded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} did not finish after the journal recovered: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // New runs are accepted again.
     let r = support::post_json(addr, "/shipments", r#"{"id":"after"}"#).await;
