@@ -371,3 +371,45 @@ async fn a_bad_database_url_is_refused_at_start() {
         "{error}"
     );
 }
+
+/// `/readyz` reports the database triggers: not ready while the database cannot be reached
+/// (with the reason), ready once every listener is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_the_database_listeners() {
+    let Some(url) = services::postgres() else {
+        return;
+    };
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = start(
+        Runner::new().workflow(pg_notes),
+        &format!("postgres://postgres@127.0.0.1:{closed}/postgres"),
+        &temp_journal(),
+    )
+    .await;
+    let reason = services::eventually(20, "a database check saying why", || async {
+        let r = get(down.local_addr(), "/readyz").await;
+        (r.status == 503 && r.json()["checks"]["database"]["ready"] == false)
+            .then(|| r.json()["checks"]["database"]["reason"].clone())
+    })
+    .await;
+    assert!(reason.as_str().unwrap().contains("pg_notes"), "{reason}");
+    down.shutdown().await.unwrap();
+
+    let database = services::fresh_database(&url).await;
+    let db = services::connect_db(&database).await;
+    db.batch_execute("CREATE TABLE notes (id bigint PRIMARY KEY, text text NOT NULL)")
+        .await
+        .unwrap();
+    let up = start(Runner::new().workflow(pg_notes), &database, &temp_journal()).await;
+    services::eventually(20, "ready with its listener", || async {
+        let r = get(up.local_addr(), "/readyz").await;
+        (r.status == 200 && r.json()["checks"]["database"]["ready"] == true).then_some(())
+    })
+    .await;
+    up.shutdown().await.unwrap();
+}

@@ -550,6 +550,8 @@ fn readiness(app: &App) -> Response {
     );
     #[cfg(feature = "nats")]
     check("queue", crate::triggers::queue::readiness(app));
+    #[cfg(feature = "postgres")]
+    check("database", crate::triggers::postgres::readiness(app));
     check(
         "containers",
         app.containers.as_ref().map(|host| host.ready()),

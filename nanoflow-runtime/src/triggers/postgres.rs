@@ -136,6 +136,7 @@ async fn consume(
             _ = shutdown.wait_for(|stopped| *stopped) => return,
         };
         failures = failures.saturating_add(1);
+        listening(&app, name, Err(error.clone()));
         let delay = reconnect_delay(failures);
         tracing::warn!(workflow = name, table = sub.table, error = %error, retry_in = ?delay, "database trigger interrupted; retrying");
         tokio::select! {
@@ -247,6 +248,7 @@ async fn consume_once(
         return pg_error("listening for outbox notifications", e);
     }
     *failures = 0;
+    listening(app, name, Ok(()));
     tracing::info!(workflow = name, table = sub.table, on = ?sub.on, "database trigger listening");
     loop {
         match consume_batch(app, wf, &mut client, &installation).await {
@@ -260,6 +262,43 @@ async fn consume_once(
             reason = &mut closed => return reason.unwrap_or_else(|_| "the PostgreSQL connection closed".into()),
         }
     }
+}
+
+/// Notes whether `workflow`'s database trigger listens (for `GET /readyz`).
+fn listening(app: &App, workflow: &'static str, state: Result<(), String>) {
+    app.services
+        .listeners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(workflow, state);
+}
+
+/// Whether every database trigger of this runner listens: `None` without any configured.
+pub(crate) fn readiness(app: &App) -> Option<Result<(), String>> {
+    app.config.database_url.as_ref()?;
+    let expected: Vec<&'static str> = app
+        .workflows
+        .values()
+        .filter(|wf| {
+            wf.graph()
+                .triggers
+                .iter()
+                .any(|t| matches!(t, TriggerDef::Postgres { .. }))
+        })
+        .map(|wf| wf.graph().name)
+        .collect();
+    if expected.is_empty() {
+        return None;
+    }
+    let listeners = app.services.listeners.lock().unwrap_or_else(|p| p.into_inner());
+    for workflow in expected {
+        match listeners.get(workflow) {
+            Some(Ok(())) => {}
+            Some(Err(why)) => return Some(Err(format!("`{workflow}`: {why}"))),
+            None => return Some(Err(format!("`{workflow}`: its listener is being installed"))),
+        }
+    }
+    Some(Ok(()))
 }
 
 /// An outbox row, as the workflow's first node receives it (`DbEvent<Row>` in JSON).
