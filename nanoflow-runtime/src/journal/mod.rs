@@ -1,7 +1,7 @@
 //! The journal: every accepted run and every node result, recorded durably before it is
 //! acknowledged, so a crashed runner resumes each run after its last completed node.
 //!
-//! [`Journal`] is the runner's handle on a [`RunStore`](crate::store::RunStore): the embedded
+//! [`Journal`] is the runner's handle on a [`RunStore`]: the embedded
 //! default is a SQLite file in WAL mode with `synchronous=FULL` ([`sqlite`]), whose writes from
 //! all concurrent runs go through one writer thread committing them in batches (group commit).
 

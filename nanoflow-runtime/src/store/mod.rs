@@ -127,7 +127,7 @@ impl RunRecord {
     }
 }
 
-/// Filters for [`Journal::list_runs`].
+/// Filters for [`RunStore::list_runs`].
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     /// Only this workflow.

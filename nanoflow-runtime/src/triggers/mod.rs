@@ -29,7 +29,8 @@ pub(crate) struct Services {
     pub(crate) streams: queue::StreamsReady,
     /// Per database-triggered workflow: listening, or why not (yet).
     #[cfg(feature = "postgres")]
-    pub(crate) listeners: std::sync::Mutex<std::collections::BTreeMap<&'static str, Result<(), String>>>,
+    pub(crate) listeners:
+        std::sync::Mutex<std::collections::BTreeMap<&'static str, Result<(), String>>>,
 }
 
 /// Why a trigger cannot fire in a runner with this configuration (`None`: it is active).

@@ -290,12 +290,20 @@ pub(crate) fn readiness(app: &App) -> Option<Result<(), String>> {
     if expected.is_empty() {
         return None;
     }
-    let listeners = app.services.listeners.lock().unwrap_or_else(|p| p.into_inner());
+    let listeners = app
+        .services
+        .listeners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     for workflow in expected {
         match listeners.get(workflow) {
             Some(Ok(())) => {}
             Some(Err(why)) => return Some(Err(format!("`{workflow}`: {why}"))),
-            None => return Some(Err(format!("`{workflow}`: its listener is being installed"))),
+            None => {
+                return Some(Err(format!(
+                    "`{workflow}`: its listener is being installed"
+                )))
+            }
         }
     }
     Some(Ok(()))
