@@ -2,6 +2,10 @@
 //! loads (from `ldd`), and an entrypoint that serves only that node. No base image is pulled, so
 //! offline and air-gapped hosts work. Tags are content-addressed: an image whose content did not
 //! change is not rebuilt.
+//!
+//! A service whose build script calls `nanoflow_build::images()` gets smaller node images from
+//! `cargo build` itself (the node entrypoint only, see `docs/images.md`); those are used when
+//! they belong to this binary ([`prebuilt`]), and this packaging is the fallback.
 
 use std::collections::BTreeMap;
 use std::hash::Hasher as _;
@@ -25,6 +29,28 @@ pub(crate) struct Payload {
     /// A hash of every file's path and content.
     pub(crate) digest: u64,
     pub(crate) size: u64,
+}
+
+/// The images `cargo build` made for `binary`, from the manifest nanoflow-build wrote beside it;
+/// `None` when there is none or `binary` is older than it (built without images, or a failed
+/// build after the images were made).
+pub(crate) fn prebuilt(binary: &Path) -> Option<nanoflow_build::manifest::Manifest> {
+    let manifest = nanoflow_build::manifest::Manifest::for_binary(binary);
+    if let Some(m) = &manifest {
+        tracing::debug!(runner = %m.runner, nodes = m.nodes.len(), "images from `cargo build`");
+    }
+    manifest
+}
+
+/// The tag and size of `node`'s image in `manifest`, when the engine still has it.
+pub(crate) async fn find_prebuilt(
+    docker: &Docker,
+    manifest: Option<&nanoflow_build::manifest::Manifest>,
+    node: &str,
+) -> Option<(String, u64)> {
+    let tag = manifest?.nodes.get(node)?;
+    let image = docker.inspect_image(tag).await.ok()?;
+    Some((tag.clone(), image.size.unwrap_or(0).max(0) as u64))
 }
 
 /// The binary (stripped when `strip` is available, to keep images small) and its libraries.

@@ -5,6 +5,8 @@
 
 mod image;
 mod pool;
+/// The list of images `cargo build` made (written by `nanoflow-build`, read at `serve`).
+pub use nanoflow_build::manifest;
 mod protocol;
 mod server;
 
@@ -196,14 +198,31 @@ pub async fn build_images(
         None => std::env::current_exe()
             .map_err(|e| Error::io("finding this program's executable", e))?,
     };
-    let payload = image::payload(&binary)?;
+    // The images `cargo build` made for this very binary (nanoflow-build), when still there.
+    let prebuilt = image::prebuilt(&binary);
+    let mut payload = None;
     let mut out = Vec::new();
     for step in steps {
+        if let Some((tag, size)) = image::find_prebuilt(docker, prebuilt.as_ref(), step.node).await
+        {
+            tracing::info!(node = step.node, image = %tag, "node image from `cargo build`");
+            out.push(BuiltImage {
+                node: step.node,
+                tag,
+                built: false,
+                size,
+            });
+            continue;
+        }
+        let payload = match &mut payload {
+            Some(p) => p,
+            None => payload.insert(image::payload(&binary)?),
+        };
         let tag = image::tag(&config.service, step.node, payload.digest);
         let started = Instant::now();
         let built = image::ensure(
             docker,
-            &payload,
+            payload,
             &tag,
             &step,
             &config.service,
