@@ -25,6 +25,10 @@ impl Engine {
     pub(crate) fn from_env() -> Result<Self, String> {
         let host =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        Self::from_host(&host)
+    }
+
+    fn from_host(host: &str) -> Result<Self, String> {
         if let Some(path) = host.strip_prefix("unix://") {
             Ok(Engine::Unix(path.to_owned()))
         } else if let Some(addr) = host.strip_prefix("tcp://") {
@@ -264,5 +268,26 @@ mod tests {
         let engine = Engine::Unix("/nonexistent/nanoflow/docker.sock".into());
         let error = engine.ping().unwrap_err();
         assert!(error.contains("no Docker Engine socket"), "{error}");
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_named() {
+        let path = std::env::temp_dir().join(format!("nanoflow-refused-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let engine = Engine::Unix(path.to_string_lossy().into_owned());
+        let error = engine.ping().unwrap_err();
+        assert!(error.contains("refuses connections"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn docker_host_must_be_unix_or_tcp() {
+        assert!(matches!(
+            Engine::from_host("tcp://127.0.0.1:2375/"),
+            Ok(Engine::Tcp(a)) if a == "127.0.0.1:2375"
+        ));
+        let error = Engine::from_host("ssh://host").unwrap_err();
+        assert!(error.contains("neither"), "{error}");
     }
 }
