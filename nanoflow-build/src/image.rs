@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::hash::Hasher as _;
 use std::path::{Path, PathBuf};
 
-use crate::tar::{Owner, Tar};
+use crate::tar::Tar;
 
 /// Where the node entrypoint lives inside a node image.
 pub(crate) const NODE_BINARY: &str = "nanoflow/node";
@@ -80,7 +80,9 @@ pub(crate) fn runner(service: &str, payload: &Payload) -> Context {
     labels.insert("nanoflow.service", service.to_owned());
     labels.insert("nanoflow.role", "runner".to_owned());
     labels.insert("nanoflow.version", env!("CARGO_PKG_VERSION").to_owned());
-    let mut dockerfile = String::from("FROM scratch\nCOPY rootfs/ /\n");
+    // COPY makes everything root's; the journal's directory belongs to the runner's user.
+    let mut dockerfile =
+        String::from("FROM scratch\nCOPY rootfs/ /\nCOPY --chown=65534:65534 data/ /data/\n");
     dockerfile.push_str(&label_lines(&labels));
     dockerfile.push_str(
         "ENV NANOFLOW_ADDR=0.0.0.0:8080 NANOFLOW_JOURNAL=/data/journal.db\n\
@@ -91,8 +93,8 @@ pub(crate) fn runner(service: &str, payload: &Payload) -> Context {
     ));
     let mut tar = Tar::default();
     tar.file("Dockerfile", dockerfile.as_bytes(), 0o644);
-    tar.dir("rootfs/data/", 0o755, Owner::Nobody);
-    tar.dir("rootfs/tmp/", 0o1777, Owner::Root);
+    tar.dir("data/", 0o755);
+    tar.dir("rootfs/tmp/", 0o1777);
     add_payload(&mut tar, payload);
     finish(format!("nanoflow/{}", clean(service)), tar)
 }
@@ -117,7 +119,7 @@ pub(crate) fn node(service: &str, node: &Node, payload: &Payload) -> Context {
     ));
     let mut tar = Tar::default();
     tar.file("Dockerfile", dockerfile.as_bytes(), 0o644);
-    tar.dir("rootfs/run/nanoflow/", 0o755, Owner::Root);
+    tar.dir("rootfs/run/nanoflow/", 0o755);
     add_payload(&mut tar, payload);
     finish(
         format!("nanoflow/{}-{}", clean(service), clean(&node.name)),

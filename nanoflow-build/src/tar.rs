@@ -7,31 +7,15 @@ pub(crate) struct Tar {
     out: Vec<u8>,
 }
 
-/// Owner of an entry: root, or the unprivileged user the containers run as.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Owner {
-    Root,
-    Nobody,
-}
-
-impl Owner {
-    fn id(self) -> u32 {
-        match self {
-            Owner::Root => 0,
-            Owner::Nobody => 65534,
-        }
-    }
-}
-
 impl Tar {
-    fn header(&mut self, path: &str, size: usize, mode: u32, owner: Owner, kind: u8) {
+    /// Entries belong to root: `COPY` in a Dockerfile ignores a tar's owners anyway.
+    fn header(&mut self, path: &str, size: usize, mode: u32, kind: u8) {
         let mut h = [0u8; 512];
         let (prefix, name) = split(path);
         h[..name.len()].copy_from_slice(name.as_bytes());
         h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
-        let id = format!("{:07o}\0", owner.id());
-        h[108..116].copy_from_slice(id.as_bytes());
-        h[116..124].copy_from_slice(id.as_bytes());
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
         h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
         h[136..148].copy_from_slice(b"00000000000\0");
         h[156] = kind;
@@ -46,15 +30,15 @@ impl Tar {
 
     /// Adds a regular file.
     pub(crate) fn file(&mut self, path: &str, content: &[u8], mode: u32) {
-        self.header(path, content.len(), mode, Owner::Root, b'0');
+        self.header(path, content.len(), mode, b'0');
         self.out.extend_from_slice(content);
         let pad = (512 - content.len() % 512) % 512;
         self.out.extend(std::iter::repeat_n(0u8, pad));
     }
 
     /// Adds a directory (`path` ends with `/`).
-    pub(crate) fn dir(&mut self, path: &str, mode: u32, owner: Owner) {
-        self.header(path, 0, mode, owner, b'5');
+    pub(crate) fn dir(&mut self, path: &str, mode: u32) {
+        self.header(path, 0, mode, b'5');
     }
 
     /// The archive's bytes.
@@ -83,18 +67,24 @@ mod tests {
     #[test]
     fn headers_carry_checksum_owner_and_padding() {
         let mut tar = Tar::default();
-        tar.dir("rootfs/data/", 0o700, Owner::Nobody);
+        tar.dir("rootfs/tmp/", 0o1777);
         tar.file("rootfs/a", b"hello", 0o644);
         let bytes = tar.finish();
         // Two headers, one padded data block, two zero blocks.
         assert_eq!(bytes.len(), 512 * 5);
-        assert_eq!(&bytes[..12], b"rootfs/data/");
-        assert_eq!(&bytes[108..116], b"0177776\0");
+        assert_eq!(&bytes[..11], b"rootfs/tmp/");
+        assert_eq!(&bytes[100..108], b"0001777\0");
         assert_eq!(bytes[156], b'5');
         let sum: u32 = bytes[..512]
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
             .sum();
         let written = std::str::from_utf8(&bytes[148..154]).unwrap();
         assert_eq!(u32::from_str_radix(written, 8).unwrap(), sum);
