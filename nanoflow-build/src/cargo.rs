@@ -33,7 +33,9 @@ pub(crate) struct Package {
 }
 
 fn env(key: &str) -> Result<String, String> {
-    std::env::var(key).map_err(|_| format!("`{key}` is not set: call `nanoflow_build::images()` from a build script"))
+    std::env::var(key).map_err(|_| {
+        format!("`{key}` is not set: call `nanoflow_build::images()` from a build script")
+    })
 }
 
 impl Package {
@@ -140,11 +142,24 @@ impl Package {
         // The outer build's variables for this build script are not the nested build's.
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
-            let ours = ["OUT_DIR", "TARGET", "HOST", "NUM_JOBS", "OPT_LEVEL", "DEBUG", "PROFILE"];
+            let ours = [
+                "OUT_DIR",
+                "TARGET",
+                "HOST",
+                "NUM_JOBS",
+                "OPT_LEVEL",
+                "DEBUG",
+                "PROFILE",
+            ];
             if ours.contains(&key.as_ref())
-                || ["CARGO_FEATURE_", "CARGO_CFG_", "CARGO_PKG_", "CARGO_MANIFEST_"]
-                    .iter()
-                    .any(|p| key.starts_with(p))
+                || [
+                    "CARGO_FEATURE_",
+                    "CARGO_CFG_",
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                ]
+                .iter()
+                .any(|p| key.starts_with(p))
                 || key == "CARGO_PRIMARY_PACKAGE"
                 || key == "RUSTC_WORKSPACE_WRAPPER"
             {

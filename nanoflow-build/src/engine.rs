@@ -193,7 +193,11 @@ fn parse(raw: &[u8]) -> std::io::Result<Answer> {
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
     let rest = &raw[end + 4..];
-    let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
     Ok(Answer { status, body })
 }
 
@@ -252,7 +256,8 @@ mod tests {
 
     #[test]
     fn plain_answers_keep_their_body() {
-        let raw = b"HTTP/1.1 404 Not Found\r\nContent-Length: 23\r\n\r\n{\"message\":\"no such\"}\n";
+        let raw =
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 23\r\n\r\n{\"message\":\"no such\"}\n";
         let answer = parse(raw).unwrap();
         assert_eq!(answer.status, 404);
         assert_eq!(message(&answer.body), "no such");
@@ -272,7 +277,8 @@ mod tests {
 
     #[test]
     fn a_socket_nobody_listens_on_is_named() {
-        let path = std::env::temp_dir().join(format!("nanoflow-refused-{}.sock", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("nanoflow-refused-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let engine = Engine::Unix(path.to_string_lossy().into_owned());

@@ -91,7 +91,10 @@ fn build(package: &Package) -> Result<Manifest, String> {
     let node_binary = package.nested_build("node", true)?;
     let nodes = list_nodes(&node_binary)?;
 
-    let runner = image::runner(&package.name, &Payload::read(&runner_binary, RUNNER_BINARY)?);
+    let runner = image::runner(
+        &package.name,
+        &Payload::read(&runner_binary, RUNNER_BINARY)?,
+    );
     let mut made = Manifest {
         service: package.name.clone(),
         runner: ensure(&engine, runner, "runner")?,
