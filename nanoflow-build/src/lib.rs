@@ -27,6 +27,8 @@
 //! (no socket, permissions, a full disk), one cargo warning names the reason and the build of
 //! the service goes on. `NANOFLOW_IMAGES=0` skips images altogether. `docs/images.md` in the
 //! repository explains how the build script gets a binary of its own package (a nested build).
+// The example's `fn main` is the point: it is the whole build script.
+#![allow(clippy::needless_doctest_main)]
 
 mod cargo;
 mod engine;
