@@ -131,17 +131,80 @@ fn list_nodes(node_binary: &Path) -> Result<Vec<Node>, String> {
 
 /// Builds `context` unless the engine has its tag; reports a built image as a cargo warning.
 fn ensure(engine: &Engine, context: Context, what: &str) -> Result<String, String> {
-    if engine.image_size(&context.tag)?.is_some() {
-        return Ok(context.tag);
-    }
     let started = std::time::Instant::now();
-    engine.build(&context.tag, &context.tar)?;
-    let size = engine.image_size(&context.tag)?.unwrap_or(0);
-    println!(
-        "cargo:warning=nanoflow: built the {what} image {} ({:.1} MB) in {:.1} s",
-        context.tag,
-        size as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    if let Some(size) = build_if_missing(engine, &context)? {
+        println!(
+            "cargo:warning=nanoflow: built the {what} image {} ({:.1} MB) in {:.1} s",
+            context.tag,
+            size as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(context.tag)
+}
+
+/// Builds `context` unless the engine has an image with its tag (its content): the size of the
+/// image built, or `None` when it was there.
+fn build_if_missing(engine: &Engine, context: &Context) -> Result<Option<u64>, String> {
+    if engine.image_size(&context.tag)?.is_some() {
+        return Ok(None);
+    }
+    engine.build(&context.tag, &context.tar)?;
+    Ok(Some(engine.image_size(&context.tag)?.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the real engine (`.ci/services-docker`): an image is built once, then found.
+    #[test]
+    fn an_unchanged_image_is_not_built_again() {
+        let engine = Engine::from_env().unwrap();
+        if let Err(reason) = engine.ping() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must provide a Docker Engine: {reason}"
+            );
+            eprintln!("\n*** SKIPPED: {reason} ***\n");
+            return;
+        }
+        let nonce = format!("{:?}", std::time::SystemTime::now());
+        let mut tar = tar::Tar::default();
+        tar.file("Dockerfile", b"FROM scratch\nCOPY nonce /nonce\n", 0o644);
+        tar.file("nonce", nonce.as_bytes(), 0o644);
+        let context = Context {
+            tag: format!("nanoflow/build-test:{}", std::process::id()),
+            tar: tar.finish(),
+        };
+        let first = build_if_missing(&engine, &context).unwrap();
+        assert!(
+            first.is_some_and(|size| size == nonce.len() as u64),
+            "{first:?}"
+        );
+        assert_eq!(build_if_missing(&engine, &context).unwrap(), None);
+        let removed = std::process::Command::new("docker")
+            .args(["rmi", &context.tag])
+            .output()
+            .unwrap();
+        assert!(removed.status.success());
+
+        // A build the engine refuses is an error that says why.
+        let mut bad = tar::Tar::default();
+        bad.file(
+            "Dockerfile",
+            b"FROM scratch\nCOPY missing /missing\n",
+            0o644,
+        );
+        let refused = Context {
+            tag: format!("nanoflow/build-test-bad:{}", std::process::id()),
+            tar: bad.finish(),
+        };
+        let error = build_if_missing(&engine, &refused).unwrap_err();
+        assert!(
+            error.contains("building image `nanoflow/build-test-bad"),
+            "{error}"
+        );
+        assert!(error.contains("missing"), "{error}");
+    }
 }
