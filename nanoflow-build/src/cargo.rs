@@ -197,7 +197,17 @@ impl Package {
                 tail.join(" | ")
             ));
         }
-        Ok(dir.join(&self.profile_dir).join(&self.bin))
+        // With `build.target` configured, cargo puts even a host build under the triple.
+        let plain = dir.join(&self.profile_dir).join(&self.bin);
+        let under_triple = dir
+            .join(std::env::var("TARGET").unwrap_or_default())
+            .join(&self.profile_dir)
+            .join(&self.bin);
+        Ok(if plain.exists() || !under_triple.exists() {
+            plain
+        } else {
+            under_triple
+        })
     }
 }
 
