@@ -57,7 +57,9 @@ impl Engine {
 
     fn unreachable(&self, e: &std::io::Error) -> String {
         match e.kind() {
-            std::io::ErrorKind::NotFound => format!("no Docker Engine socket at {self}"),
+            std::io::ErrorKind::NotFound => {
+                format!("no Docker Engine socket at {self} (start `dockerd`, or set DOCKER_HOST)")
+            }
             std::io::ErrorKind::PermissionDenied => format!(
                 "permission denied on the Docker Engine socket {self} (add your user to the \
                  `docker` group, or set DOCKER_HOST)"

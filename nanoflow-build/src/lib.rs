@@ -53,37 +53,30 @@ pub fn images() {
     }
     println!("cargo:rerun-if-env-changed=NANOFLOW_IMAGES");
     println!("cargo:rerun-if-env-changed=DOCKER_HOST");
-    let package = match Package::from_env() {
-        Ok(p) => p,
-        Err(reason) => return skipped(&reason, None),
-    };
-    for path in &package.watched {
-        println!("cargo:rerun-if-changed={}", path.display());
+    let package = Package::from_env();
+    if let Ok(package) = &package {
+        for path in &package.watched {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+        // A list from an earlier build must not outlive images this build does not make.
+        let _ = std::fs::remove_file(manifest::path_for(&package.binary_path()));
     }
-    let binary = package.binary_path();
-    // A list from an earlier build must not outlive images this build does not make.
-    let _ = std::fs::remove_file(manifest::path_for(&binary));
     if std::env::var("NANOFLOW_IMAGES").is_ok_and(|v| v == "0") {
         return;
     }
-    match build(&package) {
-        Ok(made) => {
-            let _ = std::fs::write(manifest::path_for(&binary), made.to_json());
-        }
-        Err(reason) => skipped(&reason, Some(&package)),
+    match package.and_then(|package| {
+        let made = build(&package)?;
+        let list = manifest::path_for(&package.binary_path());
+        std::fs::write(&list, made.to_json())
+            .map_err(|e| format!("writing {}: {e}", list.display()))
+    }) {
+        Ok(()) => {}
+        Err(reason) => println!(
+            "cargo:warning=nanoflow: no images built: {reason}; build again once that is fixed \
+             (`<service> images build` also makes node images), or set NANOFLOW_IMAGES=0 to \
+             skip images"
+        ),
     }
-}
-
-/// The one warning of a build without images.
-fn skipped(reason: &str, package: Option<&Package>) {
-    let enable = match package {
-        Some(_) => {
-            "start a Docker Engine (or set DOCKER_HOST) and build again, or use `<service> images \
-             build`; NANOFLOW_IMAGES=0 skips images"
-        }
-        None => "NANOFLOW_IMAGES=0 skips images",
-    };
-    println!("cargo:warning=nanoflow: no images built: {reason}; {enable}");
 }
 
 fn build(package: &Package) -> Result<Manifest, String> {
