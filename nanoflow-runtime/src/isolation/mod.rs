@@ -5,10 +5,11 @@
 
 mod image;
 mod pool;
-/// The list of images `cargo build` made (written by `nanoflow-build`, read at `serve`).
-pub use nanoflow_build::manifest;
 mod protocol;
 mod server;
+
+/// The list of images `cargo build` made (written by `nanoflow-build`, read at `serve`).
+pub use nanoflow_build::manifest;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
