@@ -198,6 +198,11 @@ async fn cargo_build_makes_runner_and_node_images() {
         assert_eq!(labels["nanoflow.role"], "node");
     }
 
+    // Built again from the same sources: the same images, none built again, nothing printed.
+    let again = cargo_build(&[]);
+    assert_eq!(nanoflow_lines(&again), Vec::<String>::new());
+    assert_eq!(Manifest::for_binary(&binary()).as_ref(), Some(&made));
+
     // A node image holds the node entrypoint: none of the runner's servers, journal or Docker
     // client is linked into its binary, while the runner's binary has them all.
     let node_bin =
