@@ -33,7 +33,7 @@ impl Payload {
 }
 
 /// The shared libraries `binary` loads, as absolute paths (none for a static binary).
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
     let out = std::process::Command::new("ldd")
         .arg(binary)
         .output()

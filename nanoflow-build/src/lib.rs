@@ -38,6 +38,14 @@ mod tar;
 
 use std::path::Path;
 
+/// What the runtime's `images build` shares with this crate: one tar writer, one library finder.
+/// Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::image::shared_libraries;
+    pub use crate::tar::Tar;
+}
+
 use cargo::Package;
 use engine::Engine;
 use image::{Context, Node, Payload, NODE_BINARY, RUNNER_BINARY};

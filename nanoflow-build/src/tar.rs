@@ -3,7 +3,7 @@
 
 /// A tar archive being written.
 #[derive(Debug, Default)]
-pub(crate) struct Tar {
+pub struct Tar {
     out: Vec<u8>,
 }
 
@@ -29,7 +29,7 @@ impl Tar {
     }
 
     /// Adds a regular file.
-    pub(crate) fn file(&mut self, path: &str, content: &[u8], mode: u32) {
+    pub fn file(&mut self, path: &str, content: &[u8], mode: u32) {
         self.header(path, content.len(), mode, b'0');
         self.out.extend_from_slice(content);
         let pad = (512 - content.len() % 512) % 512;
@@ -37,12 +37,12 @@ impl Tar {
     }
 
     /// Adds a directory (`path` ends with `/`).
-    pub(crate) fn dir(&mut self, path: &str, mode: u32) {
+    pub fn dir(&mut self, path: &str, mode: u32) {
         self.header(path, 0, mode, b'5');
     }
 
     /// The archive's bytes.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> Vec<u8> {
         self.out.extend(std::iter::repeat_n(0u8, 1024));
         self.out
     }
