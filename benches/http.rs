@@ -2,7 +2,12 @@
 //! handler doing the same work and returning the same JSON, with the same in-tree load
 //! generator (keep-alive HTTP/1.1 connections on loopback), in one run.
 //!
-//! `cargo bench -p nanoflow --bench http` (env `BENCH_SECS`, `BENCH_CONNS` to change the load)
+//! Three servers in one process: bare axum, nanoflow without the journal (`--journal off`), and
+//! nanoflow as `serve` starts by default (the SQLite journal, in a temporary file).
+//!
+//! `cargo bench -p nanoflow --bench http` (env `BENCH_SECS`, `BENCH_CONNS` to change the load;
+//! `BENCH_HOLD=60` prints the three addresses and serves them for 60 s instead, for `wrk`:
+//! see `benches/wrk.sh`)
 #![allow(missing_docs)]
 
 #[path = "support/mod.rs"]
@@ -139,30 +144,47 @@ fn main() {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         addr
     });
-    let server = server_rt.block_on(async {
-        Runner::new()
-            .workflow(orders)
-            .start(ServeConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                journal: None,
-                ..ServeConfig::default()
-            })
-            .await
-            .unwrap()
-    });
-    let flow_addr = server.local_addr();
+    let start = |journal: Option<std::path::PathBuf>| {
+        server_rt.block_on(async {
+            Runner::new()
+                .workflow(orders)
+                .start(ServeConfig {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    journal,
+                    ..ServeConfig::default()
+                })
+                .await
+                .unwrap()
+        })
+    };
+    let dir = std::env::temp_dir().join(format!("nanoflow-bench-http-{}", std::process::id()));
+    let off = start(None);
+    let on = start(Some(dir.join("journal.db")));
+    let contenders = [
+        ("bare axum", bare_addr),
+        ("journal off", off.local_addr()),
+        ("journal on", on.local_addr()),
+    ];
+
+    if let Some(hold) = std::env::var("BENCH_HOLD")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        for (key, (_, addr)) in ["bare", "off", "on"].into_iter().zip(contenders) {
+            println!("serving {key} http://{addr}/orders");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(hold));
+        return;
+    }
 
     println!("HTTP benchmark: {conns} keep-alive connections, {secs} s per round, loopback, 2 server threads");
-    let mut best = [(0.0f64, 0.0f64, 0.0f64); 2];
+    let mut best = [(0.0f64, 0.0f64, 0.0f64); 3];
     for round in 1..=2 {
-        for (i, (name, addr)) in [("bare axum", bare_addr), ("nanoflow", flow_addr)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, (name, addr)) in contenders.into_iter().enumerate() {
             let s = support::load(addr, &REQUEST, conns, secs);
             let rps = s.requests as f64 / s.secs;
             println!(
-                "round {round} {name:<10}: {rps:>9.0} req/s   p50 {:>6.0} us   p99 {:>6.0} us   ({} requests)",
+                "round {round} {name:<12}: {rps:>9.0} req/s   p50 {:>6.0} us   p99 {:>6.0} us   ({} requests)",
                 s.p50_us, s.p99_us, s.requests
             );
             if rps > best[i].0 {
@@ -170,11 +192,15 @@ fn main() {
             }
         }
     }
-    println!(
-        "nanoflow / bare axum: throughput {:.1}%   p50 {:.2}x   p99 {:.2}x   (best round of each)",
-        best[1].0 / best[0].0 * 100.0,
-        best[1].1 / best[0].1,
-        best[1].2 / best[0].2
-    );
-    server_rt.block_on(server.shutdown()).unwrap();
+    for (i, name) in [(1, "journal off"), (2, "journal on")] {
+        println!(
+            "nanoflow {name} / bare axum: throughput {:.2}x   p50 {:.2}x   p99 {:.2}x   (best round of each)",
+            best[i].0 / best[0].0,
+            best[i].1 / best[0].1,
+            best[i].2 / best[0].2
+        );
+    }
+    server_rt.block_on(off.shutdown()).unwrap();
+    server_rt.block_on(on.shutdown()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -119,3 +119,128 @@ fn cli_reports_bad_usage_clearly() {
         "{text}"
     );
 }
+
+/// Runs the `orders` binary with `args`; returns (exit code, stdout, stderr).
+fn orders(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(support::example_binary("orders"))
+        .args(args)
+        .env("NANOFLOW_LOG", "error")
+        .env_remove("NANOFLOW_JOURNAL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every `runs` command the README documents, as a process: exit codes and output. (They all
+/// exited 101 once: the `runs` journal flag clashed with `serve`'s.)
+#[tokio::test]
+async fn runs_commands_list_show_and_retry_from_the_journal() {
+    let dir = std::env::temp_dir().join(format!("nanoflow-cli-{}", support::random(1 << 40)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal.db");
+    let journal_arg = journal.to_str().unwrap();
+    let addr = support::free_addr();
+    let mut child = Command::new(support::example_binary("orders"))
+        .args([
+            "serve",
+            "--addr",
+            &addr.to_string(),
+            "--journal",
+            journal_arg,
+        ])
+        .env("NANOFLOW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_ready(addr, &mut child).await;
+    // Ten melons take the whole stock; the next order fails at `reserve` (409).
+    let ok = r#"{"id":"m-1","customer":"ada","items":[{"sku":"melon","qty":10}]}"#;
+    let r = support::post_json(addr, "/orders", ok).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let bad = r#"{"id":"m-2","customer":"bob","items":[{"sku":"melon","qty":1}]}"#;
+    let r = support::post_json(addr, "/orders", bad).await;
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    let failed_id = r.json()["error"]["run_id"].as_str().unwrap().to_owned();
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+
+    let (code, out, err) = orders(&["runs", "list", "--journal", journal_arg]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains(&failed_id) && out.contains("failed") && out.contains("succeeded"),
+        "{out}"
+    );
+
+    let (code, out, err) = orders(&[
+        "runs",
+        "list",
+        "--status",
+        "failed",
+        "--journal",
+        journal_arg,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("reserve: not enough `melon` in stock"),
+        "{out}"
+    );
+
+    let (code, _, err) = orders(&["runs", "list", "--status", "lost", "--journal", journal_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown status `lost`"), "{err}");
+
+    let (code, out, err) = orders(&["runs", "show", &failed_id, "--journal", journal_arg]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["run_id"], failed_id.as_str());
+    assert_eq!(shown["status"], "failed");
+
+    let (code, _, err) = orders(&["runs", "show", "nope", "--journal", journal_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nope"), "{err}");
+
+    // A fresh process has the whole stock again: the re-drive succeeds and prints the output.
+    let (code, out, err) = orders(&["runs", "retry", &failed_id, "--journal", journal_arg]);
+    assert_eq!(code, 0, "{err}");
+    let output: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(output["order_id"], "m-2");
+    let (code, out, _) = orders(&["runs", "show", &failed_id, "--journal", journal_arg]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"succeeded\""), "{out}");
+
+    // Only failed runs can be re-driven.
+    let (code, _, err) = orders(&["runs", "retry", &failed_id, "--journal", journal_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a failed run"), "{err}");
+
+    // The environment names the journal as well as the flag does.
+    let out = Command::new(support::example_binary("orders"))
+        .args(["runs", "list"])
+        .env("NANOFLOW_JOURNAL", journal_arg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+    let missing = dir.join("missing.db");
+    let (code, _, err) = orders(&["runs", "list", "--journal", missing.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no journal at"), "{err}");
+
+    let (code, out, _) = orders(&["--help"]);
+    assert_eq!(code, 0);
+    for command in ["serve", "run", "list", "runs", "graph"] {
+        assert!(out.contains(command), "{out}");
+    }
+    let (code, out, _) = orders(&["graph", "place_order"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("flowchart") || out.contains("graph"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

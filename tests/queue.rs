@@ -592,10 +592,140 @@ async fn the_queue_route_refuses_bad_requests() {
     )
     .await;
     assert_eq!(r.status, 415);
+    // Only the subjects of this runner's queue triggers (before: any subject at all).
     let r = post_json(addr, "/queues/test.queue.nobody.stores.this", "{}").await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str().unwrap()),
-        (404, "no_stream")
+        (404, "unknown_subject")
     );
+    // Never the server's own API: a `$` token is refused before anything else.
+    for subject in [
+        "$JS.API.STREAM.PURGE.NANOFLOW_DLQ",
+        "$JS.API.STREAM.UPDATE.NANOFLOW_test_queue_e2e",
+        "$SYS.REQ.SERVER.PING",
+        "test.$x",
+        "test..queue",
+        "test.queue.%3E",
+        "test.queue.%2A",
+    ] {
+        let r = post_json(addr, &format!("/queues/{subject}"), r#"{"max_msgs":1}"#).await;
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str().unwrap()),
+            (400, "invalid_subject"),
+            "{subject}"
+        );
+    }
+    // The dead-letter subjects are the runner's, not a client's.
+    let r = post_json(addr, "/queues/nanoflow.dlq.queue_e2e", "{}").await;
+    assert_eq!(r.status, 404);
+    server.shutdown().await.unwrap();
+}
+
+/// With the admin token set, an anonymous client cannot publish: `POST /queues/{subject}`
+/// sits behind the token like the rest of the operations surface.
+#[tokio::test]
+async fn the_queue_route_needs_the_admin_token_when_one_is_set() {
+    let Some(url) = services::nats() else { return };
+    let token = "queue-admin-token-0123456789";
+    let server = Runner::new()
+        .workflow(queue_e2e)
+        .start(ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            journal: Some(temp_journal()),
+            nats_url: Some(url.clone()),
+            admin_token: Some(nanoflow::AdminToken::new(token).unwrap()),
+            ..ServeConfig::default()
+        })
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let body = r#"{"id":"t-1","qty":1}"#;
+    let r = post_json(addr, "/queues/$JS.API.STREAM.PURGE.NANOFLOW_DLQ", "{}").await;
+    assert_eq!(r.status, 401);
+    let r = post_json(addr, "/queues/test.queue.e2e", body).await;
+    assert_eq!(r.status, 401);
+    let bearer = format!("Bearer {token}");
+    let r = request(
+        addr,
+        "POST",
+        "/queues/test.queue.e2e",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+        ],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    server.shutdown().await.unwrap();
+}
+
+/// Right after start, on a NATS store where the trigger's stream does not exist yet, the first
+/// publish waits for the runner to create it instead of answering `404 no_stream`; `/readyz`
+/// says when the queue side is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_publish_after_start_finds_the_stream() {
+    let Some(url) = services::nats() else { return };
+    let js = services::jetstream(&url).await;
+    for _ in 0..3 {
+        services::reset_streams(&js, &["NANOFLOW_test_queue_dup"]).await;
+        let server = start(
+            Runner::new().workflow(queue_dup),
+            Some(&url),
+            Some(temp_journal()),
+        )
+        .await;
+        let addr = server.local_addr();
+        let r = post_json(addr, "/queues/test.queue.dup", r#"{"id":"first","qty":1}"#).await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let ready = get(addr, "/readyz").await;
+        assert_eq!(
+            ready.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        assert_eq!(ready.json()["checks"]["queue"]["ready"], true);
+        server.shutdown().await.unwrap();
+    }
+}
+
+/// With NATS unreachable, a publish answers `503 queue_unavailable` at once (not after the
+/// client's 5 s request timeout), and `/readyz` is 503 naming the queue, while `/healthz` stays
+/// 200 (the process serves).
+#[tokio::test]
+async fn an_unreachable_nats_is_reported_fast_and_by_readyz() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = start(
+        Runner::new().workflow(queue_e2e),
+        Some(&format!("nats://127.0.0.1:{port}")),
+        None,
+    )
+    .await;
+    let addr = server.local_addr();
+    let started = std::time::Instant::now();
+    let r = post_json(addr, "/queues/test.queue.e2e", r#"{"id":"x","qty":1}"#).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str().unwrap()),
+        (503, "queue_unavailable"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let ready = get(addr, "/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["checks"]["queue"]["ready"], false);
+    assert!(ready.json()["checks"]["queue"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not connected"));
+    assert_eq!(get(addr, "/healthz").await.status, 200);
     server.shutdown().await.unwrap();
 }

@@ -10,6 +10,7 @@ pub use crate::graph::{Endpoint, Graph, MapDef, Step};
 pub use crate::map::DEFAULT_CONCURRENCY as DEFAULT_MAP_CONCURRENCY;
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::RunCtx;
+pub use crate::schema::{require_schema, Side};
 pub use crate::triggers::{Overlap, TriggerDef};
 pub use crate::workflow::run_as_node;
 pub use crate::workflow::Workflow;
@@ -34,6 +35,27 @@ pub trait NotData {
     const IS_DATA: bool = false;
 }
 impl<T: ?Sized> NotData for Probe<T> {}
+
+/// `<Probe<T>>::json_schema(side)`: the schema of `T` when it implements `schemars::JsonSchema`
+/// (this inherent function), otherwise [`NoSchema::json_schema`]'s `None`. `workflow!` asks each
+/// workflow's input and output this way, so a type without the derive is no error.
+#[cfg(feature = "schema")]
+impl<T: schemars::JsonSchema> Probe<T> {
+    /// The JSON Schema of `T` on `side`.
+    pub fn json_schema(side: Side) -> Option<serde_json::Value> {
+        Some(crate::schema::json_schema::<T>(side))
+    }
+}
+
+/// See [`Probe`]: the `None` picked for a type without `schemars::JsonSchema` (or when the
+/// `schema` feature is off). Must be in scope.
+pub trait NoSchema {
+    /// No schema.
+    fn json_schema(_side: Side) -> Option<serde_json::Value> {
+        None
+    }
+}
+impl<T: ?Sized> NoSchema for Probe<T> {}
 
 /// See [`Probe`]: chooses `A` when `OK`, `B` otherwise.
 #[derive(Debug)]

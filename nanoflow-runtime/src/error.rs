@@ -1,7 +1,9 @@
 //! The errors a workflow run, a runner or a trigger can return.
 
+use std::fmt;
+
+use crate::id::RunId;
 use crate::node::NodeError;
-use crate::run::RunId;
 
 /// Everything that can go wrong when running or serving workflows.
 ///
@@ -17,8 +19,10 @@ pub enum Error {
     Node {
         /// The workflow that ran.
         workflow: &'static str,
-        /// The step that failed (its alias when it has one).
-        node: &'static str,
+        /// The step that failed (its alias when it has one; `score[3]` or `claims/pay` for a
+        /// step inside a map or a sub-workflow). Owned when scoped, so that a long-running
+        /// server keeps no name of every step that ever failed.
+        node: std::borrow::Cow<'static, str>,
         /// The attempt that failed last, counting from 1.
         attempt: u32,
         /// The run.
@@ -32,7 +36,7 @@ pub enum Error {
         /// The workflow that was asked to run.
         workflow: &'static str,
         /// What is wrong, with the JSON path.
-        error: crate::workflow::InputError,
+        error: InputError,
     },
     /// No workflow with this name is registered.
     #[error("unknown workflow `{0}`; `list` shows the registered workflows")]
@@ -74,7 +78,7 @@ impl Error {
     /// A stable, machine-readable code for the error (used in HTTP error bodies).
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Node { error, .. } => error.kind().code(),
+            Error::Node { error, .. } => error.code(),
             Error::InvalidInput { .. } => "invalid_input",
             Error::UnknownWorkflow(_) => "unknown_workflow",
             Error::Config(_) => "config",
@@ -101,3 +105,42 @@ impl Error {
         }
     }
 }
+
+/// Why a JSON input was refused before any run was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// Malformed JSON (`Syntax`) or JSON of the wrong shape (`Data`).
+    pub kind: InputErrorKind,
+    /// The parser's message.
+    pub message: String,
+    /// Where in the document: a JSON path like `items[2].qty` (`.` for the root).
+    pub path: String,
+    /// 1-based line of the error.
+    pub line: usize,
+    /// 1-based column of the error.
+    pub column: usize,
+}
+
+/// The two ways an input can be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputErrorKind {
+    /// Not JSON at all, or truncated.
+    Syntax,
+    /// Valid JSON that does not fit the input type.
+    Data,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            InputErrorKind::Syntax => write!(
+                f,
+                "malformed JSON at line {} column {}: {}",
+                self.line, self.column, self.message
+            ),
+            InputErrorKind::Data => write!(f, "at `{}`: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}

@@ -1,12 +1,16 @@
 //! Run-time description of a workflow graph, and its Mermaid and DOT exports.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 
 use axum::body::Bytes;
 
 use crate::node::{Node, NodeError, NodeOptions};
-use crate::triggers::TriggerDef;
-use crate::workflow::BoxFuture;
+use crate::trigger::TriggerDef;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One node occurrence in a workflow graph.
 #[derive(Clone)]

@@ -5,22 +5,30 @@
 //! the runner with its command line, and the triggers.
 
 pub mod admin;
+mod config;
 pub mod error;
 pub mod graph;
+mod id;
+mod ingress;
 #[cfg(feature = "container")]
 pub mod isolation;
 pub mod journal;
 pub mod map;
 pub mod node;
 pub mod observability;
+mod rules;
 pub mod run;
 pub mod runner;
 pub mod runs;
+pub mod schema;
 mod state;
+mod stats;
+pub mod store;
+mod trigger;
 pub mod triggers;
 pub mod workflow;
 
-pub use admin::AdminToken;
+pub use config::AdminToken;
 pub use error::Error;
 pub use graph::{Endpoint, Graph, MapDef, Step, StepKind};
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
@@ -28,6 +36,10 @@ pub use observability::TraceParent;
 pub use run::{RunCtx, RunId};
 pub use runner::{Runner, ServeConfig, Server};
 pub use runs::{RunStatus, RunSummary};
+/// The `schemars` crate, whose `JsonSchema` derive gives a node type its JSON Schema.
+#[cfg(feature = "schema")]
+pub use schemars;
+pub use triggers::openapi;
 #[cfg(feature = "nats")]
 pub use triggers::queue::{dead_letter_subject, publish, publish_with_id, Published};
 pub use triggers::{DbEvent, DbOp, Overlap, Tick, TriggerDef};

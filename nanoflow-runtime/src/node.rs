@@ -165,6 +165,63 @@ impl NodeOptions {
     /// Bit of [`NodeOptions::explicit`]: `isolation` was given.
     pub const ISOLATION: u8 = 16;
 
+    /// With `retries` retries of a failed attempt (written explicitly: it wins over a
+    /// workflow's defaults). Generated code builds options with these `const` setters, so that
+    /// a new field never breaks an expansion.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nanoflow_runtime::NodeOptions;
+    /// const O: NodeOptions = NodeOptions::DEFAULT.with_retries(3).with_timeout(Duration::from_secs(2));
+    /// assert_eq!(O.retries, 3);
+    /// assert_eq!(O.or(&NodeOptions::DEFAULT.with_retries(9)).retries, 3);
+    /// ```
+    pub const fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self.explicit |= Self::RETRIES;
+        self
+    }
+
+    /// With `backoff` as the first retry delay (explicit).
+    pub const fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self.explicit |= Self::BACKOFF;
+        self
+    }
+
+    /// With `max_backoff` as the longest retry delay (explicit).
+    pub const fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self.explicit |= Self::MAX_BACKOFF;
+        self
+    }
+
+    /// With `timeout` as the longest one attempt may take (explicit).
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self.explicit |= Self::TIMEOUT;
+        self
+    }
+
+    /// Running where `isolation` says (explicit).
+    pub const fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(isolation);
+        self.explicit |= Self::ISOLATION;
+        self
+    }
+
+    /// With a memory limit for the node's container.
+    pub const fn with_memory_bytes(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// With a CPU limit for the node's container, in thousandths of a CPU.
+    pub const fn with_cpu_millis(mut self, millis: u32) -> Self {
+        self.cpu_millis = Some(millis);
+        self
+    }
+
     /// These options, with every field not written explicitly taken from `defaults` (a
     /// workflow's `#[defaults(...)]`).
     pub const fn or(self, defaults: &NodeOptions) -> NodeOptions {
@@ -245,6 +302,42 @@ pub struct NodeError {
     message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
+    /// A runtime fault's own code, in place of the kind's (`container_engine_unavailable`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "RuntimeCode::known"
+    )]
+    code: Option<RuntimeCode>,
+}
+
+/// The codes the runtime gives its own faults, in place of the kind's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RuntimeCode {
+    /// The Docker Engine does not answer.
+    ContainerEngineUnavailable,
+    /// No container slot became free within the wait bound.
+    ContainerPoolBusy,
+}
+
+impl RuntimeCode {
+    const fn as_str(self) -> &'static str {
+        match self {
+            RuntimeCode::ContainerEngineUnavailable => "container_engine_unavailable",
+            RuntimeCode::ContainerPoolBusy => "container_pool_busy",
+        }
+    }
+
+    /// A stored code, `None` when this version does not know it.
+    fn known<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        let code = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        Ok(code.and_then(|c| {
+            [Self::ContainerEngineUnavailable, Self::ContainerPoolBusy]
+                .into_iter()
+                .find(|k| k.as_str() == c)
+        }))
+    }
 }
 
 impl NodeError {
@@ -254,6 +347,7 @@ impl NodeError {
             kind: ErrorKind::Permanent,
             message: message.into(),
             status: None,
+            code: None,
         }
     }
 
@@ -263,6 +357,7 @@ impl NodeError {
             kind: ErrorKind::Retryable,
             message: message.into(),
             status: None,
+            code: None,
         }
     }
 
@@ -271,6 +366,7 @@ impl NodeError {
             kind: ErrorKind::Timeout,
             message: format!("timed out after {after:?}"),
             status: None,
+            code: None,
         }
     }
 
@@ -279,6 +375,7 @@ impl NodeError {
             kind: ErrorKind::Panic,
             message: format!("panicked: {message}"),
             status: None,
+            code: None,
         }
     }
 
@@ -290,6 +387,18 @@ impl NodeError {
             self.status = Some(status);
         }
         self
+    }
+
+    /// Gives a runtime fault its own stable code.
+    pub(crate) fn with_code(mut self, code: RuntimeCode) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The stable code of this error in HTTP error bodies and the journal: the kind's code
+    /// (`node_failed`, ...), or a runtime fault's own (`container_engine_unavailable`).
+    pub fn code(&self) -> &'static str {
+        self.code.map_or(self.kind.code(), RuntimeCode::as_str)
     }
 
     /// Whether the failure is permanent, retryable, a timeout or a panic.
@@ -319,6 +428,7 @@ impl fmt::Debug for NodeError {
             .field("kind", &self.kind)
             .field("message", &self.message)
             .field("status", &self.status)
+            .field("code", &self.code)
             .finish()
     }
 }

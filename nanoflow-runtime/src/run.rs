@@ -4,8 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
 use futures_util::FutureExt as _;
@@ -20,101 +19,12 @@ use axum::body::Bytes;
 
 use crate::error::Error;
 use crate::graph::Graph;
+pub(crate) use crate::id::random_u64;
+pub use crate::id::RunId;
 use crate::journal::{FinishWrite, Journal, NewRun, StepWrite};
 use crate::node::{Accepts, Node, NodeError, NodeOptions};
 use crate::observability::{trace, RunObserver, TraceParent};
 use crate::runs::RunError;
-
-/// A run's identifier: 48 bits of milliseconds since the Unix epoch, then 80 random bits, shown
-/// as 32 hex digits, so ids sort by start time.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RunId(u128);
-
-impl RunId {
-    /// A new, unique, time-ordered id.
-    pub fn new() -> Self {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let rand = (u128::from(random_u64()) << 16) | u128::from(random_u64() & 0xffff);
-        RunId(((ms & 0xffff_ffff_ffff) << 80) | rand)
-    }
-
-    /// The id as a number.
-    pub fn as_u128(self) -> u128 {
-        self.0
-    }
-
-    pub(crate) const fn from_u128(id: u128) -> Self {
-        RunId(id)
-    }
-}
-
-impl Default for RunId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl fmt::Debug for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RunId({self})")
-    }
-}
-
-impl FromStr for RunId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 32 {
-            return Err(format!("run id `{s}` must be 32 hex digits"));
-        }
-        u128::from_str_radix(s, 16)
-            .map(RunId)
-            .map_err(|_| format!("run id `{s}` is not hex"))
-    }
-}
-
-impl serde::Serialize for RunId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RunId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A fast, non-cryptographic random number (jitter, run ids).
-pub(crate) fn random_u64() -> u64 {
-    use std::cell::Cell;
-    use std::hash::{BuildHasher, Hasher};
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
-            h.finish() | 1
-        });
-    }
-    STATE.with(|s| {
-        // xorshift64*
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
-}
 
 /// The delay before retry number `retry` (1 for the first retry): exponential from
 /// `options.backoff`, capped at `options.max_backoff`, with "equal jitter" (a uniformly random
@@ -268,28 +178,6 @@ impl fmt::Display for StepName<'_> {
     }
 }
 
-/// A scoped step name as the `&'static str` of [`Error::Node`]: names written in the graph
-/// are static already; a scoped name is interned, on the failure path only, so the set holds
-/// at most the distinct names that ever failed.
-fn static_name(name: &StepName<'_>) -> &'static str {
-    match name.text() {
-        Cow::Borrowed(name) => name,
-        Cow::Owned(name) => {
-            static NAMES: Mutex<Option<std::collections::HashSet<&'static str>>> = Mutex::new(None);
-            let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-            let names = names.get_or_insert_with(Default::default);
-            match names.get(name.as_str()) {
-                Some(interned) => interned,
-                None => {
-                    let interned: &'static str = Box::leak(name.into_boxed_str());
-                    names.insert(interned);
-                    interned
-                }
-            }
-        }
-    }
-}
-
 /// The context of one run, passed to every step. Created by [`Workflow::run`](crate::Workflow::run)
 /// or by the runner.
 pub struct RunCtx {
@@ -318,10 +206,26 @@ impl std::fmt::Debug for RunCtx {
     }
 }
 
-#[cfg(feature = "container")]
-pub(crate) type Isolated = std::sync::Arc<crate::isolation::Containers>;
-#[cfg(not(feature = "container"))]
-pub(crate) type Isolated = std::convert::Infallible;
+/// Where nodes run when not in this process: the container pools implement it (`isolation`),
+/// and the engine only sees this contract.
+pub(crate) trait NodeHost: Send + Sync + std::fmt::Debug {
+    /// Whether node `node` with `options` runs here rather than in-process.
+    fn serves(&self, node: &str, options: &NodeOptions) -> bool;
+    /// Calls `node` once on JSON `input` (and its state, for a stateful node).
+    fn call<'a>(
+        &'a self,
+        node: &'a str,
+        input: Bytes,
+        state: Option<Bytes>,
+    ) -> crate::graph::BoxFuture<'a, Result<(Bytes, Option<Bytes>), NodeError>>;
+    /// Live instances and cold starts per node (for metrics).
+    fn stats(&self) -> Vec<(&'static str, usize, usize)>;
+    /// Stops every instance.
+    fn shutdown(&self) -> crate::graph::BoxFuture<'_, ()>;
+}
+
+/// The runner's node host, shared by every run.
+pub(crate) type Isolated = Arc<dyn NodeHost>;
 
 /// One attempt of node `N`: in one of its containers when `via` is set, else in-process. The
 /// state is `N::State::default()` for a stateless node.
@@ -330,7 +234,6 @@ async fn invoke<N: Node>(
     input: N::Input,
     state: N::State,
 ) -> Result<(N::Output, N::State), NodeError> {
-    #[cfg(feature = "container")]
     if let Some(containers) = via {
         let bad = |what: &str, e: serde_json::Error| {
             NodeError::permanent(format!(
@@ -356,8 +259,6 @@ async fn invoke<N: Node>(
         };
         return Ok((output, state));
     }
-    #[cfg(not(feature = "container"))]
-    let _ = via;
     if N::STATEFUL {
         let (result, state) = N::call_with_state(input, state).await;
         result.map(|o| (o, state))
@@ -518,7 +419,6 @@ impl RunCtx {
     }
 
     /// Dispatches container-isolated nodes to `containers`.
-    #[cfg(feature = "container")]
     pub(crate) fn with_containers(mut self, containers: Option<Isolated>) -> Self {
         self.containers = containers;
         self
@@ -526,18 +426,10 @@ impl RunCtx {
 
     /// The pools that run node `node` with `options`, when it runs in a container.
     fn isolated(&self, node: &str, options: &NodeOptions) -> Option<Isolated> {
-        #[cfg(feature = "container")]
-        {
-            self.containers
-                .as_ref()
-                .filter(|c| c.serves(node, options))
-                .cloned()
-        }
-        #[cfg(not(feature = "container"))]
-        {
-            let _ = (node, options);
-            self.containers.clone()
-        }
+        self.containers
+            .as_ref()
+            .filter(|c| c.serves(node, options))
+            .cloned()
     }
 
     /// This run's id.
@@ -865,7 +757,7 @@ impl RunCtx {
         outcome: Result<Bytes, &NodeError>,
         started: (u64, Instant),
         state: Option<(&'static str, String, Bytes)>,
-    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+    ) -> crate::store::Commit {
         let write = StepWrite {
             run_id: self.run_id,
             step: step.text(),
@@ -893,10 +785,10 @@ impl RunCtx {
                 .downstream
                 .iter()
                 .map(|&workflow| NewRun {
-                    run_id: crate::triggers::chain::run_id(self.run_id, workflow),
+                    run_id: crate::id::chained_run_id(self.run_id, workflow),
                     workflow,
                     input: output.clone(),
-                    idempotency_key: Some(crate::triggers::chain::key(self.run_id)),
+                    idempotency_key: Some(crate::id::chain_key(self.run_id)),
                 })
                 .collect(),
             Err(_) => Vec::new(),
@@ -922,7 +814,7 @@ impl RunCtx {
     fn node_failed(&self, node: &StepName<'_>, attempt: u32, error: NodeError) -> Error {
         Error::Node {
             workflow: self.workflow,
-            node: static_name(node),
+            node: node.text(),
             attempt,
             run_id: self.run_id,
             error,
@@ -930,12 +822,10 @@ impl RunCtx {
     }
 }
 
-async fn wait_commit(rx: tokio::sync::oneshot::Receiver<Result<(), String>>) -> Result<(), Error> {
-    match rx.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Journal(format!("journal write failed: {e}"))),
-        Err(_) => Err(Error::Journal("the journal writer stopped".into())),
-    }
+async fn wait_commit(commit: crate::store::Commit) -> Result<(), Error> {
+    commit
+        .await
+        .map_err(|e| Error::Journal(format!("journal write failed: {e}")))
 }
 
 /// One attempt with the node's timeout, a panic caught as the node's failure.

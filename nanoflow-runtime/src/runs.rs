@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use serde::Serialize;
 
-use crate::run::RunId;
+use crate::id::RunId;
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,10 +50,10 @@ pub struct RunError {
 impl RunError {
     /// The HTTP status and the client-safe error of a failed run. Never leaks internals: a
     /// panic's message stays in the log, runner errors say only where to look.
-    pub fn from_error(error: &crate::Error) -> (u16, RunError) {
+    pub fn from_error(error: &crate::error::Error) -> (u16, RunError) {
         use crate::node::ErrorKind;
         match error {
-            crate::Error::Node { node, error, .. } => {
+            crate::error::Error::Node { node, error, .. } => {
                 let status = error.status().unwrap_or(match error.kind() {
                     ErrorKind::Timeout => 504,
                     _ => 500,
@@ -65,13 +65,13 @@ impl RunError {
                 (
                     status,
                     RunError {
-                        code: error.kind().code().to_owned(),
+                        code: error.code().to_owned(),
                         message,
-                        node: Some((*node).to_owned()),
+                        node: Some(node.to_string()),
                     },
                 )
             }
-            crate::Error::Journal(_) => (
+            crate::error::Error::Journal(_) => (
                 503,
                 RunError {
                     code: "journal_unavailable".into(),
@@ -124,8 +124,13 @@ pub(crate) fn raw_json<S: serde::Serializer>(
         .as_ref()
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_else(|| "null".into());
-    let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
-    raw.serialize(s)
+    match serde_json::value::RawValue::from_string(text) {
+        Ok(raw) => raw.serialize(s),
+        // Stored JSON the parser cannot read back (nested past its depth limit, written before
+        // triggers refused such input): served as a string, so that one run never breaks a
+        // whole list.
+        Err(_) => String::from_utf8_lossy(output.as_deref().unwrap_or(b"null")).serialize(s),
+    }
 }
 
 /// [`raw_json`] for a value that is always present.

@@ -16,6 +16,15 @@ pub use nanoflow_runtime::{
 pub use nanoflow_runtime::isolation;
 pub use nanoflow_runtime::journal;
 pub use nanoflow_runtime::observability;
+pub use nanoflow_runtime::openapi;
+pub use nanoflow_runtime::schema;
+/// `schemars`, for `#[derive(JsonSchema)]` on node types (feature `schema`, on by default).
+#[cfg(feature = "schema")]
+pub use nanoflow_runtime::schemars;
+/// The trait (and derive) that gives a type its JSON Schema (feature `schema`).
+#[cfg(feature = "schema")]
+pub use nanoflow_runtime::schemars::JsonSchema;
+pub use nanoflow_runtime::store;
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
 pub mod prelude {

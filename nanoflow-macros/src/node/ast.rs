@@ -38,6 +38,8 @@ pub(crate) struct Options {
     pub(crate) state: Option<Span>,
     /// `key = customer` (or `key = "customer.id"`): the input field naming the state.
     pub(crate) key: Option<(Vec<syn::Member>, Span)>,
+    /// `schema`: the input and output types must implement `schemars::JsonSchema`.
+    pub(crate) schema: bool,
 }
 
 /// What `#[node]` found: the node when the signature is usable, and every error.

@@ -49,46 +49,43 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
 
     let input_type = checked_data(&private, input);
     let output_type = checked_data(&private, output);
+    let schema_checks = if node.options.schema {
+        let input_check = require_schema(&private, input);
+        let output_check = require_schema(&private, output);
+        quote!(#input_check #output_check)
+    } else {
+        quote!()
+    };
 
+    // Options through the runtime's `const` setters, never a struct literal: the runtime can
+    // grow a field without breaking any expansion.
     let opts = &node.options;
-    let mut fields = Vec::new();
-    let mut explicit = 0u8;
+    let mut setters = Vec::new();
     if let Some(n) = opts.retries {
-        fields.push(quote!(retries: #n,));
-        explicit |= 1;
+        setters.push(quote!(.with_retries(#n)));
     }
     if let Some(ns) = opts.backoff_ns {
-        fields.push(quote!(backoff: ::core::time::Duration::from_nanos(#ns),));
-        explicit |= 2;
+        setters.push(quote!(.with_backoff(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some((ns, _)) = opts.max_backoff_ns {
-        fields.push(quote!(max_backoff: ::core::time::Duration::from_nanos(#ns),));
-        explicit |= 4;
+        setters.push(quote!(.with_max_backoff(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some(ns) = opts.timeout_ns {
-        fields.push(
-            quote!(timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(#ns)),),
-        );
-        explicit |= 8;
-    }
-    if opts.isolation.is_some() {
-        explicit |= 16;
+        setters.push(quote!(.with_timeout(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some(m) = opts.memory {
-        fields.push(quote!(memory_bytes: ::core::option::Option::Some(#m),));
+        setters.push(quote!(.with_memory_bytes(#m)));
     }
     if let Some(c) = opts.cpu_millis {
-        fields.push(quote!(cpu_millis: ::core::option::Option::Some(#c),));
+        setters.push(quote!(.with_cpu_millis(#c)));
     }
-    fields.push(quote!(explicit: #explicit,));
     if let Some((iso, _)) = &opts.isolation {
         let variant = if iso == "container" {
             quote!(Container)
         } else {
             quote!(Process)
         };
-        fields
-            .push(quote!(isolation: ::core::option::Option::Some(#private::Isolation::#variant),));
+        setters.push(quote!(.with_isolation(#private::Isolation::#variant)));
     }
 
     // A stateful node: the user's function takes `(input, &mut State<T>)`.
@@ -155,6 +152,8 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
 
         #declaration
 
+        #schema_checks
+
         const _: () = {
         #[allow(unused_imports)]
         use #private::NotData as _;
@@ -164,10 +163,8 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
             type Output = #output_type;
             #state_items
             const NAME: &'static str = #name;
-            const OPTIONS: #private::NodeOptions = #private::NodeOptions {
-                #(#fields)*
-                ..#private::NodeOptions::DEFAULT
-            };
+            const OPTIONS: #private::NodeOptions =
+                #private::NodeOptions::DEFAULT #(#setters)*;
 
             #[inline]
             fn call(#arg: #input) -> impl ::core::future::Future<
@@ -209,6 +206,13 @@ fn checked_data(private: &TokenStream, ty: &syn::Type) -> TokenStream {
     quote! {
         <#private::Pick<{ #probe }> as #private::Choose<#ty, [(); if #probe { 0 } else { #panic }]>>::Type
     }
+}
+
+/// `#[node(schema)]`: a check that `ty` implements `schemars::JsonSchema`, spanned at `ty` so
+/// that a missing derive is reported on the user's type.
+fn require_schema(private: &TokenStream, ty: &syn::Type) -> TokenStream {
+    let check = respan::respan_over(quote!(#private::require_schema::<#ty>), ty);
+    quote!(const _: () = #check();)
 }
 
 /// The hidden node type, named like the function.

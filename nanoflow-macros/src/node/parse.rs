@@ -8,7 +8,7 @@ use crate::ctxt::Ctxt;
 use crate::duration;
 
 const OPTIONS: &str =
-    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `memory`, `cpus`, `name`, `state`, `key` or `crate`";
+    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `memory`, `cpus`, `name`, `state`, `key`, `schema` or `crate`";
 
 /// Parses the options and the signature, collecting every error. Bad options alone still give a
 /// node (with default settings), so its uses in workflows are checked as usual.
@@ -418,6 +418,14 @@ fn parse_option(meta: &ParseNestedMeta<'_>, key: &str, options: &mut Options) ->
             };
             options.key = Some((members, span));
         }
+        "schema" => {
+            if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                return Err(meta.error(
+                    "`schema` takes no value: write `#[node(schema)]` to require JSON Schemas",
+                ));
+            }
+            options.schema = true;
+        }
         "crate" => {
             let value = value(meta, key, "my_nanoflow")?;
             options.krate = Some(if value.peek(syn::LitStr) {
@@ -484,32 +492,10 @@ fn parse_retries(expr: &syn::Expr) -> syn::Result<u32> {
     }
 }
 
-/// `"128MiB"`, `"1GiB"`, `"512MB"`, `"65536"` (bytes): at least 6 MiB, Docker's minimum.
+/// `"128MiB"`, `"1GiB"`, `"512MB"`, `"65536"` (bytes; the size rule of `nanoflow-rules`): at
+/// least 6 MiB, Docker's minimum.
 fn parse_memory(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let hint = "expected a size like \"128MiB\", \"1GiB\" or \"512MB\"";
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("invalid memory size `{text}`; {hint}"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "invalid memory size `{text}`: unknown unit `{other}`; {hint}"
-            ))
-        }
-    };
-    let bytes = n
-        .checked_mul(scale)
-        .ok_or_else(|| format!("memory size `{text}` is too large"))?;
+    let bytes = nanoflow_rules::parse_size(text).map_err(|e| format!("invalid memory {e}"))?;
     if bytes < 6 << 20 {
         return Err(format!(
             "memory size `{text}` is below the 6 MiB a container needs"

@@ -5,18 +5,6 @@ use super::ast::{Trigger, TriggerKind};
 use crate::ctxt::Ctxt;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-/// The runner's own API and dashboard (see the runtime's `admin` module).
-const RESERVED: [&str; 9] = [
-    "/healthz",
-    "/workflows",
-    "/runs",
-    "/metrics",
-    "/queues",
-    "/events",
-    "/login",
-    "/logout",
-    "/ui",
-];
 
 pub(crate) fn validate(cx: &mut Ctxt, trigger: &Trigger) {
     match &trigger.kind {
@@ -160,12 +148,11 @@ pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
             "invalid HTTP route `{path}`: the path must start with `/`, as in `/{path}`"
         ));
     }
-    for reserved in RESERVED {
-        if path == reserved || path.starts_with(&format!("{reserved}/")) {
-            return Err(format!(
-                "invalid HTTP route `{path}`: paths under `{reserved}` are reserved for the runner's own API"
-            ));
-        }
+    // The runtime refuses the same routes when it starts (`nanoflow-rules`).
+    if let Some(reserved) = nanoflow_rules::reserved_route(path) {
+        return Err(format!(
+            "invalid HTTP route `{path}`: paths under `{reserved}` are reserved for the runner's own API"
+        ));
     }
     let mut params: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path[1..].split('/').collect();
@@ -293,7 +280,7 @@ mod tests {
         assert!(check_route("POST", "/runs/x")
             .unwrap_err()
             .contains("reserved"));
-        for path in ["/events", "/login", "/ui/app.js"] {
+        for path in ["/events", "/login", "/ui/app.js", "/openapi.json"] {
             assert!(check_route("POST", path).unwrap_err().contains("reserved"));
         }
         assert!(check_route("POST", "/").is_ok());

@@ -651,27 +651,19 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         })
     });
     let d = &wf.defaults;
-    let mut default_fields = Vec::new();
-    let mut default_bits = 0u8;
+    let mut default_setters = Vec::new();
     if let Some(n) = d.retries {
-        default_fields.push(quote!(retries: #n,));
-        default_bits |= 1;
+        default_setters.push(quote!(.with_retries(#n)));
     }
     if let Some(ns) = d.backoff_ns {
-        default_fields.push(quote!(backoff: ::core::time::Duration::from_nanos(#ns),));
-        default_bits |= 2;
+        default_setters.push(quote!(.with_backoff(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some(ns) = d.max_backoff_ns {
-        default_fields.push(quote!(max_backoff: ::core::time::Duration::from_nanos(#ns),));
-        default_bits |= 4;
+        default_setters.push(quote!(.with_max_backoff(::core::time::Duration::from_nanos(#ns))));
     }
     if let Some(ns) = d.timeout_ns {
-        default_fields.push(
-            quote!(timeout: ::core::option::Option::Some(::core::time::Duration::from_nanos(#ns)),),
-        );
-        default_bits |= 8;
+        default_setters.push(quote!(.with_timeout(::core::time::Duration::from_nanos(#ns))));
     }
-    let _ = default_bits;
     let steps = &gen.steps;
     let edges = &gen.edges;
     let labels = &gen.labels;
@@ -715,10 +707,8 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
             #(#compensation_items)*
 
             /// The workflow's `#[defaults(...)]`, under each node's own options.
-            const __NANOFLOW_DEFAULTS: #private::NodeOptions = #private::NodeOptions {
-                #(#default_fields)*
-                ..#private::NodeOptions::DEFAULT
-            };
+            const __NANOFLOW_DEFAULTS: #private::NodeOptions =
+                #private::NodeOptions::DEFAULT #(#default_setters)*;
 
             impl #private::Workflow for #ty {
                 type Input = #input_ty;
@@ -738,6 +728,19 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                         input_type: ::core::any::type_name::<#input_ty>(),
                         output_type: ::core::any::type_name::<#output_ty>(),
                     })
+                }
+
+                fn schemas(&self) -> (
+                    ::core::option::Option<#private::serde_json::Value>,
+                    ::core::option::Option<#private::serde_json::Value>,
+                ) {
+                    // `Probe<T>`'s own `json_schema` when `T: JsonSchema`, else `NoSchema`'s `None`.
+                    #[allow(unused_imports)]
+                    use #private::NoSchema as _;
+                    (
+                        <#private::Probe<#input_ty>>::json_schema(#private::Side::Input),
+                        <#private::Probe<#output_ty>>::json_schema(#private::Side::Output),
+                    )
                 }
 
                 #[allow(clippy::let_unit_value, clippy::redundant_clone)]

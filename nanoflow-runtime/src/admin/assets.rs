@@ -4,6 +4,7 @@
 pub(crate) const INDEX_HTML: &str = include_str!("assets/index.html");
 pub(crate) const APP_JS: &str = include_str!("assets/app.js");
 pub(crate) const GRAPH_JS: &str = include_str!("assets/graph.js");
+pub(crate) const FORM_JS: &str = include_str!("assets/form.js");
 pub(crate) const STYLE_CSS: &str = include_str!("assets/style.css");
 pub(crate) const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 const LOGIN_HTML: &str = include_str!("assets/login.html");

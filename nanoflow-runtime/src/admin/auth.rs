@@ -1,20 +1,25 @@
 //! The admin token: `Authorization: Bearer <token>` for programs, a login page that sets an
-//! `HttpOnly; SameSite=Strict` cookie for browsers. Tokens are compared in constant time.
+//! `HttpOnly; SameSite=Strict` session cookie for browsers (a random id, revoked by logout,
+//! never the token itself). Tokens are compared in constant time, and a client that keeps
+//! sending wrong credentials is made to wait (see [`Throttle`]).
 
-use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::Value;
 
+use crate::config::AdminToken;
 use crate::error::Error;
-use crate::runner::serve::App;
-use crate::triggers::http::error_response;
+use crate::ingress::reply::error_response;
+use crate::ingress::App;
 
 /// The cookie the login page sets.
 pub(crate) const COOKIE: &str = "nanoflow_admin";
@@ -22,55 +27,17 @@ pub(crate) const COOKIE: &str = "nanoflow_admin";
 /// How long a browser login lasts.
 const COOKIE_MAX_AGE_SECS: u64 = 12 * 3600;
 
-/// The token that guards the operations surface (dashboard, `/runs*`, `/metrics`, `/events`,
-/// `/workflows`). Its `Debug` form never shows it.
-///
-/// ```
-/// let token = nanoflow_runtime::AdminToken::new("correct-horse-battery-staple").unwrap();
-/// assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
-/// assert!(nanoflow_runtime::AdminToken::new("has space").is_err());
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(Arc<str>);
+/// Wrong credentials a client may send before it must wait.
+const FREE_FAILURES: u32 = 10;
 
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
+/// A client's failures are forgotten this long after its last one.
+const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
-impl AdminToken {
-    /// A token: 1 to 512 visible ASCII characters, none of `"`, `,`, `;` or `\` (it travels
-    /// in a header and a cookie).
-    pub fn new(token: impl Into<String>) -> Result<Self, Error> {
-        let token = token.into();
-        let bad = |b: u8| !b.is_ascii_graphic() || matches!(b, b'"' | b',' | b';' | b'\\');
-        if token.is_empty() || token.len() > 512 || token.bytes().any(bad) {
-            return Err(Error::Config(
-                "the admin token must be 1 to 512 visible ASCII characters without `\"`, `,`, `;` or `\\` \
-                 (e.g. the output of `openssl rand -hex 32`)"
-                    .into(),
-            ));
-        }
-        Ok(Self(token.into()))
-    }
+/// The longest a client is made to wait.
+const MAX_BLOCK: Duration = Duration::from_secs(300);
 
-    /// Whether `candidate` is this token, in time independent of where they differ.
-    pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
-        constant_time_eq(self.0.as_bytes(), candidate)
-    }
-}
-
-/// Compares in time that depends only on the lengths, never on the contents.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
-}
+/// Clients remembered at most (a flood of addresses cannot grow the table without bound).
+const MAX_CLIENTS: usize = 65_536;
 
 /// How a request proved it may use the operations surface.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,7 +49,7 @@ enum Proof {
     Missing,
 }
 
-fn proof(token: &AdminToken, headers: &HeaderMap) -> Proof {
+fn proof(token: &AdminToken, sessions: &Sessions, headers: &HeaderMap) -> Proof {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let value = auth.as_bytes();
         let bearer = value
@@ -95,10 +62,136 @@ fn proof(token: &AdminToken, headers: &HeaderMap) -> Proof {
         };
     }
     match cookie(headers, COOKIE) {
-        Some(value) if token.matches(value) => Proof::Cookie,
+        Some(value) if sessions.valid(value) => Proof::Cookie,
         Some(_) => Proof::Wrong,
         None => Proof::Missing,
     }
+}
+
+/// Browser sessions: random ids handed out by the login, valid until they expire, the runner
+/// restarts, or the browser logs out.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    live: Mutex<HashMap<String, Instant>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session id: 256 random bits from the operating system, in hex.
+    fn open(&self) -> Result<String, Error> {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| Error::io("reading /dev/urandom for a session id", e))?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let now = Instant::now();
+        let mut live = self.lock();
+        live.retain(|_, expires| *expires > now);
+        live.insert(id.clone(), now + Duration::from_secs(COOKIE_MAX_AGE_SECS));
+        Ok(id)
+    }
+
+    fn valid(&self, id: &[u8]) -> bool {
+        let Ok(id) = std::str::from_utf8(id) else {
+            return false;
+        };
+        self.lock()
+            .get(id)
+            .is_some_and(|expires| *expires > Instant::now())
+    }
+
+    fn close(&self, id: &[u8]) {
+        if let Ok(id) = std::str::from_utf8(id) {
+            self.lock().remove(id);
+        }
+    }
+}
+
+/// What the runner remembers of a client that sent wrong credentials.
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    failures: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// Slows down guessing: after [`FREE_FAILURES`] wrong tokens, cookies or logins from one
+/// address, every credential from it is refused with `429` (without being checked) for 1 s,
+/// then 2 s, 4 s, ... up to [`MAX_BLOCK`]; a success or [`FAILURE_MEMORY`] without failures
+/// forgets it. Checked before the credential, so that a guess made while blocked tells nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
+    clients: Mutex<HashMap<IpAddr, Strikes>>,
+}
+
+impl Throttle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Strikes>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long `client` must still wait, if it must.
+    fn blocked(&self, client: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let until = self.lock().get(&client)?.blocked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    fn failed(&self, client: IpAddr) {
+        let now = Instant::now();
+        let mut clients = self.lock();
+        if clients.len() >= MAX_CLIENTS {
+            clients.retain(|_, s| now.duration_since(s.last) < FAILURE_MEMORY);
+            if clients.len() >= MAX_CLIENTS {
+                clients.clear();
+            }
+        }
+        let strikes = clients.entry(client).or_insert(Strikes {
+            failures: 0,
+            last: now,
+            blocked_until: None,
+        });
+        if now.duration_since(strikes.last) >= FAILURE_MEMORY {
+            strikes.failures = 0;
+        }
+        strikes.failures = strikes.failures.saturating_add(1);
+        strikes.last = now;
+        if strikes.failures >= FREE_FAILURES {
+            let doublings = (strikes.failures - FREE_FAILURES).min(16);
+            let wait = Duration::from_secs(1u64 << doublings).min(MAX_BLOCK);
+            strikes.blocked_until = Some(now + wait);
+            tracing::warn!(%client, failures = strikes.failures, wait_s = wait.as_secs(), "wrong admin credentials; client throttled");
+        }
+    }
+
+    fn succeeded(&self, client: IpAddr) {
+        self.lock().remove(&client);
+    }
+}
+
+/// The address the request came from (the connection's peer).
+fn client(req_extensions: &axum::http::Extensions) -> IpAddr {
+    req_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+fn too_many_attempts(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        &format!("too many wrong admin credentials from this address; retry in {seconds} s"),
+        |e| {
+            e.insert("retry_after_s".into(), seconds.into());
+        },
+    );
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// The value of cookie `name`, if sent.
@@ -165,7 +258,21 @@ pub(crate) async fn require_token(
     let Some(token) = &app.config.admin_token else {
         return next.run(req).await;
     };
-    match proof(token, req.headers()) {
+    let client = client(req.extensions());
+    let sent = req.headers().contains_key(header::AUTHORIZATION)
+        || cookie(req.headers(), COOKIE).is_some();
+    if sent {
+        if let Some(wait) = app.admin.throttle.blocked(client) {
+            return too_many_attempts(wait);
+        }
+    }
+    let proof = proof(token, &app.admin.sessions, req.headers());
+    match proof {
+        Proof::Wrong => app.admin.throttle.failed(client),
+        Proof::Bearer | Proof::Cookie => app.admin.throttle.succeeded(client),
+        Proof::Missing => {}
+    }
+    match proof {
         Proof::Bearer => next.run(req).await,
         Proof::Cookie if same_origin(&req) => next.run(req).await,
         Proof::Cookie => error_response(
@@ -218,6 +325,10 @@ pub(crate) async fn login(State(app): State<Arc<App>>, req: Request) -> Response
             |_| {},
         );
     };
+    let client = client(req.extensions());
+    if let Some(wait) = app.admin.throttle.blocked(client) {
+        return too_many_attempts(wait);
+    }
     let (parts, body) = req.into_parts();
     let json = parts
         .headers
@@ -241,8 +352,7 @@ pub(crate) async fn login(State(app): State<Arc<App>>, req: Request) -> Response
     };
     let ok = candidate.is_some_and(|c| token.matches(c.trim().as_bytes()));
     if !ok {
-        // Slows down guessing; the comparison itself leaks nothing.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.admin.throttle.failed(client);
         return if json {
             unauthorized("the admin token is not right")
         } else {
@@ -253,9 +363,21 @@ pub(crate) async fn login(State(app): State<Arc<App>>, req: Request) -> Response
         .headers
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    app.admin.throttle.succeeded(client);
+    let session = match app.admin.sessions.open() {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a dashboard session");
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session_unavailable",
+                "the runner could not create a session; use a bearer token",
+                |_| {},
+            );
+        }
+    };
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}{}",
-        token.0,
+        "{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}{}",
         if secure { "; Secure" } else { "" }
     );
     let mut response = if json {
@@ -271,8 +393,12 @@ pub(crate) async fn login(State(app): State<Arc<App>>, req: Request) -> Response
     response
 }
 
-/// `POST /logout`: forgets the cookie.
-pub(crate) async fn logout() -> Response {
+/// `POST /logout`: ends the session (its cookie no longer works, even if kept) and forgets
+/// the cookie.
+pub(crate) async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers, COOKIE) {
+        app.admin.sessions.close(id);
+    }
     let mut response = redirect("/login");
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -286,7 +412,7 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     text.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| crate::triggers::http::percent_decode(v))
+        (k == name).then(|| crate::ingress::reply::percent_decode(v))
     })
 }
 
@@ -295,39 +421,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
     fn reads_credentials() {
-        let token = AdminToken::new("s3cret").unwrap();
+        let token = AdminToken::new("s3cret-s3cret-s3cret").unwrap();
+        let sessions = Sessions::default();
+        let session = sessions.open().unwrap();
+        assert_eq!(session.len(), 64);
         let mut h = HeaderMap::new();
-        assert_eq!(proof(&token, &h), Proof::Missing);
+        assert_eq!(proof(&token, &sessions, &h), Proof::Missing);
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=b; nanoflow_admin=s3cret"),
+            HeaderValue::from_str(&format!("a=b; nanoflow_admin={session}")).unwrap(),
         );
-        assert_eq!(proof(&token, &h), Proof::Cookie);
+        assert_eq!(proof(&token, &sessions, &h), Proof::Cookie);
+        // The token itself is not a session.
+        let mut t = HeaderMap::new();
+        t.insert(
+            header::COOKIE,
+            HeaderValue::from_static("nanoflow_admin=s3cret-s3cret-s3cret"),
+        );
+        assert_eq!(proof(&token, &sessions, &t), Proof::Wrong);
         h.insert(
             header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cret"),
+            HeaderValue::from_static("Bearer s3cret-s3cret-s3cret"),
         );
-        assert_eq!(proof(&token, &h), Proof::Bearer);
+        assert_eq!(proof(&token, &sessions, &h), Proof::Bearer);
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("bearer nope"),
         );
-        assert_eq!(proof(&token, &h), Proof::Wrong);
+        assert_eq!(proof(&token, &sessions, &h), Proof::Wrong);
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Basic czNjcmV0"),
         );
-        assert_eq!(proof(&token, &h), Proof::Wrong);
+        assert_eq!(proof(&token, &sessions, &h), Proof::Wrong);
+        h.remove(header::AUTHORIZATION);
+        sessions.close(session.as_bytes());
+        assert_eq!(proof(&token, &sessions, &h), Proof::Wrong);
+    }
+
+    #[test]
+    fn short_tokens_are_refused_with_the_reason() {
+        let e = AdminToken::new("x").unwrap_err().to_string();
+        assert!(e.contains("at least 16") && e.contains("guessed"), "{e}");
+        assert!(AdminToken::new("0123456789abcdef").is_ok());
+    }
+
+    #[test]
+    fn throttle_blocks_after_free_failures_and_doubles() {
+        let t = Throttle::default();
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        for _ in 0..FREE_FAILURES - 1 {
+            t.failed(ip);
+            assert_eq!(t.blocked(ip), None);
+        }
+        t.failed(ip);
+        let first = t.blocked(ip).unwrap();
+        assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(900));
+        t.failed(ip);
+        assert!(t.blocked(ip).unwrap() > Duration::from_millis(1900));
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(t.blocked(other), None);
+        t.succeeded(ip);
+        assert_eq!(t.blocked(ip), None);
     }
 
     #[test]

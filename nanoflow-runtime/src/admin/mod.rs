@@ -5,7 +5,14 @@
 pub(crate) mod assets;
 mod auth;
 
-pub use auth::AdminToken;
+pub use crate::config::AdminToken;
+
+/// The admin surface's own state: browser sessions and the wrong-credential throttle.
+#[derive(Debug, Default)]
+pub(crate) struct AdminState {
+    pub(crate) sessions: auth::Sessions,
+    pub(crate) throttle: auth::Throttle,
+}
 
 use std::sync::Arc;
 
@@ -16,21 +23,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::Error;
-use crate::runner::serve::App;
-use crate::triggers::http::error_response;
-use crate::triggers::TriggerDef;
-
-/// Paths of the operations surface; no trigger may use them (the macro refuses them too).
-const RESERVED: [&str; 8] = [
-    "/healthz",
-    "/workflows",
-    "/runs",
-    "/metrics",
-    "/events",
-    "/login",
-    "/logout",
-    "/ui",
-];
+use crate::ingress::reply::error_response;
+use crate::ingress::App;
+use crate::trigger::TriggerDef;
 
 /// Whether `/` shows the dashboard (no workflow serves `GET /`); it is always at `/ui`.
 pub(crate) fn dashboard_at_root(app: &App) -> bool {
@@ -54,10 +49,7 @@ fn check_routes(app: &App) -> Result<(), Error> {
             let TriggerDef::Http { method, path } = t else {
                 continue;
             };
-            let reserved = RESERVED
-                .iter()
-                .any(|r| path == r || path.starts_with(&format!("{r}/")));
-            if reserved {
+            if crate::rules::reserved_route(path).is_some() {
                 return Err(Error::Config(format!(
                     "workflow `{}`: the route `{method} {path}` is reserved for the runner's dashboard and API",
                     wf.graph().name
@@ -66,6 +58,15 @@ fn check_routes(app: &App) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `routes` behind the admin token when one is set (for routes that live outside the operations
+/// surface but must not be open, such as `POST /queues/{subject}`).
+pub(crate) fn guarded(app: &Arc<App>, routes: Router) -> Router {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        auth::require_token,
+    ))
 }
 
 /// Wraps the runner's operations routes (`/workflows`, `/runs*`, ...) with the dashboard, the
@@ -113,6 +114,10 @@ pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error
             get(|| async { asset("text/javascript; charset=utf-8", assets::GRAPH_JS) }),
         )
         .route(
+            "/ui/form.js",
+            get(|| async { asset("text/javascript; charset=utf-8", assets::FORM_JS) }),
+        )
+        .route(
             "/ui/style.css",
             get(|| async { asset("text/css; charset=utf-8", assets::STYLE_CSS) }),
         )
@@ -136,13 +141,12 @@ fn metrics(app: &App) -> Response {
     let free = app.limiter.available_permits().min(max);
     #[allow(unused_mut)]
     let mut text = metrics.render(
-        app.journal.as_ref().map(|j| j.metrics()),
+        app.journal.as_ref().and_then(|j| j.metrics()),
         app.observe.events.listeners(),
         (max - free, free),
     );
-    #[cfg(feature = "container")]
     if let Some(containers) = &app.containers {
-        text.push_str(&container_metrics(containers));
+        text.push_str(&container_metrics(containers.as_ref()));
     }
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
@@ -153,8 +157,7 @@ fn metrics(app: &App) -> Response {
 }
 
 /// The container pools: live containers and cold starts, by node.
-#[cfg(feature = "container")]
-fn container_metrics(containers: &crate::isolation::Containers) -> String {
+fn container_metrics(containers: &dyn crate::run::NodeHost) -> String {
     use std::fmt::Write as _;
     let stats = containers.stats();
     let mut out = String::new();
@@ -213,7 +216,7 @@ pub(crate) fn html(status: StatusCode, page: &str) -> Response {
 
 /// What the dashboard needs to know about this runner.
 fn ui_config(app: &App) -> Response {
-    crate::triggers::http::json_response(
+    crate::ingress::reply::json_response(
         StatusCode::OK,
         &serde_json::json!({
             "auth": app.config.admin_token.is_some(),
@@ -234,7 +237,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// Refuses to serve the operations surface unauthenticated beyond this machine: a
 /// non-loopback address needs an admin token, or an explicit `--insecure-admin`.
-pub(crate) fn check_exposure(config: &crate::runner::ServeConfig) -> Result<(), Error> {
+pub(crate) fn check_exposure(config: &crate::config::ServeConfig) -> Result<(), Error> {
     if config.addr.ip().is_loopback() || config.admin_token.is_some() || config.insecure_admin {
         return Ok(());
     }

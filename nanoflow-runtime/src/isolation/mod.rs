@@ -4,6 +4,7 @@
 //! no-new-privileges, memory/CPU/pids limits).
 
 mod image;
+mod owner;
 mod pool;
 mod protocol;
 mod server;
@@ -13,6 +14,7 @@ pub use nanoflow_build::manifest;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,8 @@ pub enum IsolationMode {
 /// Container settings of a runner.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
-    /// The service name in image names and container labels (default: the binary's name).
+    /// The service name in image names and container labels (default: the binary's whole
+    /// file name, lowercased, other characters than `a-z0-9_.-` as `-`).
     pub service: String,
     /// Containers kept warm per node (default 1).
     pub min_warm: usize,
@@ -47,6 +50,17 @@ pub struct ContainerConfig {
     pub concurrency: usize,
     /// A container idle this long is removed, down to `min_warm` (default 60 s).
     pub idle_timeout: Duration,
+    /// How long a call of a node without a `timeout` waits for a free container slot when
+    /// its pool is at `max_per_node` (default 30 s); past it the call fails, retryable, with
+    /// `503 container_pool_busy`. A node with a timeout waits at most that timeout.
+    pub slot_wait: Duration,
+    /// How often the pools are checked against the engine (dead containers removed, pools
+    /// refilled to `min_warm`) and the engine pinged (default 2 s; while the engine does not
+    /// answer, pings back off from 250 ms up to this interval).
+    pub health_interval: Duration,
+    /// The Docker Engine address, `unix:///path` or `tcp://host:port` (default: `DOCKER_HOST`,
+    /// else `unix:///var/run/docker.sock`).
+    pub engine: Option<String>,
     /// Memory limit of a node without `memory = ...` (default 256 MiB).
     pub memory_bytes: u64,
     /// CPU limit of a node without `cpus = ...`, in thousandths (default 1000: one CPU).
@@ -68,15 +82,7 @@ impl Default for ContainerConfig {
     fn default() -> Self {
         let service = std::env::current_exe()
             .ok()
-            .and_then(|p| {
-                p.file_stem().map(|s| {
-                    s.to_string_lossy()
-                        .split('-')
-                        .next()
-                        .unwrap_or("service")
-                        .to_owned()
-                })
-            })
+            .and_then(|p| service_name(&p))
             .unwrap_or_else(|| "service".into());
         Self {
             service,
@@ -84,6 +90,9 @@ impl Default for ContainerConfig {
             max_per_node: 4,
             concurrency: 8,
             idle_timeout: Duration::from_secs(60),
+            slot_wait: Duration::from_secs(30),
+            health_interval: Duration::from_secs(2),
+            engine: None,
             memory_bytes: 256 << 20,
             cpu_millis: 1000,
             pids_limit: 64,
@@ -93,6 +102,24 @@ impl Default for ContainerConfig {
             entrypoint_args: Vec::new(),
         }
     }
+}
+
+/// The service name of the program at `binary`: its whole file name (`nf-newcomer` and
+/// `nf-other` are two services), lowercased, with characters Docker does not accept in
+/// names as `-`.
+fn service_name(binary: &std::path::Path) -> Option<String> {
+    let stem = binary.file_stem()?.to_string_lossy().to_ascii_lowercase();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// Whether `options` (a node's, under its workflow's defaults) run in a container in `mode`.
@@ -135,6 +162,9 @@ pub async fn connect_to(target: &str) -> Result<Docker, Error> {
 #[derive(Debug)]
 pub struct Containers {
     pools: HashMap<&'static str, Arc<pool::Pool>>,
+    docker: Docker,
+    /// Set while the engine does not answer; shared with the pools.
+    engine_down: Arc<AtomicBool>,
     /// The global mode, for nodes that do not choose.
     pub(crate) mode: IsolationMode,
 }
@@ -253,17 +283,27 @@ impl Containers {
         if steps.is_empty() {
             return Ok(None);
         }
-        let docker = connect().await?;
+        let docker = match &config.engine {
+            Some(target) => connect_to(target).await?,
+            None => connect().await?,
+        };
         let orphans = pool::remove_orphans(&docker, &config.service).await?;
-        if orphans > 0 {
+        if orphans.removed > 0 {
             tracing::info!(
-                removed = orphans,
-                "removed containers left by a previous runner"
+                removed = orphans.removed,
+                "removed containers left by a runner that is gone"
+            );
+        }
+        if orphans.kept > 0 {
+            tracing::debug!(
+                kept = orphans.kept,
+                "left alone the containers of runners that are alive or cannot be checked"
             );
         }
         std::fs::create_dir_all(&config.socket_dir)
             .map_err(|e| Error::io(format!("creating {}", config.socket_dir.display()), e))?;
         let images = build_images(&docker, workflows, mode, config).await?;
+        let engine_down = Arc::new(AtomicBool::new(false));
         let mut pools = HashMap::new();
         for (step, built) in steps.iter().zip(images) {
             let limits = pool::Limits {
@@ -271,29 +311,64 @@ impl Containers {
                 nano_cpus: i64::from(step.options.cpu_millis.unwrap_or(config.cpu_millis))
                     * 1_000_000,
             };
-            let p = pool::Pool::new(
+            let p = Arc::new(pool::Pool::new(
                 docker.clone(),
-                config.service.clone(),
                 step.node,
                 built.tag,
                 limits,
+                step.options.timeout,
                 config.clone(),
-            );
-            p.warm().await?;
-            pools.insert(step.node, Arc::new(p));
-        }
-        let containers = Arc::new(Self { pools, mode });
-        let weak = Arc::downgrade(&containers);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let Some(c) = weak.upgrade() else { return };
-                for p in c.pools.values() {
-                    p.reap_idle();
+                engine_down.clone(),
+            ));
+            pools.insert(step.node, p.clone());
+            if let Err(e) = p.warm().await {
+                // Leave nothing running behind a runner that does not start.
+                for p in pools.values() {
+                    p.shutdown().await;
                 }
+                return Err(e);
             }
+        }
+        let containers = Arc::new(Self {
+            pools,
+            docker,
+            engine_down,
+            mode,
         });
+        tokio::spawn(health(Arc::downgrade(&containers), config.health_interval));
         Ok(Some(containers))
+    }
+
+    /// One health check: the running containers of this runner, or the engine's error.
+    async fn check(&self) -> Result<(), bollard::errors::Error> {
+        use bollard::query_parameters::ListContainersOptions;
+        let filters: HashMap<String, Vec<String>> = [(
+            "label".to_owned(),
+            vec![format!(
+                "{}={}",
+                owner::RUNNER,
+                owner::Owner::this().instance
+            )],
+        )]
+        .into();
+        let running: std::collections::HashSet<String> = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
+        let was_down = self.engine_down.swap(false, Ordering::SeqCst);
+        if was_down {
+            tracing::info!("the Docker Engine answers again; checking and refilling the pools");
+        }
+        for p in self.pools.values() {
+            p.check(&running).await;
+        }
+        Ok(())
     }
 
     /// Whether node `node` with `options` runs in a container here.
@@ -341,6 +416,66 @@ impl Containers {
     }
 }
 
+impl crate::run::NodeHost for Containers {
+    fn serves(&self, node: &str, options: &NodeOptions) -> bool {
+        Containers::serves(self, node, options)
+    }
+
+    fn call<'a>(
+        &'a self,
+        node: &'a str,
+        input: Bytes,
+        state: Option<Bytes>,
+    ) -> crate::graph::BoxFuture<'a, Result<(Bytes, Option<Bytes>), NodeError>> {
+        Box::pin(Containers::call(self, node, input, state))
+    }
+
+    fn stats(&self) -> Vec<(&'static str, usize, usize)> {
+        Containers::stats(self)
+    }
+
+    fn shutdown(&self) -> crate::graph::BoxFuture<'_, ()> {
+        Box::pin(Containers::shutdown(self))
+    }
+}
+
+/// Checks the pools every `interval` while the engine answers, and pings it with a backoff
+/// while it does not; ends with the runner.
+async fn health(containers: std::sync::Weak<Containers>, interval: Duration) {
+    // A zero interval would spin.
+    let interval = interval.max(Duration::from_millis(50));
+    let first_retry = Duration::from_millis(250).min(interval);
+    let mut delay = interval;
+    let mut down = false;
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(c) = containers.upgrade() else {
+            return;
+        };
+        let checked = match tokio::time::timeout(Duration::from_secs(10), c.docker.ping()).await {
+            Ok(Ok(_)) => c.check().await.map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 10 s".to_owned()),
+        };
+        match checked {
+            Ok(()) => {
+                down = false;
+                delay = interval;
+            }
+            Err(e) => {
+                c.engine_down.store(true, Ordering::SeqCst);
+                if down {
+                    delay = (delay * 2).min(interval);
+                } else {
+                    tracing::warn!(error = %e, "the Docker Engine does not answer; container nodes answer 503 until it is back");
+                    down = true;
+                    delay = first_retry;
+                }
+            }
+        }
+    }
+}
+
 /// Serves one node inside its container: `NANOFLOW_NODE_SERVE` names it and
 /// `NANOFLOW_NODE_SOCKET` the socket. Returns `None` when the variables are not set.
 pub(crate) async fn serve_node_from_env(
@@ -365,4 +500,34 @@ pub(crate) async fn serve_node_of(graphs: &[&'static Graph]) -> Option<Result<()
             "this program has no node `{node}` to serve"
         ))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_named_by_the_whole_binary_name() {
+        let name = |p: &str| service_name(std::path::Path::new(p));
+        assert_eq!(name("/usr/bin/nf-newcomer").as_deref(), Some("nf-newcomer"));
+        assert_ne!(name("/usr/bin/nf-newcomer"), name("/usr/bin/nf-other"));
+        assert_eq!(name("/x/My Service.exe").as_deref(), Some("my-service"));
+    }
+
+    #[test]
+    fn an_unreachable_engine_is_a_retryable_503_with_its_own_code() {
+        let e = pool::engine_unavailable("debit", &"connection refused");
+        assert_eq!(
+            (e.status(), e.code()),
+            (Some(503), "container_engine_unavailable")
+        );
+        assert!(e.is_retryable());
+        let stored: NodeError = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(stored, e, "the code survives the journal");
+        let unknown: NodeError = serde_json::from_value(
+            serde_json::json!({"kind": "retryable", "message": "m", "code": "from_the_future"}),
+        )
+        .unwrap();
+        assert_eq!(unknown.code(), "node_failed");
+    }
 }

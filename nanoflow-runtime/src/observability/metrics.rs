@@ -3,107 +3,12 @@
 //! allocation on the hot path); `GET /metrics` renders the text format from them.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::graph::Graph;
 
-/// Upper bounds of the duration histograms, in seconds (`+Inf` is implied).
-const BOUNDS_SECONDS: [f64; 16] = [
-    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0,
-    60.0, 300.0,
-];
-
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A duration histogram with fixed buckets. Buckets are stored non-cumulative and summed when
-/// rendered, so the `+Inf` bucket always equals the count.
-#[derive(Debug)]
-pub(crate) struct Histogram {
-    buckets: [AtomicU64; BOUNDS_SECONDS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Histogram {
-    pub(crate) fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = BOUNDS_SECONDS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BOUNDS_SECONDS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// How many observations so far.
-    pub(crate) fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = match BOUNDS_SECONDS.get(i) {
-                Some(b) => format!("{b}"),
-                None => "+Inf".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
-    }
-}
-
-/// The journal's own figures, recorded by its writer thread.
-#[derive(Debug, Default)]
-pub(crate) struct JournalMetrics {
-    /// How long each group commit took (the transaction with its fsync).
-    pub(crate) commit: Histogram,
-    /// Writes committed (a commit holds one or more).
-    pub(crate) writes: Counter,
-    /// Batches that failed and were retried write by write.
-    pub(crate) failed_batches: Counter,
-}
+pub(crate) use crate::stats::{Counter, Histogram, JournalMetrics};
 
 /// One step of one workflow.
 #[derive(Debug, Default)]

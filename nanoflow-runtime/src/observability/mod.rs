@@ -22,8 +22,8 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::graph::Graph;
+use crate::id::RunId;
 use crate::node::NodeError;
-use crate::run::RunId;
 use crate::runs::{now_ms, RunError};
 use events::Events;
 use metrics::{Metrics, WorkflowMetrics};

@@ -15,8 +15,8 @@ use tracing::field::{display, Empty};
 use tracing::Span;
 
 use crate::error::Error;
+use crate::id::RunId;
 use crate::node::{ErrorKind, NodeError};
-use crate::run::RunId;
 
 /// W3C trace context from a `traceparent` header (`00-<trace id>-<parent id>-<flags>`).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,15 @@
-//! The command line every nanoflow service gets: `serve` (default), `run`, `list`, `graph`.
+//! The command line every nanoflow service gets: `serve` (default), `run`, `list`, `graph`,
+//! `openapi`.
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use super::serve::{self, ServeConfig};
+use super::serve;
 use super::Runner;
-use crate::admin::AdminToken;
+use crate::config::AdminToken;
+use crate::config::ServeConfig;
 use crate::error::Error;
 use crate::graph::short_type;
 use crate::run::RunCtx;
@@ -26,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the workflows' triggers (default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one workflow in-process and print its output as JSON.
     Run {
         /// The workflow's name.
@@ -48,14 +50,20 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
         /// The journal file.
+        // Its own id: `serve`'s flattened `--journal` (an `Option<String>`, accepting `off`) is
+        // another argument with the same name, and clap keys values by id, not by flag.
         #[arg(
-            long,
+            id = "runs_journal",
+            long = "journal",
             env = "NANOFLOW_JOURNAL",
             default_value = ".nanoflow/journal.db",
             global = true
         )]
         journal: std::path::PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP triggers and the run API (as served at
+    /// `GET /openapi.json`).
+    Openapi,
     /// Print a workflow's graph.
     Graph {
         /// The workflow's name.
@@ -115,14 +123,26 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "NANOFLOW_ADDR")]
     addr: Option<std::net::SocketAddr>,
     /// Largest request body (e.g. 1MiB); larger bodies get 413.
-    #[arg(long, env = "NANOFLOW_MAX_BODY", value_parser = serve::parse_size)]
+    #[arg(long, env = "NANOFLOW_MAX_BODY", value_parser = crate::rules::parse_size)]
     max_body: Option<usize>,
     /// Most runs in flight; past it requests get 503 with Retry-After.
     #[arg(long, env = "NANOFLOW_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
     /// How long a shutdown (SIGINT/SIGTERM) waits for in-flight runs (e.g. 30s).
-    #[arg(long, env = "NANOFLOW_GRACE", value_parser = serve::parse_duration)]
+    #[arg(long, env = "NANOFLOW_GRACE", value_parser = crate::rules::parse_duration)]
     grace: Option<std::time::Duration>,
+    /// How long a client may take to send a request's headers (e.g. 10s); then it is disconnected.
+    #[arg(long, env = "NANOFLOW_HEADER_TIMEOUT", value_parser = crate::rules::parse_duration)]
+    header_timeout: Option<std::time::Duration>,
+    /// How long a client may take to send a request's body (e.g. 30s); then it gets 408.
+    #[arg(long, env = "NANOFLOW_BODY_TIMEOUT", value_parser = crate::rules::parse_duration)]
+    body_timeout: Option<std::time::Duration>,
+    /// How long a keep-alive connection may stay open without a request (e.g. 60s).
+    #[arg(long, env = "NANOFLOW_IDLE_TIMEOUT", value_parser = crate::rules::parse_duration)]
+    idle_timeout: Option<std::time::Duration>,
+    /// Open connections past which idle ones are closed (default: from the open files limit).
+    #[arg(long, env = "NANOFLOW_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// How many finished runs `GET /runs/{id}` remembers without a journal.
     #[arg(long, env = "NANOFLOW_KEEP_RUNS")]
     keep_runs: Option<usize>,
@@ -130,7 +150,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "NANOFLOW_JOURNAL")]
     journal: Option<String>,
     /// Finished runs older than this are pruned from the journal (e.g. 7d).
-    #[arg(long, env = "NANOFLOW_RETENTION_AGE", value_parser = serve::parse_duration)]
+    #[arg(long, env = "NANOFLOW_RETENTION_AGE", value_parser = crate::rules::parse_duration)]
     retention_age: Option<std::time::Duration>,
     /// At most this many finished runs are kept in the journal.
     #[arg(long, env = "NANOFLOW_RETENTION_RUNS")]
@@ -177,6 +197,30 @@ impl ServeArgs {
         }
         if let Some(g) = self.grace {
             c.grace = g;
+        }
+        for (flag, value, field) in [
+            (
+                "--header-timeout",
+                self.header_timeout,
+                &mut c.header_timeout,
+            ),
+            ("--body-timeout", self.body_timeout, &mut c.body_timeout),
+            ("--idle-timeout", self.idle_timeout, &mut c.idle_timeout),
+        ] {
+            if let Some(d) = value {
+                if d.is_zero() {
+                    return Err(Error::Config(format!("`{flag}` must be longer than 0")));
+                }
+                *field = d;
+            }
+        }
+        if let Some(m) = self.max_connections {
+            if m == 0 {
+                return Err(Error::Config(
+                    "`--max-connections` must be at least 1".into(),
+                ));
+            }
+            c.max_connections = Some(m);
         }
         if let Some(k) = self.keep_runs {
             c.keep_runs = k;
@@ -231,7 +275,7 @@ where
             ));
         }
     };
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(args) => {
             let config = args.config()?;
             // Refused before anything is set up or logged.
@@ -276,6 +320,18 @@ where
         }
         Command::List => {
             print_stdout(&list(&runner));
+            Ok(())
+        }
+        Command::Openapi => {
+            let workflows = runner.workflows.values().map(|wf| wf.as_ref());
+            let document = crate::triggers::openapi::document(
+                &crate::triggers::openapi::service_name(),
+                workflows,
+            );
+            print_stdout(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&document).unwrap_or_default()
+            ));
             Ok(())
         }
         Command::Graph { workflow, format } => {
@@ -417,7 +473,8 @@ async fn runs(
         journal: Some(journal),
         ..ServeConfig::default()
     };
-    let app = serve::App::new(&runner, &config, None)?;
+    runner.check()?;
+    let app = crate::ingress::App::new(&runner.workflows, &config, None)?;
     let j = app.journal.clone().expect("opened above");
     match command {
         RunsCommand::List {

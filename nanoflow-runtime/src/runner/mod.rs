@@ -1,11 +1,13 @@
 //! The runner: the registered workflows and the command line that serves or runs them.
 
 mod cli;
+mod listen;
 #[cfg(all(nanoflow_node, feature = "container"))]
 mod node;
 pub(crate) mod serve;
 
-pub use serve::{ServeConfig, Server};
+pub use crate::config::ServeConfig;
+pub use serve::Server;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -109,7 +111,7 @@ impl Runner {
                 "workflow `{name}` is registered twice with the runner"
             )));
         }
-        crate::triggers::chain::check(&self.workflows)?;
+        crate::ingress::chain::check(&self.workflows)?;
         #[cfg(not(feature = "container"))]
         for wf in self.workflows.values() {
             check_isolation(wf.graph())?;

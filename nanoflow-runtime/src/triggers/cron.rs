@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::error::Error;
+use crate::ingress::{Admitted, App, Record, Refused, Submission};
 use crate::run::RunId;
-use crate::runner::serve::App;
 use crate::triggers::{Overlap, Tick};
 use crate::workflow::DynWorkflow;
 
@@ -143,15 +143,26 @@ pub(crate) async fn run(
                     Some(g)
                 }
             };
-            let run_id = RunId::new();
-            let input = axum::body::Bytes::from(serde_json::to_vec(&tick).unwrap_or_default());
-            let ctx = app.context(wf.as_ref(), run_id, &input, None);
-            match wf.start(ctx, &input) {
+            let submission = Submission {
+                workflow: wf.clone(),
+                input: axum::body::Bytes::from(serde_json::to_vec(&tick).unwrap_or_default()),
+                run_id: RunId::new(),
+                key: None,
+                trace_parent: None,
+                record: Record::WithFirstStep,
+            };
+            match app.submit(submission).await {
                 // Awaited so the overlap gate is held for the whole run.
-                Ok(future) => {
-                    let _ = app.spawn_run(run_id, name, future, permit).await;
+                Ok(Admitted::New(run)) => {
+                    let _ = run.spawn(&app, permit).await;
                 }
-                Err(e) => tracing::error!(workflow = name, error = %e, "cron input rejected"),
+                Ok(Admitted::Existing(_)) => {}
+                Err(Refused::Input(e)) => {
+                    tracing::error!(workflow = name, error = %e, "cron input rejected")
+                }
+                Err(Refused::Journal(e)) => {
+                    tracing::error!(workflow = name, error = %e, "cron tick not started: the journal cannot record it")
+                }
             }
         });
     }

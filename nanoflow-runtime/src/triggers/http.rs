@@ -18,16 +18,18 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::journal::{NewRun, RunFilter};
+use crate::ingress::reply::{error_response, json_bytes, json_response, percent_decode};
+use crate::ingress::{Admitted, App, Record, Refused, Submission};
+use crate::journal::RunFilter;
 use crate::observability::TraceParent;
 use crate::run::RunId;
-use crate::runner::serve::App;
 use crate::runs::{RunError, RunStatus};
 use crate::triggers::TriggerDef;
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 
-/// Builds the router for every HTTP trigger of `app`'s workflows and the runner's own routes.
-pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
+/// Builds the router of every HTTP trigger of `app`'s workflows with `/healthz` and `/readyz`,
+/// and, apart, the run API (`/workflows`, `/runs*`) that the runner puts behind the admin token.
+pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
     for wf in app.workflows.values() {
         for trigger in &wf.graph().triggers {
@@ -91,12 +93,28 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
             "/runs/{id}/retry",
             post(move |Path(id): Path<String>| async move { retry_run(&retry_app, &id).await }),
         );
-    Ok(router
+    let ready_app = app.clone();
+    let router = router
         .route(
             "/healthz",
             get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
         )
-        .merge(crate::admin::routes(app, operations)?)
+        .route("/readyz", get(move || async move { readiness(&ready_app) }))
+        .route("/openapi.json", {
+            // Describes the routes open to clients anyway (the triggers) and the run API's
+            // shape, none of its data: open, like the trigger routes.
+            let document = super::openapi::document(
+                &super::openapi::service_name(),
+                app.workflows.values().map(|wf| wf.as_ref()),
+            );
+            get(move || async move { json_response(StatusCode::OK, &document) })
+        });
+    Ok((router, operations))
+}
+
+/// JSON answers for a path no route serves (404) and a method a route does not take (405).
+pub(crate) fn with_fallbacks(router: Router) -> Router {
+    router
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -112,36 +130,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<Router, Error> {
                 &format!("{method} is not allowed on {}", uri.path()),
                 |_| {},
             )
-        }))
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    json_bytes(status, bytes)
-}
-
-fn json_bytes(status: StatusCode, bytes: impl Into<Body>) -> Response {
-    let mut response = Response::new(bytes.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// `{"error": {"code", "message", ...}}`.
-pub(crate) fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    extra: impl FnOnce(&mut Map<String, Value>),
-) -> Response {
-    let mut error = Map::new();
-    error.insert("code".into(), Value::from(code));
-    error.insert("message".into(), Value::from(message));
-    extra(&mut error);
-    json_response(status, &json!({ "error": error }))
+        })
 }
 
 fn overloaded(max: usize) -> Response {
@@ -158,6 +147,21 @@ fn overloaded(max: usize) -> Response {
 }
 
 fn input_error(error: &InputError) -> Response {
+    if error.message.starts_with(crate::workflow::TOO_DEEP) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            &format!(
+                "the input's {} (at line {} column {})",
+                error.message, error.line, error.column
+            ),
+            |e| {
+                e.insert("limit".into(), crate::workflow::MAX_JSON_DEPTH.into());
+                e.insert("line".into(), error.line.into());
+                e.insert("column".into(), error.column.into());
+            },
+        );
+    }
     match error.kind {
         InputErrorKind::Syntax => error_response(
             StatusCode::BAD_REQUEST,
@@ -177,6 +181,29 @@ fn input_error(error: &InputError) -> Response {
             },
         ),
     }
+}
+
+/// [`input_error`], with what the workflow's input schema expects where the input went wrong.
+fn input_error_in(wf: &dyn DynWorkflow, error: &InputError) -> Response {
+    let mut response = input_error(error);
+    if error.kind == InputErrorKind::Data {
+        if let Some(expected) = wf
+            .schemas()
+            .0
+            .and_then(|schema| crate::schema::expected_at(&schema, &error.path))
+        {
+            response = error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                &format!("{error} (the input's schema expects {expected} there)"),
+                |e| {
+                    e.insert("path".into(), Value::from(error.path.clone()));
+                    e.insert("expected".into(), Value::from(expected));
+                },
+            );
+        }
+    }
+    response
 }
 
 /// Maps a failed run to a status and a body that never leaks internals.
@@ -221,7 +248,47 @@ fn param_value(raw: &str) -> Value {
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+/// Reads a request body within `--max-body` and `--body-timeout`, giving up when the runner
+/// stops (a half-sent body must not hold a shutdown for its grace period).
+pub(crate) async fn read_body(
+    app: &App,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<Bytes, Response> {
+    let mut stop = app.stop.subscribe();
+    let limit = app.config.max_body;
+    let timeout = app.config.body_timeout;
+    tokio::select! {
+        read = tokio::time::timeout(timeout, read_body_within(body, headers, limit)) => match read {
+            Ok(result) => result,
+            Err(_) => Err(error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!(
+                    "the request body did not arrive within {} ms (`--body-timeout`)",
+                    timeout.as_millis()
+                ),
+                |_| {},
+            )),
+        },
+        _ = stop.wait_for(|stopped| *stopped) => {
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the runner is shutting down; the request was not started, retry on another runner or later",
+                |_| {},
+            );
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
+}
+
+async fn read_body_within(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, Response> {
     let too_large = || {
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -322,36 +389,12 @@ fn input_document(
     ))
 }
 
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn trigger_run(
     app: Arc<App>,
     wf: Arc<dyn DynWorkflow>,
     params: RawPathParams,
     req: Request,
 ) -> Response {
-    let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
-        return overloaded(app.config.max_in_flight);
-    };
     let (parts, body) = req.into_parts();
     let has_body = !matches!(parts.method, Method::GET | Method::DELETE | Method::HEAD);
     let bytes = if has_body {
@@ -367,7 +410,7 @@ async fn trigger_run(
                 |_| {},
             );
         }
-        match read_body(body, &parts.headers, app.config.max_body).await {
+        match read_body(&app, body, &parts.headers).await {
             Ok(b) => b,
             Err(response) => return response,
         }
@@ -378,8 +421,19 @@ async fn trigger_run(
         Ok(d) => d,
         Err(response) => return response,
     };
+    // While the journal cannot write, a run would execute steps it cannot record: refuse it
+    // before any step runs, so that "not started" is true.
+    if let Some(Err(why)) = app.journal.as_ref().map(crate::journal::Journal::health) {
+        // Not logged per request: the journal logs its failures (at a falling rate).
+        tracing::debug!(error = %why, "journal unavailable; refusing a run");
+        return journal_refusal();
+    }
+    // A run slot only once the whole request is here: clients that send slowly (or never
+    // finish) must not hold the slots that complete requests need.
+    let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
+        return overloaded(app.config.max_in_flight);
+    };
     let run_id = RunId::new();
-    let name = wf.graph().name;
     let idempotency_key = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
@@ -393,49 +447,124 @@ async fn trigger_run(
         }
     };
     let asynchronous = prefers_async(&parts.headers);
-    let ctx = app
-        .context(wf.as_ref(), run_id, &document, idempotency_key.clone())
-        .with_trace_parent(TraceParent::from_headers(&parts.headers));
-    // Parsing happens here: input that does not fit creates no run and writes nothing.
-    let future = match wf.start(ctx, &document) {
-        Ok(f) => f,
-        Err(e) => return input_error(&e),
+    let keyed = idempotency_key.is_some();
+    let submission = Submission {
+        workflow: wf.clone(),
+        input: document,
+        run_id,
+        key: idempotency_key,
+        trace_parent: TraceParent::from_headers(&parts.headers),
+        // 202 promises the run survives a crash: recorded before answering.
+        record: if asynchronous {
+            Record::Now
+        } else {
+            Record::WithFirstStep
+        },
     };
-    if let Some(key) = &idempotency_key {
-        if let Some(existing) = app
-            .claim_idempotency_key(name, key, run_id, &document)
-            .await
-        {
-            return match existing {
-                Ok(original) => existing_run(&app, original).await,
-                Err(e) => journal_unavailable(&e),
-            };
-        }
-    } else if asynchronous {
-        // 202 promises the run survives a crash: record it before answering.
-        if let Some(journal) = &app.journal {
-            let run = NewRun {
-                run_id,
-                workflow: name,
-                input: document.clone(),
-                idempotency_key: None,
-            };
-            if let Err(e) = journal.create_run(run).await {
-                return journal_unavailable(&e);
-            }
-        }
-    }
+    let run = match app.submit(submission).await {
+        Ok(Admitted::New(run)) => run,
+        Ok(Admitted::Existing(original)) => return existing_run(&app, original).await,
+        Err(Refused::Input(e)) => return input_error_in(wf.as_ref(), &e),
+        Err(Refused::Journal(e)) => return journal_unavailable(&e),
+    };
     if asynchronous {
-        app.spawn_run(run_id, name, future, permit);
+        run.spawn(&app, permit);
         return accepted(run_id);
     }
-    match app
-        .drive_inline(run_id, name, future, permit, idempotency_key.is_some())
-        .await
-    {
+    match run.drive(&app, permit, keyed).await {
         Ok(output) => json_bytes(StatusCode::OK, output),
+        Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
         Err(error) => failed_run(&error, run_id),
     }
+}
+
+/// The answer for a run that started and then could not be recorded (the journal failed while
+/// it ran). It tells what is true, from what the journal holds:
+/// - the run is in the journal: it was accepted, and continues from its last recorded step
+///   once the journal writes again (202, like an asynchronous run, with its location);
+/// - it is not: it stopped and nothing will resume it, but the steps it ran may have had
+///   effects, which a retry would repeat (503, with the run id and `recorded: false`).
+async fn journal_failed_during(app: &App, error: &Error, run_id: RunId) -> Response {
+    let recorded = match &app.journal {
+        Some(journal) => journal.get_run(run_id).await.ok().flatten().is_some(),
+        None => false,
+    };
+    tracing::error!(%run_id, recorded, error = %error, "the journal failed during a run");
+    if recorded {
+        let location = format!("/runs/{run_id}");
+        let mut response = json_response(
+            StatusCode::ACCEPTED,
+            &json!({
+                "run_id": run_id,
+                "status": "running",
+                "location": location,
+                "message": "the run is recorded, but the journal failed while it ran; it continues from its last recorded step once the journal writes again",
+            }),
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, v);
+        }
+        return response;
+    }
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "journal_unavailable",
+        &format!(
+            "run `{run_id}` started, but the journal could not record it, so it stopped and will not resume; \
+             steps that ran before the failure may have taken effect, and a retry runs them again"
+        ),
+        |e| {
+            e.insert("run_id".into(), Value::from(run_id.to_string()));
+            e.insert("recorded".into(), Value::from(false));
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// `GET /readyz`: 200 when every service the triggers depend on is in place, else 503 naming
+/// what is not (`/healthz` only says the process serves HTTP).
+fn readiness(app: &App) -> Response {
+    let mut checks = Map::new();
+    let mut ready = true;
+    let mut check = |name: &str, result: Option<Result<(), String>>| {
+        if let Some(result) = result {
+            ready &= result.is_ok();
+            checks.insert(
+                name.into(),
+                match result {
+                    Ok(()) => json!({"ready": true}),
+                    Err(why) => json!({"ready": false, "reason": why}),
+                },
+            );
+        }
+    };
+    if *app.stop.borrow() {
+        check("runner", Some(Err("shutting down".into())));
+    }
+    check(
+        "journal",
+        app.journal.as_ref().map(crate::journal::Journal::health),
+    );
+    #[cfg(feature = "nats")]
+    check("queue", crate::triggers::queue::readiness(app));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = json_response(
+        status,
+        &json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks}),
+    );
+    if !ready {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn accepted(run_id: RunId) -> Response {
@@ -452,6 +581,11 @@ fn accepted(run_id: RunId) -> Response {
 
 fn journal_unavailable(e: &Error) -> Response {
     tracing::error!(error = %e, "journal unavailable; refusing the run");
+    journal_refusal()
+}
+
+/// `503 journal_unavailable`: nothing of the run ran, and nothing will.
+fn journal_refusal() -> Response {
     let mut response = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         "journal_unavailable",
@@ -469,7 +603,14 @@ fn failed_run(error: &Error, run_id: RunId) -> Response {
         return journal_unavailable(error);
     }
     let (status, body) = run_error(error);
-    run_error_response(status, &body, run_id)
+    let mut response = run_error_response(status, &body, run_id);
+    // A 503 is a runtime fault that passes (the container engine is away, a pool is full).
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
 }
 
 fn run_error_response(status: StatusCode, body: &RunError, run_id: RunId) -> Response {
@@ -619,9 +760,19 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
             } else {
                 None
             };
+            // Serialized straight to bytes, never through `serde_json::Value`: stored inputs
+            // and outputs pass through as they are, however deeply they nest.
+            #[derive(serde::Serialize)]
+            struct Page {
+                runs: Vec<crate::journal::RunRecord>,
+                next_before: Option<String>,
+            }
             json_response(
                 StatusCode::OK,
-                &json!({ "runs": runs, "next_before": next }),
+                &Page {
+                    runs,
+                    next_before: next,
+                },
             )
         }
         Err(e) => journal_unavailable(&e),

@@ -22,9 +22,9 @@ use tokio::sync::{watch, Notify};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::error::Error;
+use crate::ingress::{Admitted, App, Record, Refused, Submission};
 use crate::journal::{Created, FinishWrite, NewRun};
 use crate::run::RunId;
-use crate::runner::serve::App;
 use crate::runs::RunError;
 use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::DynWorkflow;
@@ -301,8 +301,8 @@ async fn consume_batch(
         return Ok(0);
     }
     let count = rows.len();
-    // Each event's run, started (parsed) but not yet recorded.
-    let mut pending = Vec::with_capacity(count);
+    // Each event's submission; all submitted at once, so one group commit records the batch.
+    let mut submissions = Vec::with_capacity(count);
     // A journal write that failed: the event stays in the outbox, read again after a backoff.
     let mut journal_failed = None;
     let mut done: Vec<i64> = Vec::with_capacity(count);
@@ -325,11 +325,35 @@ async fn consume_batch(
             serde_json::to_vec(&event).map_err(|e| format!("encoding event {id}: {e}"))?,
         );
         let key = format!("postgres:{installation}:{id}");
-        let run_id = RunId::new();
-        let ctx = app.context(wf.as_ref(), run_id, &input, Some(key.clone()));
-        match wf.start(ctx, &input) {
-            Ok(future) => pending.push((id, run_id, key, input, future)),
-            Err(error) => {
+        submissions.push((
+            id,
+            Submission {
+                workflow: wf.clone(),
+                input,
+                run_id: RunId::new(),
+                key: Some(key),
+                trace_parent: None,
+                record: Record::Now,
+            },
+        ));
+    }
+    let admitted = futures_util::future::join_all(submissions.into_iter().map(|(id, s)| {
+        let (run_id, key, input) = (s.run_id, s.key.clone().unwrap_or_default(), s.input.clone());
+        async move { (id, run_id, key, input, app.submit(s).await) }
+    }))
+    .await;
+    let mut runs = Vec::with_capacity(count);
+    for (id, run_id, key, input, admitted) in admitted {
+        match admitted {
+            Ok(Admitted::New(run)) => {
+                done.push(id);
+                runs.push(run);
+            }
+            Ok(Admitted::Existing(original)) => {
+                tracing::debug!(workflow = name, event = id, %original, "database event already started a run");
+                done.push(id);
+            }
+            Err(Refused::Input(error)) => {
                 // The row does not fit the workflow's `Row` type: a failed run is the dead letter.
                 tracing::warn!(workflow = name, event = id, error = %error, "database event does not fit the workflow's input; recording it as a failed run");
                 match dead_letter(app, name, run_id, key, input, &error.to_string()).await {
@@ -337,36 +361,17 @@ async fn consume_batch(
                     Err(e) => journal_failed = Some(e.to_string()),
                 }
             }
-        }
-    }
-    // One group commit records the whole batch.
-    let claims =
-        futures_util::future::join_all(pending.iter().map(|(_, run_id, key, input, _)| {
-            app.claim_idempotency_key(name, key, *run_id, input)
-        }))
-        .await;
-    let mut runs = Vec::with_capacity(count);
-    for ((id, run_id, _, _, future), claim) in pending.into_iter().zip(claims) {
-        match claim {
-            None => {
-                done.push(id);
-                runs.push((run_id, future));
-            }
-            Some(Ok(original)) => {
-                tracing::debug!(workflow = name, event = id, %original, "database event already started a run");
-                done.push(id);
-            }
-            Some(Err(e)) => journal_failed = Some(e.to_string()),
+            Err(Refused::Journal(e)) => journal_failed = Some(e.to_string()),
         }
     }
     // The recorded runs start now, one at a time in outbox order, while the consumed rows are
     // deleted: recorded runs always run, whatever happens to the delete.
     let run_all = async {
-        for (run_id, future) in runs {
+        for run in runs {
             let Ok(permit) = app.limiter.clone().acquire_owned().await else {
                 return;
             };
-            let _ = app.spawn_run(run_id, name, future, permit).await;
+            let _ = run.spawn(app, permit).await;
         }
     };
     let delete = async {
@@ -430,9 +435,8 @@ async fn dead_letter(
         )
         .await
     {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Journal(e)),
-        Err(_) => Err(Error::Journal("the journal writer stopped".into())),
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::Journal(format!("journal write failed: {e}"))),
     }
 }
 

@@ -9,7 +9,8 @@
 //! workflow's input is published to `nanoflow.dlq.<workflow>` with the error, then
 //! acknowledged. Connection loss is retried forever with a capped exponential backoff.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, AckKind};
@@ -25,9 +26,9 @@ use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::Error;
+use crate::ingress::reply::{error_response, json_response};
+use crate::ingress::{Admitted, App, Record, Refused, Submission};
 use crate::run::RunId;
-use crate::runner::serve::App;
-use crate::triggers::http::{error_response, json_response};
 use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 
@@ -63,10 +64,79 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// How long the runner's start waits for its first connection to NATS (it goes on connecting
+/// in the background after that).
+const INITIAL_CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long `POST /queues/{subject}` waits for the runner to finish creating the subject's
+/// stream (right after start) before it answers `503 queue_starting`.
+const STREAM_WAIT: Duration = Duration::from_secs(5);
+
+/// The queue-trigger subjects whose stream this runner has found or created: until then a
+/// publish to them waits (briefly) instead of failing with a missing stream.
+#[derive(Debug, Default)]
+pub(crate) struct StreamsReady {
+    ready: Mutex<HashSet<&'static str>>,
+    changed: tokio::sync::Notify,
+}
+
+impl StreamsReady {
+    fn set(&self, subject: &'static str) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subject);
+        self.changed.notify_waiters();
+    }
+
+    fn unset(&self, subject: &'static str) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(subject);
+    }
+
+    fn all(&self, subjects: &[&'static str]) -> bool {
+        let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        subjects.iter().all(|s| ready.contains(s))
+    }
+
+    /// Waits until the streams of `subjects` exist, at most `limit`; whether they do.
+    async fn wait(&self, subjects: &[&'static str], limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if self.all(subjects) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.all(subjects);
+            }
+        }
+    }
+}
+
+/// Whether this runner's queue triggers are able to take messages: connected to NATS, with
+/// every trigger's stream in place. `None` when the runner has no NATS server configured.
+pub(crate) fn readiness(app: &App) -> Option<Result<(), String>> {
+    let nats = app.services.nats.get()?;
+    if !nats.connected() {
+        return Some(Err(format!("not connected to NATS at {}", nats.url)));
+    }
+    let subjects = declared_subjects(app);
+    if !app.services.streams.all(&subjects) {
+        return Some(Err(
+            "the streams of the queue triggers are being set up".into()
+        ));
+    }
+    Some(Ok(()))
+}
+
 /// A connection to NATS, shared by the triggers, `publish` and `POST /queues/{subject}`.
 #[derive(Clone)]
 pub(crate) struct Nats {
     js: jetstream::Context,
+    client: async_nats::Client,
     url: Arc<str>,
 }
 
@@ -104,10 +174,24 @@ impl Nats {
                     "invalid NATS URL `{url}` (`--nats-url`, `NANOFLOW_NATS_URL`): {e}"
                 ))
             })?;
+        // The first connection usually takes milliseconds: wait for it (briefly), so that the
+        // runner starts ready; an unreachable server does not hold the start longer.
+        let deadline = tokio::time::Instant::now() + INITIAL_CONNECT_WAIT;
+        while client.connection_state() != async_nats::connection::State::Connected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Ok(Self {
-            js: jetstream::new(client),
+            js: jetstream::new(client.clone()),
+            client,
             url: url.into(),
         })
+    }
+
+    /// Whether the client holds a live connection to the server right now.
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Publishes `payload` to `subject` and waits for JetStream to store it.
@@ -304,19 +388,51 @@ async fn publisher() -> Result<Nats, Error> {
     Ok(slot.get_or_insert(nats).clone())
 }
 
-/// A subject to publish to: like a trigger's, without wildcards.
+/// A subject to publish to: like a trigger's, without wildcards, and never one of the server's
+/// own (`$JS.API...`, `$SYS...`: a `$` token is the NATS system namespace).
 fn check_publish_subject(subject: &str) -> Result<(), String> {
     let bad = subject.is_empty()
         || subject
             .split('.')
-            .any(|t| t.is_empty() || t.contains(['*', '>']))
+            .any(|t| t.is_empty() || t.contains(['*', '>']) || t.starts_with('$'))
         || subject.chars().any(|c| c.is_whitespace() || c.is_control());
     if bad {
         return Err(format!(
-            "invalid subject `{subject}`: write dot-separated tokens without spaces or wildcards, e.g. `orders.created`"
+            "invalid subject `{subject}`: write dot-separated tokens without spaces, wildcards or a leading `$`, e.g. `orders.created`"
         ));
     }
     Ok(())
+}
+
+/// Whether `subject` (no wildcards) is one that the trigger subject `pattern` consumes: `*`
+/// stands for one token, a final `>` for one or more.
+fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
+/// The subjects of this runner's queue triggers.
+fn declared_subjects(app: &App) -> Vec<&'static str> {
+    let mut subjects: Vec<&'static str> = app
+        .workflows
+        .values()
+        .flat_map(|wf| wf.graph().triggers.iter())
+        .filter_map(|t| match t {
+            TriggerDef::Queue { subject } => Some(*subject),
+            _ => None,
+        })
+        .collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    subjects
 }
 
 /// Connects to NATS and starts one consumer per queue-triggered workflow.
@@ -383,6 +499,7 @@ async fn consume_once(
         nats.stream_for("nanoflow.dlq.>", Some(DEAD_LETTER_STREAM), DEAD_LETTER_AGE)
             .await?;
         let (stream, created) = nats.stream_for(subject, None, MESSAGE_AGE).await?;
+        app.services.streams.set(subject);
         let info = stream.cached_info();
         // Sequences restart when a stream is recreated: its creation time keeps keys unique.
         let origin: Arc<str> = format!(
@@ -427,7 +544,10 @@ async fn consume_once(
     };
     let (mut messages, origin) = match setup.await {
         Ok(s) => s,
-        Err(e) => return e,
+        Err(e) => {
+            app.services.streams.unset(subject);
+            return e;
+        }
     };
     *failures = 0;
     while let Some(next) = messages.next().await {
@@ -476,12 +596,28 @@ async fn handle(
         Some(id) => format!("nats-msg-id:{}", id.as_str()),
         None => format!("nats:{origin}:{sequence}"),
     };
-    let payload = message.payload.clone();
-    let run_id = RunId::new();
-    let ctx = app.context(wf.as_ref(), run_id, &payload, Some(key.clone()));
-    let future = match wf.start(ctx, &payload) {
-        Ok(f) => f,
-        Err(error) => {
+    let submission = Submission {
+        workflow: wf.clone(),
+        input: message.payload.clone(),
+        run_id: RunId::new(),
+        key: Some(key.clone()),
+        trace_parent: None,
+        // Claimed (recorded) before the message is acknowledged.
+        record: Record::Now,
+    };
+    let run = match app.submit(submission).await {
+        Ok(Admitted::New(run)) => run,
+        Ok(Admitted::Existing(original)) => {
+            tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
+            settle(&message, AckKind::Ack, name).await;
+            return;
+        }
+        Err(Refused::Journal(e)) => {
+            tracing::error!(workflow = name, sequence, error = %e, "cannot record the run; the message will be redelivered");
+            settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+            return;
+        }
+        Err(Refused::Input(error)) => {
             tracing::warn!(workflow = name, subject = %message.subject, sequence, error = %error, "message does not fit the workflow's input; dead-lettering it");
             match dead_letter(&nats, name, &message, sequence, &key, &error).await {
                 Ok(()) => settle(&message, AckKind::Ack, name).await,
@@ -493,28 +629,14 @@ async fn handle(
             return;
         }
     };
-    match app
-        .claim_idempotency_key(name, &key, run_id, &payload)
-        .await
-    {
-        // Recorded (durably, with the journal): the message may go.
-        None if app.journal.is_some() => {
-            settle(&message, AckKind::Ack, name).await;
-            app.spawn_run(run_id, name, future, permit);
-        }
+    if app.journal.is_some() {
+        // Recorded durably: the message may go.
+        settle(&message, AckKind::Ack, name).await;
+        run.spawn(&app, permit);
+    } else {
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
-        None => {
-            let _ = app.spawn_run(run_id, name, future, permit).await;
-            settle(&message, AckKind::Ack, name).await;
-        }
-        Some(Ok(original)) => {
-            tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
-            settle(&message, AckKind::Ack, name).await;
-        }
-        Some(Err(e)) => {
-            tracing::error!(workflow = name, sequence, error = %e, "cannot record the run; the message will be redelivered");
-            settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
-        }
+        let _ = run.spawn(&app, permit).await;
+        settle(&message, AckKind::Ack, name).await;
     }
 }
 
@@ -567,6 +689,11 @@ async fn dead_letter(
 
 /// `POST /queues/{subject}`: publishes the JSON body (for testing and scripts). A `Nats-Msg-Id`
 /// or `Idempotency-Key` header becomes the message id.
+///
+/// Trust model: the route is an ingress like an HTTP trigger, not a NATS console. It publishes
+/// only to subjects this runner's queue triggers consume (404 otherwise), never to a `$` subject
+/// (JetStream's API, the system account) or with wildcards (400), and it sits behind the admin
+/// token when one is set.
 pub(crate) fn routes(app: &Arc<App>) -> Router {
     let app = app.clone();
     Router::new().route(
@@ -580,6 +707,23 @@ pub(crate) fn routes(app: &Arc<App>) -> Router {
 }
 
 async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
+    if let Err(message) = check_publish_subject(subject) {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_subject", &message, |_| {});
+    }
+    let consumers: Vec<&'static str> = declared_subjects(app)
+        .into_iter()
+        .filter(|pattern| subject_matches(pattern, subject))
+        .collect();
+    if consumers.is_empty() {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "unknown_subject",
+            &format!(
+                "no queue trigger of this runner consumes `{subject}`; this route publishes only to the subjects of `#[trigger(queue = ...)]`"
+            ),
+            |_| {},
+        );
+    }
     let Some(nats) = app.services.nats.get() else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -588,9 +732,6 @@ async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
             |_| {},
         );
     };
-    if let Err(message) = check_publish_subject(subject) {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_subject", &message, |_| {});
-    }
     let (parts, body) = req.into_parts();
     let is_json = parts
         .headers
@@ -614,16 +755,9 @@ async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
             |_| {},
         );
     }
-    let limit = app.config.max_body;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is larger than the limit of {limit} bytes"),
-            |e| {
-                e.insert("limit".into(), limit.into());
-            },
-        );
+    let bytes = match crate::triggers::http::read_body(app, body, &parts.headers).await {
+        Ok(b) => b,
+        Err(response) => return response,
     };
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return error_response(
@@ -640,29 +774,50 @@ async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
         .iter()
         .find_map(|h| parts.headers.get(*h).and_then(|v| v.to_str().ok()))
         .map(str::to_owned);
+    // Fail fast while the server is away: publishing would wait for its full request timeout.
+    if !nats.connected() {
+        return unavailable(
+            "queue_unavailable",
+            &format!(
+                "not connected to NATS at {}; the runner is reconnecting",
+                nats.url
+            ),
+        );
+    }
+    // Right after start the runner may still be creating the stream: that is not the user's
+    // missing stream, so wait for it (briefly) rather than answer 404.
+    if !app.services.streams.wait(&consumers, STREAM_WAIT).await {
+        return unavailable(
+            "queue_starting",
+            &format!("the stream of `{subject}` is being set up by this runner; retry shortly"),
+        );
+    }
     match nats.publish(subject, id.as_deref(), bytes).await {
         Ok(p) => json_response(
             StatusCode::ACCEPTED,
             &json!({"subject": subject, "stream": p.stream, "sequence": p.sequence, "duplicate": p.duplicate}),
         ),
-        Err(e @ Error::NoStream(_)) => {
-            error_response(StatusCode::NOT_FOUND, "no_stream", &e.to_string(), |_| {})
-        }
+        // The trigger's stream was there and is gone (deleted by hand): its consumer sets it up
+        // again, so this is the runner's transient state, not the client's mistake.
+        Err(Error::NoStream(_)) => unavailable(
+            "queue_starting",
+            &format!("the stream of `{subject}` is missing and being set up again; retry shortly"),
+        ),
         Err(e) => {
             tracing::warn!(subject, error = %e, "publishing failed");
-            let mut response = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_unavailable",
-                &e.to_string(),
-                |_| {},
-            );
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-            response
+            unavailable("queue_unavailable", &e.to_string())
         }
     }
+}
+
+/// `503` with `Retry-After: 1`.
+fn unavailable(code: &str, message: &str) -> Response {
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, message, |_| {});
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -683,5 +838,20 @@ mod tests {
         assert!(check_publish_subject("orders.*").is_err());
         assert!(check_publish_subject("orders..x").is_err());
         assert!(check_publish_subject("a b").is_err());
+        assert!(check_publish_subject("$JS.API.STREAM.PURGE.NANOFLOW_DLQ").is_err());
+        assert!(check_publish_subject("orders.$x").is_err());
+        assert!(check_publish_subject("").is_err());
+    }
+
+    #[test]
+    fn trigger_subjects_match_like_nats() {
+        assert!(subject_matches("orders.created", "orders.created"));
+        assert!(!subject_matches("orders.created", "orders.created.eu"));
+        assert!(subject_matches("orders.*", "orders.created"));
+        assert!(!subject_matches("orders.*", "orders.created.eu"));
+        assert!(!subject_matches("orders.*", "orders"));
+        assert!(subject_matches("orders.>", "orders.created.eu"));
+        assert!(!subject_matches("orders.>", "orders"));
+        assert!(!subject_matches("orders.created", "orders"));
     }
 }

@@ -173,7 +173,42 @@
   const startError = document.getElementById("start-error");
   const startPath = document.getElementById("start-path");
   const startTrigger = document.getElementById("start-trigger");
+  const startFields = document.getElementById("start-fields");
+  const startJson = document.getElementById("start-json");
+  const startMode = document.getElementById("start-mode");
   let startWorkflow = null;
+  let startForm = null; // the form built from the input's schema, while it is shown
+
+  // Form or JSON editor: the value moves across when switching.
+  function showForm(schema, value) {
+    startForm = NanoForm.build(schema, value);
+    startFields.replaceChildren(startForm.el);
+    startFields.hidden = false;
+    startJson.hidden = true;
+    document.getElementById("start-format").hidden = true;
+    startMode.textContent = "Edit as JSON";
+  }
+  function showJson(value) {
+    startForm = null;
+    startFields.hidden = true;
+    startJson.hidden = false;
+    document.getElementById("start-format").hidden = false;
+    startMode.textContent = "Edit as form";
+    if (value !== undefined) startInput.value = pretty(value);
+  }
+  startMode.addEventListener("click", () => {
+    const schema = startWorkflow && startWorkflow.input_schema;
+    if (startForm) {
+      let value;
+      try { value = startForm.get(); } catch (e) { startError.textContent = e.message; return; }
+      showJson(value);
+    } else {
+      const r = checkJson();
+      if (r && r.error) return;
+      showForm(schema, r ? r.value : undefined);
+    }
+    startError.textContent = "";
+  });
 
   function checkJson() {
     const text = startInput.value.trim();
@@ -196,15 +231,28 @@
     startError.textContent = "";
     startInput.value = "{}";
     // Start from the input of the workflow's latest run: the closest thing to a valid example.
+    let last;
     if (state.config.journal) {
       try {
         const r = await api("/runs?limit=1&workflow=" + encodeURIComponent(wf.name));
-        const last = r.body.runs[0];
+        last = r.body.runs[0];
         if (last) startInput.value = pretty(last.input);
       } catch (_) { /* keep {} */ }
     }
+    // With the input's JSON Schema: a form of its fields; without one, the JSON editor.
+    const formable = typeof NanoForm !== "undefined" && NanoForm.supports(wf.input_schema);
+    startMode.hidden = !formable;
+    if (formable) showForm(wf.input_schema, last ? last.input : undefined);
+    else showJson();
     dialog.showModal();
-    startInput.focus();
+    if (!formable) startInput.focus();
+  }
+
+  // Prefills the open dialog with `value` (the "Run again" button).
+  function prefillStart(value) {
+    if (value === undefined) return;
+    if (startForm) showForm(startWorkflow.input_schema, value);
+    else startInput.value = pretty(value);
   }
 
   startInput.addEventListener("input", checkJson);
@@ -217,9 +265,23 @@
     ev.preventDefault();
     const t = httpTriggers(startWorkflow)[Number(startTrigger.value) || 0];
     const withBody = !(t.method === "GET" || t.method === "DELETE");
-    const parsed = withBody ? checkJson() : null;
+    let parsed = null;
+    if (startForm) {
+      try { parsed = { value: startForm.get() }; } catch (e) { startError.textContent = e.message; return; }
+    } else if (withBody) {
+      parsed = checkJson();
+    }
     if (parsed && parsed.error) return;
-    const path = startPath.value.trim();
+    let path = startPath.value.trim();
+    if (!withBody && parsed && parsed.value && typeof parsed.value === "object") {
+      // GET and DELETE take the input's fields as query parameters.
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(parsed.value)) {
+        if (v !== null && v !== undefined) q.set(k, typeof v === "object" ? JSON.stringify(v) : String(v));
+      }
+      const query = q.toString();
+      if (query) path = path.split("?")[0] + "?" + query;
+    }
     if (!path.startsWith("/") || path.startsWith("//")) { startError.textContent = "The path must start with a single /"; return; }
     const submit = document.getElementById("start-submit");
     submit.disabled = true;
@@ -241,6 +303,7 @@
         startError.textContent = body.error.code + ": " + body.error.message +
           (body.error.path ? " (at " + body.error.path + ")" : "") +
           (body.error.run_id ? "\nrun " + body.error.run_id : "");
+        if (startForm && body.error.path) NanoForm.markInvalid(startFields, body.error.path);
       } else {
         startError.textContent = "HTTP " + response.status + ": " + text.slice(0, 300);
       }
@@ -414,7 +477,7 @@
       ? h("button", { type: "button", class: "danger", id: "retry", onclick: () => retryRun(run.run_id) }, "Retry from failed node")
       : null;
     const again = wf && httpTriggers(wf).length
-      ? h("button", { type: "button", class: "secondary", onclick: () => openStart(wf).then(() => { if (run.input !== undefined) startInput.value = pretty(run.input); }) }, "Run again\u2026")
+      ? h("button", { type: "button", class: "secondary", id: "run-again", onclick: () => openStart(wf).then(() => prefillStart(run.input)) }, "Run again\u2026")
       : null;
     const facts = h("div", { class: "facts" },
       h("span", {}, "workflow ", h("b", {}, h("a", { href: "#/runs?workflow=" + encodeURIComponent(run.workflow) }, run.workflow))),
@@ -433,11 +496,16 @@
       wf ? h("div", { class: "panel" }, h("h3", {}, "Graph"), h("div", { class: "graph-box" }, NanoGraph.render(wf, stepStatuses(run)))) : null,
       h("div", { class: "panel timeline-panel" }, h("h3", {}, "Timeline"),
         run.timeline ? gantt(run, select) : h("p", { class: "muted" }, "Per-node timelines need the journal.")));
+    // Inputs and outputs field by field against their schemas, when the workflow has them.
+    const against = (schema, value, id) => (schema && typeof NanoForm !== "undefined"
+      ? h("div", { id }, NanoForm.view(schema, value)) : null);
     detail.append(...[
-      h("h3", {}, "Input"), payload(run.input === undefined ? null : run.input),
-      run.output !== undefined ? [h("h3", {}, "Output"), payload(run.output)] : [],
+      h("h3", {}, "Input"), against(wf && wf.input_schema, run.input, "input-schema"),
+      payload(run.input === undefined ? null : run.input),
+      run.output !== undefined
+        ? [h("h3", {}, "Output"), against(wf && wf.output_schema, run.output, "output-schema"), payload(run.output)] : [],
       run.error ? [h("h3", {}, "Error"), payload(run.error)] : [],
-    ].flat());
+    ].flat().filter(Boolean));
     setView(view,
       h("div", { class: "run-head" }, h("h1", { "data-run-id": run.run_id }, run.run_id), h("span", { id: "run-status" }, badge(run.status)),
         h("span", { class: "spacer" }), again, retry),

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 
+use super::{Admitted, App, Record, Refused, Submission};
 use crate::error::Error;
 use crate::run::RunId;
-use crate::runner::serve::App;
-use crate::triggers::TriggerDef;
+use crate::trigger::TriggerDef;
 use crate::workflow::DynWorkflow;
 
 /// For each workflow, the workflows its successful runs start.
@@ -95,34 +95,7 @@ pub(crate) fn check(workflows: &BTreeMap<&'static str, Arc<dyn DynWorkflow>>) ->
     Ok(())
 }
 
-/// The idempotency key of the run that `upstream`'s success starts (per downstream workflow).
-pub(crate) fn key(upstream: RunId) -> String {
-    format!("after:{upstream}")
-}
-
-/// The id of the run of `workflow` that `upstream`'s success starts: the upstream's time, and
-/// random bits derived from the pair, so that the runner and the journal agree on it without
-/// sharing state.
-pub(crate) fn run_id(upstream: RunId, workflow: &str) -> RunId {
-    // FNV-1a, twice with different offsets: stable, and enough to make the pair unique.
-    let fnv = |offset: u64| {
-        let mut h = offset;
-        for b in upstream
-            .as_u128()
-            .to_le_bytes()
-            .iter()
-            .chain(workflow.as_bytes())
-        {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h
-    };
-    let time = upstream.as_u128() >> 80;
-    let random = (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 16)
-        | u128::from(fnv(0x6c62_272e_07bb_0142) & 0xffff);
-    RunId::from_u128((time << 80) | random)
-}
+pub(crate) use crate::id::{chain_key as key, chained_run_id as run_id};
 
 /// Starts the runs that `upstream` (of `workflow`) succeeding with `output` triggers. With the
 /// journal they are already recorded, with the upstream's success.
@@ -140,17 +113,37 @@ pub(crate) fn start(app: &Arc<App>, upstream: RunId, workflow: &'static str, out
                 return;
             };
             let run_id = run_id(upstream, name);
-            let ctx = app.context(wf.as_ref(), run_id, &output, Some(key(upstream)));
-            match wf.start(ctx, &output) {
-                Ok(future) => {
+            let submission = Submission {
+                workflow: wf,
+                input: output,
+                run_id,
+                key: Some(key(upstream)),
+                trace_parent: None,
+                // With the journal, written with the upstream's success; without it, the key
+                // is claimed in memory.
+                record: if app.journal.is_some() {
+                    Record::Done
+                } else {
+                    Record::WithFirstStep
+                },
+            };
+            match app.submit(submission).await {
+                Ok(Admitted::New(run)) => {
                     tracing::debug!(%run_id, workflow = name, after = workflow, upstream_run = %upstream, "chained run started");
-                    app.spawn_run(run_id, name, future, permit);
+                    run.spawn(&app, permit);
+                }
+                Ok(Admitted::Existing(original)) => {
+                    tracing::debug!(%original, workflow = name, upstream_run = %upstream, "chained run already started")
                 }
                 // `workflow!` checks the types; this is a workflow whose output JSON does not
                 // read back as the same type (a hand-written `Serialize`).
-                Err(e) => tracing::error!(
+                Err(Refused::Input(e)) => tracing::error!(
                     %run_id, workflow = name, after = workflow, upstream_run = %upstream, error = %e,
                     "cannot start the chained run: the output of `{workflow}` does not read back as the input of `{name}`"
+                ),
+                Err(Refused::Journal(e)) => tracing::error!(
+                    %run_id, workflow = name, upstream_run = %upstream, error = %e,
+                    "cannot start the chained run: the journal failed"
                 ),
             }
         });

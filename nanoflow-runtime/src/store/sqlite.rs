@@ -9,11 +9,14 @@ use axum::body::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{Attempt, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, StepWrite};
+use super::{
+    Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
+    StepWrite, StoreError, StoreFuture,
+};
 use crate::error::Error;
-use crate::observability::metrics::JournalMetrics;
-use crate::run::RunId;
+use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
+use crate::stats::JournalMetrics;
 
 /// The schema version this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -61,15 +64,100 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 enum Write {
     Create(NewRun, Reply<Created>),
-    Step(StepWrite, Option<NewRun>, Reply<()>),
-    Finish(FinishWrite, Option<NewRun>, Reply<()>),
+    Step(
+        StepWrite,
+        Option<NewRun>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+    Finish(
+        FinishWrite,
+        Option<NewRun>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     Reopen(RunId, Reply<bool>),
     Prune(Retention, Reply<u64>),
 }
 
-/// The SQLite store behind [`Journal`](super::Journal).
+/// Whether the journal can write: set by the writer thread after each transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    failing: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Health {
+    fn failed(&self, reason: &str) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+        self.failing.store(true, Ordering::SeqCst);
+    }
+
+    fn succeeded(&self, path: &str) {
+        if self.failing.swap(false, Ordering::SeqCst) {
+            tracing::info!(journal = path, "journal writes succeed again");
+        }
+    }
+
+    /// `Err(why)` while the last write failed (and no write succeeded since).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(self
+                .reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Logs a failure that repeats (a checkpoint every 250 ms on a full disk) once, then at a
+/// falling rate: after 1, 2, 4, ... up to 300 s, with the count of failures in between.
+#[derive(Debug, Default)]
+struct Repeated {
+    failures: u64,
+    next_log: Option<std::time::Instant>,
+    interval: std::time::Duration,
+}
+
+impl Repeated {
+    fn failed(&mut self, what: &str, path: &str, error: &dyn std::fmt::Display) {
+        self.failures += 1;
+        let now = std::time::Instant::now();
+        if self.next_log.is_some_and(|t| now < t) {
+            return;
+        }
+        self.interval = (self.interval * 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(300),
+        );
+        self.next_log = Some(now + self.interval);
+        tracing::warn!(journal = path, error = %error, failures = self.failures, next_report_in_s = self.interval.as_secs(), "{what} failed");
+    }
+
+    fn succeeded(&mut self, what: &str, path: &str) {
+        if self.failures > 0 {
+            tracing::info!(
+                journal = path,
+                failures = self.failures,
+                "{what} succeeds again"
+            );
+        }
+        *self = Self::default();
+    }
+}
+
+/// The SQLite store: the embedded default journal, one file.
 #[derive(Debug)]
 pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+/// The store's connections and threads, shared with blocking read tasks.
+#[derive(Debug)]
+struct Inner {
+    /// Whether writes succeed now (`GET /readyz`, and new runs are refused while they fail).
+    pub(crate) health: Arc<Health>,
     writes: Mutex<mpsc::Sender<Write>>,
     reader: Mutex<Connection>,
     path: String,
@@ -78,7 +166,7 @@ pub struct SqliteStore {
     pub(crate) metrics: Arc<JournalMetrics>,
 }
 
-impl Drop for SqliteStore {
+impl Drop for Inner {
     fn drop(&mut self) {
         // The writer thread ends when the sender drops; the checkpointer when told.
         self.stop.store(true, Ordering::Relaxed);
@@ -110,7 +198,90 @@ fn configure(conn: &Connection, path: &str) -> Result<(), Error> {
 }
 
 impl SqliteStore {
-    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+    /// Opens (creating if needed) the SQLite journal at `path`, refusing a corrupt file or one
+    /// written by a newer version of nanoflow with a clear message.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            inner: Arc::new(Inner::open(path)?),
+        })
+    }
+
+    /// The writer's commit latency and counts, for `GET /metrics`.
+    pub(crate) fn metrics(&self) -> Arc<JournalMetrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Runs `read` on the reader connection on a blocking thread.
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read(&inner))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("journal read task failed: {e}")))?
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+    }
+}
+
+impl RunStore for SqliteStore {
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created> {
+        Box::pin(async move { self.inner.create_run(run).await.map_err(unavailable) })
+    }
+
+    fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
+        let (tx, commit) = Commit::channel();
+        self.inner.send(Write::Step(write, create, tx));
+        commit
+    }
+
+    fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
+        let (tx, commit) = Commit::channel();
+        self.inner.send(Write::Finish(write, create, tx));
+        commit
+    }
+
+    fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
+        Box::pin(async move { self.inner.reopen(run_id).await.map_err(unavailable) })
+    }
+
+    fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
+        Box::pin(async move { self.inner.prune(retention).await.map_err(unavailable) })
+    }
+
+    fn get_run(&self, run_id: RunId) -> StoreFuture<'_, Option<RunRecord>> {
+        self.read(move |inner| inner.get_run(run_id))
+    }
+
+    fn list_runs(&self, filter: RunFilter) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.read(move |inner| inner.list_runs(&filter))
+    }
+
+    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.read(Inner::unfinished_runs)
+    }
+
+    fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {
+        self.read(move |inner| inner.get_state(node, &key))
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.inner.health.check().map_err(StoreError::Unavailable)
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+fn unavailable(e: Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl Inner {
+    fn open(path: &Path) -> Result<Self, Error> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -155,13 +326,16 @@ impl SqliteStore {
         configure(&checkpointer, &shown)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let checkpoint_path = shown.clone();
         std::thread::Builder::new()
             .name("nanoflow-checkpoint".into())
             .spawn(move || {
+                let mut failing = Repeated::default();
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(std::time::Duration::from_millis(250));
-                    if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                        tracing::warn!(error = %e, "journal checkpoint failed");
+                    match checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        Ok(()) => failing.succeeded("journal checkpoint", &checkpoint_path),
+                        Err(e) => failing.failed("journal checkpoint", &checkpoint_path, &e),
                     }
                 }
             })
@@ -172,11 +346,14 @@ impl SqliteStore {
         let thread_path = shown.clone();
         let metrics = Arc::new(JournalMetrics::default());
         let thread_metrics = metrics.clone();
+        let health = Arc::new(Health::default());
+        let thread_health = health.clone();
         std::thread::Builder::new()
             .name("nanoflow-journal".into())
-            .spawn(move || writer_loop(writer, rx, &thread_path, &thread_metrics))
+            .spawn(move || writer_loop(writer, rx, &thread_path, &thread_metrics, &thread_health))
             .map_err(|e| journal_error(&shown, format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
+            health,
             writes: Mutex::new(tx),
             reader: Mutex::new(reader),
             path: shown,
@@ -196,39 +373,19 @@ impl SqliteStore {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) async fn create_run(&self, run: NewRun) -> Result<Created, Error> {
+    async fn create_run(&self, run: NewRun) -> Result<Created, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Create(run, tx));
         self.wait(rx).await
     }
 
-    pub(crate) fn record_step(
-        &self,
-        write: StepWrite,
-        create: Option<NewRun>,
-    ) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Step(write, create, tx));
-        rx
-    }
-
-    pub(crate) fn finish(
-        &self,
-        write: FinishWrite,
-        create: Option<NewRun>,
-    ) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Write::Finish(write, create, tx));
-        rx
-    }
-
-    pub(crate) async fn reopen(&self, run_id: RunId) -> Result<bool, Error> {
+    async fn reopen(&self, run_id: RunId) -> Result<bool, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Reopen(run_id, tx));
         self.wait(rx).await
     }
 
-    pub(crate) async fn prune(&self, retention: Retention) -> Result<u64, Error> {
+    async fn prune(&self, retention: Retention) -> Result<u64, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Write::Prune(retention, tx));
         self.wait(rx).await
@@ -242,7 +399,7 @@ impl SqliteStore {
         }
     }
 
-    pub(crate) fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>, Error> {
+    fn get_run(&self, run_id: RunId) -> Result<Option<RunRecord>, Error> {
         let conn = self.reader();
         let id = run_id.to_string();
         let run = conn
@@ -258,7 +415,7 @@ impl SqliteStore {
         Ok(Some(run))
     }
 
-    pub(crate) fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
         let mut args: Vec<String> = Vec::new();
@@ -307,7 +464,7 @@ impl SqliteStore {
         Ok(rows)
     }
 
-    pub(crate) fn unfinished_runs(&self) -> Result<Vec<RunRecord>, Error> {
+    fn unfinished_runs(&self) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -325,7 +482,7 @@ impl SqliteStore {
         Ok(runs)
     }
 
-    pub(crate) fn get_state(&self, node: &str, key: &str) -> Result<Option<Bytes>, Error> {
+    fn get_state(&self, node: &str, key: &str) -> Result<Option<Bytes>, Error> {
         let conn = self.reader();
         conn.query_row(
             "SELECT value FROM state WHERE node = ?1 AND key = ?2",
@@ -394,13 +551,47 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
     rows.collect()
 }
 
+/// How often a failing journal is probed with a write of its own, so that recovery (space
+/// freed on a full disk) is noticed without a run risking its steps on it.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Write>,
     path: &str,
     metrics: &JournalMetrics,
+    health: &Health,
 ) {
-    while let Ok(first) = rx.recv() {
+    let mut failing = Repeated::default();
+    loop {
+        let first = if health.check().is_err() {
+            match rx.recv_timeout(PROBE_EVERY) {
+                Ok(w) => w,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // A write transaction that changes nothing but must reach the disk.
+                    match conn.execute_batch(&format!(
+                        "BEGIN IMMEDIATE; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    )) {
+                        Ok(()) => {
+                            failing.succeeded("journal write", path);
+                            health.succeeded(path);
+                        }
+                        Err(e) => {
+                            let _ = conn.execute_batch("ROLLBACK");
+                            failing.failed("journal write", path, &e);
+                            health.failed(&e.to_string());
+                        }
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(w) => w,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -423,6 +614,8 @@ fn writer_loop(
             Ok(results) => {
                 metrics.commit.observe(clock.elapsed());
                 metrics.writes.add(results.len() as u64);
+                failing.succeeded("journal write", path);
+                health.succeeded(path);
                 for (write, result) in batch.into_iter().zip(results) {
                     reply(write, Ok(result));
                 }
@@ -431,7 +624,9 @@ fn writer_loop(
             // write in its own transaction so that only the failing ones fail.
             Err(first_error) => {
                 metrics.failed_batches.inc();
-                tracing::warn!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
+                tracing::debug!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
+                let mut any_ok = false;
+                let mut last_error = None;
                 for write in batch {
                     let result = (|| {
                         let tx = conn
@@ -440,10 +635,24 @@ fn writer_loop(
                         tx.commit()?;
                         Ok::<_, rusqlite::Error>(r)
                     })();
-                    if let Err(e) = &result {
-                        tracing::error!(journal = path, error = %e, "journal write failed");
+                    match &result {
+                        Ok(_) => any_ok = true,
+                        Err(e) => last_error = Some(e.to_string()),
                     }
                     reply(write, result.map_err(|e| e.to_string()));
+                }
+                match last_error {
+                    // Some writes fail on their own (a constraint), others succeed: the
+                    // journal itself is fine.
+                    Some(e) if !any_ok => {
+                        failing.failed("journal write", path, &e);
+                        health.failed(&e);
+                    }
+                    Some(e) => tracing::error!(journal = path, error = %e, "journal write failed"),
+                    None => {
+                        failing.succeeded("journal write", path);
+                        health.succeeded(path);
+                    }
                 }
             }
         }
@@ -467,7 +676,7 @@ fn reply(write: Write, result: Result<Outcome, String>) {
             }));
         }
         Write::Step(_, _, tx) | Write::Finish(_, _, tx) => {
-            let _ = tx.send(result.map(|_| ()));
+            let _ = tx.send(result.map(|_| ()).map_err(StoreError::Unavailable));
         }
         Write::Reopen(_, tx) => {
             let _ = tx.send(result.map(|o| matches!(o, Outcome::Bool(true))));

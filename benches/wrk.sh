@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# HTTP figures from wrk (Debian's `wrk`) beside the in-tree load generator: the `http` bench
+# serves bare axum, nanoflow without the journal and nanoflow with it (BENCH_HOLD), and wrk
+# loads each in turn with the same request, 1 thread, 32 connections, for $SECS seconds.
+#   benches/wrk.sh [SECS]        (default 5; the servers run with 2 worker threads)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-5}"
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+bin=$(cargo bench -p nanoflow --bench http --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "http" and m.get("executable"):
+        print(m["executable"])')
+out=$(mktemp)
+BENCH_HOLD=$((SECS * 3 + 10)) "$bin" >"$out" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$out" "$lua"' EXIT
+for _ in $(seq 1 100); do [ "$(wc -l <"$out")" -ge 3 ] && break; sleep 0.1; done
+lua=$(mktemp --suffix=.lua)
+cat >"$lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.body = '{"id":"o-1","customer":"ada","items":[{"sku":"apple","qty":3},{"sku":"pear","qty":2}]}'
+LUA
+declare -A rps
+names=([bare]="bare axum" [off]="journal off" [on]="journal on")
+while read -r _ key url; do
+    result=$(wrk -t1 -c32 -d"${SECS}s" --latency -s "$lua" "$url")
+    r=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$result" | awk '$1=="50%" {print $2}')
+    p99=$(echo "$result" | awk '$1=="99%" {print $2}')
+    rps[$key]=$r
+    printf 'wrk %-12s: %10s req/s   p50 %8s   p99 %8s\n' "${names[$key]}" "$r" "$p50" "$p99"
+done < <(grep '^serving' "$out")
+python3 - "${rps[bare]:-0}" "${rps[off]:-0}" "${rps[on]:-0}" <<'PY'
+import sys
+bare, off, on = map(float, sys.argv[1:])
+if bare:
+    print(f"wrk: journal off / bare axum {off / bare:.2f}x   journal on / bare axum {on / bare:.2f}x")
+PY

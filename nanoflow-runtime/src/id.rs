@@ -1,0 +1,126 @@
+//! Run ids: time-ordered, unique, printed as 32 hex digits; and the fast random numbers they
+//! (and retry jitter) draw from.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A run's identifier: 48 bits of milliseconds since the Unix epoch, then 80 random bits, shown
+/// as 32 hex digits, so ids sort by start time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(u128);
+
+impl RunId {
+    /// A new, unique, time-ordered id.
+    pub fn new() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let rand = (u128::from(random_u64()) << 16) | u128::from(random_u64() & 0xffff);
+        RunId(((ms & 0xffff_ffff_ffff) << 80) | rand)
+    }
+
+    /// The id as a number.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    pub(crate) const fn from_u128(id: u128) -> Self {
+        RunId(id)
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+impl FromStr for RunId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 {
+            return Err(format!("run id `{s}` must be 32 hex digits"));
+        }
+        u128::from_str_radix(s, 16)
+            .map(RunId)
+            .map_err(|_| format!("run id `{s}` is not hex"))
+    }
+}
+
+impl serde::Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A fast, non-cryptographic random number (jitter, run ids).
+pub(crate) fn random_u64() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        // xorshift64*
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+/// The idempotency key of the run that `upstream`'s success starts (per downstream workflow).
+pub(crate) fn chain_key(upstream: RunId) -> String {
+    format!("after:{upstream}")
+}
+
+/// The id of the run of `workflow` that `upstream`'s success starts: the upstream's time, and
+/// random bits derived from the pair, so that the runner and the journal agree on it without
+/// sharing state.
+pub(crate) fn chained_run_id(upstream: RunId, workflow: &str) -> RunId {
+    // FNV-1a, twice with different offsets: stable, and enough to make the pair unique.
+    let fnv = |offset: u64| {
+        let mut h = offset;
+        for b in upstream
+            .as_u128()
+            .to_le_bytes()
+            .iter()
+            .chain(workflow.as_bytes())
+        {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    let time = upstream.as_u128() >> 80;
+    let random = (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 16)
+        | u128::from(fnv(0x6c62_272e_07bb_0142) & 0xffff);
+    RunId::from_u128((time << 80) | random)
+}

@@ -1,0 +1,481 @@
+//! The one way a run starts: admission (a run slot), the run id, the idempotency claim, the
+//! record before the acknowledgement, driving the run inline or on its own task, its end, the
+//! runs chained after it, and resuming recorded runs. Every trigger, the re-drive and chaining
+//! go through here; none touches the server's state otherwise.
+
+pub(crate) mod chain;
+pub(crate) mod reply;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::ServeConfig;
+use crate::error::Error;
+use crate::error::InputError;
+use crate::journal::{Created, Journal, NewRun, RunRecord};
+use crate::observability::Observability;
+use crate::observability::TraceParent;
+use crate::run::{Durable, RunCtx, RunId};
+use crate::runs::{RunError, Runs};
+use crate::workflow::{DynWorkflow, JsonRun};
+
+/// A run a trigger asks for: every trigger, chaining and the run API start runs through
+/// [`App::submit`].
+#[derive(Debug)]
+pub(crate) struct Submission {
+    /// The workflow to run.
+    pub(crate) workflow: Arc<dyn DynWorkflow>,
+    /// Its input, as JSON (parsed here: input that does not fit starts nothing).
+    pub(crate) input: Bytes,
+    /// The run's id (chained runs have theirs from their upstream).
+    pub(crate) run_id: RunId,
+    /// The trigger's idempotency key: a run with the same workflow and key is the same run.
+    pub(crate) key: Option<String>,
+    /// The caller's trace, continued by the run's span.
+    pub(crate) trace_parent: Option<TraceParent>,
+    /// When the run is recorded (with the journal).
+    pub(crate) record: Record,
+}
+
+/// When a submitted run is recorded in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// With its first step: a run answered only once it finished needs no commit of its own.
+    /// (A run with a key is always recorded before it starts: the key is claimed.)
+    WithFirstStep,
+    /// Before `submit` returns: its caller acknowledges it at once (202, a queue ack).
+    Now,
+    /// Already recorded by someone else (a chained run, written with its upstream's success).
+    Done,
+}
+
+/// What `submit` made of a submission.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// A new run, recorded as asked, ready to be driven.
+    New(Pending),
+    /// The key belongs to this earlier run: nothing was started.
+    Existing(RunId),
+}
+
+/// Why `submit` started nothing.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The input does not fit the workflow's input type.
+    Input(InputError),
+    /// The run could not be recorded (or its key claimed): nothing ran.
+    Journal(Error),
+}
+
+/// An admitted run, not yet driven.
+pub(crate) struct Pending {
+    run_id: RunId,
+    workflow: &'static str,
+    future: JsonRun,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("run_id", &self.run_id)
+            .field("workflow", &self.workflow)
+            .finish()
+    }
+}
+
+impl Pending {
+    /// Drives the run on its own task, holding `permit` until it ends.
+    pub(crate) fn spawn(
+        self,
+        app: &Arc<App>,
+        permit: OwnedSemaphorePermit,
+    ) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
+        app.spawn_run(self.run_id, self.workflow, self.future, permit)
+    }
+
+    /// Drives the run in the caller's task (spawning the rest if the caller goes away);
+    /// `remember`: keep it in memory without a journal (a repeated key must find it).
+    pub(crate) async fn drive(
+        self,
+        app: &Arc<App>,
+        permit: OwnedSemaphorePermit,
+        remember: bool,
+    ) -> Result<Bytes, Error> {
+        app.drive_inline(self.run_id, self.workflow, self.future, permit, remember)
+            .await
+    }
+}
+
+/// State shared by every handler and trigger loop.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) workflows: BTreeMap<&'static str, Arc<dyn DynWorkflow>>,
+    pub(crate) runs: Runs,
+    pub(crate) limiter: Arc<Semaphore>,
+    pub(crate) config: ServeConfig,
+    pub(crate) journal: Option<Journal>,
+    pub(crate) containers: Option<crate::run::Isolated>,
+    /// For each workflow, the workflows chained `after` it.
+    pub(crate) downstream: chain::Downstream,
+    /// Connections of the queue and database-event triggers.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) services: crate::triggers::Services,
+    /// Metrics and the live event stream.
+    pub(crate) observe: Arc<Observability>,
+    /// Dashboard sessions and the admin token's throttle.
+    pub(crate) admin: crate::admin::AdminState,
+    /// Turns true when the runner stops: trigger loops end, body reads in progress give up.
+    pub(crate) stop: watch::Sender<bool>,
+    /// Recorded runs that stopped because the journal failed under them: resumed once it
+    /// writes again.
+    pub(crate) stalled: Mutex<Vec<RunId>>,
+}
+
+impl std::fmt::Debug for dyn DynWorkflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Workflow({})", self.graph().name)
+    }
+}
+
+impl App {
+    /// The one way a run starts: parses the input (refusing it before anything is written),
+    /// claims the idempotency key or records the run as `record` asks, and hands back the run
+    /// to drive. The caller holds a run slot (`limiter`) and passes it to the run.
+    pub(crate) async fn submit(&self, s: Submission) -> Result<Admitted, Refused> {
+        let graph = s.workflow.graph();
+        let recorded_here = s.key.is_some() || s.record != Record::WithFirstStep;
+        // A run recorded before it starts needs no row written with its first step.
+        let ctx = self
+            .context_recorded(
+                &*s.workflow,
+                s.run_id,
+                &s.input,
+                s.key.clone(),
+                recorded_here,
+            )
+            .with_trace_parent(s.trace_parent);
+        let future = s.workflow.start(ctx, &s.input).map_err(Refused::Input)?;
+        match (&s.key, s.record) {
+            (_, Record::Done) => {}
+            (Some(key), _) => {
+                match self
+                    .claim_idempotency_key(graph.name, key, s.run_id, &s.input)
+                    .await
+                {
+                    None => {}
+                    Some(Ok(original)) => return Ok(Admitted::Existing(original)),
+                    Some(Err(e)) => return Err(Refused::Journal(e)),
+                }
+            }
+            (None, Record::Now) => {
+                if let Some(journal) = &self.journal {
+                    let run = NewRun {
+                        run_id: s.run_id,
+                        workflow: graph.name,
+                        input: s.input.clone(),
+                        idempotency_key: None,
+                    };
+                    journal.create_run(run).await.map_err(Refused::Journal)?;
+                }
+            }
+            (None, Record::WithFirstStep) => {}
+        }
+        Ok(Admitted::New(Pending {
+            run_id: s.run_id,
+            workflow: graph.name,
+            future,
+        }))
+    }
+
+    /// The context of a new run: journaled when the journal is on. `recorded`: the run row is
+    /// written before the run starts, not with its first record (input that fails to parse
+    /// writes nothing either way).
+    fn context_recorded(
+        &self,
+        wf: &dyn DynWorkflow,
+        run_id: RunId,
+        input: &Bytes,
+        idempotency_key: Option<String>,
+        recorded: bool,
+    ) -> RunCtx {
+        let graph = wf.graph();
+        let ctx = match &self.journal {
+            None => RunCtx::with_id(graph.name, run_id),
+            Some(journal) => RunCtx::durable(
+                graph.name,
+                run_id,
+                Durable {
+                    journal: journal.clone(),
+                    graph,
+                    resumed: Default::default(),
+                    pending_create: Mutex::new((!recorded).then(|| NewRun {
+                        run_id,
+                        workflow: graph.name,
+                        input: input.clone(),
+                        idempotency_key,
+                    })),
+                    downstream: self.downstream_of(graph.name),
+                },
+            ),
+        };
+        self.isolate(ctx.observed(self.observe.observer(graph.name)))
+    }
+
+    fn isolate(&self, ctx: RunCtx) -> RunCtx {
+        ctx.with_containers(self.containers.clone())
+    }
+
+    /// Claims an idempotency key for `run_id`. `None`: the key is new and the run is recorded
+    /// (durably, with the journal); `Some(Ok(id))`: the key belongs to run `id`.
+    async fn claim_idempotency_key(
+        &self,
+        workflow: &'static str,
+        key: &str,
+        run_id: RunId,
+        input: &Bytes,
+    ) -> Option<Result<RunId, Error>> {
+        match &self.journal {
+            Some(journal) => {
+                let run = NewRun {
+                    run_id,
+                    workflow,
+                    input: input.clone(),
+                    idempotency_key: Some(key.to_owned()),
+                };
+                match journal.create_run(run).await {
+                    Ok(Created::New) => None,
+                    Ok(Created::Existing(original)) => Some(Ok(original)),
+                    Err(e) => Some(Err(e)),
+                }
+            }
+            None => self.runs.claim(workflow, key, run_id).map(Ok),
+        }
+    }
+
+    /// Drives a started run on its own task (it completes even if its caller goes away),
+    /// holding `permit` until it ends, and records and logs its end.
+    pub(crate) fn spawn_run(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        future: JsonRun,
+        permit: OwnedSemaphorePermit,
+    ) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
+        if self.journal.is_none() {
+            self.runs.started(run_id, workflow);
+        }
+        self.observe.run_started(run_id, workflow);
+        let app = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = future.await;
+            app.finish(run_id, workflow, started, &result);
+            drop(permit);
+            result
+        })
+    }
+
+    /// Drives a started run in the caller's task (no hop to another task on the hot path).
+    /// If the caller is dropped before the run ends (the HTTP client went away), the rest of
+    /// the run is spawned, so an accepted run always completes.
+    pub(crate) async fn drive_inline(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        future: JsonRun,
+        permit: OwnedSemaphorePermit,
+        remember: bool,
+    ) -> Result<Bytes, Error> {
+        // Without a journal, a synchronous run that succeeds is not kept in memory: its client
+        // has the output. Failed runs are (their error names the run id), and so are runs with
+        // an idempotency key (a repeat must find them).
+        if self.journal.is_none() && remember {
+            self.runs.started(run_id, workflow);
+        }
+        self.observe.run_started(run_id, workflow);
+        let app = self.clone();
+        let run: JsonRun = Box::pin(async move {
+            let started = Instant::now();
+            let result = future.await;
+            if app.journal.is_none() && !remember && result.is_err() {
+                app.runs.started(run_id, workflow);
+            }
+            app.finish(run_id, workflow, started, &result);
+            drop(permit);
+            result
+        });
+        let mut guard = CompleteOnDrop(Some(run));
+        let result = guard.0.as_mut().expect("present until completed").await;
+        guard.0 = None;
+        result
+    }
+
+    /// The workflows chained `after` `workflow`.
+    fn downstream_of(&self, workflow: &str) -> Vec<&'static str> {
+        self.downstream.get(workflow).cloned().unwrap_or_default()
+    }
+
+    /// Records a finished run (in memory, when there is no journal), logs one line for it, and
+    /// starts the runs chained after it.
+    fn finish(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        started: Instant,
+        result: &Result<Bytes, Error>,
+    ) {
+        let took = started.elapsed();
+        self.observe.run_finished(run_id, workflow, took, result);
+        let duration_ms = took.as_secs_f64() * 1000.0;
+        match result {
+            Ok(output) => {
+                tracing::info!(%run_id, workflow, status = "succeeded", duration_ms, "run finished");
+                if self.journal.is_none() {
+                    self.runs.finished(run_id, Ok(output.clone()));
+                }
+                chain::start(self, run_id, workflow, output);
+            }
+            Err(Error::Journal(why)) if self.journal.is_some() => {
+                tracing::warn!(%run_id, workflow, error = %why, "run stopped: the journal cannot write; it resumes when the journal recovers, if it was recorded");
+                self.stalled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(run_id);
+            }
+            Err(error) => {
+                tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
+                if self.journal.is_none() {
+                    self.runs
+                        .finished(run_id, Err(RunError::from_error(error).1));
+                }
+            }
+        }
+    }
+
+    /// Continues a journaled run from its last completed step (after a restart, or a re-drive
+    /// of a failed run from its failed step).
+    pub(crate) async fn resume(
+        self: &Arc<Self>,
+        record: RunRecord,
+    ) -> Result<Option<tokio::task::JoinHandle<Result<Bytes, Error>>>, Error> {
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
+        let Some(wf) = self.workflows.get(record.workflow.as_str()).cloned() else {
+            tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
+            return Ok(None);
+        };
+        let graph = wf.graph();
+        let resumed = record.completed_steps().into_iter().collect();
+        let ctx = self.isolate(
+            RunCtx::durable(
+                graph.name,
+                record.run_id,
+                Durable {
+                    journal: journal.clone(),
+                    graph,
+                    resumed,
+                    pending_create: Mutex::new(None),
+                    downstream: self.downstream_of(graph.name),
+                },
+            )
+            .observed(self.observe.observer(graph.name)),
+        );
+        let future = match wf.start(ctx, &record.input) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(run_id = %record.run_id, error = %e, "cannot resume: the journaled input no longer fits");
+                return Ok(None);
+            }
+        };
+        let permit = self
+            .limiter
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Config("runner stopped".into()))?;
+        tracing::info!(run_id = %record.run_id, workflow = graph.name, completed_steps = record.completed_steps().len(), "resuming run");
+        Ok(Some(self.spawn_run(
+            record.run_id,
+            graph.name,
+            future,
+            permit,
+        )))
+    }
+
+    pub(crate) fn new(
+        workflows: &BTreeMap<&'static str, Arc<dyn DynWorkflow>>,
+        config: &ServeConfig,
+        containers: Option<crate::run::Isolated>,
+    ) -> Result<Arc<Self>, Error> {
+        let journal = match &config.journal {
+            Some(path) => Some(Journal::open(path)?),
+            None => None,
+        };
+        let observe = Observability::new(workflows.values().map(|wf| wf.graph()), config.metrics);
+        Ok(Arc::new(App {
+            observe,
+            workflows: workflows.clone(),
+            runs: Runs::new(config.keep_runs),
+            limiter: Arc::new(Semaphore::new(config.max_in_flight)),
+            config: config.clone(),
+            journal,
+            containers,
+            downstream: chain::downstream(workflows),
+            services: Default::default(),
+            admin: Default::default(),
+            stop: watch::channel(false).0,
+            stalled: Mutex::new(Vec::new()),
+        }))
+    }
+}
+
+/// Owns a run's future while a caller awaits it; spawns the remainder if dropped early.
+struct CompleteOnDrop(Option<JsonRun>);
+
+impl Drop for CompleteOnDrop {
+    fn drop(&mut self) {
+        if let Some(rest) = self.0.take() {
+            tokio::spawn(rest);
+        }
+    }
+}
+
+/// Resumes the recorded runs that stopped while the journal failed, once it writes again.
+pub(crate) async fn resume_stalled(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let Some(journal) = app.journal.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if journal.health().is_err() {
+            continue;
+        }
+        let stalled = std::mem::take(&mut *app.stalled.lock().unwrap_or_else(|p| p.into_inner()));
+        for run_id in stalled {
+            match journal.get_run(run_id).await {
+                Ok(Some(record)) if record.status == crate::runs::RunStatus::Running => {
+                    if let Err(e) = app.resume(record).await {
+                        tracing::error!(%run_id, error = %e, "cannot resume a run stopped by the journal");
+                    }
+                }
+                // Never recorded: its client was told it stopped for good.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%run_id, error = %e, "cannot read a stalled run yet");
+                    app.stalled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(run_id);
+                }
+            }
+        }
+    }
+}

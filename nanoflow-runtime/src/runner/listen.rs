@@ -1,0 +1,342 @@
+//! The HTTP server loop: accepts connections and serves each with hyper, under limits that keep
+//! slow, idle or abandoned connections from taking the service down.
+//!
+//! - a client must send a request's headers within the header timeout, or is disconnected;
+//! - a keep-alive connection with no request in flight is closed after the idle timeout, and
+//!   at once under pressure (more open connections than three quarters of the limit, or the
+//!   process out of file descriptors), so that new clients get in;
+//! - the body timeout is applied where bodies are read (`triggers::http::read_body`);
+//! - at shutdown, every connection is told to finish its current exchange and close.
+//!
+//! `axum::serve` has none of these limits (hyper's header timeout needs a timer it does not
+//! set), hence this loop.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+/// The limits of the server loop (from [`super::ServeConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// What every connection task shares with the accept loop.
+#[derive(Debug)]
+struct Shared {
+    open: AtomicUsize,
+    /// Woken when connections must shed (pressure, or out of descriptors).
+    shed: Notify,
+    limits: Limits,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn under_pressure(&self) -> bool {
+        self.open.load(Ordering::Relaxed) * 4 > self.limits.max_connections * 3
+    }
+}
+
+/// One connection's activity: when it last read or wrote, and its requests in flight.
+#[derive(Debug, Default)]
+struct Activity {
+    last_ms: AtomicU64,
+    requests: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self, epoch: Instant) {
+        self.last_ms
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self, epoch: Instant) -> Duration {
+        let now = epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Serves `router` on `listener` until `stop` turns true; returns once every connection closed.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shared = Arc::new(Shared {
+        open: AtomicUsize::new(0),
+        shed: Notify::new(),
+        limits,
+        epoch: Instant::now(),
+    });
+    let mut out_of_files_logged: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors: close idle connections to make room, and wait a
+                // moment rather than spin on a listener that cannot accept.
+                let out_of_files = matches!(e.raw_os_error(), Some(23 | 24)); // ENFILE, EMFILE
+                if out_of_files {
+                    shared.shed.notify_waiters();
+                    let quiet =
+                        out_of_files_logged.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+                    if !quiet {
+                        tracing::warn!(error = %e, open = shared.open.load(Ordering::Relaxed), "cannot accept connections: out of file descriptors; closing idle ones");
+                        out_of_files_logged = Some(Instant::now());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(if out_of_files { 50 } else { 5 })).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        if shared.under_pressure() {
+            shared.shed.notify_waiters();
+        }
+        tokio::spawn(connection(
+            stream,
+            peer,
+            router.clone(),
+            shared.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(listener);
+    // Every connection task holds a reference: wait for them to close.
+    while shared.open.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Serves one connection until it closes.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    struct Open(Arc<Shared>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let open = Open(shared.clone());
+    let activity = Arc::new(Activity::default());
+    activity.touch(shared.epoch);
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+        epoch: shared.epoch,
+    });
+    let service = Service {
+        router,
+        peer,
+        activity: activity.clone(),
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let tick =
+        (shared.limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.wait_for(|stopped| *stopped), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = shared.shed.notified(), if !closing => {
+                if idle(&activity, &shared, Duration::from_millis(100)) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            () = tokio::time::sleep(tick), if !closing => {
+                let limit = if shared.under_pressure() {
+                    Duration::from_millis(250)
+                } else {
+                    shared.limits.idle_timeout
+                };
+                if idle(&activity, &shared, limit) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+    drop(open);
+}
+
+/// Whether a connection has no request in flight and has been quiet for `limit`.
+fn idle(activity: &Activity, shared: &Shared, limit: Duration) -> bool {
+    activity.requests.load(Ordering::Relaxed) == 0 && activity.idle_for(shared.epoch) >= limit
+}
+
+/// The router as a hyper service: adds the peer's address (`ConnectInfo`) and counts requests
+/// in flight on the connection.
+#[derive(Clone)]
+struct Service {
+    router: Router,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Service {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let in_flight = InFlight::new(self.activity.clone());
+        let mut router = self.router.clone();
+        let future = tower_service::Service::call(&mut router, req);
+        Box::pin(async move {
+            let response = future.await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// Counts one request in flight for as long as it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A TCP stream that notes when it last moved bytes.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+    epoch: Instant,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch(self.epoch);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch(self.epoch);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch(self.epoch);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (a soft limit of 1,024 is a common
+/// default, far below what a server's connections need); returns the limit now in force.
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let soft = limit.current?;
+    let Some(hard) = limit.maximum else {
+        // Unlimited hard limit: raise to a generous fixed value.
+        limit.current = Some(soft.max(1 << 20));
+        return setrlimit(Resource::Nofile, limit)
+            .ok()
+            .map(|()| soft.max(1 << 20));
+    };
+    if soft >= hard {
+        return Some(soft);
+    }
+    limit.current = Some(hard);
+    match setrlimit(Resource::Nofile, limit) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = hard, "raised the open files limit");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
+            Some(soft)
+        }
+    }
+}

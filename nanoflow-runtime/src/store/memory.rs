@@ -1,0 +1,270 @@
+//! A [`RunStore`] in memory: every guarantee of the contract but durability across processes.
+//! The reference implementation the conformance suite is written against, and a store for tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+
+use super::{
+    Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
+    StepWrite, StoreError, StoreFuture,
+};
+use crate::id::RunId;
+use crate::runs::{now_ms, RunStatus};
+
+/// Runs kept in memory, in one lock: each write is applied whole, as a transaction would be.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    data: Mutex<Data>,
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    /// Runs by id; ids sort by creation time.
+    runs: BTreeMap<RunId, RunRecord>,
+    /// `(workflow, idempotency key)` -> run.
+    keys: HashMap<(String, String), RunId>,
+    /// A run's attempts by `(step, attempt)`: a repeated record replaces the earlier one.
+    steps: HashMap<RunId, BTreeMap<(String, u32), Attempt>>,
+    state: HashMap<(&'static str, String), Bytes>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn data(&self) -> std::sync::MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Data {
+    /// Records a run unless its id, or its workflow and idempotency key, exist already.
+    fn insert(&mut self, run: &NewRun) -> Created {
+        if let Some(key) = &run.idempotency_key {
+            if let Some(existing) = self.keys.get(&(run.workflow.to_owned(), key.clone())) {
+                return Created::Existing(*existing);
+            }
+        }
+        if self.runs.contains_key(&run.run_id) {
+            return Created::New;
+        }
+        if let Some(key) = &run.idempotency_key {
+            self.keys
+                .insert((run.workflow.to_owned(), key.clone()), run.run_id);
+        }
+        self.runs.insert(
+            run.run_id,
+            RunRecord {
+                run_id: run.run_id,
+                workflow: run.workflow.to_owned(),
+                status: RunStatus::Running,
+                input: run.input.clone(),
+                output: None,
+                error: None,
+                idempotency_key: run.idempotency_key.clone(),
+                created_ms: now_ms(),
+                finished_ms: None,
+                timeline: Vec::new(),
+            },
+        );
+        Created::New
+    }
+
+    fn timeline(&self, run_id: RunId) -> Vec<Attempt> {
+        let mut attempts: Vec<Attempt> = self
+            .steps
+            .get(&run_id)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        attempts.sort_by_key(|a| (a.started_ms, a.attempt));
+        attempts
+    }
+
+    fn remove(&mut self, run_id: RunId) {
+        if let Some(run) = self.runs.remove(&run_id) {
+            if let Some(key) = run.idempotency_key {
+                self.keys.remove(&(run.workflow, key));
+            }
+        }
+        self.steps.remove(&run_id);
+    }
+}
+
+/// Whether `run` matches a `q` search as the SQLite store's does: a run id prefix, or text in
+/// the idempotency key, the input or the error.
+fn matches_search(run: &RunRecord, q: &str) -> bool {
+    let lower = q.to_ascii_lowercase();
+    let id_prefix = lower.len() <= 32
+        && lower.bytes().all(|b| b.is_ascii_hexdigit())
+        && run.run_id.to_string().starts_with(&lower);
+    id_prefix
+        || run
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.contains(q))
+        || String::from_utf8_lossy(&run.input).contains(q)
+        || run
+            .error
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains(q))
+}
+
+impl RunStore for MemoryStore {
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created> {
+        let created = self.data().insert(&run);
+        Box::pin(async move { Ok(created) })
+    }
+
+    fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
+        let mut data = self.data();
+        if let Some(run) = &create {
+            data.insert(run);
+        }
+        let (status, output, error) = match write.outcome {
+            Ok(out) => ("succeeded", Some(out), None),
+            Err(e) => ("failed", None, Some(e)),
+        };
+        let attempt = Attempt {
+            step: write.step.to_string(),
+            attempt: write.attempt,
+            status,
+            output,
+            error,
+            started_ms: write.started_ms,
+            duration_us: write.duration_us,
+        };
+        data.steps
+            .entry(write.run_id)
+            .or_default()
+            .insert((attempt.step.clone(), attempt.attempt), attempt);
+        if let Some((node, key, value)) = write.state {
+            data.state.insert((node, key), value);
+        }
+        Commit::done(Ok(()))
+    }
+
+    fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
+        let mut data = self.data();
+        if let Some(run) = &create {
+            data.insert(run);
+        }
+        if let Some(run) = data.runs.get_mut(&write.run_id) {
+            match write.outcome {
+                Ok(output) => {
+                    run.status = RunStatus::Succeeded;
+                    run.output = Some(output);
+                    run.error = None;
+                }
+                Err(e) => {
+                    run.status = RunStatus::Failed;
+                    run.output = None;
+                    run.error = serde_json::to_value(e).ok();
+                }
+            }
+            run.finished_ms = Some(now_ms());
+        }
+        for chained in &write.chained {
+            data.insert(chained);
+        }
+        Commit::done(Ok(()))
+    }
+
+    fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
+        let reopened = match self.data().runs.get_mut(&run_id) {
+            Some(run) if run.status == RunStatus::Failed => {
+                run.status = RunStatus::Running;
+                run.error = None;
+                run.finished_ms = None;
+                true
+            }
+            _ => false,
+        };
+        Box::pin(async move { Ok(reopened) })
+    }
+
+    fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
+        let mut data = self.data();
+        let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
+        let finished: Vec<(RunId, u64)> = data
+            .runs
+            .values()
+            .rev()
+            .filter(|r| r.status != RunStatus::Running)
+            .map(|r| (r.run_id, r.finished_ms.unwrap_or(0)))
+            .collect();
+        let doomed: Vec<RunId> = finished
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, at))| *at < cutoff || *i as u64 >= retention.max_runs)
+            .map(|(_, (id, _))| *id)
+            .collect();
+        for id in &doomed {
+            data.remove(*id);
+        }
+        let n = doomed.len() as u64;
+        Box::pin(async move { Ok(n) })
+    }
+
+    fn get_run(&self, run_id: RunId) -> StoreFuture<'_, Option<RunRecord>> {
+        let data = self.data();
+        let run = data.runs.get(&run_id).cloned().map(|mut r| {
+            r.timeline = data.timeline(run_id);
+            r
+        });
+        Box::pin(async move { Ok(run) })
+    }
+
+    fn list_runs(&self, filter: RunFilter) -> StoreFuture<'_, Vec<RunRecord>> {
+        let data = self.data();
+        let runs: Vec<RunRecord> = data
+            .runs
+            .values()
+            .rev()
+            .filter(|r| filter.workflow.as_ref().is_none_or(|w| &r.workflow == w))
+            .filter(|r| filter.status.is_none_or(|s| r.status == s))
+            .filter(|r| filter.before.is_none_or(|b| r.run_id < b))
+            .filter(|r| {
+                filter
+                    .search
+                    .as_deref()
+                    .filter(|q| !q.is_empty())
+                    .is_none_or(|q| matches_search(r, q))
+            })
+            .take(filter.limit.max(1))
+            .cloned()
+            .collect();
+        Box::pin(async move { Ok(runs) })
+    }
+
+    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRecord>> {
+        let data = self.data();
+        let runs: Vec<RunRecord> = data
+            .runs
+            .values()
+            .filter(|r| r.status == RunStatus::Running)
+            .cloned()
+            .map(|mut r| {
+                r.timeline = data.timeline(r.run_id);
+                r
+            })
+            .collect();
+        Box::pin(async move { Ok(runs) })
+    }
+
+    fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {
+        let value = self.data().state.get(&(node, key)).cloned();
+        Box::pin(async move { Ok(value) })
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+}

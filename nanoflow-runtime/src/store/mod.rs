@@ -1,0 +1,289 @@
+//! The storage contract of runs: [`RunStore`], what each operation guarantees, and its
+//! implementations: [`sqlite::SqliteStore`] (the embedded default, a file) and
+//! [`memory::MemoryStore`] (in memory, for tests and as the reference the others are held to).
+//! [`conformance`] is the suite every implementation passes.
+//!
+//! ## The contract
+//! - **Durability.** When a write's future (or [`Commit`]) resolves `Ok`, the write survives a
+//!   crash of the process (for a durable store: [`RunStore::durable`]).
+//! - **Ordering.** Writes of one run are applied in the order they were issued: a run's
+//!   creation handed to `record_step` or `finish` is applied before the record it travels with,
+//!   and in the same transaction.
+//! - **Atomicity.** A step's record and its node's new state are written together or not at
+//!   all; a run's finish and the runs it chains are written together or not at all.
+//! - **Idempotency.** Creating a run whose workflow and idempotency key exist returns the
+//!   existing run ([`Created::Existing`]) and changes nothing.
+//! - **Errors.** Every operation reports a typed [`StoreError`]; `Unavailable` is transient
+//!   (a full disk, a lost connection) and [`RunStore::health`] says when it ends.
+
+pub mod conformance;
+pub mod memory;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Bytes;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::id::RunId;
+use crate::runs::{RunError, RunStatus};
+
+/// A run to record, with the JSON input it started from.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// The run.
+    pub run_id: RunId,
+    /// Its workflow.
+    pub workflow: &'static str,
+    /// The input, as JSON.
+    pub input: Bytes,
+    /// The trigger's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// What recording a new run found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The run is new.
+    New,
+    /// A run with the same workflow and idempotency key exists: this is its id.
+    Existing(RunId),
+}
+
+/// One attempt of one step, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// The step (node name or alias).
+    pub step: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    /// The output (JSON), when succeeded.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::runs::raw_json"
+    )]
+    pub output: Option<Bytes>,
+    /// The error, when failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
+    /// Start, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// Duration in microseconds.
+    pub duration_us: u64,
+}
+
+/// A run as the journal holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub run_id: RunId,
+    /// Its workflow.
+    pub workflow: String,
+    /// Running, succeeded or failed.
+    pub status: RunStatus,
+    /// The input (JSON).
+    #[serde(serialize_with = "crate::runs::raw_json_required")]
+    pub input: Bytes,
+    /// The output (JSON), once succeeded.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::runs::raw_json"
+    )]
+    pub output: Option<Bytes>,
+    /// The error, once failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
+    /// The trigger's idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// End time, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// Every attempt of every step, in order (filled by `get_run`, empty in lists).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Attempt>,
+}
+
+impl RunRecord {
+    /// The output of each step's successful attempt: what a resumed run skips. A step whose
+    /// compensation ran (a record `step~compensation`) is not complete any more, and
+    /// compensation records are never skipped.
+    pub fn completed_steps(&self) -> Vec<(String, Bytes)> {
+        let succeeded = || self.timeline.iter().filter(|a| a.status == "succeeded");
+        let compensated: Vec<&str> = succeeded()
+            .filter_map(|a| a.step.split_once('~').map(|(s, _)| s))
+            .collect();
+        succeeded()
+            .filter(|a| !a.step.contains('~') && !compensated.contains(&a.step.as_str()))
+            .filter_map(|a| a.output.clone().map(|o| (a.step.clone(), o)))
+            .collect()
+    }
+}
+
+/// Filters for [`Journal::list_runs`].
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// Only this status.
+    pub status: Option<RunStatus>,
+    /// Only runs created before this run id (for pagination: pass the last id of a page).
+    pub before: Option<RunId>,
+    /// At most this many (newest first).
+    pub limit: usize,
+    /// Only runs whose id starts with this (hex), or whose idempotency key, input or error
+    /// contains it.
+    pub search: Option<String>,
+}
+
+/// How long finished runs are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Finished runs older than this are pruned.
+    pub max_age: std::time::Duration,
+    /// At most this many finished runs are kept (the oldest go first).
+    pub max_runs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            max_runs: 1_000_000,
+        }
+    }
+}
+
+/// A step result to record.
+#[derive(Debug, Clone)]
+pub struct StepWrite {
+    /// The run.
+    pub run_id: RunId,
+    /// The step's scoped name (`score[17]`, `payment_flow/charge`).
+    pub step: std::borrow::Cow<'static, str>,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// The output (JSON), or the node's error as JSON.
+    pub outcome: Result<Bytes, serde_json::Value>,
+    /// Start, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// Duration in microseconds.
+    pub duration_us: u64,
+    /// A stateful node's new state for its key, written in the same transaction.
+    pub state: Option<(&'static str, String, Bytes)>,
+}
+
+/// The finish of a run.
+#[derive(Debug, Clone)]
+pub struct FinishWrite {
+    /// The run.
+    pub run_id: RunId,
+    /// Its output, or its client-safe error.
+    pub outcome: Result<Bytes, RunError>,
+    /// Runs started by this one's success (`#[trigger(after = ...)]`), recorded with it.
+    pub chained: Vec<NewRun>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Writes (or reads) fail for now: a full disk, an I/O error, a lost connection. Transient:
+    /// [`RunStore::health`] reports when writes succeed again.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store cannot be used: not a journal, corrupt, or written by a newer version.
+    #[error("{0}")]
+    Unusable(String),
+    /// The store's worker stopped (the runner is shutting down).
+    #[error("the journal's writer stopped")]
+    Closed,
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        crate::error::Error::Journal(e.to_string())
+    }
+}
+
+/// A boxed future of a store operation.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The pending commit of a record: resolves once the record is durable (or failed). Records
+/// issued together share commits (group commit), so a caller may issue a record and wait for
+/// it later, or never for records whose durability a later wait covers.
+#[derive(Debug)]
+pub struct Commit(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Commit {
+    /// A commit and the sender that completes it (for store implementations).
+    pub fn channel() -> (oneshot::Sender<Result<(), StoreError>>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Self(rx))
+    }
+
+    /// A commit that is already done.
+    pub fn done(result: Result<(), StoreError>) -> Self {
+        let (tx, commit) = Self::channel();
+        let _ = tx.send(result);
+        commit
+    }
+}
+
+impl Future for Commit {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
+/// Where runs are recorded. Implementations: [`sqlite::SqliteStore`], [`memory::MemoryStore`];
+/// every one passes [`conformance::check`].
+pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Records a new run (durably before it resolves), or finds the run that holds its
+    /// workflow and idempotency key.
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created>;
+
+    /// Records one attempt of one step (with the run's creation first, when given, and the
+    /// node's state, atomically). Resolves when durable.
+    fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit;
+
+    /// Records a run's end (with its creation first, when given, and the runs it chains,
+    /// atomically). Resolves when durable.
+    fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit;
+
+    /// Marks a failed run as running again (for a re-drive); `false` when there is no such
+    /// failed run.
+    fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool>;
+
+    /// Deletes finished runs beyond `retention` (never a running one); returns how many.
+    fn prune(&self, retention: Retention) -> StoreFuture<'_, u64>;
+
+    /// A run with its timeline (every attempt of every step, in order).
+    fn get_run(&self, run_id: RunId) -> StoreFuture<'_, Option<RunRecord>>;
+
+    /// Runs matching `filter`, newest first, without timelines.
+    fn list_runs(&self, filter: RunFilter) -> StoreFuture<'_, Vec<RunRecord>>;
+
+    /// Every running run with its timeline, oldest first: what a restart resumes.
+    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRecord>>;
+
+    /// A stateful node's value for `key`.
+    fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>>;
+
+    /// `Err` while writes fail; `Ok` once one succeeds again.
+    fn health(&self) -> Result<(), StoreError>;
+
+    /// Whether what it records survives the process (a file or a database, not memory).
+    fn durable(&self) -> bool;
+}
