@@ -2,15 +2,21 @@
 //! loads (from `ldd`), and an entrypoint that serves only that node. No base image is pulled, so
 //! offline and air-gapped hosts work. Tags are content-addressed: an image whose content did not
 //! change is not rebuilt.
+//!
+//! A service whose build script calls `nanoflow_build::images()` gets smaller node images from
+//! `cargo build` itself (the node entrypoint only, see `docs/images.md`); those are used when
+//! they belong to this binary ([`prebuilt`]), and this packaging is the fallback.
 
 use std::collections::BTreeMap;
 use std::hash::Hasher as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::body::Bytes;
 use bollard::query_parameters::BuildImageOptions;
 use bollard::Docker;
 use futures_util::StreamExt as _;
+
+use nanoflow_build::__private::{shared_libraries, Tar};
 
 use crate::error::Error;
 use crate::graph::Step;
@@ -27,6 +33,28 @@ pub(crate) struct Payload {
     pub(crate) size: u64,
 }
 
+/// The images `cargo build` made for `binary`, from the manifest nanoflow-build wrote beside it;
+/// `None` when there is none or `binary` is older than it (built without images, or a failed
+/// build after the images were made).
+pub(crate) fn prebuilt(binary: &Path) -> Option<nanoflow_build::manifest::Manifest> {
+    let manifest = nanoflow_build::manifest::Manifest::for_binary(binary);
+    if let Some(m) = &manifest {
+        tracing::debug!(runner = %m.runner, nodes = m.nodes.len(), "images from `cargo build`");
+    }
+    manifest
+}
+
+/// The tag and size of `node`'s image in `manifest`, when the engine still has it.
+pub(crate) async fn find_prebuilt(
+    docker: &Docker,
+    manifest: Option<&nanoflow_build::manifest::Manifest>,
+    node: &str,
+) -> Option<(String, u64)> {
+    let tag = manifest?.nodes.get(node)?;
+    let image = docker.inspect_image(tag).await.ok()?;
+    Some((tag.clone(), image.size.unwrap_or(0).max(0) as u64))
+}
+
 /// The binary (stripped when `strip` is available, to keep images small) and its libraries.
 pub(crate) fn payload(binary: &Path) -> Result<Payload, Error> {
     let mut files = Vec::new();
@@ -36,7 +64,7 @@ pub(crate) fn payload(binary: &Path) -> Result<Payload, Error> {
     hasher.write(&original);
     let stripped = strip(binary).unwrap_or(original);
     files.push((BINARY.to_owned(), stripped, 0o755));
-    for lib in shared_libraries(binary)? {
+    for lib in shared_libraries(binary).map_err(Error::Container)? {
         let content =
             std::fs::read(&lib).map_err(|e| Error::io(format!("reading {}", lib.display()), e))?;
         let inside = lib.to_string_lossy().trim_start_matches('/').to_owned();
@@ -66,30 +94,6 @@ fn strip(binary: &Path) -> Option<Vec<u8>> {
     let bytes = if ok { std::fs::read(&out).ok() } else { None };
     let _ = std::fs::remove_file(&out);
     bytes
-}
-
-/// The shared libraries `binary` loads, as absolute paths (none for a static binary).
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
-    let out = std::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .map_err(|e| Error::io("running `ldd` to find the binary's shared libraries", e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut libs = Vec::new();
-    for line in text.lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line
-                .split_whitespace()
-                .next()
-                .filter(|p| p.starts_with('/')),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            libs.push(PathBuf::from(p));
-        }
-    }
-    Ok(libs)
 }
 
 /// The image name of a node: `nanoflow/<service>-<node>:<content hash>`.
@@ -155,7 +159,7 @@ pub(crate) async fn ensure(
     ));
     let mut tar = Tar::default();
     tar.file("Dockerfile", dockerfile.as_bytes(), 0o644);
-    tar.dir("rootfs/run/nanoflow/");
+    tar.dir("rootfs/run/nanoflow/", 0o755);
     for (path, content, mode) in &payload.files {
         tar.file(&format!("rootfs/{path}"), content, *mode);
     }
@@ -186,52 +190,4 @@ pub(crate) async fn ensure(
         }
     }
     Ok(true)
-}
-
-/// A minimal ustar writer: the build context is a handful of regular files.
-#[derive(Default)]
-struct Tar {
-    out: Vec<u8>,
-}
-
-impl Tar {
-    fn header(&mut self, path: &str, size: usize, mode: u32, kind: u8) {
-        let mut h = [0u8; 512];
-        let (prefix, name) = if path.len() > 100 {
-            let cut = path[..path.len().min(155)].rfind('/').unwrap_or(0);
-            (&path[..cut], &path[cut + 1..])
-        } else {
-            ("", path)
-        };
-        h[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
-        h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        self.out.extend_from_slice(&h);
-    }
-
-    fn file(&mut self, path: &str, content: &[u8], mode: u32) {
-        self.header(path, content.len(), mode, b'0');
-        self.out.extend_from_slice(content);
-        let pad = (512 - content.len() % 512) % 512;
-        self.out.extend(std::iter::repeat_n(0u8, pad));
-    }
-
-    fn dir(&mut self, path: &str) {
-        self.header(path, 0, 0o755, b'5');
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.out.extend(std::iter::repeat_n(0u8, 1024));
-        self.out
-    }
 }

@@ -9,6 +9,9 @@ mod pool;
 mod protocol;
 mod server;
 
+/// The list of images `cargo build` made (written by `nanoflow-build`, read at `serve`).
+pub use nanoflow_build::manifest;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +22,7 @@ use axum::body::Bytes;
 use bollard::Docker;
 
 use crate::error::Error;
-use crate::graph::Step;
+use crate::graph::{Graph, Step};
 use crate::node::{Isolation, NodeError, NodeOptions};
 use crate::workflow::DynWorkflow;
 
@@ -181,11 +184,15 @@ pub struct BuiltImage {
 
 /// The nodes that run in containers under `mode`, each once.
 fn container_steps(workflows: &[Arc<dyn DynWorkflow>], mode: IsolationMode) -> Vec<Step> {
-    fn visit(
-        graph: &crate::graph::Graph,
-        mode: IsolationMode,
-        seen: &mut HashMap<&'static str, Step>,
-    ) {
+    let graphs: Vec<&'static Graph> = workflows.iter().map(|w| w.graph()).collect();
+    steps_in(&graphs, mode)
+}
+
+/// The nodes of `graphs` (and of their sub-workflows) that run in containers under `mode`, each
+/// once, sorted by name. Takes graphs rather than workflows so that a node image's runner
+/// (`cfg(nanoflow_node)`) never instantiates the engine behind `DynWorkflow`.
+pub(crate) fn steps_in(graphs: &[&'static Graph], mode: IsolationMode) -> Vec<Step> {
+    fn visit(graph: &Graph, mode: IsolationMode, seen: &mut HashMap<&'static str, Step>) {
         for step in &graph.steps {
             match step.subgraph() {
                 // A workflow used as a node runs its own steps: those go to containers.
@@ -198,8 +205,8 @@ fn container_steps(workflows: &[Arc<dyn DynWorkflow>], mode: IsolationMode) -> V
         }
     }
     let mut seen: HashMap<&'static str, Step> = HashMap::new();
-    for wf in workflows {
-        visit(wf.graph(), mode, &mut seen);
+    for graph in graphs {
+        visit(graph, mode, &mut seen);
     }
     let mut steps: Vec<Step> = seen.into_values().collect();
     steps.sort_by_key(|s| s.node);
@@ -222,14 +229,31 @@ pub async fn build_images(
         None => std::env::current_exe()
             .map_err(|e| Error::io("finding this program's executable", e))?,
     };
-    let payload = image::payload(&binary)?;
+    // The images `cargo build` made for this very binary (nanoflow-build), when still there.
+    let prebuilt = image::prebuilt(&binary);
+    let mut payload = None;
     let mut out = Vec::new();
     for step in steps {
+        if let Some((tag, size)) = image::find_prebuilt(docker, prebuilt.as_ref(), step.node).await
+        {
+            tracing::info!(node = step.node, image = %tag, "node image from `cargo build`");
+            out.push(BuiltImage {
+                node: step.node,
+                tag,
+                built: false,
+                size,
+            });
+            continue;
+        }
+        let payload = match &mut payload {
+            Some(p) => p,
+            None => payload.insert(image::payload(&binary)?),
+        };
         let tag = image::tag(&config.service, step.node, payload.digest);
         let started = Instant::now();
         let built = image::ensure(
             docker,
-            &payload,
+            payload,
             &tag,
             &step,
             &config.service,
@@ -473,12 +497,18 @@ async fn health(containers: std::sync::Weak<Containers>, interval: Duration) {
 pub(crate) async fn serve_node_from_env(
     workflows: &[Arc<dyn DynWorkflow>],
 ) -> Option<Result<(), Error>> {
+    let graphs: Vec<&'static Graph> = workflows.iter().map(|w| w.graph()).collect();
+    serve_node_of(&graphs).await
+}
+
+/// [`serve_node_from_env`] on graphs: the node named by `NANOFLOW_NODE_SERVE`, looked up in
+/// `graphs` and their sub-workflows.
+pub(crate) async fn serve_node_of(graphs: &[&'static Graph]) -> Option<Result<(), Error>> {
     let node = std::env::var("NANOFLOW_NODE_SERVE").ok()?;
     let socket =
         std::env::var("NANOFLOW_NODE_SOCKET").unwrap_or_else(|_| "/run/nanoflow/node.sock".into());
-    let step = workflows
-        .iter()
-        .flat_map(|w| w.graph().steps.iter())
+    let step = steps_in(graphs, IsolationMode::Container)
+        .into_iter()
         .find(|s| s.node == node);
     Some(match step {
         Some(step) => server::serve(step.node, step.call_json, std::path::Path::new(&socket)).await,

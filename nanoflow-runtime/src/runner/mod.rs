@@ -2,6 +2,8 @@
 
 mod cli;
 mod listen;
+#[cfg(all(nanoflow_node, feature = "container"))]
+mod node;
 pub(crate) mod serve;
 
 pub use crate::config::ServeConfig;
@@ -27,6 +29,10 @@ use crate::workflow::{DynWorkflow, Workflow};
 pub struct Runner {
     pub(crate) workflows: BTreeMap<&'static str, Arc<dyn DynWorkflow>>,
     pub(crate) duplicate: Vec<&'static str>,
+    /// In a node image (`cfg(nanoflow_node)`): the registered graphs, and nothing that runs a
+    /// workflow, so the engine, journal, triggers and servers are left out of the binary.
+    #[cfg(all(nanoflow_node, feature = "container"))]
+    graphs: Vec<&'static crate::graph::Graph>,
 }
 
 impl fmt::Debug for Runner {
@@ -46,6 +52,9 @@ impl Runner {
     /// Registers a workflow. Its triggers are served by `serve`.
     #[must_use]
     pub fn workflow<W: Workflow>(mut self, workflow: W) -> Self {
+        #[cfg(all(nanoflow_node, feature = "container"))]
+        self.graphs.push(workflow.graph());
+        #[cfg(not(all(nanoflow_node, feature = "container")))]
         if self.workflows.insert(W::NAME, Arc::new(workflow)).is_some() {
             self.duplicate.push(W::NAME);
         }
@@ -69,12 +78,22 @@ impl Runner {
 
     /// Runs the command line from the process arguments: `serve` (the default), `run`, `list`,
     /// `graph`. Returns when the command is done (for `serve`: after a graceful shutdown).
+    ///
+    /// In a node image's binary (built by `nanoflow-build` with `--cfg nanoflow_node`), serves
+    /// the node named by `NANOFLOW_NODE_SERVE` and nothing else.
     pub async fn serve(self) -> Result<(), Error> {
-        #[cfg(feature = "container")]
-        if let Some(served) = self.serve_node_if_requested().await {
-            return served;
+        #[cfg(all(nanoflow_node, feature = "container"))]
+        {
+            node::serve(&self.graphs).await
         }
-        self.run_cli(std::env::args_os()).await
+        #[cfg(not(all(nanoflow_node, feature = "container")))]
+        {
+            #[cfg(feature = "container")]
+            if let Some(served) = self.serve_node_if_requested().await {
+                return served;
+            }
+            self.run_cli(std::env::args_os()).await
+        }
     }
 
     /// Runs the command line from `args` (the first item is the program name).
