@@ -143,6 +143,17 @@ pub struct MapDef {
     pub collect_errors: bool,
 }
 
+impl MapDef {
+    /// A map over `steps`, `concurrency` items at a time (what `workflow!` emits).
+    pub fn new(steps: Vec<usize>, concurrency: usize, collect_errors: bool) -> Self {
+        Self {
+            steps,
+            concurrency,
+            collect_errors,
+        }
+    }
+}
+
 impl std::fmt::Debug for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Step")
@@ -191,6 +202,64 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// An empty graph called `name`, from workflow input type `I` to output type `O`; the
+    /// `with_*` setters fill it. `workflow!` builds every graph this way, never as a literal,
+    /// so that a new field does not break expansions.
+    ///
+    /// ```
+    /// let g = nanoflow_runtime::Graph::new::<u32, String>("demo").with_doc("A demo.");
+    /// assert_eq!((g.name, g.doc, g.input_type), ("demo", "A demo.", "u32"));
+    /// ```
+    pub fn new<I: ?Sized, O: ?Sized>(name: &'static str) -> Self {
+        Self {
+            name,
+            doc: "",
+            steps: Vec::new(),
+            edges: Vec::new(),
+            labels: Vec::new(),
+            maps: Vec::new(),
+            triggers: Vec::new(),
+            input_type: std::any::type_name::<I>(),
+            output_type: std::any::type_name::<O>(),
+        }
+    }
+
+    /// With the doc comment written above the workflow.
+    pub fn with_doc(mut self, doc: &'static str) -> Self {
+        self.doc = doc;
+        self
+    }
+
+    /// With its steps, in written order.
+    pub fn with_steps(mut self, steps: Vec<Step>) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// With its data-flow edges.
+    pub fn with_edges(mut self, edges: Vec<(Endpoint, Endpoint)>) -> Self {
+        self.edges = edges;
+        self
+    }
+
+    /// With the labels of the edges that choose a branch.
+    pub fn with_labels(mut self, labels: Vec<(Endpoint, Endpoint, &'static str)>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// With its `map(..)`s, outermost first.
+    pub fn with_maps(mut self, maps: Vec<MapDef>) -> Self {
+        self.maps = maps;
+        self
+    }
+
+    /// With its triggers.
+    pub fn with_triggers(mut self, triggers: Vec<TriggerDef>) -> Self {
+        self.triggers = triggers;
+        self
+    }
+
     /// The step with this name, if any.
     pub fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.name == name)

@@ -186,6 +186,8 @@ pub struct RunCtx {
     durable: Option<Arc<Durable>>,
     /// The runner's container pools, for nodes isolated in containers.
     containers: Option<Isolated>,
+    /// Keyed state and per-key locks of stateful nodes (the runner's, or the process's).
+    state: Arc<crate::state::KeyedState>,
     /// Compensations of completed steps, in completion order (saga).
     compensations: Mutex<Vec<Compensation>>,
     /// Metrics and live events of the runner, when run by one.
@@ -336,6 +338,7 @@ impl RunCtx {
             workflow,
             durable,
             containers: None,
+            state: crate::state::KeyedState::process(),
             compensations: Mutex::new(Vec::new()),
             observer: None,
             trace_parent: None,
@@ -351,6 +354,7 @@ impl RunCtx {
             workflow: self.workflow,
             durable: self.durable.clone(),
             containers: self.containers.clone(),
+            state: self.state.clone(),
             compensations: Mutex::new(Vec::new()),
             observer: self.observer.clone(),
             trace_parent: self.trace_parent,
@@ -423,6 +427,12 @@ impl RunCtx {
     /// Dispatches container-isolated nodes to `containers`.
     pub(crate) fn with_containers(mut self, containers: Option<Isolated>) -> Self {
         self.containers = containers;
+        self
+    }
+
+    /// Keeps keyed state and its locks in `state` (the runner's) instead of the process's.
+    pub(crate) fn with_state(mut self, state: Arc<crate::state::KeyedState>) -> Self {
+        self.state = state;
         self
     }
 
@@ -708,11 +718,11 @@ impl RunCtx {
         options: &NodeOptions,
     ) -> Result<N::Output, Error> {
         let key = N::state_key(&input);
-        let lock = crate::state::key_lock(N::NAME, &key);
+        let lock = self.state.key_lock(N::NAME, &key);
         let _serialized = lock.lock().await;
         let current: Option<Bytes> = match &self.durable {
             Some(d) => d.journal.get_state(N::NAME, key.clone()).await?,
-            None => crate::state::memory_get(N::NAME, &key),
+            None => self.state.get(N::NAME, &key),
         };
         let fresh = || -> Result<N::State, Error> {
             match &current {
@@ -746,7 +756,7 @@ impl RunCtx {
                 // Always durable before the key is released: the next run reads this state.
                 wait_commit(committed).await?;
             }
-            _ => crate::state::memory_set(N::NAME, &key, state_bytes),
+            _ => self.state.set(N::NAME, &key, state_bytes),
         }
         Ok(output)
     }

@@ -525,11 +525,11 @@ impl Gen<'_> {
             from,
         );
         let steps: Vec<usize> = (first_step..self.steps.len()).collect();
-        self.maps[slot] = quote!(#private::MapDef {
-            steps: ::std::vec![#(#steps),*],
-            concurrency: #concurrency,
-            collect_errors: #collect_errors,
-        });
+        self.maps[slot] = quote!(#private::MapDef::new(
+            ::std::vec![#(#steps),*],
+            #concurrency,
+            #collect_errors,
+        ));
         let out_ty = out.named();
         let out_var = &out.var;
         let (method, ty) = if collect_errors {
@@ -717,16 +717,15 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
 
                 fn graph(&self) -> &'static #private::Graph {
                     static GRAPH: ::std::sync::OnceLock<#private::Graph> = ::std::sync::OnceLock::new();
-                    GRAPH.get_or_init(|| #private::Graph {
-                        name: #name_str,
-                        doc: #doc_text,
-                        steps: ::std::vec![#(#steps),*],
-                        edges: ::std::vec![#(#edges),*],
-                        labels: ::std::vec![#(#labels),*],
-                        maps: ::std::vec![#(#maps),*],
-                        triggers: ::std::vec![#(#trigger_defs),*],
-                        input_type: ::core::any::type_name::<#input_ty>(),
-                        output_type: ::core::any::type_name::<#output_ty>(),
+                    // Built with the runtime's setters, never as a literal (see `Graph::new`).
+                    GRAPH.get_or_init(|| {
+                        #private::Graph::new::<#input_ty, #output_ty>(#name_str)
+                            .with_doc(#doc_text)
+                            .with_steps(::std::vec![#(#steps),*])
+                            .with_edges(::std::vec![#(#edges),*])
+                            .with_labels(::std::vec![#(#labels),*])
+                            .with_maps(::std::vec![#(#maps),*])
+                            .with_triggers(::std::vec![#(#trigger_defs),*])
                     })
                 }
 

@@ -133,6 +133,8 @@ pub(crate) struct App {
     /// Recorded runs that stopped because the journal failed under them: resumed once it
     /// writes again.
     pub(crate) stalled: Mutex<Vec<RunId>>,
+    /// This runner's keyed state of stateful nodes (without a journal) and per-key locks.
+    pub(crate) keyed: Arc<crate::state::KeyedState>,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -227,6 +229,7 @@ impl App {
 
     fn isolate(&self, ctx: RunCtx) -> RunCtx {
         ctx.with_containers(self.containers.clone())
+            .with_state(self.keyed.clone())
     }
 
     /// Claims an idempotency key for `run_id`. `None`: the key is new and the run is recorded
@@ -430,6 +433,7 @@ impl App {
             admin: Default::default(),
             stop: watch::channel(false).0,
             stalled: Mutex::new(Vec::new()),
+            keyed: Default::default(),
         }))
     }
 }
