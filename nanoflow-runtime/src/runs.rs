@@ -126,9 +126,8 @@ pub(crate) fn raw_json<S: serde::Serializer>(
         .unwrap_or_else(|| "null".into());
     match serde_json::value::RawValue::from_string(text) {
         Ok(raw) => raw.serialize(s),
-        // Stored JSON the parser cannot read back (nested past its depth limit, written before
-        // triggers refused such input): served as a string, so that one run never breaks a
-        // whole list.
+        // Stored text that is not JSON (a journal edited by hand, or damaged): served as a
+        // string, so that one run never breaks a whole list.
         Err(_) => String::from_utf8_lossy(output.as_deref().unwrap_or(b"null")).serialize(s),
     }
 }

@@ -71,6 +71,26 @@ pub(crate) enum Refused {
     Journal(Error),
 }
 
+/// A submission whose record may have landed while its caller went away (see `App::submit`).
+struct Abandoned<'a> {
+    app: &'a App,
+    run_id: RunId,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // `resume_stalled` resumes it if the journal holds it as running, else forgets it.
+            self.app
+                .stalled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(self.run_id);
+        }
+    }
+}
+
 /// An admitted run, not yet driven.
 pub(crate) struct Pending {
     run_id: RunId,
@@ -161,6 +181,14 @@ impl App {
             )
             .with_trace_parent(s.trace_parent);
         let future = s.workflow.start(ctx, &s.input).map_err(Refused::Input)?;
+        // The record is written by the journal's own thread whatever happens to this future: if
+        // the caller goes away while it waits (a client hanging up), the run is handed to the
+        // loop that resumes stalled runs, instead of staying recorded and undriven until a restart.
+        let mut abandoned = Abandoned {
+            app: self,
+            run_id: s.run_id,
+            armed: self.journal.is_some(),
+        };
         match (&s.key, s.record) {
             (_, Record::Done) => {}
             (Some(key), _) => {
@@ -169,8 +197,14 @@ impl App {
                     .await
                 {
                     None => {}
-                    Some(Ok(original)) => return Ok(Admitted::Existing(original)),
-                    Some(Err(e)) => return Err(Refused::Journal(e)),
+                    Some(Ok(original)) => {
+                        abandoned.armed = false;
+                        return Ok(Admitted::Existing(original));
+                    }
+                    Some(Err(e)) => {
+                        abandoned.armed = false;
+                        return Err(Refused::Journal(e));
+                    }
                 }
             }
             (None, Record::Now) => {
@@ -181,11 +215,15 @@ impl App {
                         input: s.input.clone(),
                         idempotency_key: None,
                     };
-                    journal.create_run(run).await.map_err(Refused::Journal)?;
+                    if let Err(e) = journal.create_run(run).await {
+                        abandoned.armed = false;
+                        return Err(Refused::Journal(e));
+                    }
                 }
             }
             (None, Record::WithFirstStep) => {}
         }
+        abandoned.armed = false;
         Ok(Admitted::New(Pending {
             run_id: s.run_id,
             workflow: graph.name,
@@ -449,7 +487,8 @@ impl Drop for CompleteOnDrop {
     }
 }
 
-/// Resumes the recorded runs that stopped while the journal failed, once it writes again.
+/// Resumes the recorded runs that stopped while the journal failed, once it writes again, and
+/// the recorded runs whose submitter went away before driving them.
 pub(crate) async fn resume_stalled(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let Some(journal) = app.journal.clone() else {
         return;
