@@ -25,7 +25,7 @@ wrk.headers["content-type"] = "application/json"
 wrk.body = '{"id":"o-1","customer":"ada","items":[{"sku":"apple","qty":3},{"sku":"pear","qty":2}]}'
 LUA
 declare -A rps
-names=([bare]="bare axum" [off]="journal off" [on]="journal on")
+declare -A names=([bare]="bare axum" [off]="journal off" [on]="journal on")
 while read -r _ key url; do
     result=$(wrk -t1 -c32 -d"${SECS}s" --latency -s "$lua" "$url")
     r=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
