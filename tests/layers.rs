@@ -12,7 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "core",
         &[
-            "error", "graph", "id", "node", "trigger", "runs", "rules", "stats", "schema",
+            "error", "fingerprint", "graph", "id", "node", "trigger", "runs", "rules", "stats", "schema",
         ],
     ),
     ("store", &["store", "journal"]),

@@ -247,7 +247,8 @@ pub async fn with_compensation<T>(
 ) -> Result<T, Error> {
     let result = body.await;
     if let Err(error) = &result {
-        if !matches!(error, Error::Journal(_)) {
+        // A run parked because the graph changed is not failed: nothing is undone (issue 13).
+        if !matches!(error, Error::Journal(_) | Error::GraphChanged { .. }) {
             ctx.compensate(error).await;
         }
     }

@@ -7,6 +7,7 @@
 pub mod admin;
 mod config;
 pub mod error;
+pub mod fingerprint;
 pub mod graph;
 mod id;
 mod ingress;

@@ -177,10 +177,14 @@ impl Gen<'_> {
         let alias = format_ident!("__nanoflow_s{}", index);
         self.aliases.push(quote!(type #alias = #path;));
         let name = node.step_ident().to_string();
+        // The output's JSON Schema, when it has one, is part of the step's fingerprint.
+        let shape = quote!(.with_output_schema(
+            <#private::Probe<<#alias as #private::Node>::Output>>::json_schema(#private::Side::Output)
+        ));
         self.steps.push(if condition {
-            quote!(#private::Step::condition::<#alias>(#name))
+            quote!(#private::Step::condition::<#alias>(#name) #shape)
         } else {
-            quote!(#private::Step::of::<#alias>(#name))
+            quote!(#private::Step::of::<#alias>(#name) #shape)
         });
         for f in &from {
             self.edge(f, &End::Step(index));
@@ -719,7 +723,11 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                     static GRAPH: ::std::sync::OnceLock<#private::Graph> = ::std::sync::OnceLock::new();
                     // Built with the runtime's setters, never as a literal (see `Graph::new`).
                     GRAPH.get_or_init(|| {
+                        // `Probe<T>`'s own `json_schema` when `T: JsonSchema`, else `NoSchema`'s.
+                        #[allow(unused_imports)]
+                        use #private::NoSchema as _;
                         #private::Graph::new::<#input_ty, #output_ty>(#name_str)
+                            .with_module(::core::module_path!())
                             .with_doc(#doc_text)
                             .with_steps(::std::vec![#(#steps),*])
                             .with_edges(::std::vec![#(#edges),*])

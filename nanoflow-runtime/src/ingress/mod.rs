@@ -3,6 +3,7 @@
 //! runs chained after it, and resuming recorded runs. Every trigger, the re-drive and chaining
 //! go through here; none touches the server's state otherwise.
 
+pub(crate) mod blocked;
 pub(crate) mod chain;
 pub(crate) mod reply;
 
@@ -214,6 +215,7 @@ impl App {
                         workflow: graph.name,
                         input: s.input.clone(),
                         idempotency_key: None,
+                        fingerprint: Some(graph.fingerprint()),
                     };
                     if let Err(e) = journal.create_run(run).await {
                         abandoned.armed = false;
@@ -257,6 +259,7 @@ impl App {
                         workflow: graph.name,
                         input: input.clone(),
                         idempotency_key,
+                        fingerprint: Some(graph.fingerprint()),
                     })),
                     downstream: self.downstream_of(graph.name),
                 },
@@ -286,6 +289,10 @@ impl App {
                     workflow,
                     input: input.clone(),
                     idempotency_key: Some(key.to_owned()),
+                    fingerprint: self
+                        .workflows
+                        .get(workflow)
+                        .map(|wf| wf.graph().fingerprint()),
                 };
                 match journal.create_run(run).await {
                     Ok(Created::New) => None,
@@ -387,6 +394,9 @@ impl App {
                     .unwrap_or_else(|p| p.into_inner())
                     .push(run_id);
             }
+            Err(error @ Error::GraphChanged { .. }) => {
+                tracing::warn!(%run_id, workflow, status = "blocked", error = %error, "run parked: retry it from the start or cancel it (`runs retry --from-start`, `runs cancel`)");
+            }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
                 if self.journal.is_none() {
@@ -411,6 +421,9 @@ impl App {
             return Ok(None);
         };
         let graph = wf.graph();
+        if self.park_if_changed(journal, graph, &record).await? {
+            return Ok(None);
+        }
         let resumed = record.completed_steps().into_iter().collect();
         let ctx = self.isolate(
             RunCtx::durable(

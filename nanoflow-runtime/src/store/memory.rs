@@ -10,6 +10,7 @@ use super::{
     Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
     StepWrite, StoreError, StoreFuture,
 };
+use crate::fingerprint::Fingerprint;
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
@@ -68,6 +69,7 @@ impl Data {
                 idempotency_key: run.idempotency_key.clone(),
                 created_ms: now_ms(),
                 finished_ms: None,
+                fingerprint: run.fingerprint,
                 timeline: Vec::new(),
             },
         );
@@ -136,6 +138,7 @@ impl RunStore for MemoryStore {
             error,
             started_ms: write.started_ms,
             duration_us: write.duration_us,
+            fingerprint: write.fingerprint,
         };
         data.steps
             .entry(write.run_id)
@@ -160,7 +163,11 @@ impl RunStore for MemoryStore {
                     run.error = None;
                 }
                 Err(e) => {
-                    run.status = RunStatus::Failed;
+                    run.status = if e.blocks() {
+                        RunStatus::Blocked
+                    } else {
+                        RunStatus::Failed
+                    };
                     run.output = None;
                     run.error = serde_json::to_value(e).ok();
                 }
@@ -175,7 +182,7 @@ impl RunStore for MemoryStore {
 
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
         let reopened = match self.data().runs.get_mut(&run_id) {
-            Some(run) if run.status == RunStatus::Failed => {
+            Some(run) if matches!(run.status, RunStatus::Failed | RunStatus::Blocked) => {
                 run.status = RunStatus::Running;
                 run.error = None;
                 run.finished_ms = None;
@@ -186,6 +193,25 @@ impl RunStore for MemoryStore {
         Box::pin(async move { Ok(reopened) })
     }
 
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        let mut data = self.data();
+        let reset = match data.runs.get_mut(&run_id) {
+            Some(run) if matches!(run.status, RunStatus::Failed | RunStatus::Blocked) => {
+                run.status = RunStatus::Running;
+                run.error = None;
+                run.output = None;
+                run.finished_ms = None;
+                run.fingerprint = fingerprint;
+                true
+            }
+            _ => false,
+        };
+        if reset {
+            data.steps.remove(&run_id);
+        }
+        Box::pin(async move { Ok(reset) })
+    }
+
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
         let mut data = self.data();
         let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
@@ -193,7 +219,7 @@ impl RunStore for MemoryStore {
             .runs
             .values()
             .rev()
-            .filter(|r| r.status != RunStatus::Running)
+            .filter(|r| !matches!(r.status, RunStatus::Running | RunStatus::Blocked))
             .map(|r| (r.run_id, r.finished_ms.unwrap_or(0)))
             .collect();
         let doomed: Vec<RunId> = finished

@@ -14,12 +14,21 @@ use super::{
     StepWrite, StoreError, StoreFuture,
 };
 use crate::error::Error;
+use crate::fingerprint::{Fingerprint, StepPrint};
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 use crate::stats::JournalMetrics;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records (issue
+/// 13). Older records have none, and resume as before.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE runs ADD COLUMN fingerprint TEXT;
+ALTER TABLE steps ADD COLUMN output_fp TEXT;
+ALTER TABLE steps ADD COLUMN place_fp TEXT;
+";
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -34,7 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     idempotency_key TEXT,
     created_ms INTEGER NOT NULL,
-    finished_ms INTEGER
+    finished_ms INTEGER,
+    fingerprint TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -50,6 +60,8 @@ CREATE TABLE IF NOT EXISTS steps (
     error TEXT,
     started_ms INTEGER NOT NULL,
     duration_us INTEGER NOT NULL,
+    output_fp TEXT,
+    place_fp TEXT,
     PRIMARY KEY (run_id, step, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
@@ -75,6 +87,7 @@ enum Write {
         oneshot::Sender<Result<(), StoreError>>,
     ),
     Reopen(RunId, Reply<bool>),
+    Reset(RunId, Option<Fingerprint>, Reply<bool>),
     Prune(Retention, Reply<u64>),
 }
 
@@ -247,6 +260,14 @@ impl RunStore for SqliteStore {
         Box::pin(async move { self.inner.reopen(run_id).await.map_err(unavailable) })
     }
 
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.inner.send(Write::Reset(run_id, fingerprint, tx));
+            self.inner.wait(rx).await.map_err(unavailable)
+        })
+    }
+
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
         Box::pin(async move { self.inner.prune(retention).await.map_err(unavailable) })
     }
@@ -303,9 +324,13 @@ impl Inner {
             ));
         }
         // Version 0 is a new file; later versions migrate here, step by step.
+        let migrate = match version {
+            1 => MIGRATE_1_TO_2,
+            _ => "",
+        };
         writer
             .execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {migrate} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(|e| journal_error(&shown, format!("cannot write the schema: {e}")))?;
         let integrity: String = writer
@@ -495,13 +520,13 @@ impl Inner {
     }
 }
 
-const RUN_COLUMNS: &str =
-    "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms";
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint";
 
 fn parse_status(s: &str) -> RunStatus {
     match s {
         "succeeded" => RunStatus::Succeeded,
         "failed" => RunStatus::Failed,
+        "blocked" => RunStatus::Blocked,
         _ => RunStatus::Running,
     }
 }
@@ -522,13 +547,16 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         idempotency_key: r.get(6)?,
         created_ms: r.get::<_, i64>(7)? as u64,
         finished_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        fingerprint: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|f| f.parse().ok()),
         timeline: Vec::new(),
     })
 }
 
 fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT step, attempt, status, output, error, started_ms, duration_us FROM steps
+        "SELECT step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp FROM steps
          WHERE run_id = ?1 ORDER BY started_ms, attempt",
     )?;
     let rows = stmt.query_map([id], |r| {
@@ -546,6 +574,13 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
             error: error.and_then(|e| serde_json::from_str(&e).ok()),
             started_ms: r.get::<_, i64>(5)? as u64,
             duration_us: r.get::<_, i64>(6)? as u64,
+            fingerprint: match (
+                r.get::<_, Option<String>>(7)?.and_then(|f| f.parse().ok()),
+                r.get::<_, Option<String>>(8)?.and_then(|f| f.parse().ok()),
+            ) {
+                (Some(output), Some(place)) => Some(StepPrint { output, place }),
+                _ => None,
+            },
         })
     })?;
     rows.collect()
@@ -678,7 +713,7 @@ fn reply(write: Write, result: Result<Outcome, String>) {
         Write::Step(_, _, tx) | Write::Finish(_, _, tx) => {
             let _ = tx.send(result.map(|_| ()).map_err(StoreError::Unavailable));
         }
-        Write::Reopen(_, tx) => {
+        Write::Reopen(_, tx) | Write::Reset(_, _, tx) => {
             let _ = tx.send(result.map(|o| matches!(o, Outcome::Bool(true))));
         }
         Write::Prune(_, tx) => {
@@ -719,8 +754,8 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
                 Err(e) => ("failed", None, Some(e.to_string())),
             };
             c.prepare_cached(
-                "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 step.run_id.to_string(),
@@ -730,7 +765,9 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
                 output,
                 error,
                 step.started_ms as i64,
-                step.duration_us as i64
+                step.duration_us as i64,
+                step.fingerprint.map(|f| f.output.to_string()),
+                step.fingerprint.map(|f| f.place.to_string()),
             ])?;
             if let Some((node, key, value)) = &step.state {
                 c.prepare_cached(
@@ -746,6 +783,7 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             }
             let (status, output, error) = match &finish.outcome {
                 Ok(out) => ("succeeded", Some(out.as_ref()), None),
+                Err(e) if e.blocks() => ("blocked", None, serde_json::to_string(e).ok()),
                 Err(e) => ("failed", None, serde_json::to_string(e).ok()),
             };
             c.prepare_cached("UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1")?
@@ -759,16 +797,31 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             let n = c
                 .prepare_cached(
                     "UPDATE runs SET status = 'running', error = NULL, finished_ms = NULL
-                     WHERE id = ?1 AND status = 'failed'",
+                     WHERE id = ?1 AND status IN ('failed', 'blocked')",
                 )?
                 .execute([run_id.to_string()])?;
+            Ok(Outcome::Bool(n == 1))
+        }
+        Write::Reset(run_id, fingerprint, _) => {
+            let id = run_id.to_string();
+            let n = c
+                .prepare_cached(
+                    "UPDATE runs SET status = 'running', error = NULL, output = NULL,
+                     finished_ms = NULL, fingerprint = ?2
+                     WHERE id = ?1 AND status IN ('failed', 'blocked')",
+                )?
+                .execute(params![id, fingerprint.map(|f| f.to_string())])?;
+            if n == 1 {
+                c.prepare_cached("DELETE FROM steps WHERE run_id = ?1")?
+                    .execute([&id])?;
+            }
             Ok(Outcome::Bool(n == 1))
         }
         Write::Prune(retention, _) => {
             let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
             // Runs past the age limit, then runs beyond the newest `max_runs` finished ones.
-            let doomed = "SELECT id FROM runs WHERE status != 'running' AND finished_ms < ?1
-                          UNION SELECT id FROM (SELECT id FROM runs WHERE status != 'running'
+            let doomed = "SELECT id FROM runs WHERE status NOT IN ('running', 'blocked') AND finished_ms < ?1
+                          UNION SELECT id FROM (SELECT id FROM runs WHERE status NOT IN ('running', 'blocked')
                                                 ORDER BY id DESC LIMIT -1 OFFSET ?2)";
             let keep = retention.max_runs.min(i64::MAX as u64) as i64;
             c.execute(
@@ -786,15 +839,16 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
 
 fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
     c.prepare_cached(
-        "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms)
-         VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
+        "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
+         VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         run.run_id.to_string(),
         run.workflow,
         run.input.as_ref(),
         run.idempotency_key,
-        now_ms() as i64
+        now_ms() as i64,
+        run.fingerprint.map(|f| f.to_string()),
     ])?;
     Ok(())
 }

@@ -1,0 +1,412 @@
+//! Fingerprints of a workflow's graph and of each of its steps, recorded in the journal so that
+//! a run recorded by one build resumes on another only where the recorded values still fit
+//! (issue 13; `docs/deploys.md` says what counts as a change).
+//!
+//! - A step's **output fingerprint** digests the type its node returns: the type's path (its
+//!   crate's own name written `crate`, so that renaming the package changes nothing) and, when
+//!   the type implements `schemars::JsonSchema` (feature `schema`), the JSON Schema of what it
+//!   serializes to, without descriptions and titles (doc comments are no change).
+//! - A step's **place fingerprint** digests where it sits: its node, what kind of step it is,
+//!   its input type, the steps (or the workflow's input) it takes its value from, and the
+//!   `map(..)` around it.
+//! - A workflow's fingerprint digests all of its steps' fingerprints, its edges and its maps.
+//!
+//! The digest is FNV-1a over 64 bits: stable across builds, platforms and Rust versions (unlike
+//! `std`'s hashers), and enough to tell two shapes apart, which is all it is asked.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::graph::{Endpoint, Graph};
+
+/// A 64-bit digest, shown and stored as 16 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub u64);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl std::str::FromStr for Fingerprint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16)
+            .map(Fingerprint)
+            .map_err(|e| format!("`{s}` is not a fingerprint: {e}"))
+    }
+}
+
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// FNV-1a, fed field by field; each field ends with a separator byte that no UTF-8 text holds.
+#[derive(Debug, Clone, Copy)]
+struct Digest(u64);
+
+impl Digest {
+    fn new() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+
+    fn field(&mut self, text: &str) -> &mut Self {
+        self.bytes(text.as_bytes()).bytes(&[0xff])
+    }
+
+    fn finish(&self) -> Fingerprint {
+        Fingerprint(self.0)
+    }
+}
+
+/// The fingerprints of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepPrint {
+    /// The identity of the step's output type (path and serde shape).
+    pub output: Fingerprint,
+    /// Where the step sits: node, kind, input type, what feeds it, the map around it.
+    pub place: Fingerprint,
+}
+
+/// The digest of a type's JSON Schema, for [`crate::Step::with_output_schema`]: object keys in
+/// sorted order, `description`, `title`, `examples` and `$comment` left out.
+pub fn schema_digest(schema: &Value) -> Fingerprint {
+    fn walk(d: &mut Digest, v: &Value) {
+        match v {
+            Value::Null => {
+                d.field("n");
+            }
+            Value::Bool(b) => {
+                d.field(if *b { "t" } else { "f" });
+            }
+            Value::Number(n) => {
+                d.field(&n.to_string());
+            }
+            Value::String(s) => {
+                d.field("s").field(s);
+            }
+            Value::Array(items) => {
+                d.field("[");
+                for item in items {
+                    walk(d, item);
+                }
+                d.field("]");
+            }
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map
+                    .keys()
+                    .filter(|k| !matches!(k.as_str(), "description" | "title" | "examples" | "$comment"))
+                    .collect();
+                keys.sort();
+                d.field("{");
+                for k in keys {
+                    d.field(k);
+                    walk(d, &map[k.as_str()]);
+                }
+                d.field("}");
+            }
+        }
+    }
+    let mut d = Digest::new();
+    walk(&mut d, schema);
+    d.finish()
+}
+
+/// `type_name` with the workflow's own crate written `crate`: `shop::Priced` -> `crate::Priced`
+/// when the workflow is declared in crate `shop`.
+pub fn relative_type(type_name: &str, crate_root: &str) -> String {
+    if crate_root.is_empty() {
+        return type_name.to_owned();
+    }
+    let needle = format!("{crate_root}::");
+    let mut out = String::with_capacity(type_name.len());
+    let mut rest = type_name;
+    while let Some(i) = rest.find(&needle) {
+        let starts_path = rest[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'));
+        out.push_str(&rest[..i]);
+        out.push_str(if starts_path { "crate::" } else { &needle });
+        rest = &rest[i + needle.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The fingerprints of a graph: the workflow's, and each step's by its path (`charge`, or
+/// `payment_flow/charge` inside a sub-workflow).
+#[derive(Debug, Clone)]
+pub struct Fingerprints {
+    /// The workflow's fingerprint.
+    pub workflow: Fingerprint,
+    steps: HashMap<String, StepPrint>,
+    /// The output type of each step, by path, for messages.
+    types: HashMap<String, &'static str>,
+}
+
+impl Fingerprints {
+    /// Computes the fingerprints of `graph` (and of its sub-workflows, under their step names).
+    pub fn of(graph: &Graph) -> Self {
+        let mut f = Fingerprints {
+            workflow: Fingerprint(0),
+            steps: HashMap::new(),
+            types: HashMap::new(),
+        };
+        f.workflow = f.add(graph, "");
+        f
+    }
+
+    fn add(&mut self, graph: &Graph, prefix: &str) -> Fingerprint {
+        let root = graph.crate_root();
+        let mut whole = Digest::new();
+        whole
+            .field("workflow")
+            .field(graph.name)
+            .field(&relative_type(graph.input_type, root))
+            .field(&relative_type(graph.output_type, root));
+        for (i, step) in graph.steps.iter().enumerate() {
+            let mut output = Digest::new();
+            output.field(&relative_type(step.output_type, root));
+            match step.output_shape {
+                Some(shape) => output.field(&shape.to_string()),
+                None => output.field("-"),
+            };
+            let mut feeds: Vec<String> = graph
+                .edges
+                .iter()
+                .filter(|(_, to)| *to == Endpoint::Step(i))
+                .map(|(from, _)| match from {
+                    Endpoint::Input => "(input)".to_owned(),
+                    Endpoint::Output => "(output)".to_owned(),
+                    Endpoint::Step(j) => graph.steps[*j].name.to_owned(),
+                })
+                .collect();
+            feeds.sort();
+            let mut place = Digest::new();
+            place
+                .field(step.name)
+                .field(step.node)
+                .field(step.kind.as_str())
+                .field(&relative_type(step.input_type, root));
+            for from in &feeds {
+                place.field(from);
+            }
+            // The map around it, named by its first step and nesting depth.
+            let mut depth = 0;
+            let mut map = graph.map_of(i);
+            if let Some(m) = map {
+                let first = graph.maps[m].steps.first().copied().unwrap_or(i);
+                place.field("map").field(graph.steps[first].name);
+            }
+            while let Some(m) = map {
+                depth += 1;
+                map = graph.maps[..m]
+                    .iter()
+                    .rposition(|outer| outer.steps.contains(&i));
+            }
+            place.field(&depth.to_string());
+            let path = format!("{prefix}{}", step.name);
+            let mut print = StepPrint {
+                output: output.finish(),
+                place: place.finish(),
+            };
+            if let Some(sub) = step.subgraph() {
+                // A sub-workflow's place covers its inner graph: an inner change moves it.
+                let inner = self.add(sub, &format!("{path}/"));
+                print.place = Digest::new()
+                    .field(&print.place.to_string())
+                    .field(&inner.to_string())
+                    .finish();
+            }
+            whole
+                .field(&path)
+                .field(&print.output.to_string())
+                .field(&print.place.to_string());
+            self.steps.insert(path.clone(), print);
+            self.types.insert(path, step.output_type);
+        }
+        for (from, to) in &graph.edges {
+            whole.field(&format!("{from:?}->{to:?}"));
+        }
+        for (from, to, label) in &graph.labels {
+            whole.field(&format!("{from:?}->{to:?}:{label}"));
+        }
+        for m in &graph.maps {
+            whole.field(&format!(
+                "map{:?}/{}/{}",
+                m.steps, m.concurrency, m.collect_errors
+            ));
+        }
+        whole.finish()
+    }
+
+    /// The fingerprints of the step recorded as `scoped` (`score[3]`, `payment_flow/charge`,
+    /// `charge~refund` for a compensation of `charge`): map item indices and the compensation
+    /// suffix are not part of a step's identity.
+    pub fn step(&self, scoped: &str) -> Option<StepPrint> {
+        self.steps.get(&*unscoped(scoped)).copied()
+    }
+
+    /// Checks what a run recorded against this graph: every step it completed (with the
+    /// fingerprints recorded then, when it has them) must still exist, return the same type and
+    /// sit in the same place. The first step that does not is the one reported.
+    pub fn check<'a>(
+        &self,
+        recorded: impl IntoIterator<Item = (&'a str, Option<StepPrint>)>,
+    ) -> Result<(), GraphChanged> {
+        for (scoped, print) in recorded {
+            let path = unscoped(scoped);
+            let Some(now) = self.steps.get(&*path) else {
+                return Err(GraphChanged {
+                    step: scoped.to_owned(),
+                    change: Change::Removed,
+                    message: format!(
+                        "step `{path}` completed in this run, and the workflow no longer has a step `{path}`"
+                    ),
+                });
+            };
+            let Some(then) = print else { continue };
+            if then.output != now.output {
+                let ty = self.types.get(&*path).copied().unwrap_or("?");
+                return Err(GraphChanged {
+                    step: scoped.to_owned(),
+                    change: Change::Type,
+                    message: format!(
+                        "the output type of step `{path}` changed since this run recorded it (fingerprint {} then, {} now for `{}`): its recorded output would not fit",
+                        then.output,
+                        now.output,
+                        crate::graph::short_type(ty)
+                    ),
+                });
+            }
+            if then.place != now.place {
+                return Err(GraphChanged {
+                    step: scoped.to_owned(),
+                    change: Change::Moved,
+                    message: format!(
+                        "step `{path}` moved since this run recorded it (its node, input or the steps feeding it changed): its recorded output was computed from another input"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `score[3]` -> `score`, `a[1]/b[2]~undo` -> `a/b`.
+fn unscoped(scoped: &str) -> std::borrow::Cow<'_, str> {
+    let base = scoped.split('~').next().unwrap_or(scoped);
+    if !base.contains('[') {
+        return std::borrow::Cow::Borrowed(base);
+    }
+    let mut out = String::with_capacity(base.len());
+    let mut depth = 0usize;
+    for c in base.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// What changed about a recorded step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The graph has no step of that name any more.
+    Removed,
+    /// The step's output type (its path or its serde shape) changed.
+    Type,
+    /// The step's node, input type, or the steps feeding it changed.
+    Moved,
+}
+
+impl Change {
+    /// `removed`, `type` or `moved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Removed => "removed",
+            Change::Type => "type",
+            Change::Moved => "moved",
+        }
+    }
+}
+
+/// Why a recorded run cannot resume on this graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphChanged {
+    /// The recorded step (as recorded: scoped).
+    pub step: String,
+    /// What changed.
+    pub change: Change,
+    /// What changed, in words.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_types_drop_only_the_own_crate() {
+        assert_eq!(relative_type("shop::Priced", "shop"), "crate::Priced");
+        assert_eq!(
+            relative_type("(u64, shop::a::B, myshop::C)", "shop"),
+            "(u64, crate::a::B, myshop::C)"
+        );
+        assert_eq!(
+            relative_type("alloc::vec::Vec<shop::X>", "shop"),
+            "alloc::vec::Vec<crate::X>"
+        );
+        assert_eq!(relative_type("other::shop::X", "shop"), "other::shop::X");
+    }
+
+    #[test]
+    fn schema_digests_ignore_docs_and_key_order() {
+        let a = serde_json::json!({"type":"object","description":"x","properties":{"a":{"type":"integer"},"b":{"type":"string"}}});
+        let b = serde_json::json!({"properties":{"b":{"type":"string"},"a":{"type":"integer"}},"type":"object"});
+        let c = serde_json::json!({"type":"object","properties":{"a":{"type":"string"},"b":{"type":"string"}}});
+        assert_eq!(schema_digest(&a), schema_digest(&b));
+        assert_ne!(schema_digest(&a), schema_digest(&c));
+    }
+
+    #[test]
+    fn scoped_names_lose_items_and_compensations() {
+        assert_eq!(unscoped("score[3]"), "score");
+        assert_eq!(unscoped("a[1]/b[2][4]~undo"), "a/b");
+        assert_eq!(unscoped("plain"), "plain");
+        let f: Fingerprint = "00000000000000ff".parse().unwrap();
+        assert_eq!(f, Fingerprint(255));
+        assert_eq!(f.to_string(), "00000000000000ff");
+    }
+}
