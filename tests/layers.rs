@@ -12,7 +12,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "core",
         &[
-            "error", "fingerprint", "graph", "id", "node", "trigger", "runs", "rules", "stats", "schema",
+            "error",
+            "fingerprint",
+            "graph",
+            "id",
+            "node",
+            "trigger",
+            "runs",
+            "rules",
+            "stats",
+            "schema",
         ],
     ),
     ("store", &["store", "journal"]),

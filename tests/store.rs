@@ -36,6 +36,7 @@ async fn the_sqlite_store_keeps_records_across_reopening_and_refuses_newer_schem
             workflow: "reopened",
             input: "1".into(),
             idempotency_key: Some("k".into()),
+            fingerprint: None,
         };
         store.create_run(run).await.unwrap();
     }
@@ -52,5 +53,56 @@ async fn the_sqlite_store_keeps_records_across_reopening_and_refuses_newer_schem
         err.contains("newer nanoflow") && err.contains("99"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// A journal written by schema 1 (before fingerprints) opens, migrates to the current schema,
+/// keeps its runs, and reads them back without fingerprints: they resume as before.
+#[tokio::test]
+async fn a_schema_1_journal_migrates_and_keeps_its_runs() {
+    let path = temp_path("old.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
+            input BLOB NOT NULL, output BLOB, error TEXT, idempotency_key TEXT,
+            created_ms INTEGER NOT NULL, finished_ms INTEGER);
+         CREATE TABLE steps (run_id TEXT NOT NULL, step TEXT NOT NULL, attempt INTEGER NOT NULL,
+            status TEXT NOT NULL, output BLOB, error TEXT, started_ms INTEGER NOT NULL,
+            duration_us INTEGER NOT NULL, PRIMARY KEY (run_id, step, attempt)) WITHOUT ROWID;
+         CREATE TABLE state (node TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+            PRIMARY KEY (node, key)) WITHOUT ROWID;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let id = nanoflow::RunId::new();
+    conn.execute(
+        "INSERT INTO runs (id, workflow, status, input, created_ms) VALUES (?1, 'old', 'running', CAST('1' AS BLOB), 5)",
+        [id.to_string()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO steps VALUES (?1, 'price', 1, 'succeeded', CAST('3' AS BLOB), NULL, 6, 7)",
+        [id.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let run = store.get_run(id).await.unwrap().expect("the old run");
+    assert_eq!(run.fingerprint, None);
+    assert_eq!(run.timeline.len(), 1);
+    assert_eq!(run.timeline[0].fingerprint, None);
+    assert_eq!(run.completed_prints(), [("price", None)]);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    drop(conn);
+    // Reopening a migrated journal changes nothing.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.unfinished_runs().await.unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

@@ -122,7 +122,12 @@ pub fn schema_digest(schema: &Value) -> Fingerprint {
             Value::Object(map) => {
                 let mut keys: Vec<&String> = map
                     .keys()
-                    .filter(|k| !matches!(k.as_str(), "description" | "title" | "examples" | "$comment"))
+                    .filter(|k| {
+                        !matches!(
+                            k.as_str(),
+                            "description" | "title" | "examples" | "$comment"
+                        )
+                    })
                     .collect();
                 keys.sort();
                 d.field("{");

@@ -92,7 +92,8 @@ enum RunsCommand {
         /// Only this workflow.
         #[arg(long)]
         workflow: Option<String>,
-        /// Only this status: running, succeeded or failed (the dead-letter list).
+        /// Only this status: running, succeeded, failed (the dead-letter list) or blocked
+        /// (parked because a deploy changed the graph under them).
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -104,8 +105,18 @@ enum RunsCommand {
         /// The run id.
         id: String,
     },
-    /// Re-drive a failed run from its failed node, in this process, and print its output.
+    /// Re-drive a failed or blocked run from where it stopped, in this process, and print its
+    /// output.
     Retry {
+        /// The run id.
+        id: String,
+        /// Forget what the run recorded and run it from its first step (for a run blocked
+        /// because the graph changed).
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Cancel a blocked run: it ends as failed with the error `cancelled`.
+    Cancel {
         /// The run id.
         id: String,
     },
@@ -484,14 +495,11 @@ async fn runs(
         } => {
             let status = match status.as_deref() {
                 None => None,
-                Some("running") => Some(RunStatus::Running),
-                Some("succeeded") => Some(RunStatus::Succeeded),
-                Some("failed") => Some(RunStatus::Failed),
-                Some(other) => {
-                    return Err(Error::Config(format!(
-                        "unknown status `{other}`; expected running, succeeded or failed"
-                    )))
-                }
+                Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+                    Error::Config(format!(
+                        "unknown status `{text}`; expected running, succeeded, failed or blocked"
+                    ))
+                })?),
             };
             let list = j
                 .list_runs(RunFilter {
@@ -507,7 +515,10 @@ async fn runs(
                 let detail = match (&r.error, r.status) {
                     (Some(e), _) => format!(
                         "  {}: {}",
-                        e.get("node").and_then(|n| n.as_str()).unwrap_or("-"),
+                        e.get("node")
+                            .or_else(|| e.get("step"))
+                            .and_then(|n| n.as_str())
+                            .unwrap_or("-"),
                         e.get("message").and_then(|m| m.as_str()).unwrap_or("")
                     ),
                     _ => String::new(),
@@ -534,22 +545,39 @@ async fn runs(
             ));
             Ok(())
         }
-        RunsCommand::Retry { id } => {
+        RunsCommand::Retry { id, from_start } => {
             let run_id = parse_id(&id)?;
-            let Some(record) = j.reopen(run_id).await? else {
-                return Err(Error::Config(format!(
-                    "run `{id}` is not a failed run in the journal"
-                )));
+            let task = if from_start {
+                app.retry_from_start(&j, run_id).await?
+            } else {
+                let Some(record) = j.reopen(run_id).await? else {
+                    return Err(Error::Config(format!(
+                        "run `{id}` is not a failed or blocked run in the journal"
+                    )));
+                };
+                app.resume(record).await?
             };
-            let Some(task) = app.resume(record).await? else {
-                return Err(Error::Config(format!(
-                    "run `{id}` belongs to a workflow this program does not have"
-                )));
+            let Some(task) = task else {
+                return Err(super::replay::not_driven(&j, run_id).await);
             };
             let output = task
                 .await
                 .map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
             print_json(&output);
+            Ok(())
+        }
+        RunsCommand::Cancel { id } => {
+            let run_id = parse_id(&id)?;
+            if !app.cancel_blocked(&j, run_id).await? {
+                return Err(match j.get_run(run_id).await? {
+                    Some(r) => Error::Config(format!(
+                        "run `{id}` is {}; only blocked runs can be cancelled",
+                        r.status.as_str()
+                    )),
+                    None => Error::Config(format!("no run `{id}` in the journal")),
+                });
+            }
+            print_stdout(&format!("cancelled {run_id}\n"));
             Ok(())
         }
     }

@@ -287,7 +287,10 @@ pub async fn blocked_runs_stay_until_acted_on(store: &dyn RunStore) {
     let run = store.get_run(r).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Blocked);
     let error = run.error.expect("the blocked run's error");
-    assert_eq!((&error["code"], &error["step"]), (&"graph_changed".into(), &"price".into()));
+    assert_eq!(
+        (&error["code"], &error["step"]),
+        (&"graph_changed".into(), &"price".into())
+    );
     let listed = store
         .list_runs(RunFilter {
             status: Some(RunStatus::Blocked),
@@ -299,7 +302,12 @@ pub async fn blocked_runs_stay_until_acted_on(store: &dyn RunStore) {
         .unwrap();
     assert_eq!(listed.iter().map(|r| r.run_id).collect::<Vec<_>>(), [r]);
     assert!(
-        !store.unfinished_runs().await.unwrap().iter().any(|u| u.run_id == r),
+        !store
+            .unfinished_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.run_id == r),
         "a blocked run is not resumed at start"
     );
     // Reopened, it keeps its records; blocked again, reset drops them.

@@ -547,9 +547,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         idempotency_key: r.get(6)?,
         created_ms: r.get::<_, i64>(7)? as u64,
         finished_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-        fingerprint: r
-            .get::<_, Option<String>>(9)?
-            .and_then(|f| f.parse().ok()),
+        fingerprint: r.get::<_, Option<String>>(9)?.and_then(|f| f.parse().ok()),
         timeline: Vec::new(),
     })
 }

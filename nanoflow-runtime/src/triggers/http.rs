@@ -65,57 +65,64 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     let retry_app = app.clone();
     let cancel_app = app.clone();
     // The operations routes, behind the admin token when one is set (see `admin`).
-    let operations = Router::new()
-        .route(
-            "/workflows",
-            get(move || async move { workflows(&list_app) }),
-        )
-        .route(
-            "/runs/{id}",
-            get(move |Path(id): Path<String>| async move { run_status(&status_app, &id).await }),
-        )
-        .route(
-            "/runs",
-            get(
-                move |query: Result<Query<ListQuery>, QueryRejection>| async move {
-                    match query {
-                        Ok(Query(q)) => list_runs(&runs_app, q).await,
-                        Err(e) => error_response(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_query",
-                            &e.body_text(),
-                            |_| {},
-                        ),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/runs/{id}/retry",
-            post(
-                move |Path(id): Path<String>,
-                      query: Result<Query<RetryQuery>, QueryRejection>| async move {
-                    match query {
-                        Ok(Query(q)) => {
-                            super::deploys::retry(&retry_app, &id, q.from_start.unwrap_or(false))
-                                .await
+    let operations =
+        Router::new()
+            .route(
+                "/workflows",
+                get(move || async move { workflows(&list_app) }),
+            )
+            .route(
+                "/runs/{id}",
+                get(
+                    move |Path(id): Path<String>| async move { run_status(&status_app, &id).await },
+                ),
+            )
+            .route(
+                "/runs",
+                get(
+                    move |query: Result<Query<ListQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => list_runs(&runs_app, q).await,
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
                         }
-                        Err(e) => error_response(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_query",
-                            &e.body_text(),
-                            |_| {},
-                        ),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/runs/{id}/cancel",
-            post(move |Path(id): Path<String>| async move {
-                super::deploys::cancel(&cancel_app, &id).await
-            }),
-        );
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/retry",
+                post(
+                    move |Path(id): Path<String>,
+                          query: Result<Query<RetryQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => {
+                                super::deploys::retry(
+                                    &retry_app,
+                                    &id,
+                                    q.from_start.unwrap_or(false),
+                                )
+                                .await
+                            }
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/cancel",
+                post(move |Path(id): Path<String>| async move {
+                    super::deploys::cancel(&cancel_app, &id).await
+                }),
+            );
     let ready_app = app.clone();
     let router = router
         .route(

@@ -1,0 +1,32 @@
+//! The `runs` commands about deploys (issue 13): why a retry drove nothing.
+
+use crate::error::Error;
+use crate::journal::Journal;
+use crate::run::RunId;
+use crate::runs::RunStatus;
+
+/// Why a retry drove nothing, as the command's error: the run is blocked again (the graph
+/// still does not fit), its workflow is not in this program, it is neither failed nor blocked,
+/// or there is no such run.
+pub(super) async fn not_driven(journal: &Journal, run_id: RunId) -> Error {
+    match journal.get_run(run_id).await {
+        Ok(Some(r)) if r.status == RunStatus::Blocked => {
+            let e = r.error.unwrap_or_default();
+            Error::Config(format!(
+                "run `{run_id}` is blocked (graph_changed at step `{}`): {}; retry it with `--from-start` or cancel it",
+                e["step"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("")
+            ))
+        }
+        Ok(Some(r)) if r.status == RunStatus::Running => Error::Config(format!(
+            "run `{run_id}` belongs to workflow `{}`, which this program does not have",
+            r.workflow
+        )),
+        Ok(Some(r)) => Error::Config(format!(
+            "run `{run_id}` is {}; only failed or blocked runs can be retried",
+            r.status.as_str()
+        )),
+        Ok(None) => Error::Config(format!("no run `{run_id}` in the journal")),
+        Err(e) => e,
+    }
+}
