@@ -326,8 +326,9 @@ impl Fingerprints {
     }
 }
 
-/// `score[3]` -> `score`, `a[1]/b[2]~undo` -> `a/b`.
-fn unscoped(scoped: &str) -> std::borrow::Cow<'_, str> {
+/// A recorded step name without map item indices and compensation suffix: `score[3]` ->
+/// `score`, `a[1]/b[2]~undo` -> `a/b`.
+pub fn unscoped(scoped: &str) -> std::borrow::Cow<'_, str> {
     let base = scoped.split('~').next().unwrap_or(scoped);
     if !base.contains('[') {
         return std::borrow::Cow::Borrowed(base);

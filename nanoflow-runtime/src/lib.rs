@@ -16,6 +16,7 @@ pub mod isolation;
 pub mod journal;
 pub mod map;
 pub mod node;
+pub mod replay;
 pub mod observability;
 mod rules;
 pub mod run;

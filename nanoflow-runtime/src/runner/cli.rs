@@ -120,6 +120,20 @@ enum RunsCommand {
         /// The run id.
         id: String,
     },
+    /// Re-execute a recorded run's input through this program's code, in-process and without
+    /// recording a new run, and compare each step's output with the recorded one. Exits with
+    /// 0 when every step reproduces, 1 otherwise.
+    Replay {
+        /// The run id.
+        id: String,
+        /// Steps fed their recorded outputs instead of running (nodes with side effects),
+        /// comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        stub: Vec<String>,
+        /// Print the comparison as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -359,7 +373,7 @@ where
     }
 }
 
-fn print_stdout(text: &str) {
+pub(super) fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
@@ -565,6 +579,10 @@ async fn runs(
                 .map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
             print_json(&output);
             Ok(())
+        }
+        RunsCommand::Replay { id, stub, json } => {
+            let run_id = parse_id(&id)?;
+            super::replay::replay(&app, &j, run_id, &stub, json).await
         }
         RunsCommand::Cancel { id } => {
             let run_id = parse_id(&id)?;

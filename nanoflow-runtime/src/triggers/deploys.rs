@@ -1,6 +1,6 @@
 //! The run API's actions on runs a deploy left behind (issue 13): `POST /runs/{id}/retry`
 //! (`?from_start=true` to forget what the run recorded) and `POST /runs/{id}/cancel` (for a
-//! `blocked` run). Answers are JSON: 202 with the run's location, or a 4xx with a stable code.
+//! `blocked` run), `POST /runs/{id}/replay` (`?stub=a,b`). Answers are JSON: 202 with the run's location, or a 4xx with a stable code.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use axum::response::Response;
 use super::http::{accepted, journal_unavailable, parse_run_id, run_not_found};
 use crate::ingress::reply::error_response;
 use crate::ingress::App;
+use crate::error::Error;
 use crate::journal::Journal;
 use crate::run::RunId;
 
@@ -106,6 +107,55 @@ pub(crate) async fn cancel(app: &Arc<App>, id: &str) -> Response {
             Ok(None) => run_not_found(run_id),
             Err(e) => journal_unavailable(&e),
         },
+        Err(e) => journal_unavailable(&e),
+    }
+}
+
+/// `POST /runs/{id}/replay[?stub=a,b]`: re-executes the run's input through this build's code
+/// in this process (nothing recorded) and answers the per-step comparison
+/// ([`crate::replay::Replay`]), `200` whether or not it reproduces.
+pub(crate) async fn replay(app: &Arc<App>, id: &str, stub: Option<String>) -> Response {
+    let run_id = match parse_run_id(id) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Some(journal) = &app.journal else {
+        return no_journal("replaying a run");
+    };
+    let record = match journal.get_run(run_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return run_not_found(run_id),
+        Err(e) => return journal_unavailable(&e),
+    };
+    let Some(wf) = app.workflows.get(record.workflow.as_str()) else {
+        return error_response(
+            StatusCode::CONFLICT,
+            "unknown_workflow",
+            &format!("this runner has no workflow `{}`", record.workflow),
+            |_| {},
+        );
+    };
+    let stub: Vec<String> = stub
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match crate::replay::replay(&**wf, &record, &stub).await {
+        Ok(report) => crate::ingress::reply::json_response(StatusCode::OK, &report),
+        Err(Error::Config(message)) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_stub",
+            &message,
+            |_| {},
+        ),
+        Err(e @ Error::InvalidInput { .. }) => error_response(
+            StatusCode::CONFLICT,
+            "invalid_input",
+            &e.to_string(),
+            |_| {},
+        ),
         Err(e) => journal_unavailable(&e),
     }
 }

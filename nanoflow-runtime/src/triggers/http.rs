@@ -64,6 +64,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     let runs_app = app.clone();
     let retry_app = app.clone();
     let cancel_app = app.clone();
+    let replay_app = app.clone();
     // The operations routes, behind the admin token when one is set (see `admin`).
     let operations =
         Router::new()
@@ -106,6 +107,25 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                                     q.from_start.unwrap_or(false),
                                 )
                                 .await
+                            }
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/replay",
+                post(
+                    move |Path(id): Path<String>,
+                          query: Result<Query<ReplayQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => {
+                                super::deploys::replay(&replay_app, &id, q.stub).await
                             }
                             Err(e) => error_response(
                                 StatusCode::BAD_REQUEST,
@@ -816,6 +836,12 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
         }
         Err(e) => journal_unavailable(&e),
     }
+}
+
+/// `?stub=a,b` of `POST /runs/{id}/replay`.
+#[derive(Debug, serde::Deserialize)]
+struct ReplayQuery {
+    stub: Option<String>,
 }
 
 /// `?from_start=true` of `POST /runs/{id}/retry`.

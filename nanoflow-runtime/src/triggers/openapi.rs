@@ -63,7 +63,9 @@ const TRIGGER_ERRORS: [(&str, &str, &[&str]); 8] = [
 ];
 
 /// Codes the run API answers with, besides the trigger routes' and `unauthorized`.
-const RUN_API_CODES: [&str; 10] = [
+const RUN_API_CODES: [&str; 12] = [
+    "invalid_stub",
+    "unknown_workflow",
     "invalid_query",
     "invalid_run_id",
     "invalid_status",
@@ -642,6 +644,47 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
                 "401": unauthorized,
                 "404": { "$ref": "#/components/responses/NotFound" },
                 "409": error_response("The run is neither failed nor blocked, or it still does not fit this build's graph (it stays blocked). Codes: `run_not_failed`, `graph_changed`."),
+                "503": { "$ref": "#/components/responses/Unavailable" },
+            },
+        }}),
+    );
+    paths.insert(
+        "/runs/{id}/replay".into(),
+        json!({ "post": {
+            "operationId": "replayRun", "tags": ["runs"], "security": secured,
+            "summary": "Re-execute a recorded run's input through this build's code (nothing is recorded) and compare each step's output with the recorded one",
+            "parameters": [
+                { "$ref": "#/components/parameters/RunId" },
+                { "name": "stub", "in": "query", "description": "Steps fed their recorded outputs instead of running, comma-separated.", "schema": { "type": "string" } },
+            ],
+            "responses": {
+                "200": { "description": "The comparison, whether or not it reproduces.", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": {
+                        "run_id": { "type": "string" },
+                        "workflow": { "type": "string" },
+                        "reproduces": { "type": "boolean" },
+                        "error": { "type": "string" },
+                        "steps": { "type": "array", "items": {
+                            "type": "object",
+                            "properties": {
+                                "step": { "type": "string" },
+                                "verdict": { "type": "string", "enum": ["same", "differs", "new", "missing", "stubbed"] },
+                                "recorded": {},
+                                "replayed": {},
+                                "diff": { "type": "array", "items": { "type": "object", "properties": {
+                                    "path": { "type": "string" }, "recorded": {}, "replayed": {},
+                                } } },
+                            },
+                            "required": ["step", "verdict"],
+                        } },
+                    },
+                    "required": ["run_id", "workflow", "reproduces", "steps"],
+                } } } },
+                "400": error_response("Not a run id, or a stub that is no step. Codes: `invalid_run_id`, `invalid_query`, `invalid_stub`."),
+                "401": unauthorized,
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "409": error_response("The run's workflow is not in this runner, or its input no longer fits. Codes: `unknown_workflow`, `invalid_input`."),
                 "503": { "$ref": "#/components/responses/Unavailable" },
             },
         }}),
