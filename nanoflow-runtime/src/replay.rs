@@ -182,10 +182,12 @@ pub async fn replay(
         },
     )
     .with_state(Default::default());
-    let future = wf.start(ctx, &record.input).map_err(|error| Error::InvalidInput {
-        workflow: graph.name,
-        error,
-    })?;
+    let future = wf
+        .start(ctx, &record.input)
+        .map_err(|error| Error::InvalidInput {
+            workflow: graph.name,
+            error,
+        })?;
     let error = future.await.err().map(|e| e.to_string());
     let replayed = journal
         .get_run(record.run_id)
@@ -196,7 +198,10 @@ pub async fn replay(
     let mut steps = Vec::new();
     for (step, bytes) in &recorded {
         let then = parse(bytes);
-        let now = replayed.iter().find(|(s, _)| s == step).map(|(_, b)| parse(b));
+        let now = replayed
+            .iter()
+            .find(|(s, _)| s == step)
+            .map(|(_, b)| parse(b));
         let (verdict, diff) = match &now {
             _ if is_stubbed(step) => (Verdict::Stubbed, Vec::new()),
             None => (Verdict::Missing, Vec::new()),
@@ -293,7 +298,12 @@ mod tests {
         assert_eq!(out[1].replayed, None);
         assert_eq!(out[2].recorded, Some(serde_json::json!(3)));
         let mut whole = Vec::new();
-        json_diff(".", Some(&serde_json::json!(1)), Some(&serde_json::json!("1")), &mut whole);
+        json_diff(
+            ".",
+            Some(&serde_json::json!(1)),
+            Some(&serde_json::json!("1")),
+            &mut whole,
+        );
         assert_eq!(whole[0].path, ".");
     }
 }

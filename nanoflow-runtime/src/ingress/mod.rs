@@ -5,6 +5,7 @@
 
 pub(crate) mod blocked;
 pub(crate) mod chain;
+pub(crate) mod fork;
 pub(crate) mod reply;
 
 use std::collections::BTreeMap;

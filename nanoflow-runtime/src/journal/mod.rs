@@ -91,6 +91,11 @@ impl Journal {
         Ok(self.store.reset(run_id, fingerprint).await?)
     }
 
+    /// Records a run forked from `from` with the step records it reuses, atomically.
+    pub async fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> Result<(), Error> {
+        Ok(self.store.fork(run, from, steps).await?)
+    }
+
     /// Deletes finished runs beyond the retention policy; returns how many.
     pub async fn prune(&self, retention: Retention) -> Result<u64, Error> {
         Ok(self.store.prune(retention).await?)

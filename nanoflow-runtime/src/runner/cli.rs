@@ -115,6 +115,16 @@ enum RunsCommand {
         #[arg(long)]
         from_start: bool,
     },
+    /// Start a new run of a recorded run's workflow and input that reuses the recorded
+    /// outputs of the steps `--from` depends on and executes from that step on (journaled,
+    /// linked to the original), in this process, and print its output.
+    Fork {
+        /// The run id.
+        id: String,
+        /// The step to execute from.
+        #[arg(long)]
+        from: String,
+    },
     /// Cancel a blocked run: it ends as failed with the error `cancelled`.
     Cancel {
         /// The run id.
@@ -583,6 +593,16 @@ async fn runs(
         RunsCommand::Replay { id, stub, json } => {
             let run_id = parse_id(&id)?;
             super::replay::replay(&app, &j, run_id, &stub, json).await
+        }
+        RunsCommand::Fork { id, from } => {
+            let run_id = parse_id(&id)?;
+            let (forked, task) = app.fork(&j, run_id, &from).await?;
+            eprintln!("forked run {forked} from {run_id} at step `{from}`");
+            let output = task
+                .await
+                .map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
+            print_json(&output);
+            Ok(())
         }
         RunsCommand::Cancel { id } => {
             let run_id = parse_id(&id)?;

@@ -22,6 +22,7 @@ pub async fn check(store: Arc<dyn RunStore>) {
     reopen_only_failed_runs(&*store).await;
     fingerprints_round_trip(&*store).await;
     blocked_runs_stay_until_acted_on(&*store).await;
+    fork_records_the_run_with_its_reused_steps(&*store).await;
     list_filters_and_pages(&*store).await;
     unfinished_runs_oldest_first(&*store).await;
     concurrent_writers(store.clone()).await;
@@ -350,6 +351,55 @@ pub async fn blocked_runs_stay_until_acted_on(store: &dyn RunStore) {
     assert_eq!(
         store.get_run(r).await.unwrap().unwrap().status,
         RunStatus::Failed
+    );
+}
+
+/// A fork is recorded with its link and the step records it reuses, in one write.
+pub async fn fork_records_the_run_with_its_reused_steps(store: &dyn RunStore) {
+    let original = id(80);
+    store
+        .record_step(
+            step(original, "price", 1, "3"),
+            Some(new_run(original, "conformance_fork", None)),
+        )
+        .await
+        .unwrap();
+    let forked = id(81);
+    let mut reused = step(forked, "price", 1, "3");
+    reused.fingerprint = Some(crate::fingerprint::StepPrint {
+        output: crate::fingerprint::Fingerprint(1),
+        place: crate::fingerprint::Fingerprint(2),
+    });
+    store
+        .fork(
+            new_run(forked, "conformance_fork", None),
+            original,
+            vec![reused.clone()],
+        )
+        .await
+        .expect("a fork");
+    let run = store
+        .get_run(forked)
+        .await
+        .unwrap()
+        .expect("the forked run");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.forked_from, Some(original));
+    assert_eq!(
+        run.completed_steps(),
+        [("price".to_owned(), Bytes::from("3"))]
+    );
+    assert_eq!(run.timeline[0].fingerprint, reused.fingerprint);
+    let first = store.get_run(original).await.unwrap().unwrap();
+    assert_eq!(first.forked_from, None);
+    assert!(
+        store
+            .unfinished_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.run_id == forked),
+        "a fork is a running run"
     );
 }
 

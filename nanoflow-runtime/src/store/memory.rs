@@ -70,10 +70,36 @@ impl Data {
                 created_ms: now_ms(),
                 finished_ms: None,
                 fingerprint: run.fingerprint,
+                forked_from: None,
                 timeline: Vec::new(),
             },
         );
         Created::New
+    }
+
+    /// Records one attempt (replacing an earlier record of the same step and attempt).
+    fn record(&mut self, write: StepWrite) {
+        let (status, output, error) = match write.outcome {
+            Ok(out) => ("succeeded", Some(out), None),
+            Err(e) => ("failed", None, Some(e)),
+        };
+        let attempt = Attempt {
+            step: write.step.to_string(),
+            attempt: write.attempt,
+            status,
+            output,
+            error,
+            started_ms: write.started_ms,
+            duration_us: write.duration_us,
+            fingerprint: write.fingerprint,
+        };
+        self.steps
+            .entry(write.run_id)
+            .or_default()
+            .insert((attempt.step.clone(), attempt.attempt), attempt);
+        if let Some((node, key, value)) = write.state {
+            self.state.insert((node, key), value);
+        }
     }
 
     fn timeline(&self, run_id: RunId) -> Vec<Attempt> {
@@ -126,27 +152,7 @@ impl RunStore for MemoryStore {
         if let Some(run) = &create {
             data.insert(run);
         }
-        let (status, output, error) = match write.outcome {
-            Ok(out) => ("succeeded", Some(out), None),
-            Err(e) => ("failed", None, Some(e)),
-        };
-        let attempt = Attempt {
-            step: write.step.to_string(),
-            attempt: write.attempt,
-            status,
-            output,
-            error,
-            started_ms: write.started_ms,
-            duration_us: write.duration_us,
-            fingerprint: write.fingerprint,
-        };
-        data.steps
-            .entry(write.run_id)
-            .or_default()
-            .insert((attempt.step.clone(), attempt.attempt), attempt);
-        if let Some((node, key, value)) = write.state {
-            data.state.insert((node, key), value);
-        }
+        data.record(write);
         Commit::done(Ok(()))
     }
 
@@ -191,6 +197,19 @@ impl RunStore for MemoryStore {
             _ => false,
         };
         Box::pin(async move { Ok(reopened) })
+    }
+
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        // Applied as the records would be, under one lock: atomic.
+        let mut data = self.data();
+        data.insert(&run);
+        if let Some(r) = data.runs.get_mut(&run.run_id) {
+            r.forked_from = Some(from);
+        }
+        for write in steps {
+            data.record(write);
+        }
+        Box::pin(async move { Ok(()) })
     }
 
     fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {

@@ -122,6 +122,9 @@ pub struct RunRecord {
     /// The fingerprint of the workflow's graph that started it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Fingerprint>,
+    /// The run this one was forked from (`runs fork`), reusing some of its step outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<RunId>,
     /// Every attempt of every step, in order (filled by `get_run`, empty in lists).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Attempt>,
@@ -299,6 +302,10 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     /// from the start, `runs retry --from-start`), now started by the graph of `fingerprint`;
     /// `false` when there is no such run. Atomic: the records go only if the run reopens.
     fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool>;
+
+    /// Records `run`, forked from run `from`, with the step records it reuses (copies of
+    /// `from`'s), atomically and durably: the fork exists with all of them or not at all.
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()>;
 
     /// Deletes finished runs beyond `retention` (never a running or blocked one); returns how
     /// many.

@@ -22,10 +22,11 @@ use crate::stats::JournalMetrics;
 /// The schema version this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 2;
 
-/// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records (issue
-/// 13). Older records have none, and resume as before.
+/// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records, the run
+/// a run was forked from (issue 13). Older records have none, and resume as before.
 const MIGRATE_1_TO_2: &str = "
 ALTER TABLE runs ADD COLUMN fingerprint TEXT;
+ALTER TABLE runs ADD COLUMN forked_from TEXT;
 ALTER TABLE steps ADD COLUMN output_fp TEXT;
 ALTER TABLE steps ADD COLUMN place_fp TEXT;
 ";
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     idempotency_key TEXT,
     created_ms INTEGER NOT NULL,
     finished_ms INTEGER,
-    fingerprint TEXT
+    fingerprint TEXT,
+    forked_from TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -88,6 +90,7 @@ enum Write {
     ),
     Reopen(RunId, Reply<bool>),
     Reset(RunId, Option<Fingerprint>, Reply<bool>),
+    Fork(NewRun, RunId, Vec<StepWrite>, Reply<()>),
     Prune(Retention, Reply<u64>),
 }
 
@@ -258,6 +261,14 @@ impl RunStore for SqliteStore {
 
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
         Box::pin(async move { self.inner.reopen(run_id).await.map_err(unavailable) })
+    }
+
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.inner.send(Write::Fork(run, from, steps, tx));
+            self.inner.wait(rx).await.map_err(unavailable)
+        })
     }
 
     fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
@@ -520,7 +531,7 @@ impl Inner {
     }
 }
 
-const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint";
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from";
 
 fn parse_status(s: &str) -> RunStatus {
     match s {
@@ -548,6 +559,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         created_ms: r.get::<_, i64>(7)? as u64,
         finished_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
         fingerprint: r.get::<_, Option<String>>(9)?.and_then(|f| f.parse().ok()),
+        forked_from: r.get::<_, Option<String>>(10)?.and_then(|f| f.parse().ok()),
         timeline: Vec::new(),
     })
 }
@@ -711,6 +723,9 @@ fn reply(write: Write, result: Result<Outcome, String>) {
         Write::Step(_, _, tx) | Write::Finish(_, _, tx) => {
             let _ = tx.send(result.map(|_| ()).map_err(StoreError::Unavailable));
         }
+        Write::Fork(_, _, _, tx) => {
+            let _ = tx.send(result.map(|_| ()));
+        }
         Write::Reopen(_, tx) | Write::Reset(_, _, tx) => {
             let _ = tx.send(result.map(|o| matches!(o, Outcome::Bool(true))));
         }
@@ -747,31 +762,15 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             if let Some(run) = create {
                 insert_run(c, run)?;
             }
-            let (status, output, error) = match &step.outcome {
-                Ok(out) => ("succeeded", Some(out.as_ref()), None),
-                Err(e) => ("failed", None, Some(e.to_string())),
-            };
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                step.run_id.to_string(),
-                step.step,
-                step.attempt,
-                status,
-                output,
-                error,
-                step.started_ms as i64,
-                step.duration_us as i64,
-                step.fingerprint.map(|f| f.output.to_string()),
-                step.fingerprint.map(|f| f.place.to_string()),
-            ])?;
-            if let Some((node, key, value)) = &step.state {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO state (node, key, value) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![node, key, value.as_ref()])?;
+            insert_step(c, step)?;
+            Ok(Outcome::Unit)
+        }
+        Write::Fork(run, from, steps, _) => {
+            insert_run(c, run)?;
+            c.prepare_cached("UPDATE runs SET forked_from = ?2 WHERE id = ?1")?
+                .execute(params![run.run_id.to_string(), from.to_string()])?;
+            for step in steps {
+                insert_step(c, step)?;
             }
             Ok(Outcome::Unit)
         }
@@ -833,6 +832,35 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             Ok(Outcome::Count(removed as u64))
         }
     }
+}
+
+/// One attempt of one step, with the node's new state.
+fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
+    let (status, output, error) = match &step.outcome {
+        Ok(out) => ("succeeded", Some(out.as_ref()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        step.run_id.to_string(),
+        step.step,
+        step.attempt,
+        status,
+        output,
+        error,
+        step.started_ms as i64,
+        step.duration_us as i64,
+        step.fingerprint.map(|f| f.output.to_string()),
+        step.fingerprint.map(|f| f.place.to_string()),
+    ])?;
+    if let Some((node, key, value)) = &step.state {
+        c.prepare_cached("INSERT OR REPLACE INTO state (node, key, value) VALUES (?1, ?2, ?3)")?
+            .execute(params![node, key, value.as_ref()])?;
+    }
+    Ok(())
 }
 
 fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {

@@ -1,6 +1,6 @@
 //! The run API's actions on runs a deploy left behind (issue 13): `POST /runs/{id}/retry`
 //! (`?from_start=true` to forget what the run recorded) and `POST /runs/{id}/cancel` (for a
-//! `blocked` run), `POST /runs/{id}/replay` (`?stub=a,b`). Answers are JSON: 202 with the run's location, or a 4xx with a stable code.
+//! `blocked` run), `POST /runs/{id}/replay` (`?stub=a,b`), `POST /runs/{id}/fork?from=step`. Answers are JSON: 202 with the run's location, or a 4xx with a stable code.
 
 use std::sync::Arc;
 
@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::http::{accepted, journal_unavailable, parse_run_id, run_not_found};
+use crate::error::Error;
 use crate::ingress::reply::error_response;
 use crate::ingress::App;
-use crate::error::Error;
 use crate::journal::Journal;
 use crate::run::RunId;
 
@@ -144,18 +144,48 @@ pub(crate) async fn replay(app: &Arc<App>, id: &str, stub: Option<String>) -> Re
         .collect();
     match crate::replay::replay(&**wf, &record, &stub).await {
         Ok(report) => crate::ingress::reply::json_response(StatusCode::OK, &report),
-        Err(Error::Config(message)) => error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_stub",
-            &message,
-            |_| {},
-        ),
+        Err(Error::Config(message)) => {
+            error_response(StatusCode::BAD_REQUEST, "invalid_stub", &message, |_| {})
+        }
         Err(e @ Error::InvalidInput { .. }) => error_response(
             StatusCode::CONFLICT,
             "invalid_input",
             &e.to_string(),
             |_| {},
         ),
+        Err(e) => journal_unavailable(&e),
+    }
+}
+
+/// `POST /runs/{id}/fork?from=step`: a new run reusing the recorded outputs of the steps
+/// `step` depends on, executing from `step` on; `202` with the new run's location.
+pub(crate) async fn fork(app: &Arc<App>, id: &str, from: &str) -> Response {
+    let run_id = match parse_run_id(id) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Some(journal) = &app.journal else {
+        return no_journal("forking a run");
+    };
+    match app.fork(journal, run_id, from).await {
+        Ok((forked, _task)) => {
+            let mut response = accepted(forked);
+            if let Ok(value) = run_id.to_string().parse() {
+                response.headers_mut().insert("x-forked-from", value);
+            }
+            response
+        }
+        Err(Error::Config(message)) if message.starts_with("no run") => run_not_found(run_id),
+        Err(Error::Config(message)) => {
+            error_response(StatusCode::BAD_REQUEST, "invalid_step", &message, |_| {})
+        }
+        Err(Error::GraphChanged {
+            run_id: forked,
+            message,
+            ..
+        }) => error_response(StatusCode::CONFLICT, "graph_changed", &message, |body| {
+            body.insert("run_id".into(), forked.to_string().into());
+        }),
         Err(e) => journal_unavailable(&e),
     }
 }

@@ -65,6 +65,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     let retry_app = app.clone();
     let cancel_app = app.clone();
     let replay_app = app.clone();
+    let fork_app = app.clone();
     // The operations routes, behind the admin token when one is set (see `admin`).
     let operations =
         Router::new()
@@ -124,9 +125,24 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                     move |Path(id): Path<String>,
                           query: Result<Query<ReplayQuery>, QueryRejection>| async move {
                         match query {
-                            Ok(Query(q)) => {
-                                super::deploys::replay(&replay_app, &id, q.stub).await
-                            }
+                            Ok(Query(q)) => super::deploys::replay(&replay_app, &id, q.stub).await,
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/fork",
+                post(
+                    move |Path(id): Path<String>,
+                          query: Result<Query<ForkQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => super::deploys::fork(&fork_app, &id, &q.from).await,
                             Err(e) => error_response(
                                 StatusCode::BAD_REQUEST,
                                 "invalid_query",
@@ -836,6 +852,12 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
         }
         Err(e) => journal_unavailable(&e),
     }
+}
+
+/// `?from=step` of `POST /runs/{id}/fork`.
+#[derive(Debug, serde::Deserialize)]
+struct ForkQuery {
+    from: String,
 }
 
 /// `?stub=a,b` of `POST /runs/{id}/replay`.

@@ -63,8 +63,9 @@ const TRIGGER_ERRORS: [(&str, &str, &[&str]); 8] = [
 ];
 
 /// Codes the run API answers with, besides the trigger routes' and `unauthorized`.
-const RUN_API_CODES: [&str; 12] = [
+const RUN_API_CODES: [&str; 13] = [
     "invalid_stub",
+    "invalid_step",
     "unknown_workflow",
     "invalid_query",
     "invalid_run_id",
@@ -685,6 +686,25 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
                 "401": unauthorized,
                 "404": { "$ref": "#/components/responses/NotFound" },
                 "409": error_response("The run's workflow is not in this runner, or its input no longer fits. Codes: `unknown_workflow`, `invalid_input`."),
+                "503": { "$ref": "#/components/responses/Unavailable" },
+            },
+        }}),
+    );
+    paths.insert(
+        "/runs/{id}/fork".into(),
+        json!({ "post": {
+            "operationId": "forkRun", "tags": ["runs"], "security": secured,
+            "summary": "Start a new run of a recorded run's input that reuses the recorded outputs of the steps `from` depends on and executes from `from` on (linked by `forked_from`)",
+            "parameters": [
+                { "$ref": "#/components/parameters/RunId" },
+                { "name": "from", "in": "query", "required": true, "description": "The step to execute from.", "schema": { "type": "string" } },
+            ],
+            "responses": {
+                "202": { "$ref": "#/components/responses/Accepted" },
+                "400": error_response("Not a run id, or no such step. Codes: `invalid_run_id`, `invalid_query`, `invalid_step`."),
+                "401": unauthorized,
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "409": error_response("The reused records do not fit this build's graph: the new run is blocked. Code: `graph_changed`."),
                 "503": { "$ref": "#/components/responses/Unavailable" },
             },
         }}),
