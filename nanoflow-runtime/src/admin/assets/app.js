@@ -482,6 +482,10 @@
       ? [h("button", { type: "button", class: "danger", id: "retry-from-start", onclick: () => blockedAction(run.run_id, "/retry?from_start=true", "Re-running run " + shortId(run.run_id) + " from its first step") }, "Retry from start"),
         h("button", { type: "button", class: "secondary", id: "cancel-run", onclick: () => blockedAction(run.run_id, "/cancel", "Cancelled run " + shortId(run.run_id)) }, "Cancel")]
       : [];
+    // Re-execute the run's input through the current code and compare step by step.
+    const replay = run.status !== "running" && state.config.journal && wf
+      ? h("button", { type: "button", class: "secondary", id: "replay", onclick: () => replayRun(run.run_id, detail) }, "Replay")
+      : null;
     const again = wf && httpTriggers(wf).length
       ? h("button", { type: "button", class: "secondary", id: "run-again", onclick: () => openStart(wf).then(() => prefillStart(run.input)) }, "Run again\u2026")
       : null;
@@ -514,7 +518,7 @@
     ].flat().filter(Boolean));
     setView(view,
       h("div", { class: "run-head" }, h("h1", { "data-run-id": run.run_id }, run.run_id), h("span", { id: "run-status" }, badge(run.status)),
-        h("span", { class: "spacer" }), again, retry, ...blocked),
+        h("span", { class: "spacer" }), again, replay, retry, ...blocked),
       facts,
       h("div", { class: "split" }, left, detail));
     if (view.selected !== null && run.timeline && run.timeline[view.selected]) {
@@ -531,6 +535,26 @@
       if (state.view && state.view.id === id) renderRun(state.view);
     } catch (e) {
       toast(e.message, true);
+      if (button) button.disabled = false;
+    }
+  }
+
+  async function replayRun(id, detail) {
+    const button = document.getElementById("replay");
+    if (button) button.disabled = true;
+    try {
+      const report = (await api("/runs/" + id + "/replay", { method: "POST" })).body;
+      const rows = report.steps.map((s) => h("tr", { "data-step": s.step },
+        h("td", { class: "mono" }, s.step), h("td", {}, h("span", { class: "badge " + (s.verdict === "same" || s.verdict === "stubbed" ? "succeeded" : "failed") }, s.verdict)),
+        h("td", { class: "mono" }, (s.diff || []).map((d) => h("div", {}, d.path + ": " + JSON.stringify(d.recorded) + " \u2192 " + JSON.stringify(d.replayed))))));
+      detail.prepend(h("div", { id: "replay-report" },
+        h("h3", {}, "Replay: " + (report.reproduces ? "reproduced" : "not reproduced")),
+        report.error ? h("p", { class: "error-text" }, report.error) : null,
+        h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "step"), h("th", {}, "result"), h("th", {}, "differences"))), h("tbody", {}, rows))));
+      toast(report.reproduces ? "The run reproduces" : "The run does not reproduce", !report.reproduces);
+    } catch (e) {
+      toast(e.message, true);
+    } finally {
       if (button) button.disabled = false;
     }
   }
