@@ -565,8 +565,11 @@ impl RunCtx {
         // A step whose successors would start now must be durable first, so that a crash can
         // never make it run twice. A last step is made durable with the run's finish record.
         // (A scoped name is never terminal: a map item frees its slot for the next item, and a
-        // sub-workflow's last step is followed by the parent's.)
-        if !d.graph.is_terminal(&name.text()) {
+        // sub-workflow's last step is followed by the parent's.) A pure step may run twice
+        // without harm: its record travels with a later commit (the store applies a run's
+        // records in order, so it lands before its successors'), and a crash that loses it
+        // only means computing it again.
+        if !N::PURE && !d.graph.is_terminal(&name.text()) {
             wait_commit(committed).await?;
         }
         Ok(output)

@@ -141,7 +141,8 @@ fn metrics(app: &App) -> Response {
     let free = app.limiter.available_permits().min(max);
     #[allow(unused_mut)]
     let mut text = metrics.render(
-        app.journal.as_ref().and_then(|j| j.metrics()),
+        app.durable()
+            .and_then(|j| j.metrics().map(|m| (m, j.transactions()))),
         app.observe.events.listeners(),
         (max - free, free),
     );
@@ -220,7 +221,7 @@ fn ui_config(app: &App) -> Response {
         StatusCode::OK,
         &serde_json::json!({
             "auth": app.config.admin_token.is_some(),
-            "journal": app.journal.is_some(),
+            "journal": app.durable().is_some(),
             "metrics": app.observe.metrics.is_some(),
         }),
     )

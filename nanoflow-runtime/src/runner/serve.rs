@@ -90,7 +90,7 @@ impl Runner {
         }
         // Read before any trigger can accept a run: a run this runner accepts is not unfinished
         // work of a previous one, and resuming it too would run it twice.
-        let unfinished = match &app.journal {
+        let unfinished = match app.durable() {
             Some(journal) => journal.unfinished_runs().await?,
             None => Vec::new(),
         };
@@ -135,7 +135,7 @@ impl Runner {
             limits,
             shutdown.subscribe(),
         ));
-        if let Some(journal) = &app.journal {
+        if let Some(journal) = app.durable() {
             // Every run that was accepted but not finished when the runner stopped continues
             // after its last completed step.
             for record in unfinished {

@@ -18,7 +18,9 @@ fn no_journal(what: &str) -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "journal_disabled",
-        &format!("{what} needs the journal"),
+        &format!(
+            "{what} needs the journal: its steps are recorded only there; start the runner without `--journal off`"
+        ),
         |_| {},
     )
 }
@@ -31,7 +33,7 @@ pub(crate) async fn retry(app: &Arc<App>, id: &str, from_start: bool) -> Respons
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some(journal) = &app.journal else {
+    let Some(journal) = app.durable() else {
         return no_journal("re-driving a run");
     };
     let driven = if from_start {
@@ -86,7 +88,7 @@ pub(crate) async fn cancel(app: &Arc<App>, id: &str) -> Response {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some(journal) = &app.journal else {
+    let Some(journal) = app.durable() else {
         return no_journal("cancelling a run");
     };
     match app.cancel_blocked(journal, run_id).await {
@@ -119,9 +121,8 @@ pub(crate) async fn replay(app: &Arc<App>, id: &str, stub: Option<String>) -> Re
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some(journal) = &app.journal else {
-        return no_journal("replaying a run");
-    };
+    // Runs kept in memory (`--journal off`) have their steps too: they replay as well.
+    let journal = &app.journal;
     let record = match journal.get_run(run_id).await {
         Ok(Some(r)) => r,
         Ok(None) => return run_not_found(run_id),
@@ -164,7 +165,7 @@ pub(crate) async fn fork(app: &Arc<App>, id: &str, from: &str) -> Response {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some(journal) = &app.journal else {
+    let Some(journal) = app.durable() else {
         return no_journal("forking a run");
     };
     match app.fork(journal, run_id, from).await {
