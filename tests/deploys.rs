@@ -2,8 +2,11 @@
 //! in flight, and the next build, whose step `prepare` returns another shape, starts on the
 //! same journal. Each unfinished run either finishes correctly or is parked as `blocked` with
 //! `graph_changed` naming `prepare`; runs of the unchanged workflow finish. Blocked runs are
-//! listed, counted in `/metrics`, and acted on over HTTP and from the command line.
+//! listed, counted in `/metrics`, and acted on over HTTP and from the command line. And the
+//! previous graph kept with `#[finishes(..)]` finishes the runs it started.
 #![allow(missing_docs)]
+// The modules `v1` and `v2` stand for two builds of one crate: their items are public there.
+#![allow(unreachable_pub)]
 
 #[path = "support/mod.rs"]
 mod support;
@@ -249,5 +252,196 @@ async fn a_deploy_that_changes_a_step_type_blocks_only_the_runs_past_it() {
         !out.status.success(),
         "a succeeded run is not blocked: {out:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The previous build's graph of `checkout`, as it was deployed.
+mod v1 {
+    use nanoflow::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    pub use super::Order;
+
+    #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+    pub struct Prepared {
+        pub id: String,
+        pub total: u64,
+    }
+
+    #[node]
+    pub fn prepare(o: Order) -> Prepared {
+        Prepared {
+            id: o.id,
+            total: u64::from(o.qty) * 250,
+        }
+    }
+
+    #[node]
+    pub fn settle(p: Prepared) -> Prepared {
+        p
+    }
+
+    #[node]
+    pub fn receipt(p: Prepared) -> String {
+        format!("receipt {}: {}", p.id, p.total)
+    }
+
+    workflow! {
+        #[trigger(http = "POST /checkout")]
+        pub checkout: prepare -> settle -> receipt;
+    }
+}
+
+/// The current build: `prepare` returns another shape, and the previous graph is kept (its
+/// nodes in module `v1`) to finish the runs started with it.
+mod v2 {
+    use nanoflow::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    pub use super::Order;
+
+    #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+    pub struct Prepared {
+        pub id: String,
+        pub total_cents: u64,
+        pub currency: String,
+    }
+
+    #[node]
+    pub fn prepare(o: Order) -> Prepared {
+        Prepared {
+            id: o.id,
+            total_cents: u64::from(o.qty) * 250,
+            currency: "EUR".into(),
+        }
+    }
+
+    #[node]
+    pub fn settle(p: Prepared) -> Prepared {
+        p
+    }
+
+    #[node]
+    pub fn receipt(p: Prepared) -> String {
+        format!("receipt {}: {} {}", p.id, p.total_cents, p.currency)
+    }
+
+    workflow! {
+        #[trigger(http = "POST /checkout")]
+        pub checkout: prepare -> settle -> receipt;
+
+        /// The previous build's `checkout`, kept until the runs it started are finished.
+        #[finishes(checkout)]
+        pub checkout_v1: super::v1::prepare -> super::v1::settle -> super::v1::receipt;
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Order {
+    pub id: String,
+    pub qty: u32,
+}
+
+/// Records, as the previous build would have, a run of `checkout` that completed `prepare`.
+async fn recorded_by_v1(journal: &Path, id: &str) -> nanoflow::RunId {
+    use nanoflow::journal::{Journal, NewRun, StepWrite};
+    let graph = v1::checkout.graph();
+    let j = Journal::open(journal).unwrap();
+    let run_id = nanoflow::RunId::new();
+    let input = format!(r#"{{"id":"{id}","qty":2}}"#);
+    j.create_run(NewRun {
+        run_id,
+        workflow: "checkout",
+        input: input.into(),
+        idempotency_key: None,
+        fingerprint: Some(graph.fingerprint()),
+    })
+    .await
+    .unwrap();
+    let output = serde_json::to_vec(&v1::Prepared {
+        id: id.into(),
+        total: 500,
+    })
+    .unwrap();
+    j.store()
+        .record_step(
+            StepWrite {
+                run_id,
+                step: "prepare".into(),
+                attempt: 1,
+                outcome: Ok(output.into()),
+                started_ms: 1,
+                duration_us: 1,
+                state: None,
+                fingerprint: graph.fingerprints().step("prepare"),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    run_id
+}
+
+async fn serve(journal: &Path, keep_v1: bool) -> nanoflow::Server {
+    let mut runner = Runner::new().workflow(v2::checkout);
+    if keep_v1 {
+        runner = runner.workflow(v2::checkout_v1);
+    }
+    runner
+        .start(nanoflow::ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            journal: Some(journal.to_path_buf()),
+            ..nanoflow::ServeConfig::default()
+        })
+        .await
+        .unwrap()
+}
+
+use nanoflow::prelude::Runner;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_graph_kept_with_finishes_completes_the_runs_it_started() {
+    // The kept graph is the previous one, under its name: the same fingerprint.
+    assert_eq!(
+        v2::checkout_v1.graph().fingerprint(),
+        v1::checkout.graph().fingerprint()
+    );
+    assert_ne!(
+        v2::checkout.graph().fingerprint(),
+        v1::checkout.graph().fingerprint()
+    );
+    let dir = std::env::temp_dir().join(format!("nanoflow-finishes-{}", nanoflow::RunId::new()));
+    let journal = dir.join("journal.db");
+
+    // Without the kept graph, the old run is blocked at `prepare`.
+    let old = recorded_by_v1(&journal, "r0").await;
+    let server = serve(&journal, false).await;
+    let r = settled(server.local_addr(), &old.to_string()).await;
+    assert_eq!(r["status"], "blocked", "{r}");
+    assert_eq!(r["error"]["step"], "prepare", "{r}");
+    server.shutdown().await.unwrap();
+
+    // With it, a restart finishes the old run on the old graph; a plain retry finishes the
+    // blocked one the same way; new runs start on the new graph.
+    let old2 = recorded_by_v1(&journal, "r1").await;
+    let server = serve(&journal, true).await;
+    let addr = server.local_addr();
+    let r = settled(addr, &old2.to_string()).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["output"], "receipt r1: 500");
+    let retry = request(addr, "POST", &format!("/runs/{old}/retry"), &[], b"").await;
+    assert_eq!(
+        retry.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&retry.body)
+    );
+    let r = settled(addr, &old.to_string()).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["output"], "receipt r0: 500");
+    let new = start(addr, "/checkout", r#"{"id":"n0","qty":2}"#).await;
+    let r = settled(addr, &new).await;
+    assert_eq!(r["output"], "receipt n0: 500 EUR", "{r}");
+    server.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,14 +2,18 @@
 //! a run recorded by one build resumes on another only where the recorded values still fit
 //! (issue 13; `docs/deploys.md` says what counts as a change).
 //!
-//! - A step's **output fingerprint** digests the type its node returns: the type's path (its
-//!   crate's own name written `crate`, so that renaming the package changes nothing) and, when
-//!   the type implements `schemars::JsonSchema` (feature `schema`), the JSON Schema of what it
-//!   serializes to, without descriptions and titles (doc comments are no change).
-//! - A step's **place fingerprint** digests where it sits: its node, what kind of step it is,
-//!   its input type, the steps (or the workflow's input) it takes its value from, and the
-//!   `map(..)` around it.
-//! - A workflow's fingerprint digests all of its steps' fingerprints, its edges and its maps.
+//! - A step's **output fingerprint** digests the type its node returns, as serde sees it: the
+//!   type's name without module paths (`Priced`, `Vec<Line>`, `(u64, u64)`: moving a type to
+//!   another module or crate is no change, renaming it is) and, when the type implements
+//!   `schemars::JsonSchema` (feature `schema`), the JSON Schema of what it serializes to,
+//!   without descriptions and titles (doc comments are no change; a field added, removed,
+//!   renamed or retyped is).
+//! - A step's **place fingerprint** digests where it sits: its name, what kind of step it is,
+//!   its input type (named as above), the steps (or the workflow's input) it takes its value
+//!   from, and the `map(..)` around it. Which function implements it is not part of it.
+//! - A workflow's fingerprint digests its name (for a workflow kept to finish another's runs,
+//!   `#[finishes(..)]`, that workflow's name), all of its steps' fingerprints, its edges and
+//!   its maps.
 //!
 //! The digest is FNV-1a over 64 bits: stable across builds, platforms and Rust versions (unlike
 //! `std`'s hashers), and enough to tell two shapes apart, which is all it is asked.
@@ -144,31 +148,6 @@ pub fn schema_digest(schema: &Value) -> Fingerprint {
     d.finish()
 }
 
-/// How the workflow's own crate is written in relative type paths.
-const OWN: &str = concat!("crate", "::");
-
-/// `type_name` with the workflow's own crate written `crate`: `shop::Priced` -> `crate::Priced`
-/// when the workflow is declared in crate `shop`.
-pub fn relative_type(type_name: &str, crate_root: &str) -> String {
-    if crate_root.is_empty() {
-        return type_name.to_owned();
-    }
-    let needle = format!("{crate_root}::");
-    let mut out = String::with_capacity(type_name.len());
-    let mut rest = type_name;
-    while let Some(i) = rest.find(&needle) {
-        let starts_path = rest[..i]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'));
-        out.push_str(&rest[..i]);
-        out.push_str(if starts_path { OWN } else { &needle });
-        rest = &rest[i + needle.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The fingerprints of a graph: the workflow's, and each step's by its path (`charge`, or
 /// `payment_flow/charge` inside a sub-workflow).
 #[derive(Debug, Clone)]
@@ -193,16 +172,16 @@ impl Fingerprints {
     }
 
     fn add(&mut self, graph: &Graph, prefix: &str) -> Fingerprint {
-        let root = graph.crate_root();
+        let ty = crate::graph::short_type;
         let mut whole = Digest::new();
         whole
             .field("workflow")
-            .field(graph.name)
-            .field(&relative_type(graph.input_type, root))
-            .field(&relative_type(graph.output_type, root));
+            .field(graph.finishes().unwrap_or(graph.name))
+            .field(&ty(graph.input_type))
+            .field(&ty(graph.output_type));
         for (i, step) in graph.steps.iter().enumerate() {
             let mut output = Digest::new();
-            output.field(&relative_type(step.output_type, root));
+            output.field(&ty(step.output_type));
             match step.output_shape {
                 Some(shape) => output.field(&shape.to_string()),
                 None => output.field("-"),
@@ -221,9 +200,8 @@ impl Fingerprints {
             let mut place = Digest::new();
             place
                 .field(step.name)
-                .field(step.node)
                 .field(step.kind.as_str())
-                .field(&relative_type(step.input_type, root));
+                .field(&ty(step.input_type));
             for from in &feeds {
                 place.field(from);
             }
@@ -385,22 +363,6 @@ pub struct GraphChanged {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_types_drop_only_the_own_crate() {
-        // `OWN` spelled out, so that `tests/layers.rs` does not read these as imports.
-        let own = |rest: &str| format!("{OWN}{rest}");
-        assert_eq!(relative_type("shop::Priced", "shop"), own("Priced"));
-        assert_eq!(
-            relative_type("(u64, shop::a::B, myshop::C)", "shop"),
-            format!("(u64, {}, myshop::C)", own("a::B"))
-        );
-        assert_eq!(
-            relative_type("alloc::vec::Vec<shop::X>", "shop"),
-            format!("alloc::vec::Vec<{}>", own("X"))
-        );
-        assert_eq!(relative_type("other::shop::X", "shop"), "other::shop::X");
-    }
 
     #[test]
     fn schema_digests_ignore_docs_and_key_order() {

@@ -211,9 +211,8 @@ pub struct Graph {
     pub input_type: &'static str,
     /// The Rust type of the workflow's output.
     pub output_type: &'static str,
-    /// The module the workflow is declared in (`module_path!()`), whose crate's own name is
-    /// left out of type paths in fingerprints.
-    module: &'static str,
+    /// The workflow whose runs this one finishes (`#[finishes(..)]`), if any.
+    finishes: Option<&'static str>,
     /// The fingerprints, computed on first use.
     prints: OnceLock<Fingerprints>,
 }
@@ -238,20 +237,22 @@ impl Graph {
             triggers: Vec::new(),
             input_type: std::any::type_name::<I>(),
             output_type: std::any::type_name::<O>(),
-            module: "",
+            finishes: None,
             prints: OnceLock::new(),
         }
     }
 
-    /// With the module it is declared in (`module_path!()`, emitted by `workflow!`).
-    pub fn with_module(mut self, module: &'static str) -> Self {
-        self.module = module;
+    /// Marks it as the graph kept to finish the runs that workflow `name` recorded with this
+    /// graph's fingerprint (`#[finishes(name)]`, see `docs/deploys.md`): it has no trigger,
+    /// and its fingerprint is computed under `name`.
+    pub fn with_finishes(mut self, name: &'static str) -> Self {
+        self.finishes = Some(name);
         self
     }
 
-    /// The name of the crate the workflow is declared in (empty when unknown).
-    pub fn crate_root(&self) -> &'static str {
-        self.module.split("::").next().unwrap_or("")
+    /// The workflow whose runs this one finishes, if any.
+    pub fn finishes(&self) -> Option<&'static str> {
+        self.finishes
     }
 
     /// The fingerprints of the workflow and of each of its steps (see [`crate::fingerprint`]).
@@ -638,7 +639,7 @@ mod tests {
             triggers: Vec::new(),
             input_type: "alloc::vec::Vec<u64>",
             output_type: "u64",
-            module: "",
+            finishes: None,
             prints: OnceLock::new(),
         }
     }

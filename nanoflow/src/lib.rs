@@ -11,6 +11,8 @@ mod manual {
     mod triggers {}
     #[doc = include_str!("../../docs/durability.md")]
     mod durability {}
+    #[doc = include_str!("../../docs/deploys.md")]
+    mod deploys {}
     #[doc = include_str!("../../docs/containers.md")]
     mod containers {}
     #[doc = include_str!("../../docs/schemas.md")]

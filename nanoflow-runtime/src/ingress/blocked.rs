@@ -12,6 +12,29 @@ use crate::runs::RunError;
 use super::App;
 
 impl App {
+    /// The workflow that resumes `record`: the one it was started as, unless its graph has
+    /// changed since and a workflow kept with `#[finishes(..)]` has the graph the run was
+    /// started with (the same fingerprint): then that one finishes it.
+    pub(crate) fn workflow_for(
+        &self,
+        record: &RunRecord,
+    ) -> Option<std::sync::Arc<dyn crate::workflow::DynWorkflow>> {
+        let current = self.workflows.get(record.workflow.as_str());
+        let started_with = record.fingerprint;
+        if started_with.is_none() || current.map(|wf| wf.graph().fingerprint()) == started_with {
+            return current.cloned();
+        }
+        self.workflows
+            .values()
+            .find(|wf| {
+                let g = wf.graph();
+                g.finishes() == Some(record.workflow.as_str())
+                    && Some(g.fingerprint()) == started_with
+            })
+            .or(current)
+            .cloned()
+    }
+
     /// Checks what `record` completed against `graph`'s fingerprints; when a step was removed,
     /// changed its output type or moved, records the run as `blocked` (durably) and returns
     /// `true`: the run must not resume.

@@ -451,7 +451,7 @@ impl App {
         let Some(journal) = self.durable() else {
             return Ok(None);
         };
-        let Some(wf) = self.workflows.get(record.workflow.as_str()).cloned() else {
+        let Some(wf) = self.workflow_for(&record) else {
             tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
             return Ok(None);
         };
@@ -469,7 +469,7 @@ impl App {
                     graph,
                     resumed,
                     pending_create: Mutex::new(None),
-                    downstream: self.downstream_of(graph.name),
+                    downstream: self.downstream_of(graph.finishes().unwrap_or(graph.name)),
                 },
             )
             .observed(self.observe.observer(graph.name)),
