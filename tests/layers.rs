@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &["run", "map", "state", "workflow", "replay"]),
     ("ingress", &["ingress", "config"]),
     ("surface", &["triggers", "isolation", "admin"]),
-    ("runner", &["runner"]),
+    ("runner", &["runner", "testing"]),
     ("facade", &["lib", "__private"]),
 ];
 

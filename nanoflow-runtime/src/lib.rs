@@ -26,6 +26,8 @@ pub mod schema;
 mod state;
 mod stats;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod trigger;
 pub mod triggers;
 pub mod workflow;
