@@ -342,8 +342,9 @@ pub struct Order {
     pub qty: u32,
 }
 
-/// Records, as the previous build would have, a run of `checkout` that completed `prepare`.
-async fn recorded_by_v1(journal: &Path, id: &str) -> nanoflow::RunId {
+/// Records, as the previous build would have, a run of `checkout` that completed `prepare`
+/// (without fingerprints: as a build older than them would have).
+async fn recorded_by_v1(journal: &Path, id: &str, prints: bool) -> nanoflow::RunId {
     use nanoflow::journal::{Journal, NewRun, StepWrite};
     let graph = v1::checkout.graph();
     let j = Journal::open(journal).unwrap();
@@ -354,7 +355,7 @@ async fn recorded_by_v1(journal: &Path, id: &str) -> nanoflow::RunId {
         workflow: "checkout",
         input: input.into(),
         idempotency_key: None,
-        fingerprint: Some(graph.fingerprint()),
+        fingerprint: Some(graph.fingerprint()).filter(|_| prints),
     })
     .await
     .unwrap();
@@ -373,7 +374,7 @@ async fn recorded_by_v1(journal: &Path, id: &str) -> nanoflow::RunId {
                 started_ms: 1,
                 duration_us: 1,
                 state: None,
-                fingerprint: graph.fingerprints().step("prepare"),
+                fingerprint: graph.fingerprints().step("prepare").filter(|_| prints),
             },
             None,
         )
@@ -414,16 +415,28 @@ async fn the_previous_graph_kept_with_finishes_completes_the_runs_it_started() {
     let journal = dir.join("journal.db");
 
     // Without the kept graph, the old run is blocked at `prepare`.
-    let old = recorded_by_v1(&journal, "r0").await;
+    let old = recorded_by_v1(&journal, "r0", true).await;
+    // A journal without fingerprints: the recorded value that no longer deserializes blocks
+    // the run too, never fails it as a node error.
+    let unprinted = recorded_by_v1(&journal, "u0", false).await;
     let server = serve(&journal, false).await;
     let r = settled(server.local_addr(), &old.to_string()).await;
     assert_eq!(r["status"], "blocked", "{r}");
     assert_eq!(r["error"]["step"], "prepare", "{r}");
+    let r = settled(server.local_addr(), &unprinted.to_string()).await;
+    assert_eq!(r["status"], "blocked", "{r}");
+    assert_eq!(
+        (&r["error"]["code"], &r["error"]["step"]),
+        (&"graph_changed".into(), &"prepare".into()),
+        "{r}"
+    );
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no longer fits"), "{message}");
     server.shutdown().await.unwrap();
 
     // With it, a restart finishes the old run on the old graph; a plain retry finishes the
     // blocked one the same way; new runs start on the new graph.
-    let old2 = recorded_by_v1(&journal, "r1").await;
+    let old2 = recorded_by_v1(&journal, "r1", true).await;
     let server = serve(&journal, true).await;
     let addr = server.local_addr();
     let r = settled(addr, &old2.to_string()).await;
