@@ -178,6 +178,7 @@ pub async fn replay(
                 idempotency_key: None,
                 fingerprint: Some(graph.fingerprint()),
             })),
+            deferred: Mutex::default(),
             downstream: Vec::new(),
         },
     )

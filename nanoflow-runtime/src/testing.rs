@@ -230,6 +230,7 @@ impl Harness {
                 graph,
                 resumed,
                 pending_create: Mutex::new(None),
+                deferred: Mutex::default(),
                 downstream: Vec::new(),
             },
         )

@@ -290,6 +290,7 @@ impl App {
                         idempotency_key,
                         fingerprint: Some(graph.fingerprint()),
                     })),
+                    deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.name),
                 },
             ),
@@ -469,6 +470,7 @@ impl App {
                     graph,
                     resumed,
                     pending_create: Mutex::new(None),
+                    deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.finishes().unwrap_or(graph.name)),
                 },
             )
