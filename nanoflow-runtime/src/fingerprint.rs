@@ -373,6 +373,84 @@ mod tests {
         assert_ne!(schema_digest(&a), schema_digest(&c));
     }
 
+    fn step(name: &'static str, input: &'static str, output: &'static str) -> crate::graph::Step {
+        crate::graph::Step {
+            name,
+            node: name,
+            input_type: input,
+            output_type: output,
+            options: crate::node::NodeOptions::DEFAULT,
+            kind: crate::graph::StepKind::Node,
+            call_json: |_, _| Box::pin(async { Err(crate::node::NodeError::permanent("no")) }),
+            output_shape: None,
+        }
+    }
+
+    /// `a -> b -> c` over `u64`s, with `b`'s output type and what feeds `c` as given.
+    fn graph(b_out: &'static str, c_from_input: bool) -> Graph {
+        use Endpoint::*;
+        let c_from = if c_from_input { Input } else { Step(1) };
+        Graph::new::<u64, u64>("g")
+            .with_steps(vec![
+                step("a", "u64", "u64"),
+                step("b", "u64", b_out),
+                step("c", b_out, "u64"),
+            ])
+            .with_edges(vec![
+                (Input, Step(0)),
+                (Step(0), Step(1)),
+                (c_from, Step(2)),
+                (Step(2), Output),
+            ])
+    }
+
+    #[test]
+    fn checks_name_the_step_and_what_changed() {
+        let before = graph("my::Priced", false);
+        let recorded = |names: &[&'static str]| {
+            names
+                .iter()
+                .map(|n| (*n, before.fingerprints().step(n)))
+                .collect::<Vec<_>>()
+        };
+        let same = graph("other::module::Priced", false);
+        assert_eq!(
+            same.fingerprint(),
+            before.fingerprint(),
+            "a module move is no change"
+        );
+        assert_eq!(
+            same.fingerprints().check(recorded(&["a", "b", "c"])),
+            Ok(())
+        );
+
+        let retyped = graph("my::Quote", false);
+        assert_ne!(retyped.fingerprint(), before.fingerprint());
+        // `a` still fits; `b` returns another type now.
+        assert_eq!(retyped.fingerprints().check(recorded(&["a"])), Ok(()));
+        let e = retyped
+            .fingerprints()
+            .check(recorded(&["a", "b"]))
+            .unwrap_err();
+        assert_eq!((e.step.as_str(), e.change), ("b", Change::Type));
+        assert!(e.message.contains("`Quote`"), "{}", e.message);
+
+        let moved = graph("my::Priced", true);
+        let e = moved
+            .fingerprints()
+            .check(recorded(&["a", "b", "c"]))
+            .unwrap_err();
+        assert_eq!((e.step.as_str(), e.change), ("c", Change::Moved));
+
+        let e = before
+            .fingerprints()
+            .check([("gone[2]", None)])
+            .unwrap_err();
+        assert_eq!((e.step.as_str(), e.change), ("gone[2]", Change::Removed));
+        // Records without fingerprints (older journals) are checked for existence only.
+        assert_eq!(retyped.fingerprints().check([("b", None)]), Ok(()));
+    }
+
     #[test]
     fn scoped_names_lose_items_and_compensations() {
         assert_eq!(unscoped("score[3]"), "score");
