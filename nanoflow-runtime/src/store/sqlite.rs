@@ -24,10 +24,10 @@ const SCHEMA_VERSION: i64 = 2;
 /// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records, the run
 /// a run was forked from (issue 13). Older records have none, and resume as before.
 const MIGRATE_1_TO_2: &str = "
-ALTER TABLE runs ADD COLUMN fingerprint TEXT;
+ALTER TABLE runs ADD COLUMN fingerprint INTEGER;
 ALTER TABLE runs ADD COLUMN forked_from TEXT;
-ALTER TABLE steps ADD COLUMN output_fp TEXT;
-ALTER TABLE steps ADD COLUMN place_fp TEXT;
+ALTER TABLE steps ADD COLUMN output_fp INTEGER;
+ALTER TABLE steps ADD COLUMN place_fp INTEGER;
 ";
 
 /// Most writes committed in one transaction.
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS runs (
     idempotency_key TEXT,
     created_ms INTEGER NOT NULL,
     finished_ms INTEGER,
-    fingerprint TEXT,
+    fingerprint INTEGER,
     forked_from TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency_key)
@@ -63,8 +63,8 @@ CREATE TABLE IF NOT EXISTS steps (
     error TEXT,
     started_ms INTEGER NOT NULL,
     duration_us INTEGER NOT NULL,
-    output_fp TEXT,
-    place_fp TEXT,
+    output_fp INTEGER,
+    place_fp INTEGER,
     PRIMARY KEY (run_id, step, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
@@ -606,7 +606,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         idempotency_key: r.get(6)?,
         created_ms: r.get::<_, i64>(7)? as u64,
         finished_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-        fingerprint: r.get::<_, Option<String>>(9)?.and_then(|f| f.parse().ok()),
+        fingerprint: r.get::<_, Option<i64>>(9)?.map(from_sql_fp),
         forked_from: r.get::<_, Option<String>>(10)?.and_then(|f| f.parse().ok()),
         timeline: Vec::new(),
     })
@@ -632,11 +632,11 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
             error: error.and_then(|e| serde_json::from_str(&e).ok()),
             started_ms: r.get::<_, i64>(5)? as u64,
             duration_us: r.get::<_, i64>(6)? as u64,
-            fingerprint: match (
-                r.get::<_, Option<String>>(7)?.and_then(|f| f.parse().ok()),
-                r.get::<_, Option<String>>(8)?.and_then(|f| f.parse().ok()),
-            ) {
-                (Some(output), Some(place)) => Some(StepPrint { output, place }),
+            fingerprint: match (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<i64>>(8)?) {
+                (Some(output), Some(place)) => Some(StepPrint {
+                    output: from_sql_fp(output),
+                    place: from_sql_fp(place),
+                }),
                 _ => None,
             },
         })
@@ -909,7 +909,7 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
                      finished_ms = NULL, fingerprint = ?2
                      WHERE id = ?1 AND status IN ('failed', 'blocked')",
                 )?
-                .execute(params![id, fingerprint.map(|f| f.to_string())])?;
+                .execute(params![id, fingerprint.map(to_sql_fp)])?;
             if n == 1 {
                 c.prepare_cached("DELETE FROM steps WHERE run_id = ?1")?
                     .execute([&id])?;
@@ -939,8 +939,8 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
         error,
         step.started_ms as i64,
         step.duration_us as i64,
-        step.fingerprint.map(|f| f.output.to_string()),
-        step.fingerprint.map(|f| f.place.to_string()),
+        step.fingerprint.map(|f| to_sql_fp(f.output)),
+        step.fingerprint.map(|f| to_sql_fp(f.place)),
     ])?;
     if let Some((node, key, value)) = &step.state {
         c.prepare_cached("INSERT OR REPLACE INTO state (node, key, value) VALUES (?1, ?2, ?3)")?
@@ -990,6 +990,15 @@ fn prune(c: &Connection, retention: &Retention) -> rusqlite::Result<Outcome> {
     Ok(Outcome::Count(removed as u64))
 }
 
+/// A fingerprint as an SQLite integer (its 64 bits, as signed): no text formatted per write.
+fn to_sql_fp(f: Fingerprint) -> i64 {
+    f.0 as i64
+}
+
+fn from_sql_fp(v: i64) -> Fingerprint {
+    Fingerprint(v as u64)
+}
+
 fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
@@ -1001,7 +1010,7 @@ fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
         run.input.as_ref(),
         run.idempotency_key,
         now_ms() as i64,
-        run.fingerprint.map(|f| f.to_string()),
+        run.fingerprint.map(to_sql_fp),
     ])?;
     Ok(())
 }
