@@ -576,7 +576,7 @@ async fn runs(
             } else {
                 let Some(record) = j.reopen(run_id).await? else {
                     return Err(Error::Config(format!(
-                        "run `{id}` is not a failed or blocked run in the journal"
+                        "run `{id}` is not a failed run in the journal, nor a blocked one"
                     )));
                 };
                 app.resume(record).await?

@@ -23,7 +23,7 @@ pub(super) async fn not_driven(journal: &Journal, run_id: RunId) -> Error {
             r.workflow
         )),
         Ok(Some(r)) => Error::Config(format!(
-            "run `{run_id}` is {}; only failed or blocked runs can be retried",
+            "run `{run_id}` is {}; only failed runs (and blocked ones) can be retried",
             r.status.as_str()
         )),
         Ok(None) => Error::Config(format!("no run `{run_id}` in the journal")),

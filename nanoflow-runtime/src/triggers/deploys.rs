@@ -72,7 +72,7 @@ async fn not_driven(journal: &Journal, run_id: RunId) -> Response {
             StatusCode::CONFLICT,
             "run_not_failed",
             &format!(
-                "run `{run_id}` is {}; only failed or blocked runs can be retried",
+                "run `{run_id}` is {}; only failed runs (and blocked ones) can be retried",
                 r.status.as_str()
             ),
             |_| {},
