@@ -75,6 +75,15 @@ fn timeouts_fire_on_the_virtual_clock() {
         "{t:?}"
     );
     assert!(wall.elapsed() < Duration::from_secs(1));
+
+    // Deterministic: another harness on the same seed waits exactly as long; another seed
+    // draws another jitter.
+    let again = Harness::new();
+    assert_eq!(again.run(times_out, 1).unwrap_err().code(), "node_timeout");
+    assert_eq!(again.elapsed(), t);
+    let other = Harness::new().with_seed(7);
+    assert_eq!(other.run(times_out, 1).unwrap_err().code(), "node_timeout");
+    assert_ne!(other.elapsed(), t);
 }
 
 // ---- a cron schedule --------------------------------------------------------------------------

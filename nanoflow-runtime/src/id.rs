@@ -74,17 +74,25 @@ impl<'de> serde::Deserialize<'de> for RunId {
     }
 }
 
+thread_local! {
+    /// This thread's xorshift state, seeded from the OS's hasher keys and the time.
+    static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+        h.finish() | 1
+    });
+}
+
+/// Makes this thread's random numbers a fixed sequence (the test harness: the same backoff
+/// jitter on every run of a test).
+#[cfg(feature = "testing")]
+pub(crate) fn seed_random(seed: u64) {
+    STATE.with(|s| s.set(seed | 1));
+}
+
 /// A fast, non-cryptographic random number (jitter, run ids).
 pub(crate) fn random_u64() -> u64 {
-    use std::cell::Cell;
-    use std::hash::{BuildHasher, Hasher};
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
-            h.finish() | 1
-        });
-    }
     STATE.with(|s| {
         // xorshift64*
         let mut x = s.get();

@@ -29,6 +29,9 @@ use crate::store::{
 use crate::trigger::{Tick, TriggerDef};
 use crate::workflow::{DynWorkflow, Workflow};
 
+/// The random sequence a harness starts with unless told otherwise.
+const DEFAULT_SEED: u64 = 0x6e61_6e6f_666c_6f77;
+
 /// 2026-01-01T00:00:00Z, where a harness's wall clock starts unless told otherwise.
 const DEFAULT_START_MS: i64 = 1_767_225_600_000;
 
@@ -60,7 +63,8 @@ impl Default for Harness {
 }
 
 impl Harness {
-    /// A harness whose wall clock starts at 2026-01-01T00:00:00Z.
+    /// A harness whose wall clock starts at 2026-01-01T00:00:00Z, and whose backoff jitter
+    /// is the same sequence in every harness (see [`Harness::with_seed`]).
     pub fn new() -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -68,6 +72,7 @@ impl Harness {
             .build()
             .expect("a current-thread runtime builds");
         let base = rt.block_on(async { tokio::time::Instant::now() });
+        crate::id::seed_random(DEFAULT_SEED);
         let crash = Arc::new(Crash::default());
         let journal = Journal::new(CrashStore {
             inner: MemoryStore::new(),
@@ -80,6 +85,13 @@ impl Harness {
             base,
             start_ms: DEFAULT_START_MS,
         }
+    }
+
+    /// Draws backoff jitter (and other random numbers of this thread) from the sequence of
+    /// `seed`: the same seed gives the same delays, so virtual times repeat exactly.
+    pub fn with_seed(self, seed: u64) -> Self {
+        crate::id::seed_random(seed);
+        self
     }
 
     /// Starts the virtual wall clock at `ms` (milliseconds since the Unix epoch, UTC).
