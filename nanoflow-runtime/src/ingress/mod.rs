@@ -4,6 +4,7 @@
 //! go through here; none touches the server's state otherwise.
 
 pub(crate) mod chain;
+pub(crate) mod lease;
 pub(crate) mod reply;
 
 use std::collections::BTreeMap;
@@ -406,6 +407,11 @@ impl App {
         let Some(journal) = &self.journal else {
             return Ok(None);
         };
+        if !journal.store().owns(record.run_id) {
+            // A shared journal: another runner took the run over (or never gave it up).
+            tracing::info!(run_id = %record.run_id, "not resuming: another runner owns the run");
+            return Ok(None);
+        }
         let Some(wf) = self.workflows.get(record.workflow.as_str()).cloned() else {
             tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
             return Ok(None);
@@ -454,7 +460,11 @@ impl App {
         containers: Option<crate::run::Isolated>,
     ) -> Result<Arc<Self>, Error> {
         let journal = match &config.journal {
-            Some(path) => Some(Journal::open(path)?),
+            Some(path) => Some(Journal::open_with(
+                path,
+                config.runner_id.as_deref(),
+                Some(config.lease),
+            )?),
             None => None,
         };
         let observe = Observability::new(workflows.values().map(|wf| wf.graph()), config.metrics);
