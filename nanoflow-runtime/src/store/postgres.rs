@@ -166,7 +166,6 @@ type Job = Box<dyn FnOnce(Arc<Readers>) -> BoxFuture<'static, ()> + Send>;
 
 /// What the store's thread is asked to do.
 enum Request {
-    Write(Write),
     Read(Job),
     Claim(usize, Reply<Vec<RunRecord>>),
 }
@@ -237,6 +236,8 @@ impl Shared {
 pub struct PostgresStore {
     shared: Arc<Shared>,
     requests: mpsc::UnboundedSender<Request>,
+    /// Straight to the writer task: no hop on the way to a commit.
+    writes: mpsc::UnboundedSender<Write>,
 }
 
 impl PostgresStore {
@@ -260,6 +261,7 @@ impl PostgresStore {
             takeovers: AtomicU64::new(0),
         });
         let (requests, rx) = mpsc::unbounded_channel();
+        let (writes, writes_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -275,14 +277,18 @@ impl PostgresStore {
                         return;
                     }
                 };
-                runtime.block_on(run(thread_shared, rx, ready_tx));
+                runtime.block_on(run(thread_shared, rx, writes_rx, ready_tx));
             })
             .map_err(|e| shared.error(format!("cannot start the journal thread: {e}")))?;
         ready_rx
             .recv()
             .map_err(|_| shared.error("the journal thread stopped"))??;
         tracing::info!(journal = %shared.shown, runner_id = %shared.ownership.runner_id, lease = ?shared.ownership.lease, "PostgreSQL journal open");
-        Ok(Self { shared, requests })
+        Ok(Self {
+            shared,
+            requests,
+            writes,
+        })
     }
 
     /// The writer's commit latency and counts, for `GET /metrics`.
@@ -302,7 +308,8 @@ impl PostgresStore {
 
     fn write<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Write) -> StoreFuture<'_, T> {
         let (tx, rx) = oneshot::channel();
-        self.send(Request::Write(make(tx)));
+        // If the writer is gone, the reply sender drops with the write: `Closed`.
+        let _ = self.writes.send(make(tx));
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
@@ -336,13 +343,13 @@ impl RunStore for PostgresStore {
 
     fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
         let (tx, commit) = Commit::channel();
-        self.send(Request::Write(Write::Step(write, create, tx)));
+        let _ = self.writes.send(Write::Step(write, create, tx));
         commit
     }
 
     fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
         let (tx, commit) = Commit::channel();
-        self.send(Request::Write(Write::Finish(write, create, tx)));
+        let _ = self.writes.send(Write::Finish(write, create, tx));
         commit
     }
 
@@ -551,6 +558,7 @@ async fn recheck_held(client: &Client, shared: &Shared) -> Result<(), StoreError
 async fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Request>,
+    writes_rx: mpsc::UnboundedReceiver<Write>,
     ready: std::sync::mpsc::Sender<Result<(), StoreError>>,
 ) {
     let opened = async {
@@ -572,15 +580,11 @@ async fn run(
             return;
         }
     };
-    let (writes_tx, writes_rx) = mpsc::unbounded_channel();
     let stopped = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(heartbeats(shared.clone(), readers.clone(), stopped.clone()));
     let writer_task = tokio::spawn(writer_loop(shared.clone(), writer, writes_rx));
     while let Some(request) = rx.recv().await {
         match request {
-            Request::Write(w) => {
-                let _ = writes_tx.send(w);
-            }
             Request::Read(job) => {
                 tokio::spawn(job(readers.clone()));
             }
@@ -596,9 +600,8 @@ async fn run(
             }
         }
     }
-    // The store was dropped: finish the queued writes, then hand the lease back so that
-    // others resume what this runner leaves at once.
-    drop(writes_tx);
+    // The store was dropped (its write sender with it): finish the queued writes, then hand
+    // the lease back so that others resume what this runner leaves at once.
     let _ = writer_task.await;
     stopped.notify_one();
     if let Ok(c) = readers.client(&shared).await {
