@@ -201,6 +201,11 @@ async fn metrics_count_runs_nodes_retries_and_commits() {
     );
     assert!(metric(&text, "nanoflow_journal_commit_seconds_count") >= 5.0);
     assert!(metric(&text, "nanoflow_journal_writes_total") >= 10.0);
+    // Several writes share a transaction at most: never more transactions than writes.
+    let transactions = metric(&text, "nanoflow_journal_transactions_total");
+    assert!(transactions >= 1.0, "{text}");
+    assert!(transactions <= metric(&text, "nanoflow_journal_writes_total"));
+    assert_eq!(metric(&text, "nanoflow_journal_failed_writes_total"), 0.0);
     assert_eq!(metric(&text, r#"nanoflow_run_slots{state="used"}"#), 0.0);
     assert!(text.contains("# TYPE nanoflow_node_duration_seconds histogram"));
     // Every sample line is `name{labels} value` or `name value`.

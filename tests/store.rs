@@ -23,6 +23,78 @@ async fn the_memory_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_memory_store_conforms_and_forgets_the_oldest_finished_runs() {
+    conformance::check(Arc::new(MemoryStore::bounded(1_000))).await;
+
+    use nanoflow::journal::{FinishWrite, NewRun};
+    let store = MemoryStore::bounded(2);
+    let new = |key: Option<&str>| NewRun {
+        run_id: nanoflow::RunId::new(),
+        workflow: "bounded",
+        input: "1".into(),
+        idempotency_key: key.map(str::to_owned),
+    };
+    let running = new(None);
+    store.create_run(running.clone()).await.unwrap();
+    let mut finished = Vec::new();
+    for i in 0..4 {
+        let run = new(Some(&format!("k{i}")));
+        let id = run.run_id;
+        store.create_run(run).await.unwrap();
+        let write = FinishWrite {
+            run_id: id,
+            outcome: Ok("2".into()),
+            chained: Vec::new(),
+        };
+        store.finish(write, None).await.unwrap();
+        finished.push(id);
+    }
+    // The two newest finished runs and the running one are kept.
+    for (i, id) in finished.iter().enumerate() {
+        assert_eq!(
+            store.get_run(*id).await.unwrap().is_some(),
+            i >= 2,
+            "run {i}"
+        );
+    }
+    assert!(store.get_run(running.run_id).await.unwrap().is_some());
+    // A forgotten run's key is free again; a kept one's still answers with its run.
+    let again = new(Some("k0"));
+    assert_eq!(
+        store.create_run(again).await.unwrap(),
+        nanoflow::journal::Created::New
+    );
+    assert_eq!(
+        store.create_run(new(Some("k3"))).await.unwrap(),
+        nanoflow::journal::Created::Existing(finished[3])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_measured_store_conforms_and_counts_its_writes() {
+    let path = temp_path("journal.db");
+    let journal = nanoflow::journal::Journal::open(&path).unwrap();
+    let store: Arc<dyn RunStore> = Arc::new(nanoflow::store::metered::Metered::new(Arc::new(
+        SqliteStore::open(&path.with_file_name("other.db")).unwrap(),
+    )));
+    conformance::check(store.clone()).await;
+    assert!(store.transactions() > 0);
+    // `Journal::open` measures its store: its transactions are the SQLite store's.
+    let before = journal.transactions();
+    journal
+        .create_run(nanoflow::journal::NewRun {
+            run_id: nanoflow::RunId::new(),
+            workflow: "measured",
+            input: "1".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(journal.transactions(), before + 1);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_store_conforms() {
     let path = temp_path("journal.db");
     let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(&path).unwrap());

@@ -1,10 +1,6 @@
-//! The runs a runner knows about: status and outcome, for `GET /runs/{id}` and async mode.
-//!
-//! Kept in memory and bounded: the most recent finished runs are kept (oldest evicted first),
-//! running runs are always kept.
+//! Where a run stands and how its error reads to clients: the vocabulary of run records,
+//! shared by every store and the run API.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -93,7 +89,9 @@ impl RunError {
     }
 }
 
-/// A run as reported by `GET /runs/{id}`.
+/// A run's short form: where it stands and its outcome, without its input or timeline. The run
+/// API serves the whole record (`journal::RunRecord`, whatever the store); this is the part
+/// of it a client that only polls needs.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     /// The run's id.
@@ -145,95 +143,4 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// The in-memory registry of runs.
-#[derive(Debug)]
-pub(crate) struct Runs {
-    inner: Mutex<Inner>,
-    keep_finished: usize,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    runs: HashMap<RunId, RunSummary>,
-    finished: VecDeque<RunId>,
-    /// (workflow, idempotency key) -> run, for keys of runs still remembered.
-    keys: HashMap<(&'static str, String), RunId>,
-    /// The reverse of `keys`, to forget a key with its run.
-    key_of: HashMap<RunId, (&'static str, String)>,
-}
-
-impl Runs {
-    pub(crate) fn new(keep_finished: usize) -> Self {
-        Self {
-            inner: Mutex::new(Inner::default()),
-            keep_finished,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave the maps inconsistent: recover.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn started(&self, run_id: RunId, workflow: &'static str) {
-        let summary = RunSummary {
-            run_id,
-            workflow,
-            status: RunStatus::Running,
-            started_ms: now_ms(),
-            finished_ms: None,
-            output: None,
-            error: None,
-        };
-        self.lock().runs.insert(run_id, summary);
-    }
-
-    /// Records the end of a run `started` was told about (others are ignored).
-    pub(crate) fn finished(&self, run_id: RunId, outcome: Result<Bytes, RunError>) {
-        let mut inner = self.lock();
-        if let Some(run) = inner.runs.get_mut(&run_id) {
-            run.finished_ms = Some(now_ms());
-            match outcome {
-                Ok(output) => {
-                    run.status = RunStatus::Succeeded;
-                    run.output = Some(output);
-                }
-                Err(error) => {
-                    run.status = RunStatus::Failed;
-                    run.error = Some(error);
-                }
-            }
-            inner.finished.push_back(run_id);
-            while inner.finished.len() > self.keep_finished {
-                if let Some(old) = inner.finished.pop_front() {
-                    inner.runs.remove(&old);
-                    if let Some(key) = inner.key_of.remove(&old) {
-                        inner.keys.remove(&key);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Claims `key` for `run_id`, or returns the run that already holds it.
-    pub(crate) fn claim(&self, workflow: &'static str, key: &str, run_id: RunId) -> Option<RunId> {
-        let mut inner = self.lock();
-        let existing = inner.keys.get(&(workflow, key.to_owned())).copied();
-        match existing {
-            Some(original) if inner.runs.contains_key(&original) => Some(original),
-            _ => {
-                inner.keys.insert((workflow, key.to_owned()), run_id);
-                inner.key_of.insert(run_id, (workflow, key.to_owned()));
-                None
-            }
-        }
-    }
-
-    pub(crate) fn get(&self, run_id: RunId) -> Option<RunSummary> {
-        self.lock().runs.get(&run_id).cloned()
-    }
 }

@@ -20,10 +20,6 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -90,13 +86,14 @@ impl Histogram {
     }
 }
 
-/// The journal's own figures, recorded by its writer thread.
+/// The journal's figures, measured around its store (`store::metered::Metered`), whatever
+/// the store.
 #[derive(Debug, Default)]
 pub(crate) struct JournalMetrics {
-    /// How long each group commit took (the transaction with its fsync).
+    /// How long each awaited write took to become durable (its group commit, fsync included).
     pub(crate) commit: Histogram,
-    /// Writes committed (a commit holds one or more).
+    /// Writes issued (each a record: a run's creation, a step, a run's end).
     pub(crate) writes: Counter,
-    /// Batches that failed and were retried write by write.
-    pub(crate) failed_batches: Counter,
+    /// Writes that failed.
+    pub(crate) failed_writes: Counter,
 }

@@ -135,9 +135,10 @@ pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error
 /// executes now, how old its oldest run is, and how many runs this runner took over.
 async fn shared_metrics(app: &App) -> String {
     use std::fmt::Write as _;
-    let Some(journal) = app.journal.as_ref().filter(|j| j.store().shared()) else {
+    let journal = &app.journal;
+    if !journal.store().shared() {
         return String::new();
-    };
+    }
     let backlog = match journal.store().backlog().await {
         Ok(Some(b)) => b,
         // Unreachable or not shared: the readiness probe and the commit metrics say it.
@@ -173,7 +174,8 @@ fn metrics(app: &App, shared: &str) -> Response {
     let free = app.limiter.available_permits().min(max);
     #[allow(unused_mut)]
     let mut text = metrics.render(
-        app.journal.as_ref().and_then(|j| j.metrics()),
+        app.durable()
+            .and_then(|j| j.metrics().map(|m| (m, j.transactions()))),
         app.observe.events.listeners(),
         (max - free, free),
     );
@@ -253,7 +255,7 @@ fn ui_config(app: &App) -> Response {
         StatusCode::OK,
         &serde_json::json!({
             "auth": app.config.admin_token.is_some(),
-            "journal": app.journal.is_some(),
+            "journal": app.durable().is_some(),
             "metrics": app.observe.metrics.is_some(),
         }),
     )

@@ -119,9 +119,9 @@ pub(crate) fn start(app: &Arc<App>, upstream: RunId, workflow: &'static str, out
                 run_id,
                 key: Some(key(upstream)),
                 trace_parent: None,
-                // With the journal, written with the upstream's success; without it, the key
-                // is claimed in memory.
-                record: if app.journal.is_some() {
+                // With a durable journal, written with the upstream's success; without it,
+                // the key is claimed in the memory store.
+                record: if app.durable().is_some() {
                     Record::Done
                 } else {
                     Record::WithFirstStep

@@ -24,9 +24,7 @@ fn next_poll(lease: Duration) -> Duration {
 /// Claims and resumes orphaned runs until the runner stops. Returns at once for a journal that
 /// is not shared (its restart resumes everything unfinished instead).
 pub(crate) async fn take_over(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let Some(journal) = app.journal.clone() else {
-        return;
-    };
+    let journal = app.journal.clone();
     if !journal.store().shared() {
         return;
     }

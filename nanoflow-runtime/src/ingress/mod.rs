@@ -17,11 +17,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::ServeConfig;
 use crate::error::Error;
 use crate::error::InputError;
-use crate::journal::{Created, Journal, NewRun, RunRecord};
+use crate::journal::{Created, FinishWrite, Journal, NewRun, RunRecord};
 use crate::observability::Observability;
 use crate::observability::TraceParent;
 use crate::run::{Durable, RunCtx, RunId};
-use crate::runs::{RunError, Runs};
+use crate::runs::RunError;
 use crate::workflow::{DynWorkflow, JsonRun};
 
 /// A run a trigger asks for: every trigger, chaining and the run API start runs through
@@ -97,6 +97,9 @@ pub(crate) struct Pending {
     run_id: RunId,
     workflow: &'static str,
     future: JsonRun,
+    /// Without a durable journal, a run the store does not hold yet (a synchronous run without
+    /// a key): recorded at its end if it fails, so that its error's run id can be looked up.
+    unrecorded: Option<NewRun>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -115,19 +118,29 @@ impl Pending {
         app: &Arc<App>,
         permit: OwnedSemaphorePermit,
     ) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
-        app.spawn_run(self.run_id, self.workflow, self.future, permit)
+        app.spawn_run(
+            self.run_id,
+            self.workflow,
+            self.future,
+            permit,
+            self.unrecorded,
+        )
     }
 
-    /// Drives the run in the caller's task (spawning the rest if the caller goes away);
-    /// `remember`: keep it in memory without a journal (a repeated key must find it).
+    /// Drives the run in the caller's task (spawning the rest if the caller goes away).
     pub(crate) async fn drive(
         self,
         app: &Arc<App>,
         permit: OwnedSemaphorePermit,
-        remember: bool,
     ) -> Result<Bytes, Error> {
-        app.drive_inline(self.run_id, self.workflow, self.future, permit, remember)
-            .await
+        app.drive_inline(
+            self.run_id,
+            self.workflow,
+            self.future,
+            permit,
+            self.unrecorded,
+        )
+        .await
     }
 }
 
@@ -135,10 +148,14 @@ impl Pending {
 #[derive(Debug)]
 pub(crate) struct App {
     pub(crate) workflows: BTreeMap<&'static str, Arc<dyn DynWorkflow>>,
-    pub(crate) runs: Runs,
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) config: ServeConfig,
-    pub(crate) journal: Option<Journal>,
+    /// Where runs are recorded: a durable store (SQLite, by default), or with `--journal off`
+    /// a bounded `MemoryStore` that serves `GET /runs` without durability. One record shape
+    /// either way.
+    pub(crate) journal: Journal,
+    /// `journal.durable()`, read once.
+    durable: bool,
     pub(crate) containers: Option<crate::run::Isolated>,
     /// For each workflow, the workflows chained `after` it.
     pub(crate) downstream: chain::Downstream,
@@ -165,6 +182,11 @@ impl std::fmt::Debug for dyn DynWorkflow {
 }
 
 impl App {
+    /// The journal when it is durable: runs are recorded step by step and resume after a crash.
+    pub(crate) fn durable(&self) -> Option<&Journal> {
+        self.durable.then_some(&self.journal)
+    }
+
     /// The one way a run starts: parses the input (refusing it before anything is written),
     /// claims the idempotency key or records the run as `record` asks, and hands back the run
     /// to drive. The caller holds a run slot (`limiter`) and passes it to the run.
@@ -188,7 +210,7 @@ impl App {
         let mut abandoned = Abandoned {
             app: self,
             run_id: s.run_id,
-            armed: self.journal.is_some(),
+            armed: self.durable,
         };
         match (&s.key, s.record) {
             (_, Record::Done) => {}
@@ -209,26 +231,31 @@ impl App {
                 }
             }
             (None, Record::Now) => {
-                if let Some(journal) = &self.journal {
-                    let run = NewRun {
-                        run_id: s.run_id,
-                        workflow: graph.name,
-                        input: s.input.clone(),
-                        idempotency_key: None,
-                    };
-                    if let Err(e) = journal.create_run(run).await {
-                        abandoned.armed = false;
-                        return Err(Refused::Journal(e));
-                    }
+                let run = NewRun {
+                    run_id: s.run_id,
+                    workflow: graph.name,
+                    input: s.input.clone(),
+                    idempotency_key: None,
+                };
+                if let Err(e) = self.journal.create_run(run).await {
+                    abandoned.armed = false;
+                    return Err(Refused::Journal(e));
                 }
             }
             (None, Record::WithFirstStep) => {}
         }
         abandoned.armed = false;
+        let unrecorded = (!self.durable && !recorded_here).then(|| NewRun {
+            run_id: s.run_id,
+            workflow: graph.name,
+            input: s.input,
+            idempotency_key: None,
+        });
         Ok(Admitted::New(Pending {
             run_id: s.run_id,
             workflow: graph.name,
             future,
+            unrecorded,
         }))
     }
 
@@ -244,7 +271,7 @@ impl App {
         recorded: bool,
     ) -> RunCtx {
         let graph = wf.graph();
-        let ctx = match &self.journal {
+        let ctx = match self.durable() {
             None => RunCtx::with_id(graph.name, run_id),
             Some(journal) => RunCtx::durable(
                 graph.name,
@@ -272,7 +299,7 @@ impl App {
     }
 
     /// Claims an idempotency key for `run_id`. `None`: the key is new and the run is recorded
-    /// (durably, with the journal); `Some(Ok(id))`: the key belongs to run `id`.
+    /// (durably, with a durable journal); `Some(Ok(id))`: the key belongs to run `id`.
     async fn claim_idempotency_key(
         &self,
         workflow: &'static str,
@@ -280,21 +307,16 @@ impl App {
         run_id: RunId,
         input: &Bytes,
     ) -> Option<Result<RunId, Error>> {
-        match &self.journal {
-            Some(journal) => {
-                let run = NewRun {
-                    run_id,
-                    workflow,
-                    input: input.clone(),
-                    idempotency_key: Some(key.to_owned()),
-                };
-                match journal.create_run(run).await {
-                    Ok(Created::New) => None,
-                    Ok(Created::Existing(original)) => Some(Ok(original)),
-                    Err(e) => Some(Err(e)),
-                }
-            }
-            None => self.runs.claim(workflow, key, run_id).map(Ok),
+        let run = NewRun {
+            run_id,
+            workflow,
+            input: input.clone(),
+            idempotency_key: Some(key.to_owned()),
+        };
+        match self.journal.create_run(run).await {
+            Ok(Created::New) => None,
+            Ok(Created::Existing(original)) => Some(Ok(original)),
+            Err(e) => Some(Err(e)),
         }
     }
 
@@ -306,16 +328,21 @@ impl App {
         workflow: &'static str,
         future: JsonRun,
         permit: OwnedSemaphorePermit,
+        unrecorded: Option<NewRun>,
     ) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
-        if self.journal.is_none() {
-            self.runs.started(run_id, workflow);
-        }
         self.observe.run_started(run_id, workflow);
         let app = self.clone();
         tokio::spawn(async move {
+            // Without a durable journal, a spawned run (a cron tick) is kept in the memory
+            // store while it runs, as an asynchronous one is.
+            if let Some(run) = unrecorded {
+                if let Err(e) = app.journal.create_run(run).await {
+                    tracing::warn!(%run_id, error = %e, "cannot keep the run in memory");
+                }
+            }
             let started = Instant::now();
             let result = future.await;
-            app.finish(run_id, workflow, started, &result);
+            app.finish(run_id, workflow, started, &result, None);
             drop(permit);
             result
         })
@@ -330,23 +357,17 @@ impl App {
         workflow: &'static str,
         future: JsonRun,
         permit: OwnedSemaphorePermit,
-        remember: bool,
+        unrecorded: Option<NewRun>,
     ) -> Result<Bytes, Error> {
-        // Without a journal, a synchronous run that succeeds is not kept in memory: its client
-        // has the output. Failed runs are (their error names the run id), and so are runs with
-        // an idempotency key (a repeat must find them).
-        if self.journal.is_none() && remember {
-            self.runs.started(run_id, workflow);
-        }
+        // Without a durable journal, a synchronous run that succeeds is not kept: its client
+        // has the output. A failed one is (its error names the run id), and so are runs with
+        // an idempotency key (a repeat must find them: recorded when the key was claimed).
         self.observe.run_started(run_id, workflow);
         let app = self.clone();
         let run: JsonRun = Box::pin(async move {
             let started = Instant::now();
             let result = future.await;
-            if app.journal.is_none() && !remember && result.is_err() {
-                app.runs.started(run_id, workflow);
-            }
-            app.finish(run_id, workflow, started, &result);
+            app.finish(run_id, workflow, started, &result, unrecorded);
             drop(permit);
             result
         });
@@ -361,14 +382,16 @@ impl App {
         self.downstream.get(workflow).cloned().unwrap_or_default()
     }
 
-    /// Records a finished run (in memory, when there is no journal), logs one line for it, and
-    /// starts the runs chained after it.
+    /// Records a finished run (a durable journal has it already, written by the run with its
+    /// last step), logs one line for it, and starts the runs chained after it. `unrecorded`:
+    /// the run the (memory) store does not hold yet.
     fn finish(
         self: &Arc<Self>,
         run_id: RunId,
         workflow: &'static str,
         started: Instant,
         result: &Result<Bytes, Error>,
+        unrecorded: Option<NewRun>,
     ) {
         let took = started.elapsed();
         self.observe.run_finished(run_id, workflow, took, result);
@@ -376,12 +399,12 @@ impl App {
         match result {
             Ok(output) => {
                 tracing::info!(%run_id, workflow, status = "succeeded", duration_ms, "run finished");
-                if self.journal.is_none() {
-                    self.runs.finished(run_id, Ok(output.clone()));
+                if !self.durable && unrecorded.is_none() {
+                    self.record_end(run_id, Ok(output.clone()), None);
                 }
                 chain::start(self, run_id, workflow, output);
             }
-            Err(Error::Journal(why)) if self.journal.is_some() => {
+            Err(Error::Journal(why)) if self.durable => {
                 tracing::warn!(%run_id, workflow, error = %why, "run stopped: the journal cannot write; it resumes when the journal recovers, if it was recorded");
                 self.stalled
                     .lock()
@@ -390,12 +413,22 @@ impl App {
             }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
-                if self.journal.is_none() {
-                    self.runs
-                        .finished(run_id, Err(RunError::from_error(error).1));
+                if !self.durable {
+                    self.record_end(run_id, Err(RunError::from_error(error).1), unrecorded);
                 }
             }
         }
+    }
+
+    /// Records the end of a run in the (memory) store, with its creation when it has none yet.
+    fn record_end(&self, run_id: RunId, outcome: Result<Bytes, RunError>, create: Option<NewRun>) {
+        let write = FinishWrite {
+            run_id,
+            outcome,
+            chained: Vec::new(),
+        };
+        // A memory store applies a write when it is issued; nothing waits for it.
+        drop(self.journal.finish(write, create));
     }
 
     /// Continues a journaled run from its last completed step (after a restart, or a re-drive
@@ -404,7 +437,7 @@ impl App {
         self: &Arc<Self>,
         record: RunRecord,
     ) -> Result<Option<tokio::task::JoinHandle<Result<Bytes, Error>>>, Error> {
-        let Some(journal) = &self.journal else {
+        let Some(journal) = self.durable() else {
             return Ok(None);
         };
         if !journal.store().owns(record.run_id) {
@@ -451,6 +484,7 @@ impl App {
             graph.name,
             future,
             permit,
+            None,
         )))
     }
 
@@ -460,21 +494,20 @@ impl App {
         containers: Option<crate::run::Isolated>,
     ) -> Result<Arc<Self>, Error> {
         let journal = match &config.journal {
-            Some(path) => Some(Journal::open_with(
-                path,
-                config.runner_id.as_deref(),
-                Some(config.lease),
-            )?),
-            None => None,
+            Some(path) => {
+                Journal::open_with(path, config.runner_id.as_deref(), Some(config.lease))?
+            }
+            None => Journal::new(crate::store::memory::MemoryStore::bounded(config.keep_runs)),
         };
+        let durable = journal.store().durable();
         let observe = Observability::new(workflows.values().map(|wf| wf.graph()), config.metrics);
         Ok(Arc::new(App {
             observe,
             workflows: workflows.clone(),
-            runs: Runs::new(config.keep_runs),
             limiter: Arc::new(Semaphore::new(config.max_in_flight)),
             config: config.clone(),
             journal,
+            durable,
             containers,
             downstream: chain::downstream(workflows),
             services: Default::default(),
@@ -500,7 +533,7 @@ impl Drop for CompleteOnDrop {
 /// Resumes the recorded runs that stopped while the journal failed, once it writes again, and
 /// the recorded runs whose submitter went away before driving them.
 pub(crate) async fn resume_stalled(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let Some(journal) = app.journal.clone() else {
+    let Some(journal) = app.durable().cloned() else {
         return;
     };
     loop {

@@ -30,12 +30,7 @@ impl Journal {
     /// Opens (creating if needed) the SQLite journal at `path`, refusing a corrupt file or one
     /// written by a newer version of nanoflow with a clear message.
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
-        let store = sqlite::SqliteStore::open(path.as_ref())?;
-        let metrics = Some(store.metrics());
-        Ok(Self {
-            store: Arc::new(store),
-            metrics,
-        })
+        Ok(Self::metered(sqlite::SqliteStore::open(path.as_ref())?))
     }
 
     /// Opens the journal `journal` names: a PostgreSQL database shared with other runners
@@ -61,11 +56,7 @@ impl Journal {
                 ownership.lease = lease;
             }
             let store = crate::store::postgres::PostgresStore::open(&text, ownership)?;
-            let metrics = Some(store.metrics());
-            Ok(Self {
-                store: Arc::new(store),
-                metrics,
-            })
+            Ok(Self::metered(store))
         }
         #[cfg(not(feature = "postgres"))]
         {
@@ -82,6 +73,16 @@ impl Journal {
         Self {
             store: Arc::new(store),
             metrics: None,
+        }
+    }
+
+    /// A journal on `store`, its writes measured for `GET /metrics`.
+    pub fn metered(store: impl RunStore) -> Self {
+        let metered = crate::store::metered::Metered::new(Arc::new(store));
+        let metrics = Some(metered.metrics());
+        Self {
+            store: Arc::new(metered),
+            metrics,
         }
     }
 
@@ -142,6 +143,11 @@ impl Journal {
     /// The journal's commit latency and write counts, for `GET /metrics`.
     pub(crate) fn metrics(&self) -> Option<&crate::stats::JournalMetrics> {
         self.metrics.as_deref()
+    }
+
+    /// Transactions the store committed since it opened.
+    pub fn transactions(&self) -> u64 {
+        self.store.transactions()
     }
 
     pub(crate) fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {

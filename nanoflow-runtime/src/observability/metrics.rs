@@ -141,7 +141,7 @@ impl Metrics {
     /// The Prometheus text exposition format (version 0.0.4).
     pub(crate) fn render(
         &self,
-        journal: Option<&JournalMetrics>,
+        journal: Option<(&JournalMetrics, u64)>,
         event_listeners: usize,
         slots: (usize, usize),
     ) -> String {
@@ -312,12 +312,12 @@ impl Metrics {
             }
         }
 
-        if let Some(j) = journal {
+        if let Some((j, transactions)) = journal {
             header(
                 &mut out,
                 "nanoflow_journal_commit_seconds",
                 "histogram",
-                "How long each journal group commit took (transaction and fsync).",
+                "How long each awaited journal write took to become durable (its group commit, fsync included).",
             );
             j.commit
                 .render(&mut out, "nanoflow_journal_commit_seconds", "");
@@ -325,20 +325,27 @@ impl Metrics {
                 &mut out,
                 "nanoflow_journal_writes_total",
                 "counter",
-                "Journal writes committed (one commit holds one or more).",
+                "Journal writes issued (records: a run's creation, a step, a run's end).",
             );
             let _ = writeln!(out, "nanoflow_journal_writes_total {}", j.writes.get());
             header(
                 &mut out,
-                "nanoflow_journal_failed_batches_total",
+                "nanoflow_journal_failed_writes_total",
                 "counter",
-                "Journal batches that failed and were retried write by write.",
+                "Journal writes that failed.",
             );
             let _ = writeln!(
                 out,
-                "nanoflow_journal_failed_batches_total {}",
-                j.failed_batches.get()
+                "nanoflow_journal_failed_writes_total {}",
+                j.failed_writes.get()
             );
+            header(
+                &mut out,
+                "nanoflow_journal_transactions_total",
+                "counter",
+                "Transactions the journal's store committed (several writes share one).",
+            );
+            let _ = writeln!(out, "nanoflow_journal_transactions_total {transactions}");
         }
         header(
             &mut out,

@@ -494,7 +494,7 @@ async fn runs(
     };
     runner.check()?;
     let app = crate::ingress::App::new(&runner.workflows, &config, None)?;
-    let j = app.journal.clone().expect("opened above");
+    let j = app.journal.clone();
     match command {
         RunsCommand::List {
             workflow,

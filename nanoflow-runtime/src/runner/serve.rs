@@ -92,7 +92,7 @@ impl Runner {
         // work of a previous one, and resuming it too would run it twice.
         // On a shared journal the unfinished runs may be other runners' work in progress:
         // they are claimed once their owner's lease lapses (`ingress/lease.rs`).
-        let unfinished = match &app.journal {
+        let unfinished = match app.durable() {
             Some(journal) if !journal.store().shared() => journal.unfinished_runs().await?,
             _ => Vec::new(),
         };
@@ -137,7 +137,7 @@ impl Runner {
             limits,
             shutdown.subscribe(),
         ));
-        if let Some(journal) = &app.journal {
+        if let Some(journal) = app.durable() {
             // Every run that was accepted but not finished when the runner stopped continues
             // after its last completed step.
             for record in unfinished {

@@ -1,7 +1,9 @@
 //! A [`RunStore`] in memory: every guarantee of the contract but durability across processes.
-//! The reference implementation the conformance suite is written against, and a store for tests.
+//! The reference implementation the conformance suite is written against, a store for tests,
+//! and the store of a runner started with `--journal off` ([`MemoryStore::bounded`]: the most
+//! recent finished runs are kept, running runs always).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use axum::body::Bytes;
@@ -17,6 +19,8 @@ use crate::runs::{now_ms, RunStatus};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     data: Mutex<Data>,
+    /// At most this many finished runs are kept (the oldest finished go first); `None`: all.
+    keep_finished: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -28,12 +32,23 @@ struct Data {
     /// A run's attempts by `(step, attempt)`: a repeated record replaces the earlier one.
     steps: HashMap<RunId, BTreeMap<(String, u32), Attempt>>,
     state: HashMap<(&'static str, String), Bytes>,
+    /// Finished runs in the order they finished (only for a bounded store).
+    finished: VecDeque<RunId>,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store that keeps every run until it is pruned.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps at most `keep_finished` finished runs (the oldest finished are
+    /// forgotten first, with their idempotency keys); running runs are always kept.
+    pub fn bounded(keep_finished: usize) -> Self {
+        Self {
+            data: Mutex::default(),
+            keep_finished: Some(keep_finished),
+        }
     }
 
     fn data(&self) -> std::sync::MutexGuard<'_, Data> {
@@ -166,6 +181,20 @@ impl RunStore for MemoryStore {
                 }
             }
             run.finished_ms = Some(now_ms());
+            if let Some(keep) = self.keep_finished {
+                data.finished.push_back(write.run_id);
+                while data.finished.len() > keep {
+                    match data.finished.pop_front() {
+                        // A re-driven run finishes twice: only a finished one is forgotten.
+                        Some(old)
+                            if data.runs.get(&old).is_some_and(|r| r.finished_ms.is_some()) =>
+                        {
+                            data.remove(old)
+                        }
+                        _ => {}
+                    }
+                }
+            }
         }
         for chained in &write.chained {
             data.insert(chained);

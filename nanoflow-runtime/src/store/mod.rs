@@ -18,6 +18,7 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod metered;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
@@ -251,13 +252,26 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// issued together share commits (group commit), so a caller may issue a record and wait for
 /// it later, or never for records whose durability a later wait covers.
 #[derive(Debug)]
-pub struct Commit(oneshot::Receiver<Result<(), StoreError>>);
+pub struct Commit {
+    rx: oneshot::Receiver<Result<(), StoreError>>,
+    /// Set by [`metered::Metered`]: when the write was issued, and where its latency goes.
+    meter: Option<(
+        std::time::Instant,
+        std::sync::Arc<crate::stats::JournalMetrics>,
+    )>,
+}
 
 impl Commit {
     /// A commit and the sender that completes it (for store implementations).
     pub fn channel() -> (oneshot::Sender<Result<(), StoreError>>, Self) {
         let (tx, rx) = oneshot::channel();
-        (tx, Self(rx))
+        (tx, Self { rx, meter: None })
+    }
+
+    /// This commit, measured into `metrics` when it resolves.
+    pub(crate) fn metered(mut self, metrics: std::sync::Arc<crate::stats::JournalMetrics>) -> Self {
+        self.meter = Some((std::time::Instant::now(), metrics));
+        self
     }
 
     /// A commit that is already done.
@@ -272,9 +286,17 @@ impl Future for Commit {
     type Output = Result<(), StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
+        let result = match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r.unwrap_or(Err(StoreError::Closed)),
+        };
+        if let Some((issued, metrics)) = self.meter.take() {
+            match &result {
+                Ok(()) => metrics.commit.observe(issued.elapsed()),
+                Err(_) => metrics.failed_writes.inc(),
+            }
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -345,6 +367,13 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     /// The shared backlog (`None` for a store that is not shared).
     fn backlog(&self) -> StoreFuture<'_, Option<Backlog>> {
         Box::pin(async { Ok(None) })
+    }
+
+    /// Transactions the store has committed since it opened (each a write to the disk or a
+    /// round trip to the database): divided by runs, what one run costs. `0` when the store
+    /// does not count them (memory).
+    fn transactions(&self) -> u64 {
+        0
     }
 }
 

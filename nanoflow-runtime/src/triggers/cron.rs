@@ -145,7 +145,7 @@ pub(crate) async fn run(
             };
             // On a journal shared by several runners, each of them fires every tick: the key
             // of the scheduled time makes the first one the tick's only run.
-            let shared = app.journal.as_ref().is_some_and(|j| j.store().shared());
+            let shared = app.journal.store().shared();
             let submission = Submission {
                 workflow: wf.clone(),
                 input: axum::body::Bytes::from(serde_json::to_vec(&tick).unwrap_or_default()),

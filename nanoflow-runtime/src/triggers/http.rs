@@ -423,7 +423,7 @@ async fn trigger_run(
     };
     // While the journal cannot write, a run would execute steps it cannot record: refuse it
     // before any step runs, so that "not started" is true.
-    if let Some(Err(why)) = app.journal.as_ref().map(crate::journal::Journal::health) {
+    if let Err(why) = app.journal.health() {
         // Not logged per request: the journal logs its failures (at a falling rate).
         tracing::debug!(error = %why, "journal unavailable; refusing a run");
         return journal_refusal();
@@ -447,7 +447,6 @@ async fn trigger_run(
         }
     };
     let asynchronous = prefers_async(&parts.headers);
-    let keyed = idempotency_key.is_some();
     let submission = Submission {
         workflow: wf.clone(),
         input: document,
@@ -471,7 +470,7 @@ async fn trigger_run(
         run.spawn(&app, permit);
         return accepted(run_id);
     }
-    match run.drive(&app, permit, keyed).await {
+    match run.drive(&app, permit).await {
         Ok(output) => json_bytes(StatusCode::OK, output),
         Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
         Err(error) => failed_run(&error, run_id),
@@ -485,7 +484,7 @@ async fn trigger_run(
 /// - it is not: it stopped and nothing will resume it, but the steps it ran may have had
 ///   effects, which a retry would repeat (503, with the run id and `recorded: false`).
 async fn journal_failed_during(app: &App, error: &Error, run_id: RunId) -> Response {
-    let recorded = match &app.journal {
+    let recorded = match app.durable() {
         Some(journal) => journal.get_run(run_id).await.ok().flatten().is_some(),
         None => false,
     };
@@ -546,7 +545,7 @@ fn readiness(app: &App) -> Response {
     }
     check(
         "journal",
-        app.journal.as_ref().map(crate::journal::Journal::health),
+        app.durable().map(crate::journal::Journal::health),
     );
     #[cfg(feature = "nats")]
     check("queue", crate::triggers::queue::readiness(app));
@@ -631,21 +630,15 @@ fn run_error_response(status: StatusCode, body: &RunError, run_id: RunId) -> Res
 /// The answer for a repeated idempotency key: the original run's output or error when it has
 /// finished, or 202 with its location while it runs.
 async fn existing_run(app: &App, run_id: RunId) -> Response {
-    let (status, output, error) = match &app.journal {
-        Some(journal) => match journal.get_run(run_id).await {
-            Ok(Some(r)) => (
-                r.status,
-                r.output,
-                r.error
-                    .and_then(|e| serde_json::from_value::<RunError>(e).ok()),
-            ),
-            Ok(None) => return accepted(run_id),
-            Err(e) => return journal_unavailable(&e),
-        },
-        None => match app.runs.get(run_id) {
-            Some(r) => (r.status, r.output, r.error),
-            None => return accepted(run_id),
-        },
+    let (status, output, error) = match app.journal.get_run(run_id).await {
+        Ok(Some(r)) => (
+            r.status,
+            r.output,
+            r.error
+                .and_then(|e| serde_json::from_value::<RunError>(e).ok()),
+        ),
+        Ok(None) => return accepted(run_id),
+        Err(e) => return journal_unavailable(&e),
     };
     match (status, output, error) {
         (RunStatus::Succeeded, Some(output), _) => json_bytes(StatusCode::OK, output),
@@ -691,16 +684,10 @@ async fn run_status(app: &App, id: &str) -> Response {
         Ok(r) => r,
         Err(response) => return response,
     };
-    match &app.journal {
-        Some(journal) => match journal.get_run(run_id).await {
-            Ok(Some(record)) => json_response(StatusCode::OK, &record),
-            Ok(None) => run_not_found(run_id),
-            Err(e) => journal_unavailable(&e),
-        },
-        None => match app.runs.get(run_id) {
-            Some(summary) => json_response(StatusCode::OK, &summary),
-            None => run_not_found(run_id),
-        },
+    match app.journal.get_run(run_id).await {
+        Ok(Some(record)) => json_response(StatusCode::OK, &RunView::from(&record)),
+        Ok(None) => run_not_found(run_id),
+        Err(e) => journal_unavailable(&e),
     }
 }
 
@@ -716,14 +703,7 @@ struct ListQuery {
 /// `GET /runs?workflow=&status=&q=&before=&limit=`: newest first; `before` is the last run id
 /// of the previous page; `q` searches run ids (a prefix), idempotency keys, inputs and errors.
 async fn list_runs(app: &App, query: ListQuery) -> Response {
-    let Some(journal) = &app.journal else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "journal_disabled",
-            "run history needs the journal; start the runner without `--journal off`",
-            |_| {},
-        );
-    };
+    let journal = &app.journal;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some("running") => Some(RunStatus::Running),
@@ -769,14 +749,14 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
             // Serialized straight to bytes, never through `serde_json::Value`: stored inputs
             // and outputs pass through as they are, however deeply they nest.
             #[derive(serde::Serialize)]
-            struct Page {
-                runs: Vec<crate::journal::RunRecord>,
+            struct Page<'a> {
+                runs: Vec<RunView<'a>>,
                 next_before: Option<String>,
             }
             json_response(
                 StatusCode::OK,
                 &Page {
-                    runs,
+                    runs: runs.iter().map(RunView::from).collect(),
                     next_before: next,
                 },
             )
@@ -791,11 +771,11 @@ async fn retry_run(app: &Arc<App>, id: &str) -> Response {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some(journal) = &app.journal else {
+    let Some(journal) = app.durable() else {
         return error_response(
             StatusCode::NOT_FOUND,
             "journal_disabled",
-            "re-driving a run needs the journal",
+            "re-driving a run needs the journal: its steps are recorded only there; start the runner without `--journal off`",
             |_| {},
         );
     };
@@ -862,6 +842,25 @@ fn endpoint(g: &crate::graph::Graph, end: crate::graph::Endpoint) -> &'static st
 impl IntoResponse for crate::runs::RunSummary {
     fn into_response(self) -> Response {
         json_response(StatusCode::OK, &self)
+    }
+}
+
+/// A run as `GET /runs/{id}` and `GET /runs` serve it, whatever the store: the record, and
+/// `started_ms` (the same instant as `created_ms`), which runners without a journal served
+/// before they kept runs in a memory store.
+#[derive(serde::Serialize)]
+struct RunView<'a> {
+    #[serde(flatten)]
+    record: &'a crate::journal::RunRecord,
+    started_ms: u64,
+}
+
+impl<'a> From<&'a crate::journal::RunRecord> for RunView<'a> {
+    fn from(record: &'a crate::journal::RunRecord) -> Self {
+        Self {
+            record,
+            started_ms: record.created_ms,
+        }
     }
 }
 

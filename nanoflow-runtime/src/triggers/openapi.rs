@@ -528,7 +528,7 @@ fn responses() -> Value {
     );
     out.insert(
         "NotFound".into(),
-        error_response("No such run, or no journal. Codes: `run_not_found`, `journal_disabled`."),
+        error_response("No such run, or (to retry a run) no journal. Codes: `run_not_found`, `journal_disabled`."),
     );
     Value::Object(out)
 }
@@ -547,8 +547,13 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
             "input": {},
             "output": {},
             "error": { "$ref": "#/components/schemas/RunError" },
+            "idempotency_key": { "type": "string" },
+            "created_ms": { "type": "integer", "description": "When the run was recorded, ms since the Unix epoch." },
+            "started_ms": { "type": "integer", "description": "The same instant as `created_ms`." },
+            "finished_ms": { "type": "integer" },
+            "timeline": { "type": "array", "description": "Every attempt of every step, in order (with the journal; one run, not lists).", "items": { "type": "object" } },
         },
-        "required": ["run_id", "workflow", "status"],
+        "required": ["run_id", "workflow", "status", "created_ms", "started_ms"],
     });
     paths.insert(
         "/healthz".into(),

@@ -429,7 +429,7 @@ async fn consume_batch(
             .await
             .map_err(|e| pg_error("deleting consumed outbox rows", e))
     };
-    let deleted = if app.journal.is_some() {
+    let deleted = if app.durable().is_some() {
         tokio::join!(run_all, delete).1
     } else {
         // Without a journal only the outbox remembers an event: delete it once its run ended.
@@ -452,7 +452,7 @@ async fn dead_letter(
     input: Bytes,
     error: &str,
 ) -> Result<(), Error> {
-    let Some(journal) = &app.journal else {
+    let Some(journal) = app.durable() else {
         return Ok(());
     };
     let run = NewRun {

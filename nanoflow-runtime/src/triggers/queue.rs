@@ -629,7 +629,7 @@ async fn handle(
             return;
         }
     };
-    if app.journal.is_some() {
+    if app.durable().is_some() {
         // Recorded durably: the message may go.
         settle(&message, AckKind::Ack, name).await;
         run.spawn(&app, permit);

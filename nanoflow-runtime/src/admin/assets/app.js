@@ -232,7 +232,7 @@
     startInput.value = "{}";
     // Start from the input of the workflow's latest run: the closest thing to a valid example.
     let last;
-    if (state.config.journal) {
+    {
       try {
         const r = await api("/runs?limit=1&workflow=" + encodeURIComponent(wf.name));
         last = r.body.runs[0];
@@ -370,8 +370,7 @@
     const view = { name: "runs", filters, tbody, firstPage: !filters.before };
     setView(view, h("h1", {}, "Runs"), form, table, pager);
     if (!state.config.journal) {
-      tbody.appendChild(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "Run history needs the journal; this runner runs with --journal off.")));
-      return;
+      pager.appendChild(h("p", { class: "muted" }, "This runner runs with --journal off: it keeps in memory the runs that failed, ran asynchronously or had an idempotency key (the most recent finished ones), not the synchronous runs that succeeded."));
     }
     const q = new URLSearchParams({ limit: String(PAGE) });
     for (const k of ["workflow", "status", "q", "before"]) if (filters[k]) q.set(k, filters[k]);
