@@ -20,6 +20,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nanoflow::prelude::*;
+use nanoflow::{ServeConfig, Server};
+use serde::{Deserialize, Serialize};
+
 const STEPS: [&str; 3] = ["reserve_stock", "charge_card", "ship"];
 /// The lease of the runners under test (the default is 10 s).
 const LEASE_S: u64 = 3;
@@ -27,13 +31,14 @@ const LEASE_S: u64 = 3;
 /// The tests of this file share two cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Runner {
+/// A runner process of the `scale` example.
+struct Process {
     id: String,
     addr: SocketAddr,
     child: Child,
 }
 
-impl Runner {
+impl Process {
     fn start(id: &str, url: &str, dir: &Path) -> Self {
         let addr = support::free_addr();
         let log = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
@@ -140,8 +145,8 @@ async fn three_runners_lose_no_run_when_one_is_killed_mid_load() {
     let _serial = SERIAL.lock().await;
     let url = services::fresh_database(&server).await;
     let dir = temp_dir("scale");
-    let mut runners: Vec<Runner> = (0..3)
-        .map(|i| Runner::start(&format!("r{i}"), &url, &dir))
+    let mut runners: Vec<Process> = (0..3)
+        .map(|i| Process::start(&format!("r{i}"), &url, &dir))
         .collect();
     for r in &mut runners {
         support::wait_ready(r.addr, &mut r.child).await;
@@ -346,8 +351,8 @@ async fn a_cron_tick_fires_once_across_runners_and_survives_its_runner() {
     let _serial = SERIAL.lock().await;
     let url = services::fresh_database(&server).await;
     let dir = temp_dir("scale-cron");
-    let mut runners: Vec<Runner> = (0..3)
-        .map(|i| Runner::start(&format!("c{i}"), &url, &dir))
+    let mut runners: Vec<Process> = (0..3)
+        .map(|i| Process::start(&format!("c{i}"), &url, &dir))
         .collect();
     for r in &mut runners {
         support::wait_ready(r.addr, &mut r.child).await;
@@ -436,4 +441,167 @@ async fn a_cron_tick_fires_once_across_runners_and_survives_its_runner() {
         r.stop();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- in-process runners on one database ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Visit {
+    pub customer: String,
+}
+
+#[node(state, key = customer)]
+async fn count_visits(v: Visit, visits: &mut State<u64>) -> String {
+    let seen = *visits.get();
+    // Yield between the read and the write: two runners without a shared key lock would
+    // both read the same count and lose a visit.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    visits.set(seen + 1);
+    format!("{} visit {}", v.customer, seen + 1)
+}
+
+#[node]
+async fn slow_step(n: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    n + 1
+}
+
+#[node]
+async fn slow_step_again(n: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    n + 1
+}
+
+workflow! {
+    #[trigger(http = "/visits")]
+    visit_log: count_visits;
+
+    #[trigger(http = "/slow")]
+    slow: slow_step -> slow_step_again;
+}
+
+async fn start(url: &str, runner_id: &str) -> Server {
+    Runner::new()
+        .workflow(visit_log)
+        .workflow(slow)
+        .start(ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            journal: Some(PathBuf::from(url)),
+            runner_id: Some(runner_id.to_owned()),
+            ..ServeConfig::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_keys_are_serialized_across_runners() {
+    let Some(server) = services::postgres() else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let url = services::fresh_database(&server).await;
+    let (a, b) = (start(&url, "a").await, start(&url, "b").await);
+    let addrs = [a.local_addr(), b.local_addr()];
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let addr = addrs[i % 2];
+            tokio::spawn(async move {
+                support::post_json(addr, "/visits", r#"{"customer":"carol"}"#).await
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let text: String = r.json().as_str().unwrap().to_owned();
+        counts.push(text.rsplit(' ').next().unwrap().parse::<u64>().unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=40).collect::<Vec<_>>(),
+        "every visit counted once across both runners"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// The database goes away while a run is between its steps: new runs get `503
+/// journal_unavailable`; once the database is back, the accepted run finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_accepted_before_the_database_was_lost_finishes_when_it_returns() {
+    let Some(server) = services::postgres() else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let url = services::fresh_database(&server).await;
+    let db_name = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let runner = start(&url, "lonely").await;
+    let addr = runner.local_addr();
+    let r = support::request(
+        addr,
+        "POST",
+        "/slow",
+        &[
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+        ],
+        b"1",
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let run_id = r.json()["run_id"].as_str().unwrap().to_owned();
+
+    // Lose the database: no new connections, and the runner's are cut.
+    let admin = services::connect_db(&server).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db_name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}';"
+        ))
+        .await
+        .unwrap();
+    let refused = services::eventually(10, "a 503 while the database is gone", || async {
+        let r = support::post_json(addr, "/slow", "5").await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(refused.json()["error"]["code"], "journal_unavailable");
+    let ready = support::get(addr, "/readyz").await;
+    assert_eq!(ready.status, 503, "not ready without the journal");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = support::get(addr, &format!("/runs/{run_id}")).await;
+        if r.status == 200 && r.json()["status"] == "succeeded" {
+            assert_eq!(r.json()["output"], 3);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish after the database returned: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And new runs are accepted again.
+    let r = support::post_json(addr, "/slow", "10").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), 12);
+    runner.shutdown().await.unwrap();
 }

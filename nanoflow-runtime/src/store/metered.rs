@@ -115,4 +115,12 @@ impl RunStore for Metered {
     fn backlog(&self) -> StoreFuture<'_, Option<super::Backlog>> {
         self.inner.backlog()
     }
+
+    fn lock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        self.inner.lock_key(node, key)
+    }
+
+    fn unlock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        self.inner.unlock_key(node, key)
+    }
 }

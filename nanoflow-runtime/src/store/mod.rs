@@ -369,6 +369,22 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// Waits until this runner holds the key `key` of stateful node `node` among all the
+    /// runners sharing the store (the runner's own per-key lock serializes its runs). A step
+    /// record carrying the key's new state releases it in the same transaction; a step that
+    /// ends without one releases it with [`RunStore::unlock_key`]. A runner whose lease lapses
+    /// loses its keys. Nothing to wait for in a store that is not shared.
+    fn lock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        let _ = (node, key);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Releases a key [`RunStore::lock_key`] took, when no state record did.
+    fn unlock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        let _ = (node, key);
+        Box::pin(async { Ok(()) })
+    }
+
     /// Transactions the store has committed since it opened (each a write to the disk or a
     /// round trip to the database): divided by runs, what one run costs. `0` when the store
     /// does not count them (memory).

@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.state (
     value bytea NOT NULL,
     PRIMARY KEY (node, key)
 );
+CREATE TABLE IF NOT EXISTS nanoflow_journal.state_locks (
+    node text NOT NULL,
+    key text NOT NULL,
+    owner text NOT NULL,
+    PRIMARY KEY (node, key)
+);
 CREATE TABLE IF NOT EXISTS nanoflow_journal.runners (
     owner text PRIMARY KEY,
     runner_id text NOT NULL,
@@ -419,6 +425,60 @@ impl RunStore for PostgresStore {
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
+    fn lock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut wait = Duration::from_millis(2);
+            loop {
+                let key = key.clone();
+                let taken = self
+                    .read(move |c, s| {
+                        Box::pin(async move {
+                            // Taken when free, already this runner's, or held by a runner whose
+                            // lease lapsed.
+                            let rows = c
+                                .query(
+                                    "INSERT INTO nanoflow_journal.state_locks (node, key, owner)
+                                     VALUES ($1, $2, $3)
+                                     ON CONFLICT (node, key) DO UPDATE SET owner = excluded.owner
+                                     WHERE state_locks.owner = excluded.owner OR NOT EXISTS (
+                                         SELECT 1 FROM nanoflow_journal.runners w
+                                         WHERE w.owner = state_locks.owner
+                                           AND w.lease_until > clock_timestamp())
+                                     RETURNING 1",
+                                    &[&node, &key, &s.owner],
+                                )
+                                .await
+                                .map_err(|e| s.error(e))?;
+                            Ok(!rows.is_empty())
+                        })
+                    })
+                    .await?;
+                if taken {
+                    return Ok(());
+                }
+                // Another runner runs this key now: poll, backing off to 50 ms, jittered.
+                let jitter = crate::id::random_u64() % (wait.as_millis() as u64 + 1);
+                tokio::time::sleep(wait + Duration::from_millis(jitter)).await;
+                wait = (wait * 2).min(Duration::from_millis(50));
+            }
+        })
+    }
+
+    fn unlock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        self.read(move |c, s| {
+            Box::pin(async move {
+                c.execute(
+                    "DELETE FROM nanoflow_journal.state_locks
+                     WHERE node = $1 AND key = $2 AND owner = $3",
+                    &[&node, &key, &s.owner],
+                )
+                .await
+                .map_err(|e| s.error(e))?;
+                Ok(())
+            })
+        })
+    }
+
     fn owns(&self, run_id: RunId) -> bool {
         self.shared.held().contains_key(&run_id)
     }
@@ -711,6 +771,7 @@ struct Statements {
     find_key: Statement,
     step: Statement,
     state: Statement,
+    unlock: Statement,
     finish: Statement,
     fence: Statement,
     reopen: Statement,
@@ -759,6 +820,12 @@ impl Statements {
                 .prepare(
                     "INSERT INTO nanoflow_journal.state (node, key, value) VALUES ($1, $2, $3)
                      ON CONFLICT (node, key) DO UPDATE SET value = excluded.value",
+                )
+                .await?,
+            unlock: c
+                .prepare(
+                    "DELETE FROM nanoflow_journal.state_locks
+                     WHERE node = $1 AND key = $2 AND owner = $3",
                 )
                 .await?,
             finish: c
@@ -1082,6 +1149,8 @@ async fn commit(
                 .await?;
                 if let Some((node, key, value)) = &step.state {
                     tx.execute(&s.state, &[node, key, &value.as_ref()]).await?;
+                    // The key's next run (on any runner) may start once this commits.
+                    tx.execute(&s.unlock, &[node, key, &shared.owner]).await?;
                 }
                 Done::Unit
             }
