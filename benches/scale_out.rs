@@ -45,7 +45,11 @@ static REQUEST: support::Request = support::Request {
 /// A counter from `GET /metrics`.
 fn metric(addr: SocketAddr, name: &str) -> f64 {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text.lines()
@@ -83,7 +87,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4.0);
     let Ok(server_url) = std::env::var("NANOFLOW_DATABASE_URL") else {
-        println!("scale-out benchmark skipped: NANOFLOW_DATABASE_URL is not set (source .ci/services)");
+        println!(
+            "scale-out benchmark skipped: NANOFLOW_DATABASE_URL is not set (source .ci/services)"
+        );
         return;
     };
     let dir = std::env::temp_dir().join(format!("nanoflow-bench-{}", nanoflow::RunId::new()));

@@ -775,6 +775,7 @@ struct Statements {
     finish: Statement,
     fence: Statement,
     reopen: Statement,
+    prune: Statement,
 }
 
 impl Statements {
@@ -838,6 +839,22 @@ impl Statements {
                 .prepare(
                     "SELECT id, epoch FROM nanoflow_journal.runs
                      WHERE id = ANY($1) AND owner = $2 FOR NO KEY UPDATE",
+                )
+                .await?,
+            prune: c
+                .prepare(
+                    "WITH doomed AS (
+                         SELECT id FROM nanoflow_journal.runs
+                         WHERE status <> 'running' AND finished_ms < $1
+                         UNION
+                         SELECT id FROM (SELECT id FROM nanoflow_journal.runs
+                                         WHERE status <> 'running'
+                                         ORDER BY id DESC OFFSET $2) beyond),
+                     gone AS (DELETE FROM nanoflow_journal.steps
+                              WHERE run_id IN (SELECT id FROM doomed)),
+                     removed AS (DELETE FROM nanoflow_journal.runs
+                                 WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                     SELECT count(*) FROM removed",
                 )
                 .await?,
             reopen: c
@@ -1030,16 +1047,57 @@ impl Outcome {
     }
 }
 
-/// Applies `batch` in one transaction: the ownership of every run it writes is checked (and
-/// locked against a concurrent claim) first; writes of runs another runner took over fail
-/// with a fencing error and the rest commit.
+/// Owned parameters of one statement.
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// What a statement of a batch is, to read its result.
+enum Op {
+    /// A run row (`RETURNING id` when inserted).
+    InsertRun(RunId),
+    /// The creation of a run with a key: its id and whether it is new, or nothing (a
+    /// concurrent transaction committed the key after this statement's snapshot).
+    CreateKeyed(usize, RunId),
+    Reopen(usize, RunId),
+    Prune(usize),
+    /// A statement whose result is only success.
+    Plain,
+}
+
+fn run_params(shared: &Shared, run: &NewRun) -> Params {
+    vec![
+        Box::new(run.run_id.to_string()),
+        Box::new(run.workflow),
+        Box::new(run.input.to_vec()),
+        Box::new(run.idempotency_key.clone()),
+        Box::new(now_ms() as i64),
+        Box::new(shared.owner.clone()),
+    ]
+}
+
+/// Applies `batch` in one transaction, pipelined: `BEGIN` and the ownership check of every run
+/// it writes (which also locks them against a concurrent claim) in one round trip, then every
+/// statement and the `COMMIT` in a second. Writes of runs another runner took over fail with
+/// a fencing error; the rest commit.
 async fn commit(
     w: &mut Writer,
     shared: &Shared,
     batch: &[Write],
 ) -> Result<Outcome, tokio_postgres::Error> {
+    let result = commit_pipelined(w, shared, batch).await;
+    if result.is_err() && !w.client.is_closed() {
+        // A failed statement aborted the transaction and `COMMIT` rolled it back; make sure.
+        let _ = w.client.batch_execute("ROLLBACK").await;
+    }
+    result
+}
+
+async fn commit_pipelined(
+    w: &mut Writer,
+    shared: &Shared,
+    batch: &[Write],
+) -> Result<Outcome, tokio_postgres::Error> {
     let s = &w.statements;
-    let tx = w.client.transaction().await?;
+    let c = &w.client;
     // Runs created in this batch are this runner's: their writes need no check.
     let mut creating: HashSet<RunId> = HashSet::new();
     for write in batch {
@@ -1058,9 +1116,17 @@ async fn commit(
         .into_iter()
         .collect();
     let mut fenced: HashSet<RunId> = HashSet::new();
-    if !to_check.is_empty() {
+    let begun = if to_check.is_empty() {
+        false
+    } else {
         let ids: Vec<String> = to_check.iter().map(RunId::to_string).collect();
-        let rows = tx.query(&s.fence, &[&ids, &shared.owner]).await?;
+        let (begin, rows) = futures_util::future::join(
+            c.batch_execute("BEGIN"),
+            c.query(&s.fence, &[&ids, &shared.owner]),
+        )
+        .await;
+        begin?;
+        let rows = rows?;
         let found: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         let held = shared.held();
         for id in &to_check {
@@ -1069,14 +1135,17 @@ async fn commit(
                 fenced.insert(*id);
             }
         }
-    }
+        true
+    };
+
     let mut outcome = Outcome {
         results: Vec::with_capacity(batch.len()),
         created: Vec::new(),
         reopened: Vec::new(),
         ended: Vec::new(),
     };
-    for write in batch {
+    let mut ops: Vec<(&Statement, Params, Op)> = Vec::new();
+    for (i, write) in batch.iter().enumerate() {
         if let Some(id) = write.fenced_run().filter(|id| fenced.contains(id)) {
             outcome.results.push(Err(StoreError::Unavailable(format!(
                 "run {id} is owned by another runner now (it took the run over while this one \
@@ -1086,135 +1155,198 @@ async fn commit(
         }
         let done = match write {
             Write::Create(run, _) => match &run.idempotency_key {
-                Some(key) => {
-                    let rows = tx
-                        .query(
-                            &s.create_keyed,
-                            &[
-                                &run.run_id.to_string(),
-                                &run.workflow,
-                                &run.input.as_ref(),
-                                key,
-                                &(now_ms() as i64),
-                                &shared.owner,
-                            ],
-                        )
-                        .await?;
-                    let found = match rows.first() {
-                        Some(r) => Some((r.get::<_, String>(0), r.get::<_, bool>(1))),
-                        // A concurrent transaction committed the key after this statement's
-                        // snapshot: read it again.
-                        None => tx
-                            .query_opt(&s.find_key, &[&run.workflow, key])
-                            .await?
-                            .map(|r| (r.get(0), false)),
-                    };
-                    match found {
-                        Some((_, true)) => {
-                            outcome.created.push(run.run_id);
-                            Done::Created(Created::New)
-                        }
-                        Some((id, false)) => {
-                            Done::Created(id.parse().map(Created::Existing).unwrap_or(Created::New))
-                        }
-                        None => Done::Created(Created::New),
-                    }
+                Some(_) => {
+                    ops.push((
+                        &s.create_keyed,
+                        run_params(shared, run),
+                        Op::CreateKeyed(i, run.run_id),
+                    ));
+                    // Filled in from the statement's result.
+                    Done::Created(Created::New)
                 }
                 None => {
-                    insert_run(&tx, s, shared, run, &mut outcome).await?;
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                     Done::Created(Created::New)
                 }
             },
             Write::Step(step, create, _) => {
                 if let Some(run) = create {
-                    insert_run(&tx, s, shared, run, &mut outcome).await?;
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                 }
                 let (status, output, error) = match &step.outcome {
-                    Ok(out) => ("succeeded", Some(out.as_ref()), None),
+                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
                     Err(e) => ("failed", None, Some(e.to_string())),
                 };
-                tx.execute(
+                ops.push((
                     &s.step,
-                    &[
-                        &step.run_id.to_string(),
-                        &step.step.as_ref(),
-                        &(step.attempt as i32),
-                        &status,
-                        &output,
-                        &error,
-                        &(step.started_ms as i64),
-                        &(step.duration_us as i64),
+                    vec![
+                        Box::new(step.run_id.to_string()),
+                        Box::new(step.step.to_string()),
+                        Box::new(step.attempt as i32),
+                        Box::new(status),
+                        Box::new(output),
+                        Box::new(error),
+                        Box::new(step.started_ms as i64),
+                        Box::new(step.duration_us as i64),
                     ],
-                )
-                .await?;
+                    Op::Plain,
+                ));
                 if let Some((node, key, value)) = &step.state {
-                    tx.execute(&s.state, &[node, key, &value.as_ref()]).await?;
+                    ops.push((
+                        &s.state,
+                        vec![
+                            Box::new(*node),
+                            Box::new(key.clone()),
+                            Box::new(value.to_vec()),
+                        ],
+                        Op::Plain,
+                    ));
                     // The key's next run (on any runner) may start once this commits.
-                    tx.execute(&s.unlock, &[node, key, &shared.owner]).await?;
+                    ops.push((
+                        &s.unlock,
+                        vec![
+                            Box::new(*node),
+                            Box::new(key.clone()),
+                            Box::new(shared.owner.clone()),
+                        ],
+                        Op::Plain,
+                    ));
                 }
                 Done::Unit
             }
             Write::Finish(finish, create, _) => {
                 if let Some(run) = create {
-                    insert_run(&tx, s, shared, run, &mut outcome).await?;
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                 }
                 let (status, output, error) = match &finish.outcome {
-                    Ok(out) => ("succeeded", Some(out.as_ref()), None),
+                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
                     Err(e) => ("failed", None, serde_json::to_string(e).ok()),
                 };
-                tx.execute(
+                ops.push((
                     &s.finish,
-                    &[
-                        &finish.run_id.to_string(),
-                        &status,
-                        &output,
-                        &error,
-                        &(now_ms() as i64),
+                    vec![
+                        Box::new(finish.run_id.to_string()),
+                        Box::new(status),
+                        Box::new(output),
+                        Box::new(error),
+                        Box::new(now_ms() as i64),
                     ],
-                )
-                .await?;
+                    Op::Plain,
+                ));
                 outcome.ended.push(finish.run_id);
                 for run in &finish.chained {
-                    insert_run(&tx, s, shared, run, &mut outcome).await?;
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                 }
                 Done::Unit
             }
             Write::Reopen(run_id, _) => {
-                let row = tx
-                    .query_opt(&s.reopen, &[&run_id.to_string(), &shared.owner])
-                    .await?;
-                match row {
-                    Some(r) => {
-                        outcome.reopened.push((*run_id, r.get(0)));
-                        Done::Bool(true)
-                    }
-                    None => Done::Bool(false),
-                }
+                ops.push((
+                    &s.reopen,
+                    vec![Box::new(run_id.to_string()), Box::new(shared.owner.clone())],
+                    Op::Reopen(i, *run_id),
+                ));
+                Done::Bool(false)
             }
             Write::Prune(retention, _) => {
                 let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
                 let keep = retention.max_runs.min(i64::MAX as u64) as i64;
-                let n = tx
-                    .execute(
-                        "WITH doomed AS (
-                             SELECT id FROM nanoflow_journal.runs
-                             WHERE status <> 'running' AND finished_ms < $1
-                             UNION
-                             SELECT id FROM (SELECT id FROM nanoflow_journal.runs
-                                             WHERE status <> 'running'
-                                             ORDER BY id DESC OFFSET $2) beyond),
-                         gone AS (DELETE FROM nanoflow_journal.steps
-                                  WHERE run_id IN (SELECT id FROM doomed))
-                         DELETE FROM nanoflow_journal.runs WHERE id IN (SELECT id FROM doomed)",
-                        &[&cutoff, &keep],
-                    )
-                    .await?;
-                Done::Count(n)
+                ops.push((
+                    &s.prune,
+                    vec![Box::new(cutoff), Box::new(keep)],
+                    Op::Prune(i),
+                ));
+                Done::Count(0)
             }
         };
         outcome.results.push(Ok(done));
     }
-    tx.commit().await?;
+
+    // Every statement, then `COMMIT`, sent without waiting for each answer (the server runs
+    // them in order; a failing one aborts the transaction, and `COMMIT` then rolls it back).
+    let refs: Vec<Vec<&(dyn ToSql + Sync)>> = ops
+        .iter()
+        .map(|(_, params, _)| params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect())
+        .collect();
+    let mut calls: Vec<BoxFuture<'_, Result<Vec<Row>, tokio_postgres::Error>>> = Vec::new();
+    if !begun {
+        calls.push(Box::pin(async {
+            c.batch_execute("BEGIN").await.map(|()| Vec::new())
+        }));
+    }
+    for ((statement, _, _), params) in ops.iter().zip(&refs) {
+        calls.push(Box::pin(c.query(*statement, params)));
+    }
+    calls.push(Box::pin(async {
+        c.batch_execute("COMMIT").await.map(|()| Vec::new())
+    }));
+    let mut answers = futures_util::future::join_all(calls).await.into_iter();
+    if !begun {
+        answers.next().transpose()?;
+    }
+    let mut rows_of = Vec::with_capacity(ops.len());
+    for _ in &ops {
+        rows_of.push(answers.next().transpose()?.unwrap_or_default());
+    }
+    answers.next().transpose()?;
+
+    let mut unresolved = Vec::new();
+    for ((_, _, op), rows) in ops.iter().zip(rows_of) {
+        match op {
+            Op::InsertRun(id) if !rows.is_empty() => outcome.created.push(*id),
+            Op::CreateKeyed(i, id) => match rows.first() {
+                Some(r) if r.get::<_, bool>(1) => outcome.created.push(*id),
+                Some(r) => {
+                    let existing: String = r.get(0);
+                    outcome.results[*i] = Ok(Done::Created(
+                        existing
+                            .parse()
+                            .map(Created::Existing)
+                            .unwrap_or(Created::New),
+                    ));
+                }
+                None => unresolved.push(*i),
+            },
+            Op::Reopen(i, id) => {
+                if let Some(r) = rows.first() {
+                    outcome.reopened.push((*id, r.get(0)));
+                    outcome.results[*i] = Ok(Done::Bool(true));
+                }
+            }
+            Op::Prune(i) => {
+                let n = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+                outcome.results[*i] = Ok(Done::Count(n as u64));
+            }
+            Op::InsertRun(_) | Op::Plain => {}
+        }
+    }
+    // Keys another runner committed while this batch ran: read them now they are visible.
+    for i in unresolved {
+        if let Write::Create(run, _) = &batch[i] {
+            let row = c
+                .query_opt(&s.find_key, &[&run.workflow, &run.idempotency_key])
+                .await?;
+            let existing = row.and_then(|r| r.get::<_, String>(0).parse().ok());
+            outcome.results[i] = Ok(Done::Created(
+                existing.map_or(Created::New, Created::Existing),
+            ));
+        }
+    }
     for id in &fenced {
         tracing::warn!(run_id = %id, runner_id = %shared.ownership.runner_id, "another runner took this run over (its lease lapsed here); refusing this runner's write and dropping its copy");
     }
@@ -1225,32 +1357,6 @@ async fn commit(
         }
     }
     Ok(outcome)
-}
-
-async fn insert_run(
-    tx: &tokio_postgres::Transaction<'_>,
-    s: &Statements,
-    shared: &Shared,
-    run: &NewRun,
-    outcome: &mut Outcome,
-) -> Result<(), tokio_postgres::Error> {
-    let rows = tx
-        .query(
-            &s.insert_run,
-            &[
-                &run.run_id.to_string(),
-                &run.workflow,
-                &run.input.as_ref(),
-                &run.idempotency_key,
-                &(now_ms() as i64),
-                &shared.owner,
-            ],
-        )
-        .await?;
-    if !rows.is_empty() {
-        outcome.created.push(run.run_id);
-    }
-    Ok(())
 }
 
 fn parse_status(s: &str) -> RunStatus {
