@@ -386,13 +386,25 @@ async fn a_cron_tick_fires_once_across_runners_and_survives_its_runner() {
         ticks.push(key.strip_prefix("cron:").unwrap().parse().unwrap());
     }
     ticks.sort_unstable();
-    // Every second from two seconds after start to two before the end has its run.
+    // Every second from two seconds after start to two before the end has its run, unless the
+    // machine stalled every surviving runner at once (then cron skips the ticks it missed, and
+    // each runner logs it).
     let (from, to) = ((started / 1000 + 2) * 1000, (ended / 1000 - 2) * 1000);
-    for second in (from..=to).step_by(1000) {
-        assert!(
-            ticks.contains(&second),
-            "no run for the tick at {second}: {ticks:?}"
-        );
+    let missing: Vec<u64> = (from..=to)
+        .step_by(1000)
+        .filter(|s| !ticks.contains(s))
+        .collect();
+    let all_stalled = runners.iter().all(|r| {
+        std::fs::read_to_string(dir.join(format!("{}.log", r.id)))
+            .unwrap_or_default()
+            .contains("cron ticks were missed")
+    });
+    assert!(
+        missing.is_empty() || all_stalled,
+        "no run for the ticks at {missing:?}: {ticks:?}"
+    );
+    if !missing.is_empty() {
+        eprintln!("every runner stalled and skipped the ticks at {missing:?}");
     }
     let unfinished: Vec<String> = rows
         .iter()
