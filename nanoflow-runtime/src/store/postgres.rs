@@ -38,6 +38,11 @@ use crate::runs::{now_ms, RunStatus};
 /// The schema version this build writes (`nanoflow_journal.meta`).
 const SCHEMA_VERSION: i64 = 1;
 
+/// Writer connections, each committing its own batches: PostgreSQL flushes the commits of
+/// concurrent transactions together, so throughput grows with them while one writer waits on
+/// its fsync. A run's writes all go to one writer (by its id), which keeps them in order.
+const WRITERS: usize = 4;
+
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -242,8 +247,8 @@ impl Shared {
 pub struct PostgresStore {
     shared: Arc<Shared>,
     requests: mpsc::UnboundedSender<Request>,
-    /// Straight to the writer task: no hop on the way to a commit.
-    writes: mpsc::UnboundedSender<Write>,
+    /// Straight to the writer tasks (by run id): no hop on the way to a commit.
+    writes: Vec<mpsc::UnboundedSender<Write>>,
 }
 
 impl PostgresStore {
@@ -267,7 +272,8 @@ impl PostgresStore {
             takeovers: AtomicU64::new(0),
         });
         let (requests, rx) = mpsc::unbounded_channel();
-        let (writes, writes_rx) = mpsc::unbounded_channel();
+        let (writes, writes_rx): (Vec<_>, Vec<_>) =
+            (0..WRITERS).map(|_| mpsc::unbounded_channel()).unzip();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -307,10 +313,20 @@ impl PostgresStore {
         let _ = self.requests.send(request);
     }
 
-    fn write<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Write) -> StoreFuture<'_, T> {
+    /// The writer of `run_id`'s records.
+    fn writer(&self, run_id: RunId) -> &mpsc::UnboundedSender<Write> {
+        &self.writes[(run_id.as_u128() % self.writes.len() as u128) as usize]
+    }
+
+    fn write<T: Send + 'static>(
+        &self,
+        run_id: Option<RunId>,
+        make: impl FnOnce(Reply<T>) -> Write,
+    ) -> StoreFuture<'_, T> {
         let (tx, rx) = oneshot::channel();
+        let writer = run_id.map_or(&self.writes[0], |id| self.writer(id));
         // If the writer is gone, the reply sender drops with the write: `Closed`.
-        let _ = self.writes.send(make(tx));
+        let _ = writer.send(make(tx));
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
@@ -339,27 +355,31 @@ impl PostgresStore {
 
 impl RunStore for PostgresStore {
     fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created> {
-        self.write(|tx| Write::Create(run, tx))
+        self.write(Some(run.run_id), |tx| Write::Create(run, tx))
     }
 
     fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
         let (tx, commit) = Commit::channel();
-        let _ = self.writes.send(Write::Step(write, create, tx));
+        let _ = self
+            .writer(write.run_id)
+            .send(Write::Step(write, create, tx));
         commit
     }
 
     fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
         let (tx, commit) = Commit::channel();
-        let _ = self.writes.send(Write::Finish(write, create, tx));
+        let _ = self
+            .writer(write.run_id)
+            .send(Write::Finish(write, create, tx));
         commit
     }
 
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
-        self.write(|tx| Write::Reopen(run_id, tx))
+        self.write(Some(run_id), |tx| Write::Reopen(run_id, tx))
     }
 
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
-        self.write(|tx| Write::Prune(retention, tx))
+        self.write(None, |tx| Write::Prune(retention, tx))
     }
 
     fn get_run(&self, run_id: RunId) -> StoreFuture<'_, Option<RunRecord>> {
@@ -617,7 +637,7 @@ async fn recheck_held(client: &Client, shared: &Shared) -> Result<(), StoreError
 async fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Request>,
-    writes_rx: mpsc::UnboundedReceiver<Write>,
+    writes_rx: Vec<mpsc::UnboundedReceiver<Write>>,
     ready: std::sync::mpsc::Sender<Result<(), StoreError>>,
 ) {
     let opened = async {
@@ -641,7 +661,11 @@ async fn run(
     };
     let stopped = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(heartbeats(shared.clone(), readers.clone(), stopped.clone()));
-    let writer_task = tokio::spawn(writer_loop(shared.clone(), writer, writes_rx));
+    let mut first = Some(writer);
+    let writer_tasks: Vec<_> = writes_rx
+        .into_iter()
+        .map(|rx| tokio::spawn(writer_loop(shared.clone(), first.take(), rx)))
+        .collect();
     while let Some(request) = rx.recv().await {
         match request {
             Request::Read(job) => {
@@ -661,7 +685,9 @@ async fn run(
     }
     // The store was dropped (its write sender with it): finish the queued writes, then hand
     // the lease back so that others resume what this runner leaves at once.
-    let _ = writer_task.await;
+    for task in writer_tasks {
+        let _ = task.await;
+    }
     stopped.notify_one();
     if let Ok(c) = readers.client(&shared).await {
         let _ = c
@@ -886,13 +912,21 @@ async fn writer_connect(shared: &Shared) -> Result<Writer, StoreError> {
     Ok(Writer { client, statements })
 }
 
-async fn writer_loop(shared: Arc<Shared>, client: Client, mut rx: mpsc::UnboundedReceiver<Write>) {
-    let mut writer = match Statements::prepare(&client).await {
-        Ok(statements) => Some(Writer { client, statements }),
-        Err(e) => {
-            shared.health.failed(&shared.error(e).to_string());
-            None
-        }
+async fn writer_loop(
+    shared: Arc<Shared>,
+    client: Option<Client>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+) {
+    // Without a connection yet, the first batch connects.
+    let mut writer = match client {
+        Some(client) => match Statements::prepare(&client).await {
+            Ok(statements) => Some(Writer { client, statements }),
+            Err(e) => {
+                shared.health.failed(&shared.error(e).to_string());
+                None
+            }
+        },
+        None => None,
     };
     loop {
         let first = if shared.health.check().is_err() {
