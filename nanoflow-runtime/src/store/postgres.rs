@@ -41,7 +41,7 @@ const SCHEMA_VERSION: i64 = 1;
 /// Writer connections, each committing its own batches: PostgreSQL flushes the commits of
 /// concurrent transactions together, so throughput grows with them while one writer waits on
 /// its fsync. A run's writes all go to one writer (by its id), which keeps them in order.
-const WRITERS: usize = 4;
+const WRITERS: usize = 2;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
