@@ -1,7 +1,11 @@
 //! Placement on existing engines (issue 12): `deploy/compose.yaml` deployed for real as a Docker
-//! Swarm stack on a single-node swarm (PostgreSQL and three runner replicas, traffic only to the
-//! published port on 127.0.0.1; one replica killed), and `deploy/kubernetes/` checked
+//! Swarm stack on a single-node swarm (PostgreSQL and three runner replicas, traffic only to
+//! their published ports on 127.0.0.1; one replica killed), and `deploy/kubernetes/` checked
 //! statically (no cluster here): parsed, and the fields the runners rely on checked.
+//!
+//! This machine's kernel has no IPVS, which Swarm's routing mesh and virtual IPs need: the
+//! stack publishes each replica on a random port of the node (`NANOFLOW_PUBLISH_MODE=host`,
+//! `NANOFLOW_PORT=0`) and the test spreads its requests over them itself.
 #![allow(missing_docs)]
 
 #[path = "support/mod.rs"]
@@ -236,6 +240,28 @@ impl Drop for Stack {
     }
 }
 
+/// Where a replica's container publishes its port 8080 on the node.
+fn published(container: &str) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let port = docker(&[
+            "inspect",
+            "--format",
+            "{{(index (index .NetworkSettings.Ports \"8080/tcp\") 0).HostPort}}",
+            container,
+        ])
+        .unwrap_or_default();
+        if let Ok(port) = port.trim().parse::<u16>() {
+            return std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {container} publishes no port: {port}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> Option<support::Response> {
     let bearer = format!("Bearer {token}");
     let call = tokio::spawn({
@@ -324,7 +350,6 @@ async fn the_stack_runs_replicas_that_share_runs_and_survive_losing_one() {
         .unwrap();
     assert!(create.wait().unwrap().success());
 
-    let addr = support::free_addr();
     let token = format!("swarm-test-token-{suffix}");
     let deployed = Command::new("docker")
         .args(["stack", "deploy", "--resolve-image", "never", "-c"])
@@ -335,7 +360,8 @@ async fn the_stack_runs_replicas_that_share_runs_and_survive_losing_one() {
         .env("NANOFLOW_DB_PASSWORD", &password)
         .env("NANOFLOW_DB_SECRET", &stack.secret)
         .env("NANOFLOW_ADMIN_TOKEN", &token)
-        .env("NANOFLOW_PORT", addr.port().to_string())
+        .env("NANOFLOW_PORT", "0")
+        .env("NANOFLOW_PUBLISH_MODE", "host")
         .env("NANOFLOW_REPLICAS", "3")
         .env("NANOFLOW_LEASE", "3s")
         .output()
@@ -375,44 +401,56 @@ async fn the_stack_runs_replicas_that_share_runs_and_survive_losing_one() {
             docker(&["service", "ps", "--no-trunc", &service]).unwrap_or_default()
         )
     });
+    let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(|c| published(c)).collect();
     // Ready once the replicas reach the database (PostgreSQL initialises first).
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(r) = get(addr, "/readyz", &token).await {
-            if r.status == 200 {
-                break;
+    for addr in &addrs {
+        loop {
+            if let Some(r) = get(*addr, "/readyz", &token).await {
+                if r.status == 200 {
+                    break;
+                }
             }
+            assert!(
+                Instant::now() < deadline,
+                "the stack never became ready: {}",
+                docker(&["service", "logs", "--tail", "20", &service]).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the stack never became ready: {}",
-            docker(&["service", "logs", "--tail", "20", &service]).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Runs spread over the replicas; replica 0 is killed (SIGKILL) after the 15th: Swarm
+    // replaces it, the others take its runs over.
     let mut acked = Vec::new();
+    let mut killed = false;
     for i in 0..30 {
         let id = format!("swarm-{i}");
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut target = i % 3;
         loop {
-            if let Some(run_id) = send(addr, &id).await {
-                acked.push((id, run_id));
+            if killed && target == 0 {
+                target = 1;
+            }
+            if let Some(run_id) = send(addrs[target], &id).await {
+                acked.push((id, run_id, target));
                 break;
             }
             assert!(Instant::now() < deadline, "run {id} was never accepted");
+            target = (target + 1) % 3;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         if i == 15 {
-            // SIGKILL one replica mid-load; Swarm replaces it, the others take its runs over.
             docker_ok(&["kill", &replicas[0]]);
+            killed = true;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(90);
-    for (id, run_id) in &acked {
+    for (id, run_id, accepted_by) in &acked {
+        // Asked of another replica than the one that accepted it (and never of the dead one).
+        let asked = addrs[if *accepted_by == 1 { 2 } else { 1 }];
         loop {
-            // Through the routing mesh: whichever replica answers knows every run.
-            if let Some(r) = get(addr, &format!("/runs/{run_id}"), &token).await {
+            if let Some(r) = get(asked, &format!("/runs/{run_id}"), &token).await {
                 if r.status == 200 && r.json()["status"] == "succeeded" {
                     assert_eq!(r.json()["output"], format!("shipped {id}"));
                     break;
@@ -425,7 +463,7 @@ async fn the_stack_runs_replicas_that_share_runs_and_survive_losing_one() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let listed = get(addr, "/runs?workflow=shipment&limit=100", &token)
+    let listed = get(addrs[2], "/runs?workflow=shipment&limit=100", &token)
         .await
         .expect("the run list");
     assert_eq!(listed.json()["runs"].as_array().unwrap().len(), 30);

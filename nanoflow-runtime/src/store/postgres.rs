@@ -538,7 +538,11 @@ async fn connect(shared: &Shared) -> Result<Client, StoreError> {
     )
     .await
     .map_err(|_| shared.error("cannot connect: timed out after 10 s"))?
-    .map_err(|e| shared.error(format!("cannot connect: {e}")))?;
+    .map_err(|e| {
+        // tokio-postgres says "error connecting to server" and keeps the reason as the source.
+        let why = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+        shared.error(format!("cannot connect: {e}{why}"))
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "journal connection closed");
