@@ -132,6 +132,47 @@ async fn the_sqlite_store_keeps_records_across_reopening_and_refuses_newer_schem
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_starts_over_under_steady_writes() {
+    use nanoflow::journal::{NewRun, StepWrite};
+    let path = temp_path("journal.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let run = NewRun {
+        run_id: nanoflow::RunId::new(),
+        workflow: "steady",
+        input: "1".into(),
+        idempotency_key: None,
+    };
+    store.create_run(run.clone()).await.unwrap();
+    // About 40 MiB of WAL frames, one awaited commit after another, for at least 2 s: the
+    // checkpoint thread runs every 250 ms and must make the WAL start over.
+    let output = axum::body::Bytes::from(vec![b'7'; 3000]);
+    let started = std::time::Instant::now();
+    let mut largest = 0;
+    let mut i = 0u32;
+    while i < 6000 || started.elapsed() < std::time::Duration::from_secs(2) {
+        let write = StepWrite {
+            run_id: run.run_id,
+            step: format!("step{i}").into(),
+            attempt: 1,
+            outcome: Ok(output.clone()),
+            started_ms: 0,
+            duration_us: 1,
+            state: None,
+        };
+        store.record_step(write, None).await.unwrap();
+        largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+        i += 1;
+    }
+    assert!(
+        largest < 16 << 20,
+        "the WAL grew to {largest} bytes over {i} commits"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use std::sync::Arc;

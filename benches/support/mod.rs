@@ -18,6 +18,8 @@ pub(crate) struct Stats {
     pub(crate) secs: f64,
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
+    /// Requests of the 500 ms warm-up before the measurement (answered, not measured).
+    pub(crate) warmup: usize,
 }
 
 async fn connection(
@@ -76,8 +78,9 @@ pub(crate) fn load(addr: SocketAddr, req: &'static Request, conns: usize, secs: 
         let tasks: Vec<_> = (0..conns)
             .map(|_| tokio::spawn(connection(addr, req, warm, Vec::new())))
             .collect();
+        let mut warmup = 0;
         for t in tasks {
-            t.await.unwrap();
+            warmup += t.await.unwrap().len();
         }
         let start = Instant::now();
         let until = start + Duration::from_secs_f64(secs);
@@ -96,6 +99,7 @@ pub(crate) fn load(addr: SocketAddr, req: &'static Request, conns: usize, secs: 
             secs: elapsed,
             p50_us: pct(0.50),
             p99_us: pct(0.99),
+            warmup,
         }
     })
 }

@@ -42,6 +42,12 @@ pub trait Node: Send + Sync + 'static {
     /// Whether the node keeps durable keyed state.
     const STATEFUL: bool = false;
 
+    /// `#[node(pure)]`: the node is deterministic and has no side effects (its output depends
+    /// on its input alone). With the journal, its successors start without waiting for its
+    /// output to be durable; the record follows in a later commit, and a run resumed after a
+    /// crash that lost it computes the node again.
+    const PURE: bool = false;
+
     /// Runs one attempt of the node.
     fn call(input: Self::Input) -> impl Future<Output = Result<Self::Output, NodeError>> + Send;
 

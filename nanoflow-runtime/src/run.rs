@@ -323,6 +323,10 @@ pub(crate) struct Durable {
     /// The run row, written with the run's first record (runs acknowledged only on completion
     /// need no commit of their own before they start).
     pub(crate) pending_create: Mutex<Option<NewRun>>,
+    /// Records sent with the run's next record, in the same transaction: those of completed
+    /// `#[node(pure)]` steps (which need no commit of their own: lost in a crash, they are
+    /// computed again) and of last steps (written with the run's end).
+    pub(crate) deferred: Mutex<Vec<StepWrite>>,
     /// The workflows chained `after` this one: recorded with this run's success.
     pub(crate) downstream: Vec<&'static str>,
 }
@@ -551,14 +555,21 @@ impl RunCtx {
             return Ok(output);
         };
         let bytes = self.encode(name, attempt, &output)?;
-        let committed = self.record(d, name, attempt, Ok(bytes), started, None);
-        // A step whose successors would start now must be durable first, so that a crash can
-        // never make it run twice. A last step is made durable with the run's finish record.
-        // (A scoped name is never terminal: a map item frees its slot for the next item, and a
-        // sub-workflow's last step is followed by the parent's.)
-        if !d.graph.is_terminal(&name.text()) {
-            wait_commit(committed).await?;
+        // A pure step needs no commit of its own, and a last step's record is written with
+        // the run's end (a scoped name is never terminal: a map item frees its slot for the
+        // next item, and a sub-workflow's last step is followed by the parent's).
+        if N::PURE || d.graph.is_terminal(&name.text()) {
+            let write = self.step_write(name, attempt, Ok(bytes), started, None);
+            d.deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(write);
+            return Ok(output);
         }
+        // A step whose successors would start now must be durable first, so that a crash can
+        // never make it run twice.
+        let committed = self.record(d, name, attempt, Ok(bytes), started, None);
+        wait_commit(committed).await?;
         Ok(output)
     }
 
@@ -794,7 +805,27 @@ impl RunCtx {
         started: (u64, Instant),
         state: Option<(&'static str, String, Bytes)>,
     ) -> crate::store::Commit {
-        let write = StepWrite {
+        let write = self.step_write(step, attempt, outcome, started, state);
+        // Taking the pending run row and sending under one lock keeps the row ahead of every
+        // other record of this run in the writer's queue.
+        let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
+        let mut deferred = take_deferred(d);
+        if deferred.is_empty() {
+            return d.journal.record_step(write, pending.take());
+        }
+        deferred.push(write);
+        d.journal.record_steps(deferred, pending.take())
+    }
+
+    fn step_write(
+        &self,
+        step: &StepName<'_>,
+        attempt: u32,
+        outcome: Result<Bytes, &NodeError>,
+        started: (u64, Instant),
+        state: Option<(&'static str, String, Bytes)>,
+    ) -> StepWrite {
+        StepWrite {
             run_id: self.run_id,
             step: step.text(),
             attempt,
@@ -802,11 +833,7 @@ impl RunCtx {
             started_ms: started.0,
             duration_us: started.1.elapsed().as_micros() as u64,
             state,
-        };
-        // Taking the pending run row and sending under one lock keeps the row ahead of every
-        // other record of this run in the writer's queue.
-        let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
-        d.journal.record_step(write, pending.take())
+        }
     }
 
     /// Records the run's end (durably) when journaled.
@@ -831,7 +858,8 @@ impl RunCtx {
         };
         let committed = {
             let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
-            d.journal.finish(
+            d.journal.finish_with_steps(
+                take_deferred(d),
                 FinishWrite {
                     run_id: self.run_id,
                     outcome,
@@ -856,6 +884,11 @@ impl RunCtx {
             error,
         }
     }
+}
+
+/// The records waiting for the run's next one (see [`Durable::deferred`]).
+fn take_deferred(d: &Durable) -> Vec<StepWrite> {
+    std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 async fn wait_commit(commit: crate::store::Commit) -> Result<(), Error> {

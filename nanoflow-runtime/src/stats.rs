@@ -92,7 +92,7 @@ impl Histogram {
 pub(crate) struct JournalMetrics {
     /// How long each awaited write took to become durable (its group commit, fsync included).
     pub(crate) commit: Histogram,
-    /// Writes issued (each a record: a run's creation, a step, a run's end).
+    /// Writes issued (a run's creation, steps, a run's end, a re-drive, a prune).
     pub(crate) writes: Counter,
     /// Writes that failed.
     pub(crate) failed_writes: Counter,

@@ -40,6 +40,8 @@ pub(crate) struct Options {
     pub(crate) key: Option<(Vec<syn::Member>, Span)>,
     /// `schema`: the input and output types must implement `schemars::JsonSchema`.
     pub(crate) schema: bool,
+    /// `pure`: deterministic, without side effects; its successors need not wait for its record.
+    pub(crate) pure: Option<Span>,
 }
 
 /// What `#[node]` found: the node when the signature is usable, and every error.

@@ -111,6 +111,10 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
         };
         (state_ty, key, body_state)
     });
+    let pure = node
+        .options
+        .pure
+        .map(|span| quote_spanned!(span=> const PURE: bool = true;));
     let state_items = match &stateful {
         None => quote!(
             type State = ();
@@ -162,6 +166,7 @@ pub(crate) fn expand(node: &NodeDef<'_>) -> TokenStream {
             type Input = #input_type;
             type Output = #output_type;
             #state_items
+            #pure
             const NAME: &'static str = #name;
             const OPTIONS: #private::NodeOptions =
                 #private::NodeOptions::DEFAULT #(#setters)*;

@@ -8,7 +8,7 @@ use crate::ctxt::Ctxt;
 use crate::duration;
 
 const OPTIONS: &str =
-    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `memory`, `cpus`, `name`, `state`, `key`, `schema` or `crate`";
+    "`retries`, `backoff`, `max_backoff`, `timeout`, `isolation`, `memory`, `cpus`, `name`, `state`, `key`, `pure`, `schema` or `crate`";
 
 /// Parses the options and the signature, collecting every error. Bad options alone still give a
 /// node (with default settings), so its uses in workflows are checked as usual.
@@ -35,6 +35,12 @@ pub(crate) fn parse(attr: TokenStream, func: &syn::ItemFn) -> Parsed<'_> {
         }
         _ => None,
     };
+    if let (Some(pure), Some(_)) = (options.pure, options.state) {
+        cx.error_at(
+            pure,
+            "`pure` and `state` exclude each other: a stateful node writes its state, which a pure node must not (remove `pure`)",
+        );
+    }
     let node = match input {
         Some(input) if !sig_errors.has_errors() => Some(NodeDef {
             func,
@@ -381,6 +387,17 @@ fn parse_option(meta: &ParseNestedMeta<'_>, key: &str, options: &mut Options) ->
                     ))
                 }
             }
+        }
+        "pure" => {
+            if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                return Err(meta.error("`pure` takes no value: write `#[node(pure)]`"));
+            }
+            options.pure = Some(
+                meta.path
+                    .get_ident()
+                    .map(|i| i.span())
+                    .unwrap_or_else(proc_macro2::Span::call_site),
+            );
         }
         "state" => {
             if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {

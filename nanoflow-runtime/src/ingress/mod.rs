@@ -286,6 +286,7 @@ impl App {
                         input: input.clone(),
                         idempotency_key,
                     })),
+                    deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.name),
                 },
             ),
@@ -460,6 +461,7 @@ impl App {
                     graph,
                     resumed,
                     pending_create: Mutex::new(None),
+                    deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.name),
                 },
             )

@@ -153,4 +153,17 @@ impl Journal {
     pub(crate) fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
         self.store.finish(write, create)
     }
+
+    pub(crate) fn record_steps(&self, writes: Vec<StepWrite>, create: Option<NewRun>) -> Commit {
+        self.store.record_steps(writes, create)
+    }
+
+    pub(crate) fn finish_with_steps(
+        &self,
+        steps: Vec<StepWrite>,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> Commit {
+        self.store.finish_with_steps(steps, write, create)
+    }
 }

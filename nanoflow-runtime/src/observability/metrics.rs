@@ -325,7 +325,7 @@ impl Metrics {
                 &mut out,
                 "nanoflow_journal_writes_total",
                 "counter",
-                "Journal writes issued (records: a run's creation, a step, a run's end).",
+                "Journal writes issued (a run's creation, steps, a run's end, a re-drive, a prune).",
             );
             let _ = writeln!(out, "nanoflow_journal_writes_total {}", j.writes.get());
             header(

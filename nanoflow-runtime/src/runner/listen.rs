@@ -46,7 +46,14 @@ struct Shared {
     shed: Notify,
     limits: Limits,
     epoch: Instant,
+    /// Milliseconds since `epoch`, advanced every `CLOCK_TICK` by a task of `serve`: what
+    /// connections stamp their activity with, without reading the clock at every read and
+    /// write.
+    now_ms: AtomicU64,
 }
+
+/// The resolution of [`Shared::now_ms`].
+const CLOCK_TICK: Duration = Duration::from_millis(10);
 
 impl Shared {
     fn under_pressure(&self) -> bool {
@@ -62,9 +69,9 @@ struct Activity {
 }
 
 impl Activity {
-    fn touch(&self, epoch: Instant) {
+    fn touch(&self, shared: &Shared) {
         self.last_ms
-            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .store(shared.now_ms.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     fn idle_for(&self, epoch: Instant) -> Duration {
@@ -85,6 +92,19 @@ pub(crate) async fn serve(
         shed: Notify::new(),
         limits,
         epoch: Instant::now(),
+        now_ms: AtomicU64::new(0),
+    });
+    // The connections' coarse clock; ends with the server.
+    let clock = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CLOCK_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(shared) = clock.upgrade() else { break };
+            let now = shared.epoch.elapsed().as_millis() as u64;
+            shared.now_ms.store(now, Ordering::Relaxed);
+        }
     });
     let mut out_of_files_logged: Option<Instant> = None;
     loop {
@@ -148,11 +168,11 @@ async fn connection(
     }
     let open = Open(shared.clone());
     let activity = Arc::new(Activity::default());
-    activity.touch(shared.epoch);
+    activity.touch(&shared);
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
-        epoch: shared.epoch,
+        shared: shared.clone(),
     });
     let service = Service {
         router,
@@ -256,7 +276,7 @@ impl Drop for InFlight {
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
-    epoch: Instant,
+    shared: Arc<Shared>,
 }
 
 impl AsyncRead for Tracked {
@@ -268,7 +288,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch(self.epoch);
+            self.activity.touch(&self.shared);
         }
         polled
     }
@@ -282,7 +302,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch(self.epoch);
+            self.activity.touch(&self.shared);
         }
         polled
     }
@@ -294,7 +314,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch(self.epoch);
+            self.activity.touch(&self.shared);
         }
         polled
     }

@@ -19,6 +19,7 @@ pub async fn check(store: Arc<dyn RunStore>) {
     create_and_idempotent_claim(&*store).await;
     steps_with_their_state(&*store).await;
     finish_with_chained_runs(&*store).await;
+    several_records_at_once(&*store).await;
     reopen_only_failed_runs(&*store).await;
     list_filters_and_pages(&*store).await;
     unfinished_runs_oldest_first(&*store).await;
@@ -71,6 +72,40 @@ fn finish(run_id: RunId, outcome: Result<&str, &str>, chained: Vec<NewRun>) -> F
             }),
         chained,
     }
+}
+
+/// Several attempts recorded together (with the run's creation), then the last step's
+/// attempt with the run's end: all land, in order.
+pub async fn several_records_at_once(store: &dyn RunStore) {
+    let a = id(90);
+    let steps = vec![step(a, "price", 1, "1"), step(a, "tax", 1, "2")];
+    store
+        .record_steps(steps, Some(new_run(a, "conformance_batch", None)))
+        .await
+        .expect("several steps recorded");
+    store
+        .record_steps(Vec::new(), None)
+        .await
+        .expect("nothing to record is done at once");
+    store
+        .finish_with_steps(
+            vec![step(a, "total", 1, "3")],
+            finish(a, Ok("3"), Vec::new()),
+            None,
+        )
+        .await
+        .expect("the last step with the end");
+    let run = store
+        .get_run(a)
+        .await
+        .unwrap()
+        .expect("the run was created");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let steps: Vec<&str> = run.timeline.iter().map(|s| s.step.as_str()).collect();
+    for name in ["price", "tax", "total"] {
+        assert!(steps.contains(&name), "{name} is missing from {steps:?}");
+    }
+    assert_eq!(run.completed_steps().len(), 3);
 }
 
 /// A run is recorded once; a second run with the same workflow and idempotency key finds the

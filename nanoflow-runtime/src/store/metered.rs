@@ -64,11 +64,32 @@ impl RunStore for Metered {
             .metered(self.metrics.clone())
     }
 
+    fn record_steps(&self, writes: Vec<StepWrite>, create: Option<NewRun>) -> Commit {
+        self.metrics.writes.inc();
+        self.inner
+            .record_steps(writes, create)
+            .metered(self.metrics.clone())
+    }
+
+    fn finish_with_steps(
+        &self,
+        steps: Vec<StepWrite>,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> Commit {
+        self.metrics.writes.inc();
+        self.inner
+            .finish_with_steps(steps, write, create)
+            .metered(self.metrics.clone())
+    }
+
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
+        self.metrics.writes.inc();
         self.inner.reopen(run_id)
     }
 
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
+        self.metrics.writes.inc();
         self.inner.prune(retention)
     }
 

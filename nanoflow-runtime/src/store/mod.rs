@@ -315,6 +315,36 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     /// atomically). Resolves when durable.
     fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit;
 
+    /// Records several attempts in order (after the run's creation, when given); resolves when
+    /// all are durable. A store that can should write them in one transaction, so that they
+    /// cost one commit; the default records them one by one. An empty list records nothing.
+    fn record_steps(&self, mut writes: Vec<StepWrite>, create: Option<NewRun>) -> Commit {
+        let Some(last) = writes.pop() else {
+            return Commit::done(Ok(()));
+        };
+        let mut create = create;
+        for write in writes {
+            drop(self.record_step(write, create.take()));
+        }
+        self.record_step(last, create)
+    }
+
+    /// [`RunStore::finish`], with the attempts recorded just before it (the last step's, and
+    /// those of pure steps). A store that can writes them all in one transaction; the default
+    /// records the steps, then the end.
+    fn finish_with_steps(
+        &self,
+        steps: Vec<StepWrite>,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> Commit {
+        let mut create = create;
+        for step in steps {
+            drop(self.record_step(step, create.take()));
+        }
+        self.finish(write, create)
+    }
+
     /// Marks a failed run as running again (for a re-drive); `false` when there is no such
     /// failed run.
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool>;

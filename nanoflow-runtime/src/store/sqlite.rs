@@ -22,6 +22,8 @@ const SCHEMA_VERSION: i64 = 1;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// The WAL size past which a checkpoint makes the WAL start over (see the checkpoint thread).
+const WAL_RESTART_BYTES: u64 = 4 << 20;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -63,12 +65,13 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 enum Write {
     Create(NewRun, Reply<Created>),
-    Step(
-        StepWrite,
+    Steps(
+        Vec<StepWrite>,
         Option<NewRun>,
         oneshot::Sender<Result<(), StoreError>>,
     ),
     Finish(
+        Vec<StepWrite>,
         FinishWrite,
         Option<NewRun>,
         oneshot::Sender<Result<(), StoreError>>,
@@ -227,13 +230,28 @@ impl RunStore for SqliteStore {
 
     fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
         let (tx, commit) = Commit::channel();
-        self.inner.send(Write::Step(write, create, tx));
+        self.inner.send(Write::Steps(vec![write], create, tx));
+        commit
+    }
+
+    fn record_steps(&self, writes: Vec<StepWrite>, create: Option<NewRun>) -> Commit {
+        let (tx, commit) = Commit::channel();
+        self.inner.send(Write::Steps(writes, create, tx));
         commit
     }
 
     fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
+        self.finish_with_steps(Vec::new(), write, create)
+    }
+
+    fn finish_with_steps(
+        &self,
+        steps: Vec<StepWrite>,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> Commit {
         let (tx, commit) = Commit::channel();
-        self.inner.send(Write::Finish(write, create, tx));
+        self.inner.send(Write::Finish(steps, write, create, tx));
         commit
     }
 
@@ -325,13 +343,28 @@ impl Inner {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let checkpoint_path = shown.clone();
+        let wal_path = {
+            let mut p = path.as_os_str().to_owned();
+            p.push("-wal");
+            std::path::PathBuf::from(p)
+        };
+        let writer_wal = wal_path.clone();
         std::thread::Builder::new()
             .name("nanoflow-checkpoint".into())
             .spawn(move || {
                 let mut failing = Repeated::default();
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(std::time::Duration::from_millis(250));
-                    match checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                    // A passive checkpoint never makes the writer wait, but under steady
+                    // writes the WAL is never copied back whole, so it is never started over:
+                    // it grows without end, and every commit appends, which makes each sync
+                    // also write the file's size. Past `WAL_RESTART_BYTES` the checkpoint
+                    // waits for the WAL to be copied and makes the next commit start it over
+                    // (a pause of the writer of about one checkpoint).
+                    let large =
+                        std::fs::metadata(&wal_path).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
+                    let mode = if large { "RESTART" } else { "PASSIVE" };
+                    match checkpointer.execute_batch(&format!("PRAGMA wal_checkpoint({mode})")) {
                         Ok(()) => failing.succeeded("journal checkpoint", &checkpoint_path),
                         Err(e) => failing.failed("journal checkpoint", &checkpoint_path, &e),
                     }
@@ -340,6 +373,14 @@ impl Inner {
             .map_err(|e| {
                 journal_error(&shown, format!("cannot start the checkpoint thread: {e}"))
             })?;
+        // The writer commits with `synchronous=NORMAL` (SQLite writes the WAL without syncing
+        // it) and makes each commit durable itself with `fdatasync` on the WAL before anyone
+        // is told: SQLite's bundled build syncs with `fsync`, which also flushes the file's
+        // times, a second journal write of the filesystem at every commit.
+        writer
+            .execute_batch("PRAGMA synchronous=NORMAL")
+            .map_err(|e| journal_error(&shown, e))?;
+        let wal = WalSync::new(writer_wal);
         let (tx, rx) = mpsc::channel();
         let thread_path = shown.clone();
         let transactions = Arc::new(AtomicU64::new(0));
@@ -351,6 +392,7 @@ impl Inner {
             .spawn(move || {
                 writer_loop(
                     writer,
+                    wal,
                     rx,
                     &thread_path,
                     &thread_transactions,
@@ -561,8 +603,47 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
 /// freed on a full disk) is noticed without a run risking its steps on it.
 const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// `fdatasync` of the WAL file: what makes a commit durable (see `Inner::open`).
+struct WalSync {
+    path: std::path::PathBuf,
+    file: Option<(std::fs::File, u64)>,
+}
+
+impl WalSync {
+    fn new(path: std::path::PathBuf) -> Self {
+        Self { path, file: None }
+    }
+
+    /// Syncs what SQLite wrote to the WAL so far. Reopens the file when it is not the one
+    /// open (a WAL deleted and made again), so that the sync always reaches the live file.
+    fn sync(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let live = std::fs::metadata(&self.path)?.ino();
+        if self.file.as_ref().is_none_or(|(_, ino)| *ino != live) {
+            let file = std::fs::File::open(&self.path)?;
+            let ino = file.metadata()?.ino();
+            self.file = Some((file, ino));
+        }
+        match &self.file {
+            Some((file, _)) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    /// [`WalSync::sync`] as a SQLite error.
+    fn sync_sqlite(&mut self) -> rusqlite::Result<()> {
+        self.sync().map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+                Some(format!("syncing the journal's WAL: {e}")),
+            )
+        })
+    }
+}
+
 fn writer_loop(
     mut conn: Connection,
+    mut wal: WalSync,
     rx: mpsc::Receiver<Write>,
     path: &str,
     transactions: &AtomicU64,
@@ -575,9 +656,12 @@ fn writer_loop(
                 Ok(w) => w,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // A write transaction that changes nothing but must reach the disk.
-                    match conn.execute_batch(&format!(
-                        "BEGIN IMMEDIATE; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                    )) {
+                    let probe = conn
+                        .execute_batch(&format!(
+                            "BEGIN IMMEDIATE; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                        ))
+                        .and_then(|()| wal.sync_sqlite());
+                    match probe {
                         Ok(()) => {
                             failing.succeeded("journal write", path);
                             health.succeeded(path);
@@ -615,6 +699,21 @@ fn writer_loop(
             tx.commit()?;
             Ok::<_, rusqlite::Error>(results)
         })();
+        // Committed but not durable: the writes are in the file, so they are not retried;
+        // every caller is told they failed, and the journal is unhealthy until a write syncs.
+        let whole = match whole.map(|results| (wal.sync_sqlite(), results)) {
+            Ok((Err(e), _)) => {
+                let why = e.to_string();
+                failing.failed("journal write", path, &e);
+                health.failed(&why);
+                for write in batch {
+                    reply(write, Err(why.clone()));
+                }
+                continue;
+            }
+            Ok((Ok(()), results)) => Ok(results),
+            Err(e) => Err(e),
+        };
         match whole {
             Ok(results) => {
                 transactions.fetch_add(1, Ordering::Relaxed);
@@ -636,6 +735,7 @@ fn writer_loop(
                             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                         let r = apply(&tx, &write)?;
                         tx.commit()?;
+                        wal.sync_sqlite()?;
                         Ok::<_, rusqlite::Error>(r)
                     })();
                     match &result {
@@ -681,7 +781,7 @@ fn reply(write: Write, result: Result<Outcome, String>) {
                 _ => Created::New,
             }));
         }
-        Write::Step(_, _, tx) | Write::Finish(_, _, tx) => {
+        Write::Steps(_, _, tx) | Write::Finish(_, _, _, tx) => {
             let _ = tx.send(result.map(|_| ()).map_err(StoreError::Unavailable));
         }
         Write::Reopen(_, tx) => {
@@ -716,49 +816,23 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             insert_run(c, run)?;
             Ok(Outcome::Created(Created::New))
         }
-        Write::Step(step, create, _) => {
+        Write::Steps(steps, create, _) => {
             if let Some(run) = create {
                 insert_run(c, run)?;
             }
-            let (status, output, error) = match &step.outcome {
-                Ok(out) => ("succeeded", Some(out.as_ref()), None),
-                Err(e) => ("failed", None, Some(e.to_string())),
-            };
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                step.run_id.to_string(),
-                step.step,
-                step.attempt,
-                status,
-                output,
-                error,
-                step.started_ms as i64,
-                step.duration_us as i64
-            ])?;
-            if let Some((node, key, value)) = &step.state {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO state (node, key, value) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![node, key, value.as_ref()])?;
+            for step in steps {
+                insert_step(c, step)?;
             }
             Ok(Outcome::Unit)
         }
-        Write::Finish(finish, create, _) => {
+        Write::Finish(steps, finish, create, _) => {
             if let Some(run) = create {
                 insert_run(c, run)?;
             }
-            let (status, output, error) = match &finish.outcome {
-                Ok(out) => ("succeeded", Some(out.as_ref()), None),
-                Err(e) => ("failed", None, serde_json::to_string(e).ok()),
-            };
-            c.prepare_cached("UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1")?
-                .execute(params![finish.run_id.to_string(), status, output, error, now_ms() as i64])?;
-            for run in &finish.chained {
-                insert_run(c, run)?;
+            for step in steps {
+                insert_step(c, step)?;
             }
+            finish_run(c, finish)?;
             Ok(Outcome::Unit)
         }
         Write::Reopen(run_id, _) => {
@@ -770,24 +844,75 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
                 .execute([run_id.to_string()])?;
             Ok(Outcome::Bool(n == 1))
         }
-        Write::Prune(retention, _) => {
-            let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
-            // Runs past the age limit, then runs beyond the newest `max_runs` finished ones.
-            let doomed = "SELECT id FROM runs WHERE status != 'running' AND finished_ms < ?1
-                          UNION SELECT id FROM (SELECT id FROM runs WHERE status != 'running'
-                                                ORDER BY id DESC LIMIT -1 OFFSET ?2)";
-            let keep = retention.max_runs.min(i64::MAX as u64) as i64;
-            c.execute(
-                &format!("DELETE FROM steps WHERE run_id IN ({doomed})"),
-                params![cutoff, keep],
-            )?;
-            let removed = c.execute(
-                &format!("DELETE FROM runs WHERE id IN ({doomed})"),
-                params![cutoff, keep],
-            )?;
-            Ok(Outcome::Count(removed as u64))
-        }
+        Write::Prune(retention, _) => prune(c, retention),
     }
+}
+
+/// One attempt of one step (and the node's state with it).
+fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
+    let (status, output, error) = match &step.outcome {
+        Ok(out) => ("succeeded", Some(out.as_ref()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        step.run_id.to_string(),
+        step.step,
+        step.attempt,
+        status,
+        output,
+        error,
+        step.started_ms as i64,
+        step.duration_us as i64
+    ])?;
+    if let Some((node, key, value)) = &step.state {
+        c.prepare_cached("INSERT OR REPLACE INTO state (node, key, value) VALUES (?1, ?2, ?3)")?
+            .execute(params![node, key, value.as_ref()])?;
+    }
+    Ok(())
+}
+
+/// A run's end, and the runs it chains.
+fn finish_run(c: &Connection, finish: &FinishWrite) -> rusqlite::Result<()> {
+    let (status, output, error) = match &finish.outcome {
+        Ok(out) => ("succeeded", Some(out.as_ref()), None),
+        Err(e) => ("failed", None, serde_json::to_string(e).ok()),
+    };
+    c.prepare_cached(
+        "UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1",
+    )?
+    .execute(params![
+        finish.run_id.to_string(),
+        status,
+        output,
+        error,
+        now_ms() as i64
+    ])?;
+    for run in &finish.chained {
+        insert_run(c, run)?;
+    }
+    Ok(())
+}
+
+fn prune(c: &Connection, retention: &Retention) -> rusqlite::Result<Outcome> {
+    let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
+    // Runs past the age limit, then runs beyond the newest `max_runs` finished ones.
+    let doomed = "SELECT id FROM runs WHERE status != 'running' AND finished_ms < ?1
+                  UNION SELECT id FROM (SELECT id FROM runs WHERE status != 'running'
+                                        ORDER BY id DESC LIMIT -1 OFFSET ?2)";
+    let keep = retention.max_runs.min(i64::MAX as u64) as i64;
+    c.execute(
+        &format!("DELETE FROM steps WHERE run_id IN ({doomed})"),
+        params![cutoff, keep],
+    )?;
+    let removed = c.execute(
+        &format!("DELETE FROM runs WHERE id IN ({doomed})"),
+        params![cutoff, keep],
+    )?;
+    Ok(Outcome::Count(removed as u64))
 }
 
 fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {

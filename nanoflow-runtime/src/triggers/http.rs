@@ -255,11 +255,21 @@ pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
 ) -> Result<Bytes, Response> {
-    let mut stop = app.stop.subscribe();
     let limit = app.config.max_body;
     let timeout = app.config.body_timeout;
+    let mut read = std::pin::pin!(read_body_within(body, headers, limit));
+    // Most bodies arrive with their headers: read them at once, without arming a timer or
+    // watching for shutdown (both cost a registration per request on the hot path).
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))
+    })
+    .await;
+    if let std::task::Poll::Ready(result) = first {
+        return result;
+    }
+    let mut stop = app.stop.subscribe();
     tokio::select! {
-        read = tokio::time::timeout(timeout, read_body_within(body, headers, limit)) => match read {
+        read = tokio::time::timeout(timeout, read.as_mut()) => match read {
             Ok(result) => result,
             Err(_) => Err(error_response(
                 StatusCode::REQUEST_TIMEOUT,
