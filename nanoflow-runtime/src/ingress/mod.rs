@@ -4,6 +4,7 @@
 //! go through here; none touches the server's state otherwise.
 
 pub(crate) mod chain;
+pub(crate) mod lease;
 pub(crate) mod reply;
 
 use std::collections::BTreeMap;
@@ -440,6 +441,11 @@ impl App {
         let Some(journal) = self.durable() else {
             return Ok(None);
         };
+        if !journal.store().owns(record.run_id) {
+            // A shared journal: another runner took the run over (or never gave it up).
+            tracing::info!(run_id = %record.run_id, "not resuming: another runner owns the run");
+            return Ok(None);
+        }
         let Some(wf) = self.workflows.get(record.workflow.as_str()).cloned() else {
             tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
             return Ok(None);
@@ -490,7 +496,9 @@ impl App {
         containers: Option<crate::run::Isolated>,
     ) -> Result<Arc<Self>, Error> {
         let journal = match &config.journal {
-            Some(path) => Journal::open(path)?,
+            Some(path) => {
+                Journal::open_with(path, config.runner_id.as_deref(), Some(config.lease))?
+            }
             None => Journal::new(crate::store::memory::MemoryStore::bounded(config.keep_runs)),
         };
         let durable = journal.store().durable();
