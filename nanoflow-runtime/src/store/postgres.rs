@@ -32,11 +32,20 @@ use super::{
     Attempt, Backlog, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord,
     RunStore, StepWrite, StoreError, StoreFuture,
 };
+use crate::fingerprint::{Fingerprint, StepPrint};
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`nanoflow_journal.meta`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Columns schema 2 added (issue 13: fingerprints, forks); older journals gain them empty.
+const MIGRATE_TO_2: &str = "
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS fingerprint bigint;
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS forked_from text;
+ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS output_fp bigint;
+ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS place_fp bigint;
+";
 
 /// Writer connections, each committing its own batches: PostgreSQL flushes the commits of
 /// concurrent transactions together, so throughput grows with them while one writer waits on
@@ -61,7 +70,9 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.runs (
     created_ms bigint NOT NULL,
     finished_ms bigint,
     owner text,
-    epoch bigint NOT NULL DEFAULT 1
+    epoch bigint NOT NULL DEFAULT 1,
+    fingerprint bigint,
+    forked_from text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency
     ON nanoflow_journal.runs (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -78,6 +89,8 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.steps (
     error text,
     started_ms bigint NOT NULL,
     duration_us bigint NOT NULL,
+    output_fp bigint,
+    place_fp bigint,
     PRIMARY KEY (run_id, step, attempt)
 );
 CREATE TABLE IF NOT EXISTS nanoflow_journal.state (
@@ -100,8 +113,7 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.runners (
 );
 ";
 
-const RUN_COLUMNS: &str =
-    "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms";
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from";
 
 /// Who this runner is and how long its lease lasts.
 #[derive(Debug, Clone)]
@@ -148,6 +160,8 @@ enum Write {
     Step(StepWrite, Option<NewRun>, Reply<()>),
     Finish(FinishWrite, Option<NewRun>, Reply<()>),
     Reopen(RunId, Reply<bool>),
+    Reset(RunId, Option<Fingerprint>, Reply<bool>),
+    Fork(NewRun, RunId, Vec<StepWrite>, Reply<()>),
     Prune(Retention, Reply<u64>),
 }
 
@@ -165,7 +179,8 @@ impl Write {
         match self {
             Write::Create(_, tx) => drop(tx.send(Err(e))),
             Write::Step(_, _, tx) | Write::Finish(_, _, tx) => drop(tx.send(Err(e))),
-            Write::Reopen(_, tx) => drop(tx.send(Err(e))),
+            Write::Reopen(_, tx) | Write::Reset(_, _, tx) => drop(tx.send(Err(e))),
+            Write::Fork(_, _, _, tx) => drop(tx.send(Err(e))),
             Write::Prune(_, tx) => drop(tx.send(Err(e))),
         }
     }
@@ -378,6 +393,14 @@ impl RunStore for PostgresStore {
         self.write(Some(run_id), |tx| Write::Reopen(run_id, tx))
     }
 
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        self.write(Some(run_id), |tx| Write::Reset(run_id, fingerprint, tx))
+    }
+
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        self.write(Some(run.run_id), |tx| Write::Fork(run, from, steps, tx))
+    }
+
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
         self.write(None, |tx| Write::Prune(retention, tx))
     }
@@ -582,6 +605,9 @@ async fn install(client: &mut Client, shared: &Shared) -> Result<(), StoreError>
     tx.batch_execute(SCHEMA)
         .await
         .map_err(|e| shared.error(format!("cannot write the schema: {e}")))?;
+    tx.batch_execute(MIGRATE_TO_2)
+        .await
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {e}")))?;
     tx.execute(
         "INSERT INTO nanoflow_journal.meta (key, value) VALUES ('schema_version', $1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -805,6 +831,8 @@ struct Statements {
     finish: Statement,
     fence: Statement,
     reopen: Statement,
+    reset: Statement,
+    forked: Statement,
     prune: Statement,
 }
 
@@ -814,8 +842,9 @@ impl Statements {
             insert_run: c
                 .prepare(
                     "INSERT INTO nanoflow_journal.runs
-                         (id, workflow, status, input, idempotency_key, created_ms, owner, epoch)
-                     VALUES ($1, $2, 'running', $3, $4, $5, $6, 1)
+                         (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
+                          fingerprint)
+                     VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
                      ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .await?,
@@ -823,8 +852,9 @@ impl Statements {
                 .prepare(
                     "WITH ins AS (
                          INSERT INTO nanoflow_journal.runs
-                             (id, workflow, status, input, idempotency_key, created_ms, owner, epoch)
-                         VALUES ($1, $2, 'running', $3, $4, $5, $6, 1)
+                             (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
+                              fingerprint)
+                         VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
                          ON CONFLICT DO NOTHING RETURNING id)
                      SELECT id, true FROM ins
                      UNION ALL
@@ -840,11 +870,13 @@ impl Statements {
             step: c
                 .prepare(
                     "INSERT INTO nanoflow_journal.steps
-                         (run_id, step, attempt, status, output, error, started_ms, duration_us)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         (run_id, step, attempt, status, output, error, started_ms, duration_us,
+                          output_fp, place_fp)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
                          output = excluded.output, error = excluded.error,
-                         started_ms = excluded.started_ms, duration_us = excluded.duration_us",
+                         started_ms = excluded.started_ms, duration_us = excluded.duration_us,
+                         output_fp = excluded.output_fp, place_fp = excluded.place_fp",
                 )
                 .await?,
             state: c
@@ -875,10 +907,10 @@ impl Statements {
                 .prepare(
                     "WITH doomed AS (
                          SELECT id FROM nanoflow_journal.runs
-                         WHERE status <> 'running' AND finished_ms < $1
+                         WHERE status NOT IN ('running', 'blocked') AND finished_ms < $1
                          UNION
                          SELECT id FROM (SELECT id FROM nanoflow_journal.runs
-                                         WHERE status <> 'running'
+                                         WHERE status NOT IN ('running', 'blocked')
                                          ORDER BY id DESC OFFSET $2) beyond),
                      gone AS (DELETE FROM nanoflow_journal.steps
                               WHERE run_id IN (SELECT id FROM doomed)),
@@ -891,8 +923,23 @@ impl Statements {
                 .prepare(
                     "UPDATE nanoflow_journal.runs SET status = 'running', error = NULL,
                          finished_ms = NULL, owner = $2, epoch = epoch + 1
-                     WHERE id = $1 AND status = 'failed' RETURNING epoch",
+                     WHERE id = $1 AND status IN ('failed', 'blocked') RETURNING epoch",
                 )
+                .await?,
+            reset: c
+                .prepare(
+                    "WITH up AS (
+                         UPDATE nanoflow_journal.runs SET status = 'running', error = NULL,
+                             output = NULL, finished_ms = NULL, fingerprint = $3, owner = $2,
+                             epoch = epoch + 1
+                         WHERE id = $1 AND status IN ('failed', 'blocked') RETURNING id, epoch),
+                     gone AS (DELETE FROM nanoflow_journal.steps
+                              WHERE run_id IN (SELECT id FROM up))
+                     SELECT epoch FROM up",
+                )
+                .await?,
+            forked: c
+                .prepare("UPDATE nanoflow_journal.runs SET forked_from = $2 WHERE id = $1")
                 .await?,
         })
     }
@@ -1074,7 +1121,10 @@ impl Outcome {
                 (w, Err(e)) => w.fail(e),
                 (Write::Create(_, tx), Ok(Done::Created(c))) => drop(tx.send(Ok(c))),
                 (Write::Step(_, _, tx) | Write::Finish(_, _, tx), Ok(_)) => drop(tx.send(Ok(()))),
-                (Write::Reopen(_, tx), Ok(d)) => drop(tx.send(Ok(matches!(d, Done::Bool(true))))),
+                (Write::Reopen(_, tx) | Write::Reset(_, _, tx), Ok(d)) => {
+                    drop(tx.send(Ok(matches!(d, Done::Bool(true)))))
+                }
+                (Write::Fork(_, _, _, tx), Ok(_)) => drop(tx.send(Ok(()))),
                 (Write::Prune(_, tx), Ok(d)) => drop(tx.send(Ok(match d {
                     Done::Count(n) => n,
                     _ => 0,
@@ -1109,7 +1159,58 @@ fn run_params(shared: &Shared, run: &NewRun) -> Params {
         Box::new(run.idempotency_key.clone()),
         Box::new(now_ms() as i64),
         Box::new(shared.owner.clone()),
+        Box::new(run.fingerprint.map(|f| f.0 as i64)),
     ]
+}
+
+/// The statements that record one attempt (and its node's state, releasing the key's lock).
+fn step_ops<'s>(
+    s: &'s Statements,
+    shared: &Shared,
+    step: &StepWrite,
+    ops: &mut Vec<(&'s Statement, Params, Op)>,
+) {
+    let (status, output, error) = match &step.outcome {
+        Ok(out) => ("succeeded", Some(out.to_vec()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    ops.push((
+        &s.step,
+        vec![
+            Box::new(step.run_id.to_string()),
+            Box::new(step.step.to_string()),
+            Box::new(step.attempt as i32),
+            Box::new(status),
+            Box::new(output),
+            Box::new(error),
+            Box::new(step.started_ms as i64),
+            Box::new(step.duration_us as i64),
+            Box::new(step.fingerprint.map(|f| f.output.0 as i64)),
+            Box::new(step.fingerprint.map(|f| f.place.0 as i64)),
+        ],
+        Op::Plain,
+    ));
+    if let Some((node, key, value)) = &step.state {
+        ops.push((
+            &s.state,
+            vec![
+                Box::new(*node),
+                Box::new(key.clone()),
+                Box::new(value.to_vec()),
+            ],
+            Op::Plain,
+        ));
+        // The key's next run (on any runner) may start once this commits.
+        ops.push((
+            &s.unlock,
+            vec![
+                Box::new(*node),
+                Box::new(key.clone()),
+                Box::new(shared.owner.clone()),
+            ],
+            Op::Plain,
+        ));
+    }
 }
 
 /// Applies `batch` in one transaction, pipelined: `BEGIN` and the ownership check of every run
@@ -1140,7 +1241,10 @@ async fn commit_pipelined(
     let mut creating: HashSet<RunId> = HashSet::new();
     for write in batch {
         match write {
-            Write::Create(r, _) | Write::Step(_, Some(r), _) | Write::Finish(_, Some(r), _) => {
+            Write::Create(r, _)
+            | Write::Step(_, Some(r), _)
+            | Write::Finish(_, Some(r), _)
+            | Write::Fork(r, _, _, _) => {
                 creating.insert(r.run_id);
             }
             _ => {}
@@ -1219,45 +1323,7 @@ async fn commit_pipelined(
                         Op::InsertRun(run.run_id),
                     ));
                 }
-                let (status, output, error) = match &step.outcome {
-                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
-                    Err(e) => ("failed", None, Some(e.to_string())),
-                };
-                ops.push((
-                    &s.step,
-                    vec![
-                        Box::new(step.run_id.to_string()),
-                        Box::new(step.step.to_string()),
-                        Box::new(step.attempt as i32),
-                        Box::new(status),
-                        Box::new(output),
-                        Box::new(error),
-                        Box::new(step.started_ms as i64),
-                        Box::new(step.duration_us as i64),
-                    ],
-                    Op::Plain,
-                ));
-                if let Some((node, key, value)) = &step.state {
-                    ops.push((
-                        &s.state,
-                        vec![
-                            Box::new(*node),
-                            Box::new(key.clone()),
-                            Box::new(value.to_vec()),
-                        ],
-                        Op::Plain,
-                    ));
-                    // The key's next run (on any runner) may start once this commits.
-                    ops.push((
-                        &s.unlock,
-                        vec![
-                            Box::new(*node),
-                            Box::new(key.clone()),
-                            Box::new(shared.owner.clone()),
-                        ],
-                        Op::Plain,
-                    ));
-                }
+                step_ops(s, shared, step, &mut ops);
                 Done::Unit
             }
             Write::Finish(finish, create, _) => {
@@ -1270,6 +1336,7 @@ async fn commit_pipelined(
                 }
                 let (status, output, error) = match &finish.outcome {
                     Ok(out) => ("succeeded", Some(out.to_vec()), None),
+                    Err(e) if e.blocks() => ("blocked", None, serde_json::to_string(e).ok()),
                     Err(e) => ("failed", None, serde_json::to_string(e).ok()),
                 };
                 ops.push((
@@ -1300,6 +1367,34 @@ async fn commit_pipelined(
                     Op::Reopen(i, *run_id),
                 ));
                 Done::Bool(false)
+            }
+            Write::Reset(run_id, fingerprint, _) => {
+                ops.push((
+                    &s.reset,
+                    vec![
+                        Box::new(run_id.to_string()),
+                        Box::new(shared.owner.clone()),
+                        Box::new(fingerprint.map(|f| f.0 as i64)),
+                    ],
+                    Op::Reopen(i, *run_id),
+                ));
+                Done::Bool(false)
+            }
+            Write::Fork(run, from, steps, _) => {
+                ops.push((
+                    &s.insert_run,
+                    run_params(shared, run),
+                    Op::InsertRun(run.run_id),
+                ));
+                ops.push((
+                    &s.forked,
+                    vec![Box::new(run.run_id.to_string()), Box::new(from.to_string())],
+                    Op::Plain,
+                ));
+                for step in steps {
+                    step_ops(s, shared, step, &mut ops);
+                }
+                Done::Unit
             }
             Write::Prune(retention, _) => {
                 let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
@@ -1401,6 +1496,7 @@ fn parse_status(s: &str) -> RunStatus {
     match s {
         "succeeded" => RunStatus::Succeeded,
         "failed" => RunStatus::Failed,
+        "blocked" => RunStatus::Blocked,
         _ => RunStatus::Running,
     }
 }
@@ -1419,6 +1515,8 @@ fn run_row(r: &Row) -> Option<RunRecord> {
         idempotency_key: r.get(6),
         created_ms: r.get::<_, i64>(7) as u64,
         finished_ms: r.get::<_, Option<i64>>(8).map(|v| v as u64),
+        fingerprint: r.get::<_, Option<i64>>(9).map(|v| Fingerprint(v as u64)),
+        forked_from: r.get::<_, Option<String>>(10).and_then(|f| f.parse().ok()),
         timeline: Vec::new(),
     })
 }
@@ -1438,11 +1536,18 @@ fn attempt_row(r: &Row) -> Attempt {
         error: error.and_then(|e| serde_json::from_str(&e).ok()),
         started_ms: r.get::<_, i64>(6) as u64,
         duration_us: r.get::<_, i64>(7) as u64,
+        fingerprint: match (r.get::<_, Option<i64>>(8), r.get::<_, Option<i64>>(9)) {
+            (Some(output), Some(place)) => Some(StepPrint {
+                output: Fingerprint(output as u64),
+                place: Fingerprint(place as u64),
+            }),
+            _ => None,
+        },
     }
 }
 
 const TIMELINE: &str =
-    "SELECT run_id, step, attempt, status, output, error, started_ms, duration_us
+    "SELECT run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp
      FROM nanoflow_journal.steps WHERE run_id = ANY($1) ORDER BY run_id, started_ms, attempt";
 
 /// The runs of `rows`, each with its timeline (one query for all of them).
