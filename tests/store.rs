@@ -1,6 +1,11 @@
-//! The `RunStore` conformance suite against every store: memory and SQLite (PostgreSQL joins
-//! with its store). Plus what only a store with a schema can get wrong.
+//! The `RunStore` conformance suite against every store: memory, SQLite and PostgreSQL (a real
+//! server, `NANOFLOW_DATABASE_URL`, a database per test). Plus what only a store with a schema
+//! can get wrong, and the PostgreSQL store's ownership: leases, takeover and fencing.
 #![allow(missing_docs)]
+
+#[cfg(feature = "postgres")]
+#[path = "support/services.rs"]
+mod services;
 
 use std::sync::Arc;
 
@@ -222,4 +227,182 @@ async fn the_sqlite_wal_starts_over_under_steady_writes() {
         "the WAL grew to {largest} bytes over {i} commits"
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use nanoflow::journal::{NewRun, StepWrite};
+    use nanoflow::store::postgres::{Ownership, PostgresStore};
+    use nanoflow::store::{conformance, RunStore, StoreError};
+
+    use super::services;
+
+    fn ownership(runner_id: &str, lease: Duration) -> Ownership {
+        Ownership {
+            runner_id: runner_id.to_owned(),
+            lease,
+        }
+    }
+
+    async fn open(url: &str, runner_id: &str, lease: Duration) -> PostgresStore {
+        let url = url.to_owned();
+        let o = ownership(runner_id, lease);
+        tokio::task::spawn_blocking(move || PostgresStore::open(&url, o))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn step(run_id: nanoflow::RunId, name: &'static str, output: &str) -> StepWrite {
+        StepWrite {
+            run_id,
+            step: name.into(),
+            attempt: 1,
+            outcome: Ok(output.to_owned().into()),
+            started_ms: 1,
+            duration_us: 1,
+            state: None,
+            fingerprint: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_postgres_store_conforms() {
+        let Some(server) = services::postgres() else {
+            return;
+        };
+        let url = services::fresh_database(&server).await;
+        let store: Arc<dyn RunStore> =
+            Arc::new(open(&url, "conformance", Duration::from_secs(10)).await);
+        assert!(store.durable() && store.shared());
+        conformance::check(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_postgres_store_keeps_records_across_reopening_and_refuses_newer_schemas() {
+        let Some(server) = services::postgres() else {
+            return;
+        };
+        let url = services::fresh_database(&server).await;
+        let run_id = nanoflow::RunId::new();
+        {
+            let store = open(&url, "first", Duration::from_secs(10)).await;
+            let run = NewRun {
+                run_id,
+                workflow: "reopened",
+                input: "1".into(),
+                idempotency_key: Some("k".into()),
+                fingerprint: None,
+            };
+            store.create_run(run).await.unwrap();
+        }
+        let store = open(&url, "second", Duration::from_secs(10)).await;
+        let unfinished = store.unfinished_runs().await.unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].run_id, run_id);
+        drop(store);
+        let db = services::connect_db(&url).await;
+        db.batch_execute(
+            "UPDATE nanoflow_journal.meta SET value = 99 WHERE key = 'schema_version'",
+        )
+        .await
+        .unwrap();
+        let o = ownership("third", Duration::from_secs(10));
+        let err = tokio::task::spawn_blocking(move || PostgresStore::open(&url, o))
+            .await
+            .unwrap()
+            .unwrap_err();
+        match &err {
+            StoreError::Unusable(why) => {
+                assert!(
+                    why.contains("newer nanoflow") && why.contains("99"),
+                    "{why}"
+                )
+            }
+            other => panic!("a newer schema must be unusable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_named_without_its_password() {
+        // Port 1 on loopback: nothing listens there.
+        let o = ownership("unreachable", Duration::from_secs(10));
+        let err = tokio::task::spawn_blocking(move || {
+            PostgresStore::open("postgres://app:hunter2-secret@127.0.0.1:1/shop", o)
+        })
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("postgres://app:***@127.0.0.1:1/shop"), "{err}");
+        assert!(err.contains("cannot connect"), "{err}");
+        assert!(!err.contains("hunter2"), "the password leaked: {err}");
+    }
+
+    /// Runner `a` stalls (its lease lapses, simulated by moving its lease into the past); `b`
+    /// claims its running run under a new epoch; `a` cannot write it any more, `b` can.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_runner_whose_lease_lapsed_is_fenced_out_of_its_runs() {
+        let Some(server) = services::postgres() else {
+            return;
+        };
+        let url = services::fresh_database(&server).await;
+        // Long leases: the heartbeats do not renew them during the test.
+        let a = open(&url, "runner-a", Duration::from_secs(60)).await;
+        let b = open(&url, "runner-b", Duration::from_secs(60)).await;
+        let run_id = nanoflow::RunId::new();
+        let run = NewRun {
+            run_id,
+            workflow: "fenced",
+            input: "{}".into(),
+            idempotency_key: None,
+            fingerprint: None,
+        };
+        a.record_step(step(run_id, "first", "1"), Some(run))
+            .await
+            .unwrap();
+        assert!(a.owns(run_id));
+        assert!(
+            b.claim_orphans(10).await.unwrap().is_empty(),
+            "a live lease keeps its runs"
+        );
+        let db = services::connect_db(&url).await;
+        db.batch_execute(
+            "UPDATE nanoflow_journal.runners SET lease_until = clock_timestamp() - interval '1 second'
+             WHERE runner_id = 'runner-a'",
+        )
+        .await
+        .unwrap();
+        let backlog = b
+            .backlog()
+            .await
+            .unwrap()
+            .expect("a shared store has a backlog");
+        assert_eq!(backlog.unclaimed, 1);
+        let claimed = b.claim_orphans(10).await.unwrap();
+        assert_eq!(claimed.len(), 1, "the lapsed runner's run is taken over");
+        assert_eq!(claimed[0].run_id, run_id);
+        assert_eq!(claimed[0].completed_steps().len(), 1, "with its timeline");
+        assert!(b.owns(run_id));
+        assert!(
+            b.claim_orphans(10).await.unwrap().is_empty(),
+            "a run is claimed once"
+        );
+        assert_eq!(b.backlog().await.unwrap().unwrap().takeovers, 1);
+        let refused = a.record_step(step(run_id, "second", "2"), None).await;
+        let why = refused
+            .expect_err("the stale owner's write must be refused")
+            .to_string();
+        assert!(why.contains("another runner"), "{why}");
+        assert!(!a.owns(run_id), "the stale owner drops the run");
+        b.record_step(step(run_id, "second", "2"), None)
+            .await
+            .unwrap();
+        let run = b.get_run(run_id).await.unwrap().unwrap();
+        let steps: Vec<&str> = run.timeline.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(steps, ["first", "second"], "each step recorded once");
+    }
 }

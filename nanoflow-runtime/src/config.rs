@@ -41,6 +41,13 @@ pub struct ServeConfig {
     pub journal: Option<std::path::PathBuf>,
     /// How long finished runs stay in the journal (`--retention-age`, `--retention-runs`).
     pub retention: Retention,
+    /// This runner's id on a shared (PostgreSQL) journal (`--runner-id`, `NANOFLOW_RUNNER_ID`);
+    /// `None`: host, process id and a random suffix.
+    pub runner_id: Option<String>,
+    /// How long this runner's lease on its runs lasts without a heartbeat, on a shared
+    /// journal (`--lease`, `NANOFLOW_LEASE`; default 10 s): after it, other runners take its
+    /// unfinished runs over.
+    pub lease: Duration,
     /// Where nodes run when they do not choose (`--isolation process|container`).
     #[cfg(feature = "container")]
     pub isolation: crate::isolation::IsolationMode,
@@ -78,6 +85,8 @@ impl Default for ServeConfig {
             keep_runs: 10_000,
             journal: Some(std::path::PathBuf::from(".nanoflow/journal.db")),
             retention: Retention::default(),
+            runner_id: None,
+            lease: Duration::from_secs(10),
             #[cfg(feature = "container")]
             isolation: crate::isolation::IsolationMode::default(),
             #[cfg(feature = "container")]

@@ -741,6 +741,30 @@ impl RunCtx {
         let key = N::state_key(&input);
         let lock = self.state.key_lock(N::NAME, &key);
         let _serialized = lock.lock().await;
+        // Across the runners sharing the journal too (issue 12): the step's state record
+        // releases the key; a failed step releases it below.
+        let shared = self
+            .durable
+            .as_deref()
+            .filter(|d| d.journal.store().shared())
+            .map(|d| (d, key.clone()));
+        if let Some((d, key)) = &shared {
+            d.journal.store().lock_key(N::NAME, key.clone()).await?;
+        }
+        let result = self.stateful_locked::<N>(name, input, options, key).await;
+        if let (Some((d, key)), Err(_)) = (shared, &result) {
+            let _ = d.journal.store().unlock_key(N::NAME, key).await;
+        }
+        result
+    }
+
+    async fn stateful_locked<N: Node>(
+        &self,
+        name: &StepName<'_>,
+        input: N::Input,
+        options: &NodeOptions,
+        key: String,
+    ) -> Result<N::Output, Error> {
         let current: Option<Bytes> = match &self.durable {
             Some(d) => d.journal.get_state(N::NAME, key.clone()).await?,
             None => self.state.get(N::NAME, &key),

@@ -90,7 +90,10 @@ pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error
         )
         .route(
             "/metrics",
-            get(move || async move { metrics(&metrics_app) }),
+            get(move || async move {
+                let shared = shared_metrics(&metrics_app).await;
+                metrics(&metrics_app, &shared)
+            }),
         )
         .route(
             "/events",
@@ -128,7 +131,37 @@ pub(crate) fn routes(app: &Arc<App>, operations: Router) -> Result<Router, Error
     Ok(protected.merge(open))
 }
 
-fn metrics(app: &App) -> Response {
+/// The backlog of a journal shared by several runners (`GET /metrics`): what no runner
+/// executes now, how old its oldest run is, and how many runs this runner took over.
+async fn shared_metrics(app: &App) -> String {
+    use std::fmt::Write as _;
+    let journal = &app.journal;
+    if !journal.store().shared() {
+        return String::new();
+    }
+    let backlog = match journal.store().backlog().await {
+        Ok(Some(b)) => b,
+        // Unreachable or not shared: the readiness probe and the commit metrics say it.
+        _ => return String::new(),
+    };
+    let mut out = String::new();
+    out.push_str("# HELP nanoflow_shared_backlog_runs Running runs of the shared journal whose runner's lease lapsed: waiting for a runner to take them over.\n");
+    out.push_str("# TYPE nanoflow_shared_backlog_runs gauge\n");
+    let _ = writeln!(out, "nanoflow_shared_backlog_runs {}", backlog.unclaimed);
+    out.push_str("# HELP nanoflow_shared_backlog_oldest_seconds Age of the oldest run waiting for a runner.\n");
+    out.push_str("# TYPE nanoflow_shared_backlog_oldest_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "nanoflow_shared_backlog_oldest_seconds {:.3}",
+        backlog.oldest_age.as_secs_f64()
+    );
+    out.push_str("# HELP nanoflow_takeovers_total Runs this runner took over from runners whose lease lapsed.\n");
+    out.push_str("# TYPE nanoflow_takeovers_total counter\n");
+    let _ = writeln!(out, "nanoflow_takeovers_total {}", backlog.takeovers);
+    out
+}
+
+fn metrics(app: &App, shared: &str) -> Response {
     let Some(metrics) = &app.observe.metrics else {
         return error_response(
             StatusCode::NOT_FOUND,
@@ -149,6 +182,7 @@ fn metrics(app: &App) -> Response {
     if let Some(containers) = &app.containers {
         text.push_str(&container_metrics(containers.as_ref()));
     }
+    text.push_str(shared);
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

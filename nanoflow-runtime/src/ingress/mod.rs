@@ -6,6 +6,7 @@
 pub(crate) mod blocked;
 pub(crate) mod chain;
 pub(crate) mod fork;
+pub(crate) mod lease;
 pub(crate) mod reply;
 
 use std::collections::BTreeMap;
@@ -452,6 +453,11 @@ impl App {
         let Some(journal) = self.durable() else {
             return Ok(None);
         };
+        if !journal.store().owns(record.run_id) {
+            // A shared journal: another runner took the run over (or never gave it up).
+            tracing::info!(run_id = %record.run_id, "not resuming: another runner owns the run");
+            return Ok(None);
+        }
         let Some(wf) = self.workflow_for(&record) else {
             tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
             return Ok(None);
@@ -505,7 +511,9 @@ impl App {
         containers: Option<crate::run::Isolated>,
     ) -> Result<Arc<Self>, Error> {
         let journal = match &config.journal {
-            Some(path) => Journal::open(path)?,
+            Some(path) => {
+                Journal::open_with(path, config.runner_id.as_deref(), Some(config.lease))?
+            }
             None => Journal::new(crate::store::memory::MemoryStore::bounded(config.keep_runs)),
         };
         let durable = journal.store().durable();

@@ -33,6 +33,41 @@ impl Journal {
         Ok(Self::metered(sqlite::SqliteStore::open(path.as_ref())?))
     }
 
+    /// Opens the journal `journal` names: a PostgreSQL database shared with other runners
+    /// (`postgres://user@host:port/db`, needs the `postgres` feature; `runner_id` and `lease`
+    /// say who this runner is and how long its lease lasts, `None` for the defaults) or else a
+    /// SQLite file.
+    pub fn open_with(
+        journal: impl AsRef<std::path::Path>,
+        runner_id: Option<&str>,
+        lease: Option<std::time::Duration>,
+    ) -> Result<Self, Error> {
+        let text = journal.as_ref().to_string_lossy();
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            return Self::open(journal);
+        }
+        #[cfg(feature = "postgres")]
+        {
+            let mut ownership = crate::store::postgres::Ownership::default();
+            if let Some(id) = runner_id {
+                ownership.runner_id = id.to_owned();
+            }
+            if let Some(lease) = lease {
+                ownership.lease = lease;
+            }
+            let store = crate::store::postgres::PostgresStore::open(&text, ownership)?;
+            Ok(Self::metered(store))
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = (runner_id, lease);
+            Err(Error::Config(format!(
+                "the journal `{}` is a PostgreSQL database: build nanoflow with its `postgres` feature",
+                crate::store::redact_url(&text)
+            )))
+        }
+    }
+
     /// A journal on `store`.
     pub fn new(store: impl RunStore) -> Self {
         Self {

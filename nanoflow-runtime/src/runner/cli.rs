@@ -190,6 +190,13 @@ pub(crate) struct ServeArgs {
     /// At most this many finished runs are kept in the journal.
     #[arg(long, env = "NANOFLOW_RETENTION_RUNS")]
     retention_runs: Option<u64>,
+    /// This runner's id on a shared PostgreSQL journal (default: host, pid and a random suffix).
+    #[arg(long, env = "NANOFLOW_RUNNER_ID")]
+    runner_id: Option<String>,
+    /// How long a runner's lease lasts without a heartbeat before others take its runs over
+    /// (shared PostgreSQL journal; default 10s).
+    #[arg(long, env = "NANOFLOW_LEASE", value_parser = crate::rules::parse_duration)]
+    lease: Option<std::time::Duration>,
     /// Where nodes without an `isolation` option run: `process` or `container`.
     #[cfg(feature = "container")]
     #[arg(long, env = "NANOFLOW_ISOLATION", value_parser = ["process", "container"])]
@@ -270,6 +277,15 @@ impl ServeArgs {
         }
         if let Some(r) = self.retention_runs {
             c.retention.max_runs = r;
+        }
+        if let Some(id) = self.runner_id.as_deref().filter(|id| !id.is_empty()) {
+            c.runner_id = Some(id.to_owned());
+        }
+        if let Some(lease) = self.lease {
+            if lease < std::time::Duration::from_secs(1) {
+                return Err(Error::Config("`--lease` must be at least 1s".into()));
+            }
+            c.lease = lease;
         }
         #[cfg(feature = "container")]
         if self.isolation.as_deref() == Some("container") {
@@ -497,7 +513,10 @@ async fn runs(
     use crate::run::RunId;
     use crate::runs::RunStatus;
 
-    if !journal.exists() {
+    let shared = journal
+        .to_str()
+        .is_some_and(|j| j.starts_with("postgres://") || j.starts_with("postgresql://"));
+    if !shared && !journal.exists() {
         return Err(Error::Config(format!(
             "no journal at `{}`; pass `--journal PATH`",
             journal.display()

@@ -90,9 +90,11 @@ impl Runner {
         }
         // Read before any trigger can accept a run: a run this runner accepts is not unfinished
         // work of a previous one, and resuming it too would run it twice.
+        // On a shared journal the unfinished runs may be other runners' work in progress:
+        // they are claimed once their owner's lease lapses (`ingress/lease.rs`).
         let unfinished = match app.durable() {
-            Some(journal) => journal.unfinished_runs().await?,
-            None => Vec::new(),
+            Some(journal) if !journal.store().shared() => journal.unfinished_runs().await?,
+            _ => Vec::new(),
         };
         let router = {
             let (triggers, operations) = http::router(&app)?;
@@ -142,6 +144,10 @@ impl Runner {
                 let _ = app.resume(record).await?;
             }
             tokio::spawn(resume_stalled(app.clone(), shutdown.subscribe()));
+            tokio::spawn(crate::ingress::lease::take_over(
+                app.clone(),
+                shutdown.subscribe(),
+            ));
             let (journal, retention, mut stop) =
                 (journal.clone(), config.retention, shutdown.subscribe());
             tokio::spawn(async move {
@@ -158,7 +164,11 @@ impl Runner {
                 }
             });
         }
-        tracing::info!(%addr, workflows = app.workflows.len(), journal = ?config.journal, "nanoflow serving");
+        let journal = config
+            .journal
+            .as_ref()
+            .map(|j| crate::store::redact_url(&j.to_string_lossy()));
+        tracing::info!(%addr, workflows = app.workflows.len(), journal = ?journal, "nanoflow serving");
         Ok(Server { addr, task, app })
     }
 }

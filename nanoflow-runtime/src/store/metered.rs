@@ -130,4 +130,28 @@ impl RunStore for Metered {
     fn transactions(&self) -> u64 {
         self.inner.transactions()
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
+    fn claim_orphans(&self, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.inner.claim_orphans(limit)
+    }
+
+    fn owns(&self, run_id: RunId) -> bool {
+        self.inner.owns(run_id)
+    }
+
+    fn backlog(&self) -> StoreFuture<'_, Option<super::Backlog>> {
+        self.inner.backlog()
+    }
+
+    fn lock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        self.inner.lock_key(node, key)
+    }
+
+    fn unlock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        self.inner.unlock_key(node, key)
+    }
 }

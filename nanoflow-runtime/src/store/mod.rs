@@ -25,6 +25,8 @@
 pub mod conformance;
 pub mod memory;
 pub mod metered;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -246,6 +248,35 @@ impl From<StoreError> for crate::error::Error {
     }
 }
 
+/// The runs of a shared store nobody is executing, for `GET /metrics` ([`RunStore::backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Running runs whose owner's lease lapsed (or that have no owner): waiting for a runner.
+    pub unclaimed: u64,
+    /// How long the oldest of them has existed.
+    pub oldest_age: std::time::Duration,
+    /// Runs this runner took over from others since it started.
+    pub takeovers: u64,
+}
+
+/// The URL with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
 /// A boxed future of a store operation.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -381,10 +412,77 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     /// Whether what it records survives the process (a file or a database, not memory).
     fn durable(&self) -> bool;
 
+    /// Whether several runners share this store (PostgreSQL). Then each runner owns the runs it
+    /// executes under a lease with a fencing epoch: a restart does not resume every unfinished
+    /// run (others may be executing them) but claims the runs of runners whose lease lapsed
+    /// ([`RunStore::claim_orphans`]), and a write of a run another runner took over fails.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Takes over up to `limit` running runs whose owner's lease lapsed: they become this
+    /// runner's under a new fencing epoch (the old owner cannot write them any more) and are
+    /// returned with their timelines, oldest first, to be resumed. Stores not shared have no
+    /// other owner: nothing to claim.
+    fn claim_orphans(&self, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        let _ = limit;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Whether this runner may execute `run_id` (it created, claimed or reopened it and no
+    /// other runner took it over since). Always true for a store that is not shared.
+    fn owns(&self, run_id: RunId) -> bool {
+        let _ = run_id;
+        true
+    }
+
+    /// The shared backlog (`None` for a store that is not shared).
+    fn backlog(&self) -> StoreFuture<'_, Option<Backlog>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Waits until this runner holds the key `key` of stateful node `node` among all the
+    /// runners sharing the store (the runner's own per-key lock serializes its runs). A step
+    /// record carrying the key's new state releases it in the same transaction; a step that
+    /// ends without one releases it with [`RunStore::unlock_key`]. A runner whose lease lapses
+    /// loses its keys. Nothing to wait for in a store that is not shared.
+    fn lock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        let _ = (node, key);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Releases a key [`RunStore::lock_key`] took, when no state record did.
+    fn unlock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        let _ = (node, key);
+        Box::pin(async { Ok(()) })
+    }
+
     /// Transactions the store has committed since it opened (each a write to the disk or a
     /// round trip to the database): divided by runs, what one run costs. `0` when the store
     /// does not count them (memory).
     fn transactions(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@127.0.0.1:5432/shop"),
+            "postgres://app:***@127.0.0.1:5432/shop"
+        );
+        assert_eq!(
+            redact_url("postgresql://app:p@ss@db/x?sslmode=disable"),
+            "postgresql://app:***@db/x?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://app@127.0.0.1/shop"),
+            "postgres://app@127.0.0.1/shop"
+        );
+        assert_eq!(redact_url("postgres://db"), "postgres://db");
     }
 }

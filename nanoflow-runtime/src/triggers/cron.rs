@@ -143,11 +143,14 @@ pub(crate) async fn run(
                     Some(g)
                 }
             };
+            // On a journal shared by several runners, each of them fires every tick: the key
+            // of the scheduled time makes the first one the tick's only run.
+            let shared = app.journal.store().shared();
             let submission = Submission {
                 workflow: wf.clone(),
                 input: axum::body::Bytes::from(serde_json::to_vec(&tick).unwrap_or_default()),
                 run_id: RunId::new(),
-                key: None,
+                key: shared.then(|| format!("cron:{}", tick.scheduled_ms)),
                 trace_parent: None,
                 record: Record::WithFirstStep,
             };

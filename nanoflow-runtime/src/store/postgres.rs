@@ -1,0 +1,1635 @@
+//! The PostgreSQL journal: several runners share one database (issue 12).
+//!
+//! - **Group commit.** Writes issued together (steps, finishes, creations from every run of
+//!   this runner) are applied in one transaction by one writer connection, as the SQLite store
+//!   does; `nanoflow_journal_commit_seconds_count` counts the transactions.
+//! - **Ownership.** Each runner holds a lease (`runners.lease_until`, in the database's clock)
+//!   renewed by a heartbeat; each run it executes carries its owner and a fencing epoch
+//!   (`runs.owner`, `runs.epoch`). A write of a step or an end checks, in its transaction,
+//!   that the run still has this owner and epoch (`FOR NO KEY UPDATE`, which also keeps a
+//!   claimer away until it commits): a runner whose runs were taken over cannot write, and
+//!   drops them.
+//! - **Takeover.** [`RunStore::claim_orphans`] moves the running runs of runners whose lease
+//!   lapsed to this runner under a new epoch (`FOR UPDATE SKIP LOCKED`); the ingress polls it
+//!   (`ingress/lease.rs`) and resumes each after its last completed step.
+//!
+//! All database work happens on the store's own thread (one tokio runtime, like the SQLite
+//! writer thread), so opening is synchronous and the runner's runtime never blocks on it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use super::redact_url;
+use super::{
+    Attempt, Backlog, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord,
+    RunStore, StepWrite, StoreError, StoreFuture,
+};
+use crate::fingerprint::{Fingerprint, StepPrint};
+use crate::id::RunId;
+use crate::runs::{now_ms, RunStatus};
+
+/// The schema version this build writes (`nanoflow_journal.meta`).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Columns schema 2 added (issue 13: fingerprints, forks); older journals gain them empty.
+const MIGRATE_TO_2: &str = "
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS fingerprint bigint;
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS forked_from text;
+ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS output_fp bigint;
+ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS place_fp bigint;
+";
+
+/// Writer connections, each committing its own batches: PostgreSQL flushes the commits of
+/// concurrent transactions together, so throughput grows with them while one writer waits on
+/// its fsync. A run's writes all go to one writer (by its id), which keeps them in order.
+const WRITERS: usize = 2;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Serializes schema installation across runners starting together (an arbitrary constant).
+const SCHEMA_LOCK: i64 = 0x6e61_6e6f_666c_6f77;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS nanoflow_journal.runs (
+    id text PRIMARY KEY,
+    workflow text NOT NULL,
+    status text NOT NULL,
+    input bytea NOT NULL,
+    output bytea,
+    error text,
+    idempotency_key text,
+    created_ms bigint NOT NULL,
+    finished_ms bigint,
+    owner text,
+    epoch bigint NOT NULL DEFAULT 1,
+    fingerprint bigint,
+    forked_from text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency
+    ON nanoflow_journal.runs (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_status ON nanoflow_journal.runs (status, id);
+CREATE INDEX IF NOT EXISTS runs_workflow ON nanoflow_journal.runs (workflow, id);
+CREATE INDEX IF NOT EXISTS runs_running_owner
+    ON nanoflow_journal.runs (owner, id) WHERE status = 'running';
+CREATE TABLE IF NOT EXISTS nanoflow_journal.steps (
+    run_id text NOT NULL,
+    step text NOT NULL,
+    attempt integer NOT NULL,
+    status text NOT NULL,
+    output bytea,
+    error text,
+    started_ms bigint NOT NULL,
+    duration_us bigint NOT NULL,
+    output_fp bigint,
+    place_fp bigint,
+    PRIMARY KEY (run_id, step, attempt)
+);
+CREATE TABLE IF NOT EXISTS nanoflow_journal.state (
+    node text NOT NULL,
+    key text NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (node, key)
+);
+CREATE TABLE IF NOT EXISTS nanoflow_journal.state_locks (
+    node text NOT NULL,
+    key text NOT NULL,
+    owner text NOT NULL,
+    PRIMARY KEY (node, key)
+);
+CREATE TABLE IF NOT EXISTS nanoflow_journal.runners (
+    owner text PRIMARY KEY,
+    runner_id text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    lease_until timestamptz NOT NULL
+);
+";
+
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from";
+
+/// Who this runner is and how long its lease lasts.
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    /// The runner's id (`NANOFLOW_RUNNER_ID`), shown in logs and in the `runners` table.
+    pub runner_id: String,
+    /// How long a lease lasts without a heartbeat: after it, other runners take this runner's
+    /// unfinished runs over. Renewed every third of it.
+    pub lease: Duration,
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Self {
+            runner_id: default_runner_id(),
+            lease: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `host-pid-random`: unique per process, readable in logs.
+pub fn default_runner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "runner".to_owned());
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        crate::id::random_u64() & 0xff_ffff
+    )
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Write {
+    Create(NewRun, Reply<Created>),
+    Step(StepWrite, Option<NewRun>, Reply<()>),
+    Finish(FinishWrite, Option<NewRun>, Reply<()>),
+    Reopen(RunId, Reply<bool>),
+    Reset(RunId, Option<Fingerprint>, Reply<bool>),
+    Fork(NewRun, RunId, Vec<StepWrite>, Reply<()>),
+    Prune(Retention, Reply<u64>),
+}
+
+impl Write {
+    /// The run whose ownership this write needs (steps and ends of runs created earlier).
+    fn fenced_run(&self) -> Option<RunId> {
+        match self {
+            Write::Step(s, None, _) => Some(s.run_id),
+            Write::Finish(f, None, _) => Some(f.run_id),
+            _ => None,
+        }
+    }
+
+    fn fail(self, e: StoreError) {
+        match self {
+            Write::Create(_, tx) => drop(tx.send(Err(e))),
+            Write::Step(_, _, tx) | Write::Finish(_, _, tx) => drop(tx.send(Err(e))),
+            Write::Reopen(_, tx) | Write::Reset(_, _, tx) => drop(tx.send(Err(e))),
+            Write::Fork(_, _, _, tx) => drop(tx.send(Err(e))),
+            Write::Prune(_, tx) => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+/// A read, run on the store's thread with a reader connection.
+type Job = Box<dyn FnOnce(Arc<Readers>) -> BoxFuture<'static, ()> + Send>;
+
+/// What the store's thread is asked to do.
+enum Request {
+    Read(Job),
+    Claim(usize, Reply<Vec<RunRecord>>),
+}
+
+/// Whether the journal can write: set after each transaction.
+#[derive(Debug, Default)]
+struct Health {
+    failing: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Health {
+    fn failed(&self, reason: &str) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+        if !self.failing.swap(true, Ordering::SeqCst) {
+            tracing::warn!(error = reason, "the PostgreSQL journal cannot write");
+        }
+    }
+
+    fn succeeded(&self, url: &str) {
+        if self.failing.swap(false, Ordering::SeqCst) {
+            tracing::info!(journal = url, "journal writes succeed again");
+        }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable(
+                self.reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// State shared by the store's handle and its thread.
+#[derive(Debug)]
+struct Shared {
+    /// The URL, password hidden.
+    shown: String,
+    url: String,
+    /// This process's lease: the runner id and a random suffix, unique per start.
+    owner: String,
+    ownership: Ownership,
+    /// The runs this runner may write, with their fencing epochs.
+    held: Mutex<HashMap<RunId, i64>>,
+    health: Health,
+    /// Write transactions committed (the group commits).
+    transactions: AtomicU64,
+    takeovers: AtomicU64,
+}
+
+impl Shared {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, i64>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!("journal `{}`: {e}", self.shown))
+    }
+}
+
+/// The PostgreSQL store: a journal several runners share.
+#[derive(Debug)]
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+    requests: mpsc::UnboundedSender<Request>,
+    /// Straight to the writer tasks (by run id): no hop on the way to a commit.
+    writes: Vec<mpsc::UnboundedSender<Write>>,
+}
+
+impl PostgresStore {
+    /// Connects to `url`, creates or checks the schema (refusing one written by a newer
+    /// nanoflow with [`StoreError::Unusable`]), registers this runner's lease, and starts the
+    /// store's thread. An unreachable database is an error naming the URL, password hidden.
+    pub fn open(url: &str, ownership: Ownership) -> Result<Self, StoreError> {
+        let owner = format!(
+            "{}#{:08x}",
+            ownership.runner_id,
+            crate::id::random_u64() as u32
+        );
+        let shared = Arc::new(Shared {
+            shown: redact_url(url),
+            url: url.to_owned(),
+            owner,
+            ownership,
+            held: Mutex::default(),
+            health: Health::default(),
+            transactions: AtomicU64::new(0),
+            takeovers: AtomicU64::new(0),
+        });
+        let (requests, rx) = mpsc::unbounded_channel();
+        let (writes, writes_rx): (Vec<_>, Vec<_>) =
+            (0..WRITERS).map(|_| mpsc::unbounded_channel()).unzip();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("nanoflow-postgres".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(thread_shared.error(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(run(thread_shared, rx, writes_rx, ready_tx));
+            })
+            .map_err(|e| shared.error(format!("cannot start the journal thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| shared.error("the journal thread stopped"))??;
+        tracing::info!(journal = %shared.shown, runner_id = %shared.ownership.runner_id, lease = ?shared.ownership.lease, "PostgreSQL journal open");
+        Ok(Self {
+            shared,
+            requests,
+            writes,
+        })
+    }
+
+    /// This runner's id.
+    pub fn runner_id(&self) -> &str {
+        &self.shared.ownership.runner_id
+    }
+
+    fn send(&self, request: Request) {
+        // If the thread is gone, the reply sender drops with the request: `Closed`.
+        let _ = self.requests.send(request);
+    }
+
+    /// The writer of `run_id`'s records.
+    fn writer(&self, run_id: RunId) -> &mpsc::UnboundedSender<Write> {
+        &self.writes[(run_id.as_u128() % self.writes.len() as u128) as usize]
+    }
+
+    fn write<T: Send + 'static>(
+        &self,
+        run_id: Option<RunId>,
+        make: impl FnOnce(Reply<T>) -> Write,
+    ) -> StoreFuture<'_, T> {
+        let (tx, rx) = oneshot::channel();
+        let writer = run_id.map_or(&self.writes[0], |id| self.writer(id));
+        // If the writer is gone, the reply sender drops with the write: `Closed`.
+        let _ = writer.send(make(tx));
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+    }
+
+    fn read<T, F>(&self, read: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Client, &'c Shared) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let shared = self.shared.clone();
+        let job: Job = Box::new(move |readers| {
+            Box::pin(async move {
+                let result = match readers.client(&shared).await {
+                    Ok(client) => read(&client, &shared).await,
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(result);
+            })
+        });
+        self.send(Request::Read(job));
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+    }
+}
+
+impl RunStore for PostgresStore {
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created> {
+        self.write(Some(run.run_id), |tx| Write::Create(run, tx))
+    }
+
+    fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
+        let (tx, commit) = Commit::channel();
+        let _ = self
+            .writer(write.run_id)
+            .send(Write::Step(write, create, tx));
+        commit
+    }
+
+    fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
+        let (tx, commit) = Commit::channel();
+        let _ = self
+            .writer(write.run_id)
+            .send(Write::Finish(write, create, tx));
+        commit
+    }
+
+    fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
+        self.write(Some(run_id), |tx| Write::Reopen(run_id, tx))
+    }
+
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        self.write(Some(run_id), |tx| Write::Reset(run_id, fingerprint, tx))
+    }
+
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        self.write(Some(run.run_id), |tx| Write::Fork(run, from, steps, tx))
+    }
+
+    fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
+        self.write(None, |tx| Write::Prune(retention, tx))
+    }
+
+    fn get_run(&self, run_id: RunId) -> StoreFuture<'_, Option<RunRecord>> {
+        self.read(move |c, s| Box::pin(get_run(c, s, run_id)))
+    }
+
+    fn list_runs(&self, filter: RunFilter) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.read(move |c, s| Box::pin(async move { list_runs(c, s, &filter).await }))
+    }
+
+    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.read(|c, s| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        &*format!(
+                            "SELECT {RUN_COLUMNS} FROM nanoflow_journal.runs
+                             WHERE status = 'running' ORDER BY id"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| s.error(e))?;
+                with_timelines(c, s, rows).await
+            })
+        })
+    }
+
+    fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {
+        self.read(move |c, s| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        "SELECT value FROM nanoflow_journal.state WHERE node = $1 AND key = $2",
+                        &[&node, &key],
+                    )
+                    .await
+                    .map_err(|e| s.error(e))?;
+                Ok(row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
+            })
+        })
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.shared.health.check()
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn transactions(&self) -> u64 {
+        self.shared.transactions.load(Ordering::Relaxed)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn claim_orphans(&self, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Request::Claim(limit, tx));
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+    }
+
+    fn lock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut wait = Duration::from_millis(2);
+            loop {
+                let key = key.clone();
+                let taken = self
+                    .read(move |c, s| {
+                        Box::pin(async move {
+                            // Taken when free, already this runner's, or held by a runner whose
+                            // lease lapsed.
+                            let rows = c
+                                .query(
+                                    "INSERT INTO nanoflow_journal.state_locks (node, key, owner)
+                                     VALUES ($1, $2, $3)
+                                     ON CONFLICT (node, key) DO UPDATE SET owner = excluded.owner
+                                     WHERE state_locks.owner = excluded.owner OR NOT EXISTS (
+                                         SELECT 1 FROM nanoflow_journal.runners w
+                                         WHERE w.owner = state_locks.owner
+                                           AND w.lease_until > clock_timestamp())
+                                     RETURNING 1",
+                                    &[&node, &key, &s.owner],
+                                )
+                                .await
+                                .map_err(|e| s.error(e))?;
+                            Ok(!rows.is_empty())
+                        })
+                    })
+                    .await?;
+                if taken {
+                    return Ok(());
+                }
+                // Another runner runs this key now: poll, backing off to 50 ms, jittered.
+                let jitter = crate::id::random_u64() % (wait.as_millis() as u64 + 1);
+                tokio::time::sleep(wait + Duration::from_millis(jitter)).await;
+                wait = (wait * 2).min(Duration::from_millis(50));
+            }
+        })
+    }
+
+    fn unlock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
+        self.read(move |c, s| {
+            Box::pin(async move {
+                c.execute(
+                    "DELETE FROM nanoflow_journal.state_locks
+                     WHERE node = $1 AND key = $2 AND owner = $3",
+                    &[&node, &key, &s.owner],
+                )
+                .await
+                .map_err(|e| s.error(e))?;
+                Ok(())
+            })
+        })
+    }
+
+    fn owns(&self, run_id: RunId) -> bool {
+        self.shared.held().contains_key(&run_id)
+    }
+
+    fn backlog(&self) -> StoreFuture<'_, Option<Backlog>> {
+        self.read(|c, s| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "SELECT count(*), min(r.created_ms) FROM nanoflow_journal.runs r
+                         WHERE r.status = 'running' AND (r.owner IS NULL OR NOT EXISTS (
+                             SELECT 1 FROM nanoflow_journal.runners w
+                             WHERE w.owner = r.owner AND w.lease_until > clock_timestamp()))",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| s.error(e))?;
+                let unclaimed = row.get::<_, i64>(0) as u64;
+                let oldest = row.get::<_, Option<i64>>(1);
+                Ok(Some(Backlog {
+                    unclaimed,
+                    oldest_age: oldest
+                        .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms as u64)))
+                        .unwrap_or_default(),
+                    takeovers: s.takeovers.load(Ordering::Relaxed),
+                }))
+            })
+        })
+    }
+}
+
+/// Connects, in the store's runtime, with the connection driven by a task of its own.
+async fn connect(shared: &Shared) -> Result<Client, StoreError> {
+    let (client, connection) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_postgres::connect(&shared.url, NoTls),
+    )
+    .await
+    .map_err(|_| shared.error("cannot connect: timed out after 10 s"))?
+    .map_err(|e| {
+        // tokio-postgres says "error connecting to server" and keeps the reason as the source.
+        let why = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+        shared.error(format!("cannot connect: {e}{why}"))
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "journal connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates or checks the schema under an advisory lock, in one transaction.
+async fn install(client: &mut Client, shared: &Shared) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(|e| shared.error(e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(|e| shared.error(e))?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS nanoflow_journal;
+         CREATE TABLE IF NOT EXISTS nanoflow_journal.meta (key text PRIMARY KEY, value bigint NOT NULL);",
+    )
+    .await
+    .map_err(|e| shared.error(format!("cannot write the schema: {e}")))?;
+    let version: i64 = tx
+        .query_opt(
+            "SELECT value FROM nanoflow_journal.meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(|e| shared.error(e))?
+        .map_or(0, |r| r.get(0));
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Unusable(format!(
+            "journal `{}` was written by a newer nanoflow (schema {version}, this build reads up to \
+             {SCHEMA_VERSION}); upgrade nanoflow or use another database",
+            shared.shown
+        )));
+    }
+    // Version 0 is a new database; later versions migrate here, step by step.
+    tx.batch_execute(SCHEMA)
+        .await
+        .map_err(|e| shared.error(format!("cannot write the schema: {e}")))?;
+    tx.batch_execute(MIGRATE_TO_2)
+        .await
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {e}")))?;
+    tx.execute(
+        "INSERT INTO nanoflow_journal.meta (key, value) VALUES ('schema_version', $1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(|e| shared.error(e))?;
+    tx.commit().await.map_err(|e| shared.error(e))
+}
+
+fn lease_secs(shared: &Shared) -> f64 {
+    shared.ownership.lease.as_secs_f64()
+}
+
+/// Takes (or renews) this runner's lease. Returns whether it had lapsed before this renewal.
+async fn heartbeat(client: &Client, shared: &Shared) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "WITH old AS (SELECT lease_until FROM nanoflow_journal.runners WHERE owner = $1),
+                  up AS (INSERT INTO nanoflow_journal.runners (owner, runner_id, lease_until)
+                         VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+                         ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until)
+             SELECT coalesce((SELECT lease_until < clock_timestamp() FROM old), false)",
+            &[
+                &shared.owner,
+                &shared.ownership.runner_id,
+                &lease_secs(shared),
+            ],
+        )
+        .await
+        .map_err(|e| shared.error(e))?;
+    Ok(row.get(0))
+}
+
+/// After a lapsed lease: keeps only the runs this runner still owns at the epoch it knows;
+/// the others were taken over, and their copies here stop at their next write.
+async fn recheck_held(client: &Client, shared: &Shared) -> Result<(), StoreError> {
+    let rows = client
+        .query(
+            "SELECT id, epoch FROM nanoflow_journal.runs WHERE owner = $1 AND status = 'running'",
+            &[&shared.owner],
+        )
+        .await
+        .map_err(|e| shared.error(e))?;
+    let still: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    shared.held().retain(|id, epoch| {
+        let kept = still.get(&id.to_string()) == Some(epoch);
+        if !kept {
+            tracing::warn!(run_id = %id, runner_id = %shared.ownership.runner_id, "this runner's lease lapsed and another runner took the run over; dropping this runner's copy");
+        }
+        kept
+    });
+    Ok(())
+}
+
+/// The store's thread: connects, installs the schema, takes the lease, then serves requests.
+async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    writes_rx: Vec<mpsc::UnboundedReceiver<Write>>,
+    ready: std::sync::mpsc::Sender<Result<(), StoreError>>,
+) {
+    let opened = async {
+        let mut writer = connect(&shared).await?;
+        install(&mut writer, &shared).await?;
+        let readers = Arc::new(Readers::default());
+        let reader = readers.client(&shared).await?;
+        heartbeat(&reader, &shared).await?;
+        Ok::<_, StoreError>((writer, readers))
+    }
+    .await;
+    let (writer, readers) = match opened {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            v
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let stopped = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(heartbeats(shared.clone(), readers.clone(), stopped.clone()));
+    let mut first = Some(writer);
+    let writer_tasks: Vec<_> = writes_rx
+        .into_iter()
+        .map(|rx| tokio::spawn(writer_loop(shared.clone(), first.take(), rx)))
+        .collect();
+    while let Some(request) = rx.recv().await {
+        match request {
+            Request::Read(job) => {
+                tokio::spawn(job(readers.clone()));
+            }
+            Request::Claim(limit, reply) => {
+                let (shared, readers) = (shared.clone(), readers.clone());
+                tokio::spawn(async move {
+                    let result = match readers.client(&shared).await {
+                        Ok(c) => claim(&c, &shared, limit).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+        }
+    }
+    // The store was dropped (its write sender with it): finish the queued writes, then hand
+    // the lease back so that others resume what this runner leaves at once.
+    for task in writer_tasks {
+        let _ = task.await;
+    }
+    stopped.notify_one();
+    if let Ok(c) = readers.client(&shared).await {
+        let _ = c
+            .execute(
+                "UPDATE nanoflow_journal.runners SET lease_until = clock_timestamp() WHERE owner = $1",
+                &[&shared.owner],
+            )
+            .await;
+    }
+}
+
+/// Renews the lease every third of its length.
+async fn heartbeats(shared: Arc<Shared>, readers: Arc<Readers>, stopped: Arc<tokio::sync::Notify>) {
+    let every = shared.ownership.lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stopped.notified() => return,
+        }
+        let beat = async {
+            let c = readers.client(&shared).await?;
+            if heartbeat(&c, &shared).await? {
+                tracing::warn!(runner_id = %shared.ownership.runner_id, "this runner's lease lapsed (the database was unreachable or the process stalled); checking which runs it still owns");
+                recheck_held(&c, &shared).await?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = beat.await {
+            tracing::warn!(error = %e, "journal heartbeat failed");
+        }
+    }
+}
+
+/// Claims up to `limit` running runs of runners whose lease lapsed, under new epochs, and
+/// reads them with their timelines.
+async fn claim(
+    client: &Client,
+    shared: &Shared,
+    limit: usize,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let rows = client
+        .query(
+            "UPDATE nanoflow_journal.runs SET owner = $1, epoch = epoch + 1
+             WHERE id IN (
+                 SELECT r.id FROM nanoflow_journal.runs r
+                 WHERE r.status = 'running' AND r.owner IS DISTINCT FROM $1
+                   AND NOT EXISTS (SELECT 1 FROM nanoflow_journal.runners w
+                                   WHERE w.owner = r.owner AND w.lease_until > clock_timestamp())
+                 ORDER BY r.id LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, epoch",
+            &[&shared.owner, &(limit as i64)],
+        )
+        .await
+        .map_err(|e| shared.error(e))?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    {
+        let mut held = shared.held();
+        for row in &rows {
+            let id: String = row.get(0);
+            if let Ok(run_id) = id.parse::<RunId>() {
+                held.insert(run_id, row.get(1));
+            }
+            ids.push(id);
+        }
+    }
+    shared
+        .takeovers
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let runs = client
+        .query(
+            &*format!(
+                "SELECT {RUN_COLUMNS} FROM nanoflow_journal.runs WHERE id = ANY($1) ORDER BY id"
+            ),
+            &[&ids],
+        )
+        .await
+        .map_err(|e| shared.error(e))?;
+    with_timelines(client, shared, runs).await
+}
+
+/// The reader connection, reconnected when it closes.
+#[derive(Default)]
+struct Readers {
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl Readers {
+    async fn client(&self, shared: &Shared) -> Result<Arc<Client>, StoreError> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(connect(shared).await?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// The writer's prepared statements.
+struct Statements {
+    insert_run: Statement,
+    create_keyed: Statement,
+    find_key: Statement,
+    step: Statement,
+    state: Statement,
+    unlock: Statement,
+    finish: Statement,
+    fence: Statement,
+    reopen: Statement,
+    reset: Statement,
+    forked: Statement,
+    prune: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            insert_run: c
+                .prepare(
+                    "INSERT INTO nanoflow_journal.runs
+                         (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
+                          fingerprint)
+                     VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .await?,
+            create_keyed: c
+                .prepare(
+                    "WITH ins AS (
+                         INSERT INTO nanoflow_journal.runs
+                             (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
+                              fingerprint)
+                         VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
+                         ON CONFLICT DO NOTHING RETURNING id)
+                     SELECT id, true FROM ins
+                     UNION ALL
+                     SELECT id, false FROM nanoflow_journal.runs
+                     WHERE workflow = $2 AND idempotency_key = $4 AND NOT EXISTS (SELECT 1 FROM ins)",
+                )
+                .await?,
+            find_key: c
+                .prepare(
+                    "SELECT id FROM nanoflow_journal.runs WHERE workflow = $1 AND idempotency_key = $2",
+                )
+                .await?,
+            step: c
+                .prepare(
+                    "INSERT INTO nanoflow_journal.steps
+                         (run_id, step, attempt, status, output, error, started_ms, duration_us,
+                          output_fp, place_fp)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
+                         output = excluded.output, error = excluded.error,
+                         started_ms = excluded.started_ms, duration_us = excluded.duration_us,
+                         output_fp = excluded.output_fp, place_fp = excluded.place_fp",
+                )
+                .await?,
+            state: c
+                .prepare(
+                    "INSERT INTO nanoflow_journal.state (node, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (node, key) DO UPDATE SET value = excluded.value",
+                )
+                .await?,
+            unlock: c
+                .prepare(
+                    "DELETE FROM nanoflow_journal.state_locks
+                     WHERE node = $1 AND key = $2 AND owner = $3",
+                )
+                .await?,
+            finish: c
+                .prepare(
+                    "UPDATE nanoflow_journal.runs SET status = $2, output = $3, error = $4,
+                         finished_ms = $5 WHERE id = $1",
+                )
+                .await?,
+            fence: c
+                .prepare(
+                    "SELECT id, epoch FROM nanoflow_journal.runs
+                     WHERE id = ANY($1) AND owner = $2 FOR NO KEY UPDATE",
+                )
+                .await?,
+            prune: c
+                .prepare(
+                    "WITH doomed AS (
+                         SELECT id FROM nanoflow_journal.runs
+                         WHERE status NOT IN ('running', 'blocked') AND finished_ms < $1
+                         UNION
+                         SELECT id FROM (SELECT id FROM nanoflow_journal.runs
+                                         WHERE status NOT IN ('running', 'blocked')
+                                         ORDER BY id DESC OFFSET $2) beyond),
+                     gone AS (DELETE FROM nanoflow_journal.steps
+                              WHERE run_id IN (SELECT id FROM doomed)),
+                     removed AS (DELETE FROM nanoflow_journal.runs
+                                 WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                     SELECT count(*) FROM removed",
+                )
+                .await?,
+            reopen: c
+                .prepare(
+                    "UPDATE nanoflow_journal.runs SET status = 'running', error = NULL,
+                         finished_ms = NULL, owner = $2, epoch = epoch + 1
+                     WHERE id = $1 AND status IN ('failed', 'blocked') RETURNING epoch",
+                )
+                .await?,
+            reset: c
+                .prepare(
+                    "WITH up AS (
+                         UPDATE nanoflow_journal.runs SET status = 'running', error = NULL,
+                             output = NULL, finished_ms = NULL, fingerprint = $3, owner = $2,
+                             epoch = epoch + 1
+                         WHERE id = $1 AND status IN ('failed', 'blocked') RETURNING id, epoch),
+                     gone AS (DELETE FROM nanoflow_journal.steps
+                              WHERE run_id IN (SELECT id FROM up))
+                     SELECT epoch FROM up",
+                )
+                .await?,
+            forked: c
+                .prepare("UPDATE nanoflow_journal.runs SET forked_from = $2 WHERE id = $1")
+                .await?,
+        })
+    }
+}
+
+/// How often a failing journal is probed, so that recovery is noticed without a run risking
+/// its steps on it.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// A connected writer with its statements.
+struct Writer {
+    client: Client,
+    statements: Statements,
+}
+
+async fn writer_connect(shared: &Shared) -> Result<Writer, StoreError> {
+    let client = connect(shared).await?;
+    let statements = Statements::prepare(&client)
+        .await
+        .map_err(|e| shared.error(e))?;
+    Ok(Writer { client, statements })
+}
+
+async fn writer_loop(
+    shared: Arc<Shared>,
+    client: Option<Client>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+) {
+    // Without a connection yet, the first batch connects.
+    let mut writer = match client {
+        Some(client) => match Statements::prepare(&client).await {
+            Ok(statements) => Some(Writer { client, statements }),
+            Err(e) => {
+                shared.health.failed(&shared.error(e).to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    loop {
+        let first = if shared.health.check().is_err() {
+            tokio::select! {
+                w = rx.recv() => w,
+                () = tokio::time::sleep(PROBE_EVERY) => {
+                    probe(&shared, &mut writer).await;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        if writer.as_ref().is_none_or(|w| w.client.is_closed()) {
+            match writer_connect(&shared).await {
+                Ok(w) => writer = Some(w),
+                Err(e) => {
+                    shared.health.failed(&e.to_string());
+                    for w in batch {
+                        w.fail(e.clone());
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(w) = writer.as_mut() else { continue };
+        match commit(w, &shared, &batch).await {
+            Ok(outcome) => {
+                shared.transactions.fetch_add(1, Ordering::Relaxed);
+                shared.health.succeeded(&shared.shown);
+                outcome.apply(&shared, batch);
+            }
+            Err(e) if w.client.is_closed() || is_connection_error(&e) => {
+                let e = shared.error(e);
+                shared.health.failed(&e.to_string());
+                for w in batch {
+                    w.fail(e.clone());
+                }
+            }
+            // One write failed on its own (the transaction rolled back): apply each in its
+            // own transaction, so that only the failing ones fail.
+            Err(first_error) => {
+                tracing::debug!(error = %first_error, "journal batch failed; retrying its writes one by one");
+                for write in batch {
+                    let one = [write];
+                    match commit(w, &shared, &one).await {
+                        Ok(outcome) => {
+                            shared.transactions.fetch_add(1, Ordering::Relaxed);
+                            outcome.apply(&shared, one.into_iter().collect());
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "journal write failed");
+                            let [write] = one;
+                            write.fail(shared.error(e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    // A server-side error has a SQLSTATE; its class 08 is a connection exception, 57 an
+    // operator intervention (a shutdown).
+    match e.code() {
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("57") || c.starts_with("53")
+        }
+    }
+}
+
+/// A write transaction that changes nothing but must reach the database.
+async fn probe(shared: &Shared, writer: &mut Option<Writer>) {
+    if writer.as_ref().is_none_or(|w| w.client.is_closed()) {
+        match writer_connect(shared).await {
+            Ok(w) => *writer = Some(w),
+            Err(e) => {
+                shared.health.failed(&e.to_string());
+                return;
+            }
+        }
+    }
+    let Some(w) = writer.as_ref() else { return };
+    match w
+        .client
+        .batch_execute("BEGIN; SELECT 1 FROM nanoflow_journal.meta LIMIT 1 FOR UPDATE; COMMIT;")
+        .await
+    {
+        Ok(()) => shared.health.succeeded(&shared.shown),
+        Err(e) => {
+            let _ = w.client.batch_execute("ROLLBACK").await;
+            shared.health.failed(&shared.error(e).to_string());
+        }
+    }
+}
+
+/// What a committed batch produced, for the replies.
+struct Outcome {
+    /// One result per write, in order.
+    results: Vec<Result<Done, StoreError>>,
+    /// Runs this batch created (owned by this runner at epoch 1), reopened, or ended.
+    created: Vec<RunId>,
+    reopened: Vec<(RunId, i64)>,
+    ended: Vec<RunId>,
+}
+
+enum Done {
+    Created(Created),
+    Unit,
+    Bool(bool),
+    Count(u64),
+}
+
+impl Outcome {
+    fn apply(self, shared: &Shared, batch: Vec<Write>) {
+        {
+            let mut held = shared.held();
+            for id in self.created {
+                held.insert(id, 1);
+            }
+            for (id, epoch) in self.reopened {
+                held.insert(id, epoch);
+            }
+            for id in self.ended {
+                held.remove(&id);
+            }
+        }
+        for (write, result) in batch.into_iter().zip(self.results) {
+            match (write, result) {
+                (w, Err(e)) => w.fail(e),
+                (Write::Create(_, tx), Ok(Done::Created(c))) => drop(tx.send(Ok(c))),
+                (Write::Step(_, _, tx) | Write::Finish(_, _, tx), Ok(_)) => drop(tx.send(Ok(()))),
+                (Write::Reopen(_, tx) | Write::Reset(_, _, tx), Ok(d)) => {
+                    drop(tx.send(Ok(matches!(d, Done::Bool(true)))))
+                }
+                (Write::Fork(_, _, _, tx), Ok(_)) => drop(tx.send(Ok(()))),
+                (Write::Prune(_, tx), Ok(d)) => drop(tx.send(Ok(match d {
+                    Done::Count(n) => n,
+                    _ => 0,
+                }))),
+                (Write::Create(_, tx), Ok(_)) => drop(tx.send(Ok(Created::New))),
+            }
+        }
+    }
+}
+
+/// Owned parameters of one statement.
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// What a statement of a batch is, to read its result.
+enum Op {
+    /// A run row (`RETURNING id` when inserted).
+    InsertRun(RunId),
+    /// The creation of a run with a key: its id and whether it is new, or nothing (a
+    /// concurrent transaction committed the key after this statement's snapshot).
+    CreateKeyed(usize, RunId),
+    Reopen(usize, RunId),
+    Prune(usize),
+    /// A statement whose result is only success.
+    Plain,
+}
+
+fn run_params(shared: &Shared, run: &NewRun) -> Params {
+    vec![
+        Box::new(run.run_id.to_string()),
+        Box::new(run.workflow),
+        Box::new(run.input.to_vec()),
+        Box::new(run.idempotency_key.clone()),
+        Box::new(now_ms() as i64),
+        Box::new(shared.owner.clone()),
+        Box::new(run.fingerprint.map(|f| f.0 as i64)),
+    ]
+}
+
+/// The statements that record one attempt (and its node's state, releasing the key's lock).
+fn step_ops<'s>(
+    s: &'s Statements,
+    shared: &Shared,
+    step: &StepWrite,
+    ops: &mut Vec<(&'s Statement, Params, Op)>,
+) {
+    let (status, output, error) = match &step.outcome {
+        Ok(out) => ("succeeded", Some(out.to_vec()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    ops.push((
+        &s.step,
+        vec![
+            Box::new(step.run_id.to_string()),
+            Box::new(step.step.to_string()),
+            Box::new(step.attempt as i32),
+            Box::new(status),
+            Box::new(output),
+            Box::new(error),
+            Box::new(step.started_ms as i64),
+            Box::new(step.duration_us as i64),
+            Box::new(step.fingerprint.map(|f| f.output.0 as i64)),
+            Box::new(step.fingerprint.map(|f| f.place.0 as i64)),
+        ],
+        Op::Plain,
+    ));
+    if let Some((node, key, value)) = &step.state {
+        ops.push((
+            &s.state,
+            vec![
+                Box::new(*node),
+                Box::new(key.clone()),
+                Box::new(value.to_vec()),
+            ],
+            Op::Plain,
+        ));
+        // The key's next run (on any runner) may start once this commits.
+        ops.push((
+            &s.unlock,
+            vec![
+                Box::new(*node),
+                Box::new(key.clone()),
+                Box::new(shared.owner.clone()),
+            ],
+            Op::Plain,
+        ));
+    }
+}
+
+/// Applies `batch` in one transaction, pipelined: `BEGIN` and the ownership check of every run
+/// it writes (which also locks them against a concurrent claim) in one round trip, then every
+/// statement and the `COMMIT` in a second. Writes of runs another runner took over fail with
+/// a fencing error; the rest commit.
+async fn commit(
+    w: &mut Writer,
+    shared: &Shared,
+    batch: &[Write],
+) -> Result<Outcome, tokio_postgres::Error> {
+    let result = commit_pipelined(w, shared, batch).await;
+    if result.is_err() && !w.client.is_closed() {
+        // A failed statement aborted the transaction and `COMMIT` rolled it back; make sure.
+        let _ = w.client.batch_execute("ROLLBACK").await;
+    }
+    result
+}
+
+async fn commit_pipelined(
+    w: &mut Writer,
+    shared: &Shared,
+    batch: &[Write],
+) -> Result<Outcome, tokio_postgres::Error> {
+    let s = &w.statements;
+    let c = &w.client;
+    // Runs created in this batch are this runner's: their writes need no check.
+    let mut creating: HashSet<RunId> = HashSet::new();
+    for write in batch {
+        match write {
+            Write::Create(r, _)
+            | Write::Step(_, Some(r), _)
+            | Write::Finish(_, Some(r), _)
+            | Write::Fork(r, _, _, _) => {
+                creating.insert(r.run_id);
+            }
+            _ => {}
+        }
+    }
+    let to_check: Vec<RunId> = batch
+        .iter()
+        .filter_map(Write::fenced_run)
+        .filter(|id| !creating.contains(id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut fenced: HashSet<RunId> = HashSet::new();
+    let begun = if to_check.is_empty() {
+        false
+    } else {
+        let ids: Vec<String> = to_check.iter().map(RunId::to_string).collect();
+        let (begin, rows) = futures_util::future::join(
+            c.batch_execute("BEGIN"),
+            c.query(&s.fence, &[&ids, &shared.owner]),
+        )
+        .await;
+        begin?;
+        let rows = rows?;
+        let found: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let held = shared.held();
+        for id in &to_check {
+            let current = found.get(&id.to_string());
+            if current.is_none() || current != held.get(id) {
+                fenced.insert(*id);
+            }
+        }
+        true
+    };
+
+    let mut outcome = Outcome {
+        results: Vec::with_capacity(batch.len()),
+        created: Vec::new(),
+        reopened: Vec::new(),
+        ended: Vec::new(),
+    };
+    let mut ops: Vec<(&Statement, Params, Op)> = Vec::new();
+    for (i, write) in batch.iter().enumerate() {
+        if let Some(id) = write.fenced_run().filter(|id| fenced.contains(id)) {
+            outcome.results.push(Err(StoreError::Unavailable(format!(
+                "run {id} is owned by another runner now (it took the run over while this one \
+                 could not renew its lease); this runner's write was refused and its copy stops"
+            ))));
+            continue;
+        }
+        let done = match write {
+            Write::Create(run, _) => match &run.idempotency_key {
+                Some(_) => {
+                    ops.push((
+                        &s.create_keyed,
+                        run_params(shared, run),
+                        Op::CreateKeyed(i, run.run_id),
+                    ));
+                    // Filled in from the statement's result.
+                    Done::Created(Created::New)
+                }
+                None => {
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
+                    Done::Created(Created::New)
+                }
+            },
+            Write::Step(step, create, _) => {
+                if let Some(run) = create {
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
+                }
+                step_ops(s, shared, step, &mut ops);
+                Done::Unit
+            }
+            Write::Finish(finish, create, _) => {
+                if let Some(run) = create {
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
+                }
+                let (status, output, error) = match &finish.outcome {
+                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
+                    Err(e) if e.blocks() => ("blocked", None, serde_json::to_string(e).ok()),
+                    Err(e) => ("failed", None, serde_json::to_string(e).ok()),
+                };
+                ops.push((
+                    &s.finish,
+                    vec![
+                        Box::new(finish.run_id.to_string()),
+                        Box::new(status),
+                        Box::new(output),
+                        Box::new(error),
+                        Box::new(now_ms() as i64),
+                    ],
+                    Op::Plain,
+                ));
+                outcome.ended.push(finish.run_id);
+                for run in &finish.chained {
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
+                }
+                Done::Unit
+            }
+            Write::Reopen(run_id, _) => {
+                ops.push((
+                    &s.reopen,
+                    vec![Box::new(run_id.to_string()), Box::new(shared.owner.clone())],
+                    Op::Reopen(i, *run_id),
+                ));
+                Done::Bool(false)
+            }
+            Write::Reset(run_id, fingerprint, _) => {
+                ops.push((
+                    &s.reset,
+                    vec![
+                        Box::new(run_id.to_string()),
+                        Box::new(shared.owner.clone()),
+                        Box::new(fingerprint.map(|f| f.0 as i64)),
+                    ],
+                    Op::Reopen(i, *run_id),
+                ));
+                Done::Bool(false)
+            }
+            Write::Fork(run, from, steps, _) => {
+                ops.push((
+                    &s.insert_run,
+                    run_params(shared, run),
+                    Op::InsertRun(run.run_id),
+                ));
+                ops.push((
+                    &s.forked,
+                    vec![Box::new(run.run_id.to_string()), Box::new(from.to_string())],
+                    Op::Plain,
+                ));
+                for step in steps {
+                    step_ops(s, shared, step, &mut ops);
+                }
+                Done::Unit
+            }
+            Write::Prune(retention, _) => {
+                let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
+                let keep = retention.max_runs.min(i64::MAX as u64) as i64;
+                ops.push((
+                    &s.prune,
+                    vec![Box::new(cutoff), Box::new(keep)],
+                    Op::Prune(i),
+                ));
+                Done::Count(0)
+            }
+        };
+        outcome.results.push(Ok(done));
+    }
+
+    // Every statement, then `COMMIT`, sent without waiting for each answer (the server runs
+    // them in order; a failing one aborts the transaction, and `COMMIT` then rolls it back).
+    let refs: Vec<Vec<&(dyn ToSql + Sync)>> = ops
+        .iter()
+        .map(|(_, params, _)| params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect())
+        .collect();
+    let mut calls: Vec<BoxFuture<'_, Result<Vec<Row>, tokio_postgres::Error>>> = Vec::new();
+    if !begun {
+        calls.push(Box::pin(async {
+            c.batch_execute("BEGIN").await.map(|()| Vec::new())
+        }));
+    }
+    for ((statement, _, _), params) in ops.iter().zip(&refs) {
+        calls.push(Box::pin(c.query(*statement, params)));
+    }
+    calls.push(Box::pin(async {
+        c.batch_execute("COMMIT").await.map(|()| Vec::new())
+    }));
+    let mut answers = futures_util::future::join_all(calls).await.into_iter();
+    if !begun {
+        answers.next().transpose()?;
+    }
+    let mut rows_of = Vec::with_capacity(ops.len());
+    for _ in &ops {
+        rows_of.push(answers.next().transpose()?.unwrap_or_default());
+    }
+    answers.next().transpose()?;
+
+    let mut unresolved = Vec::new();
+    for ((_, _, op), rows) in ops.iter().zip(rows_of) {
+        match op {
+            Op::InsertRun(id) if !rows.is_empty() => outcome.created.push(*id),
+            Op::CreateKeyed(i, id) => match rows.first() {
+                Some(r) if r.get::<_, bool>(1) => outcome.created.push(*id),
+                Some(r) => {
+                    let existing: String = r.get(0);
+                    outcome.results[*i] = Ok(Done::Created(
+                        existing
+                            .parse()
+                            .map(Created::Existing)
+                            .unwrap_or(Created::New),
+                    ));
+                }
+                None => unresolved.push(*i),
+            },
+            Op::Reopen(i, id) => {
+                if let Some(r) = rows.first() {
+                    outcome.reopened.push((*id, r.get(0)));
+                    outcome.results[*i] = Ok(Done::Bool(true));
+                }
+            }
+            Op::Prune(i) => {
+                let n = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+                outcome.results[*i] = Ok(Done::Count(n as u64));
+            }
+            Op::InsertRun(_) | Op::Plain => {}
+        }
+    }
+    // Keys another runner committed while this batch ran: read them now they are visible.
+    for i in unresolved {
+        if let Write::Create(run, _) = &batch[i] {
+            let row = c
+                .query_opt(&s.find_key, &[&run.workflow, &run.idempotency_key])
+                .await?;
+            let existing = row.and_then(|r| r.get::<_, String>(0).parse().ok());
+            outcome.results[i] = Ok(Done::Created(
+                existing.map_or(Created::New, Created::Existing),
+            ));
+        }
+    }
+    for id in &fenced {
+        tracing::warn!(run_id = %id, runner_id = %shared.ownership.runner_id, "another runner took this run over (its lease lapsed here); refusing this runner's write and dropping its copy");
+    }
+    if !fenced.is_empty() {
+        let mut held = shared.held();
+        for id in &fenced {
+            held.remove(id);
+        }
+    }
+    Ok(outcome)
+}
+
+fn parse_status(s: &str) -> RunStatus {
+    match s {
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        "blocked" => RunStatus::Blocked,
+        _ => RunStatus::Running,
+    }
+}
+
+fn run_row(r: &Row) -> Option<RunRecord> {
+    let id: String = r.get(0);
+    let status: String = r.get(2);
+    let error: Option<String> = r.get(5);
+    Some(RunRecord {
+        run_id: id.parse().ok()?,
+        workflow: r.get(1),
+        status: parse_status(&status),
+        input: Bytes::from(r.get::<_, Vec<u8>>(3)),
+        output: r.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
+        error: error.and_then(|e| serde_json::from_str(&e).ok()),
+        idempotency_key: r.get(6),
+        created_ms: r.get::<_, i64>(7) as u64,
+        finished_ms: r.get::<_, Option<i64>>(8).map(|v| v as u64),
+        fingerprint: r.get::<_, Option<i64>>(9).map(|v| Fingerprint(v as u64)),
+        forked_from: r.get::<_, Option<String>>(10).and_then(|f| f.parse().ok()),
+        timeline: Vec::new(),
+    })
+}
+
+fn attempt_row(r: &Row) -> Attempt {
+    let status: String = r.get(3);
+    let error: Option<String> = r.get(5);
+    Attempt {
+        step: r.get(1),
+        attempt: r.get::<_, i32>(2) as u32,
+        status: if status == "succeeded" {
+            "succeeded"
+        } else {
+            "failed"
+        },
+        output: r.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
+        error: error.and_then(|e| serde_json::from_str(&e).ok()),
+        started_ms: r.get::<_, i64>(6) as u64,
+        duration_us: r.get::<_, i64>(7) as u64,
+        fingerprint: match (r.get::<_, Option<i64>>(8), r.get::<_, Option<i64>>(9)) {
+            (Some(output), Some(place)) => Some(StepPrint {
+                output: Fingerprint(output as u64),
+                place: Fingerprint(place as u64),
+            }),
+            _ => None,
+        },
+    }
+}
+
+const TIMELINE: &str =
+    "SELECT run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp
+     FROM nanoflow_journal.steps WHERE run_id = ANY($1) ORDER BY run_id, started_ms, attempt";
+
+/// The runs of `rows`, each with its timeline (one query for all of them).
+async fn with_timelines(
+    c: &Client,
+    s: &Shared,
+    rows: Vec<Row>,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut runs: Vec<RunRecord> = rows.iter().filter_map(run_row).collect();
+    if runs.is_empty() {
+        return Ok(runs);
+    }
+    let ids: Vec<String> = runs.iter().map(|r| r.run_id.to_string()).collect();
+    let steps = c.query(TIMELINE, &[&ids]).await.map_err(|e| s.error(e))?;
+    let mut by_run: HashMap<String, Vec<Attempt>> = HashMap::new();
+    for row in &steps {
+        by_run
+            .entry(row.get::<_, String>(0))
+            .or_default()
+            .push(attempt_row(row));
+    }
+    for run in &mut runs {
+        run.timeline = by_run.remove(&run.run_id.to_string()).unwrap_or_default();
+    }
+    Ok(runs)
+}
+
+async fn get_run(c: &Client, s: &Shared, run_id: RunId) -> Result<Option<RunRecord>, StoreError> {
+    let id = run_id.to_string();
+    let row = c
+        .query_opt(
+            &*format!("SELECT {RUN_COLUMNS} FROM nanoflow_journal.runs WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(|e| s.error(e))?;
+    match row {
+        Some(row) => Ok(with_timelines(c, s, vec![row]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+async fn list_runs(
+    c: &Client,
+    s: &Shared,
+    filter: &RunFilter,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM nanoflow_journal.runs WHERE true");
+    let mut args: Vec<String> = Vec::new();
+    if let Some(w) = &filter.workflow {
+        args.push(w.clone());
+        sql.push_str(&format!(" AND workflow = ${}", args.len()));
+    }
+    if let Some(st) = filter.status {
+        args.push(st.as_str().to_owned());
+        sql.push_str(&format!(" AND status = ${}", args.len()));
+    }
+    if let Some(b) = filter.before {
+        args.push(b.to_string());
+        sql.push_str(&format!(" AND id < ${}", args.len()));
+    }
+    if let Some(q) = filter.search.as_deref().filter(|q| !q.is_empty()) {
+        args.push(q.to_owned());
+        let c = args.len();
+        let text = format!(
+            "strpos(coalesce(idempotency_key, ''), ${c}) > 0 \
+             OR strpos(convert_from(input, 'UTF8'), ${c}) > 0 \
+             OR strpos(coalesce(error, ''), ${c}) > 0"
+        );
+        let lower = q.to_ascii_lowercase();
+        if lower.len() <= 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // A run id prefix: a range on the primary key (`g` sorts after every hex digit).
+            args.push(lower.clone());
+            args.push(format!("{lower}g"));
+            let (a, b) = (args.len() - 1, args.len());
+            sql.push_str(&format!(" AND ((id >= ${a} AND id < ${b}) OR {text})"));
+        } else {
+            sql.push_str(&format!(" AND ({text})"));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+    let rows = c.query(&*sql, &params).await.map_err(|e| s.error(e))?;
+    Ok(rows.iter().filter_map(run_row).collect())
+}
