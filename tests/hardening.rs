@@ -276,7 +276,7 @@ async fn the_admin_token_is_long_throttled_and_sessions_are_revocable() {
         support::get_with(addr, "/runs", &[("authorization", &bearer)])
             .await
             .status,
-        404 // the journal is off: the route answers, past the token
+        200 // the journal is off (runs kept in memory): the route answers, past the token
     );
     let mut statuses = Vec::new();
     for i in 0..14 {
