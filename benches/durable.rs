@@ -144,7 +144,8 @@ fn main() {
             let before = transactions(server.local_addr());
             let s = support::load(server.local_addr(), request, conns, secs);
             let r = s.requests as f64 / s.secs;
-            let per_run = (transactions(server.local_addr()) - before) / (s.requests + s.warmup) as f64;
+            let per_run =
+                (transactions(server.local_addr()) - before) / (s.requests + s.warmup) as f64;
             let commits = if per_run.is_nan() {
                 String::new()
             } else {
@@ -162,7 +163,8 @@ fn main() {
     for (name, server, request) in servers {
         let before = transactions(server.local_addr());
         let one = support::load(server.local_addr(), request, 1, secs);
-        let per_run = (transactions(server.local_addr()) - before) / (one.requests + one.warmup) as f64;
+        let per_run =
+            (transactions(server.local_addr()) - before) / (one.requests + one.warmup) as f64;
         let commits = if per_run.is_nan() {
             String::new()
         } else {

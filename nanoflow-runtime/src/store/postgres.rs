@@ -796,10 +796,10 @@ impl Readers {
 
 /// The writer's prepared statements.
 struct Statements {
-    insert_run: Statement,
+    insert_runs: Statement,
+    steps: Statement,
     create_keyed: Statement,
     find_key: Statement,
-    step: Statement,
     state: Statement,
     unlock: Statement,
     finish: Statement,
@@ -811,12 +811,25 @@ struct Statements {
 impl Statements {
     async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            insert_run: c
+            insert_runs: c
                 .prepare(
                     "INSERT INTO nanoflow_journal.runs
                          (id, workflow, status, input, idempotency_key, created_ms, owner, epoch)
-                     VALUES ($1, $2, 'running', $3, $4, $5, $6, 1)
+                     SELECT u.id, u.workflow, 'running', u.input, u.key, $5, $6, 1
+                     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+                         AS u(id, workflow, input, key)
                      ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .await?,
+            steps: c
+                .prepare(
+                    "INSERT INTO nanoflow_journal.steps
+                         (run_id, step, attempt, status, output, error, started_ms, duration_us)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[],
+                                          $5::bytea[], $6::text[], $7::int8[], $8::int8[])
+                     ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
+                         output = excluded.output, error = excluded.error,
+                         started_ms = excluded.started_ms, duration_us = excluded.duration_us",
                 )
                 .await?,
             create_keyed: c
@@ -837,16 +850,6 @@ impl Statements {
                     "SELECT id FROM nanoflow_journal.runs WHERE workflow = $1 AND idempotency_key = $2",
                 )
                 .await?,
-            step: c
-                .prepare(
-                    "INSERT INTO nanoflow_journal.steps
-                         (run_id, step, attempt, status, output, error, started_ms, duration_us)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
-                         output = excluded.output, error = excluded.error,
-                         started_ms = excluded.started_ms, duration_us = excluded.duration_us",
-                )
-                .await?,
             state: c
                 .prepare(
                     "INSERT INTO nanoflow_journal.state (node, key, value) VALUES ($1, $2, $3)
@@ -861,8 +864,11 @@ impl Statements {
                 .await?,
             finish: c
                 .prepare(
-                    "UPDATE nanoflow_journal.runs SET status = $2, output = $3, error = $4,
-                         finished_ms = $5 WHERE id = $1",
+                    "UPDATE nanoflow_journal.runs r SET status = u.status, output = u.output,
+                         error = u.error, finished_ms = $5
+                     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+                         AS u(id, status, output, error)
+                     WHERE r.id = u.id",
                 )
                 .await?,
             fence: c
@@ -1090,8 +1096,8 @@ type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 /// What a statement of a batch is, to read its result.
 enum Op {
-    /// A run row (`RETURNING id` when inserted).
-    InsertRun(RunId),
+    /// Run rows (`RETURNING id` for those inserted).
+    InsertRuns,
     /// The creation of a run with a key: its id and whether it is new, or nothing (a
     /// concurrent transaction committed the key after this statement's snapshot).
     CreateKeyed(usize, RunId),
@@ -1110,6 +1116,72 @@ fn run_params(shared: &Shared, run: &NewRun) -> Params {
         Box::new(now_ms() as i64),
         Box::new(shared.owner.clone()),
     ]
+}
+
+/// Run rows of a batch, as columns.
+#[derive(Default)]
+struct Rows {
+    ids: Vec<String>,
+    workflows: Vec<&'static str>,
+    inputs: Vec<Vec<u8>>,
+    keys: Vec<Option<String>>,
+}
+
+impl Rows {
+    fn push(&mut self, run: &NewRun) {
+        self.ids.push(run.run_id.to_string());
+        self.workflows.push(run.workflow);
+        self.inputs.push(run.input.to_vec());
+        self.keys.push(run.idempotency_key.clone());
+    }
+}
+
+/// Step records of a batch, as columns.
+#[derive(Default)]
+struct StepColumns {
+    runs: Vec<String>,
+    steps: Vec<String>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    outputs: Vec<Option<Vec<u8>>>,
+    errors: Vec<Option<String>>,
+    started: Vec<i64>,
+    durations: Vec<i64>,
+}
+
+impl StepColumns {
+    fn push(&mut self, step: &StepWrite) {
+        self.runs.push(step.run_id.to_string());
+        self.steps.push(step.step.to_string());
+        self.attempts.push(step.attempt as i32);
+        match &step.outcome {
+            Ok(out) => {
+                self.statuses.push("succeeded");
+                self.outputs.push(Some(out.to_vec()));
+                self.errors.push(None);
+            }
+            Err(e) => {
+                self.statuses.push("failed");
+                self.outputs.push(None);
+                self.errors.push(Some(e.to_string()));
+            }
+        }
+        self.started.push(step.started_ms as i64);
+        self.durations.push(step.duration_us as i64);
+    }
+
+    fn params(self) -> Params {
+        vec![
+            Box::new(self.runs),
+            Box::new(self.steps),
+            Box::new(self.attempts),
+            Box::new(self.statuses),
+            Box::new(self.outputs),
+            Box::new(self.errors),
+            Box::new(self.started),
+            Box::new(self.durations),
+        ]
+    }
 }
 
 /// Applies `batch` in one transaction, pipelined: `BEGIN` and the ownership check of every run
@@ -1182,7 +1254,13 @@ async fn commit_pipelined(
         reopened: Vec::new(),
         ended: Vec::new(),
     };
+    // Run rows, steps and ends go in one statement each (arrays, `unnest`), in that order;
+    // keyed creations, states, reopenings and prunes one statement per write, in order.
     let mut ops: Vec<(&Statement, Params, Op)> = Vec::new();
+    let mut runs = Rows::default();
+    let mut steps: Vec<&StepWrite> = Vec::new();
+    let mut states: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
+    let mut ends: Vec<&FinishWrite> = Vec::new();
     for (i, write) in batch.iter().enumerate() {
         if let Some(id) = write.fenced_run().filter(|id| fenced.contains(id)) {
             outcome.results.push(Err(StoreError::Unavailable(format!(
@@ -1203,93 +1281,28 @@ async fn commit_pipelined(
                     Done::Created(Created::New)
                 }
                 None => {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
+                    runs.push(run);
                     Done::Created(Created::New)
                 }
             },
             Write::Step(step, create, _) => {
                 if let Some(run) = create {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
+                    runs.push(run);
                 }
-                let (status, output, error) = match &step.outcome {
-                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
-                    Err(e) => ("failed", None, Some(e.to_string())),
-                };
-                ops.push((
-                    &s.step,
-                    vec![
-                        Box::new(step.run_id.to_string()),
-                        Box::new(step.step.to_string()),
-                        Box::new(step.attempt as i32),
-                        Box::new(status),
-                        Box::new(output),
-                        Box::new(error),
-                        Box::new(step.started_ms as i64),
-                        Box::new(step.duration_us as i64),
-                    ],
-                    Op::Plain,
-                ));
+                steps.push(step);
                 if let Some((node, key, value)) = &step.state {
-                    ops.push((
-                        &s.state,
-                        vec![
-                            Box::new(*node),
-                            Box::new(key.clone()),
-                            Box::new(value.to_vec()),
-                        ],
-                        Op::Plain,
-                    ));
-                    // The key's next run (on any runner) may start once this commits.
-                    ops.push((
-                        &s.unlock,
-                        vec![
-                            Box::new(*node),
-                            Box::new(key.clone()),
-                            Box::new(shared.owner.clone()),
-                        ],
-                        Op::Plain,
-                    ));
+                    states.push((node, key.clone(), value.to_vec()));
                 }
                 Done::Unit
             }
             Write::Finish(finish, create, _) => {
                 if let Some(run) = create {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
+                    runs.push(run);
                 }
-                let (status, output, error) = match &finish.outcome {
-                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
-                    Err(e) => ("failed", None, serde_json::to_string(e).ok()),
-                };
-                ops.push((
-                    &s.finish,
-                    vec![
-                        Box::new(finish.run_id.to_string()),
-                        Box::new(status),
-                        Box::new(output),
-                        Box::new(error),
-                        Box::new(now_ms() as i64),
-                    ],
-                    Op::Plain,
-                ));
+                ends.push(finish);
                 outcome.ended.push(finish.run_id);
                 for run in &finish.chained {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
+                    runs.push(run);
                 }
                 Done::Unit
             }
@@ -1313,6 +1326,84 @@ async fn commit_pipelined(
             }
         };
         outcome.results.push(Ok(done));
+    }
+    if !runs.ids.is_empty() {
+        ops.push((
+            &s.insert_runs,
+            vec![
+                Box::new(runs.ids),
+                Box::new(runs.workflows),
+                Box::new(runs.inputs),
+                Box::new(runs.keys),
+                Box::new(now_ms() as i64),
+                Box::new(shared.owner.clone()),
+            ],
+            Op::InsertRuns,
+        ));
+    }
+    if !steps.is_empty() {
+        // A repeated record of one attempt replaces the earlier one: keep the last (one
+        // statement may not update a row twice).
+        let mut last: HashMap<(RunId, &str, u32), usize> = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            last.insert((step.run_id, step.step.as_ref(), step.attempt), i);
+        }
+        let mut columns = StepColumns::default();
+        for (i, step) in steps.iter().enumerate() {
+            if last.get(&(step.run_id, step.step.as_ref(), step.attempt)) == Some(&i) {
+                columns.push(step);
+            }
+        }
+        ops.push((&s.steps, columns.params(), Op::Plain));
+    }
+    for (node, key, value) in states {
+        ops.push((
+            &s.state,
+            vec![Box::new(node), Box::new(key.clone()), Box::new(value)],
+            Op::Plain,
+        ));
+        // The key's next run (on any runner) may start once this commits.
+        ops.push((
+            &s.unlock,
+            vec![
+                Box::new(node),
+                Box::new(key),
+                Box::new(shared.owner.clone()),
+            ],
+            Op::Plain,
+        ));
+    }
+    if !ends.is_empty() {
+        let mut ids = Vec::new();
+        let mut statuses = Vec::new();
+        let mut outputs: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut errors: Vec<Option<String>> = Vec::new();
+        for end in ends {
+            ids.push(end.run_id.to_string());
+            match &end.outcome {
+                Ok(out) => {
+                    statuses.push("succeeded");
+                    outputs.push(Some(out.to_vec()));
+                    errors.push(None);
+                }
+                Err(e) => {
+                    statuses.push("failed");
+                    outputs.push(None);
+                    errors.push(serde_json::to_string(e).ok());
+                }
+            }
+        }
+        ops.push((
+            &s.finish,
+            vec![
+                Box::new(ids),
+                Box::new(statuses),
+                Box::new(outputs),
+                Box::new(errors),
+                Box::new(now_ms() as i64),
+            ],
+            Op::Plain,
+        ));
     }
 
     // Every statement, then `COMMIT`, sent without waiting for each answer (the server runs
@@ -1346,7 +1437,13 @@ async fn commit_pipelined(
     let mut unresolved = Vec::new();
     for ((_, _, op), rows) in ops.iter().zip(rows_of) {
         match op {
-            Op::InsertRun(id) if !rows.is_empty() => outcome.created.push(*id),
+            Op::InsertRuns => {
+                for r in &rows {
+                    if let Ok(id) = r.get::<_, String>(0).parse() {
+                        outcome.created.push(id);
+                    }
+                }
+            }
             Op::CreateKeyed(i, id) => match rows.first() {
                 Some(r) if r.get::<_, bool>(1) => outcome.created.push(*id),
                 Some(r) => {
@@ -1370,7 +1467,7 @@ async fn commit_pipelined(
                 let n = rows.first().map_or(0, |r| r.get::<_, i64>(0));
                 outcome.results[*i] = Ok(Done::Count(n as u64));
             }
-            Op::InsertRun(_) | Op::Plain => {}
+            Op::Plain => {}
         }
     }
     // Keys another runner committed while this batch ran: read them now they are visible.
