@@ -494,9 +494,32 @@ async fn slow_step_again(n: u64) -> u64 {
     n + 1
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Parcel {
+    pub id: i64,
+}
+
+/// How many times each parcel's event ran, over both runners of the test.
+static PARCELS: std::sync::Mutex<Option<HashMap<i64, u32>>> = std::sync::Mutex::new(None);
+
+#[node]
+async fn on_parcel(e: DbEvent<Parcel>) -> i64 {
+    let id = e.new.unwrap().id;
+    *PARCELS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(id)
+        .or_default() += 1;
+    id
+}
+
 workflow! {
     #[trigger(http = "/visits")]
     visit_log: count_visits;
+
+    #[trigger(postgres = "public.parcels", on = "insert")]
+    parcel_events: on_parcel;
 
     #[trigger(http = "/slow")]
     slow: slow_step -> slow_step_again;
@@ -506,14 +529,75 @@ async fn start(url: &str, runner_id: &str) -> Server {
     Runner::new()
         .workflow(visit_log)
         .workflow(slow)
+        .workflow(parcel_events)
         .start(ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             journal: Some(PathBuf::from(url)),
             runner_id: Some(runner_id.to_owned()),
+            // The same database holds the events' tables and outbox.
+            database_url: Some(url.to_owned()),
             ..ServeConfig::default()
         })
         .await
         .unwrap()
+}
+
+/// Two runners consume one table's events: each event starts one run, on one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_database_event_runs_once_across_runners() {
+    let Some(server) = services::postgres() else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let url = services::fresh_database(&server).await;
+    let db = services::connect_db(&url).await;
+    db.batch_execute("CREATE TABLE parcels (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let (a, b) = (start(&url, "a").await, start(&url, "b").await);
+    // Rows written before the row trigger is installed are not events.
+    services::eventually(20, "the subscription", || async {
+        db.query_opt(
+            "SELECT 1 FROM nanoflow.subscriptions WHERE consumer = 'parcel_events'",
+            &[],
+        )
+        .await
+        .ok()?
+        .map(|_| ())
+    })
+    .await;
+    for id in 0..60i64 {
+        db.execute("INSERT INTO parcels (id) VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    services::eventually(30, "60 parcel runs", || async {
+        let done = db
+            .query_one(
+                "SELECT count(*) FROM nanoflow_journal.runs
+                 WHERE workflow = 'parcel_events' AND status = 'succeeded'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get::<_, i64>(0);
+        (done >= 60).then_some(())
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let runs: i64 = db
+        .query_one(
+            "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = 'parcel_events'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 60, "one run per event");
+    let ran = PARCELS.lock().unwrap().clone().unwrap_or_default();
+    assert_eq!(ran.len(), 60);
+    assert!(ran.values().all(|&n| n == 1), "an event ran twice: {ran:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
