@@ -265,6 +265,23 @@ async fn scenario() {
     assert!(output.contains("parcel-p-9 dispatched"), "{output}");
     b.screenshot("08-retried").await;
 
+    // Replayed from the page (issue 13): the current code reproduces every step.
+    // Clicked in the page: live events may re-render the run view between a lookup and a click.
+    b.exec(
+        "document.getElementById('replay').click();",
+        serde_json::json!([]),
+    )
+    .await;
+    b.wait("#replay-report tr[data-step=\"dispatch\"]").await;
+    // (Headings are upper-cased by the style sheet.)
+    let report = b.text("#replay-report").await.to_lowercase();
+    assert!(report.contains("replay: reproduced"), "{report}");
+    assert!(
+        report.contains("pack") && report.contains("same"),
+        "{report}"
+    );
+    b.screenshot("09-replayed").await;
+
     let severe: Vec<_> = b
         .console()
         .await

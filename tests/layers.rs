@@ -12,15 +12,24 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "core",
         &[
-            "error", "graph", "id", "node", "trigger", "runs", "rules", "stats", "schema",
+            "error",
+            "fingerprint",
+            "graph",
+            "id",
+            "node",
+            "trigger",
+            "runs",
+            "rules",
+            "stats",
+            "schema",
         ],
     ),
     ("store", &["store", "journal"]),
     ("observe", &["observability"]),
-    ("engine", &["run", "map", "state", "workflow"]),
+    ("engine", &["run", "map", "state", "workflow", "replay"]),
     ("ingress", &["ingress", "config"]),
     ("surface", &["triggers", "isolation", "admin"]),
-    ("runner", &["runner"]),
+    ("runner", &["runner", "testing"]),
     ("facade", &["lib", "__private"]),
 ];
 

@@ -33,6 +33,7 @@ async fn a_bounded_memory_store_conforms_and_forgets_the_oldest_finished_runs() 
         workflow: "bounded",
         input: "1".into(),
         idempotency_key: key.map(str::to_owned),
+        fingerprint: None,
     };
     let running = new(None);
     store.create_run(running.clone()).await.unwrap();
@@ -87,6 +88,7 @@ async fn a_measured_store_conforms_and_counts_its_writes() {
             workflow: "measured",
             input: "1".into(),
             idempotency_key: None,
+            fingerprint: None,
         })
         .await
         .unwrap();
@@ -113,6 +115,7 @@ async fn the_sqlite_store_keeps_records_across_reopening_and_refuses_newer_schem
             workflow: "reopened",
             input: "1".into(),
             idempotency_key: Some("k".into()),
+            fingerprint: None,
         };
         store.create_run(run).await.unwrap();
     }
@@ -132,6 +135,57 @@ async fn the_sqlite_store_keeps_records_across_reopening_and_refuses_newer_schem
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// A journal written by schema 1 (before fingerprints) opens, migrates to the current schema,
+/// keeps its runs, and reads them back without fingerprints: they resume as before.
+#[tokio::test]
+async fn a_schema_1_journal_migrates_and_keeps_its_runs() {
+    let path = temp_path("old.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
+            input BLOB NOT NULL, output BLOB, error TEXT, idempotency_key TEXT,
+            created_ms INTEGER NOT NULL, finished_ms INTEGER);
+         CREATE TABLE steps (run_id TEXT NOT NULL, step TEXT NOT NULL, attempt INTEGER NOT NULL,
+            status TEXT NOT NULL, output BLOB, error TEXT, started_ms INTEGER NOT NULL,
+            duration_us INTEGER NOT NULL, PRIMARY KEY (run_id, step, attempt)) WITHOUT ROWID;
+         CREATE TABLE state (node TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+            PRIMARY KEY (node, key)) WITHOUT ROWID;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let id = nanoflow::RunId::new();
+    conn.execute(
+        "INSERT INTO runs (id, workflow, status, input, created_ms) VALUES (?1, 'old', 'running', CAST('1' AS BLOB), 5)",
+        [id.to_string()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO steps VALUES (?1, 'price', 1, 'succeeded', CAST('3' AS BLOB), NULL, 6, 7)",
+        [id.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let run = store.get_run(id).await.unwrap().expect("the old run");
+    assert_eq!(run.fingerprint, None);
+    assert_eq!(run.timeline.len(), 1);
+    assert_eq!(run.timeline[0].fingerprint, None);
+    assert_eq!(run.completed_prints(), [("price", None)]);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    drop(conn);
+    // Reopening a migrated journal changes nothing.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.unfinished_runs().await.unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_wal_starts_over_under_steady_writes() {
     use nanoflow::journal::{NewRun, StepWrite};
@@ -144,6 +198,7 @@ async fn the_sqlite_wal_starts_over_under_steady_writes() {
         workflow: "steady",
         input: "1".into(),
         idempotency_key: None,
+        fingerprint: None,
     };
     store.create_run(run.clone()).await.unwrap();
     // About 40 MiB of WAL frames, one awaited commit after another, for at least 2 s: the
@@ -161,6 +216,7 @@ async fn the_sqlite_wal_starts_over_under_steady_writes() {
             started_ms: 0,
             duration_us: 1,
             state: None,
+            fingerprint: None,
         };
         store.record_step(write, None).await.unwrap();
         largest = largest.max(std::fs::metadata(&wal).unwrap().len());
@@ -209,6 +265,7 @@ mod postgres {
             started_ms: 1,
             duration_us: 1,
             state: None,
+            fingerprint: None,
         }
     }
 
@@ -238,6 +295,7 @@ mod postgres {
                 workflow: "reopened",
                 input: "1".into(),
                 idempotency_key: Some("k".into()),
+                fingerprint: None,
             };
             store.create_run(run).await.unwrap();
         }
@@ -301,6 +359,7 @@ mod postgres {
             workflow: "fenced",
             input: "{}".into(),
             idempotency_key: None,
+            fingerprint: None,
         };
         a.record_step(step(run_id, "first", "1"), Some(run))
             .await

@@ -247,12 +247,32 @@ pub async fn with_compensation<T>(
 ) -> Result<T, Error> {
     let result = body.await;
     if let Err(error) = &result {
-        if !matches!(error, Error::Journal(_)) {
+        // A run parked because the graph changed is not failed: nothing is undone (issue 13).
+        if !matches!(error, Error::Journal(_) | Error::GraphChanged { .. }) {
             ctx.compensate(error).await;
         }
     }
     result
 }
+
+/// Checked by `workflow!` for `#[finishes(new)]` on workflow `Old`: the graph kept to finish
+/// `New`'s recorded runs takes the same input (the one those runs recorded).
+pub fn finishes<Old, New>()
+where
+    Old: Workflow,
+    New: Workflow,
+    <Old as Workflow>::Input: SameInput<<New as Workflow>::Input>,
+{
+}
+
+/// See [`finishes`]: `T` is `Self`.
+#[diagnostic::on_unimplemented(
+    message = "the kept graph takes `{Self}`, and the workflow whose runs it finishes takes `{T}`",
+    label = "its recorded runs have a `{T}` input",
+    note = "`#[finishes(..)]` keeps a workflow's previous graph to finish the runs it recorded: it takes the input those runs recorded"
+)]
+pub trait SameInput<T> {}
+impl<T> SameInput<T> for T {}
 
 /// Checked by `workflow!` for each `#[compensate(step => undo)]`: `undo` takes `step`'s output.
 pub fn compensates<N: Node, C: Accepts<T, <C as Node>::Input>, T>() {}

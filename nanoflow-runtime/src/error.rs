@@ -30,6 +30,19 @@ pub enum Error {
         /// What the node reported.
         error: NodeError,
     },
+    /// A run recorded by another build cannot resume on this one: a step it completed was
+    /// removed, changed its output type or moved (issue 13). The run is parked as `blocked`.
+    #[error("workflow `{workflow}` cannot resume run {run_id}: {message}")]
+    GraphChanged {
+        /// The workflow.
+        workflow: &'static str,
+        /// The recorded step that no longer fits (scoped, as recorded).
+        step: std::borrow::Cow<'static, str>,
+        /// The run.
+        run_id: RunId,
+        /// What changed, in words.
+        message: String,
+    },
     /// The input does not fit the workflow's input type.
     #[error("invalid input for workflow `{workflow}`: {error}")]
     InvalidInput {
@@ -80,6 +93,7 @@ impl Error {
         match self {
             Error::Node { error, .. } => error.code(),
             Error::InvalidInput { .. } => "invalid_input",
+            Error::GraphChanged { .. } => "graph_changed",
             Error::UnknownWorkflow(_) => "unknown_workflow",
             Error::Config(_) => "config",
             Error::Io { .. } => "io",

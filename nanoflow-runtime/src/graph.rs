@@ -3,9 +3,11 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 
 use axum::body::Bytes;
 
+use crate::fingerprint::{Fingerprint, Fingerprints};
 use crate::node::{Node, NodeError, NodeOptions};
 use crate::trigger::TriggerDef;
 
@@ -29,6 +31,8 @@ pub struct Step {
     pub kind: StepKind,
     /// Calls the node on JSON (how a node container runs it).
     pub call_json: JsonCall,
+    /// The digest of the output type's JSON Schema, when it has one (see [`crate::fingerprint`]).
+    pub output_shape: Option<Fingerprint>,
 }
 
 /// A node called on JSON: input and (for a stateful node) state in, output and state out.
@@ -82,6 +86,7 @@ impl Step {
             output_type: std::any::type_name::<N::Output>(),
             options: N::OPTIONS,
             call_json: call_json::<N>,
+            output_shape: None,
             kind: match N::subgraph() {
                 Some(graph) => StepKind::Workflow(graph),
                 None => StepKind::Node,
@@ -95,6 +100,13 @@ impl Step {
             kind: StepKind::Condition,
             ..Self::of::<N>(name)
         }
+    }
+
+    /// With the JSON Schema of its output type (what `workflow!` finds when the type implements
+    /// `schemars::JsonSchema`): its digest is part of the step's output fingerprint.
+    pub fn with_output_schema(mut self, schema: Option<serde_json::Value>) -> Self {
+        self.output_shape = schema.as_ref().map(crate::fingerprint::schema_digest);
+        self
     }
 
     /// The sub-workflow's graph, when this step is a workflow used as a node.
@@ -199,6 +211,10 @@ pub struct Graph {
     pub input_type: &'static str,
     /// The Rust type of the workflow's output.
     pub output_type: &'static str,
+    /// The workflow whose runs this one finishes (`#[finishes(..)]`), if any.
+    finishes: Option<&'static str>,
+    /// The fingerprints, computed on first use.
+    prints: OnceLock<Fingerprints>,
 }
 
 impl Graph {
@@ -221,7 +237,38 @@ impl Graph {
             triggers: Vec::new(),
             input_type: std::any::type_name::<I>(),
             output_type: std::any::type_name::<O>(),
+            finishes: None,
+            prints: OnceLock::new(),
         }
+    }
+
+    /// Marks it as the graph kept to finish the runs that workflow `name` recorded with this
+    /// graph's fingerprint (`#[finishes(name)]`, see `docs/deploys.md`): it has no trigger,
+    /// and its fingerprint is computed under `name`.
+    pub fn with_finishes(mut self, name: &'static str) -> Self {
+        self.finishes = Some(name);
+        self
+    }
+
+    /// The workflow whose runs this one finishes, if any.
+    pub fn finishes(&self) -> Option<&'static str> {
+        self.finishes
+    }
+
+    /// The fingerprints of the workflow and of each of its steps (see [`crate::fingerprint`]).
+    ///
+    /// ```
+    /// let a = nanoflow_runtime::Graph::new::<u32, String>("demo");
+    /// let b = nanoflow_runtime::Graph::new::<u64, String>("demo");
+    /// assert_ne!(a.fingerprint(), b.fingerprint());
+    /// ```
+    pub fn fingerprints(&self) -> &Fingerprints {
+        self.prints.get_or_init(|| Fingerprints::of(self))
+    }
+
+    /// The workflow's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprints().workflow
     }
 
     /// With the doc comment written above the workflow.
@@ -548,6 +595,7 @@ mod tests {
             call_json: |_, _| {
                 Box::pin(async { Err(NodeError::permanent("not callable in this test")) })
             },
+            output_shape: None,
         }
     }
 
@@ -591,6 +639,8 @@ mod tests {
             triggers: Vec::new(),
             input_type: "alloc::vec::Vec<u64>",
             output_type: "u64",
+            finishes: None,
+            prints: OnceLock::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 mod config;
 pub mod error;
+pub mod fingerprint;
 pub mod graph;
 mod id;
 mod ingress;
@@ -16,6 +17,7 @@ pub mod journal;
 pub mod map;
 pub mod node;
 pub mod observability;
+pub mod replay;
 mod rules;
 pub mod run;
 pub mod runner;
@@ -24,6 +26,8 @@ pub mod schema;
 mod state;
 mod stats;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod trigger;
 pub mod triggers;
 pub mod workflow;

@@ -537,8 +537,18 @@ impl RunCtx {
         let name = &self.name(name);
         if let Some(durable) = &self.durable {
             if let Some(recorded) = durable.resumed.get(&*name.text()) {
-                // Completed before a restart: never run again.
-                return self.decode::<N::Output>(name, recorded);
+                // Completed before a restart: never run again. A value that no longer fits
+                // (a journal without fingerprints, a shape they could not see) parks the run
+                // rather than failing the node (issue 13).
+                return serde_json::from_slice(recorded).map_err(|e| Error::GraphChanged {
+                    workflow: self.workflow,
+                    step: name.text(),
+                    run_id: self.run_id,
+                    message: format!(
+                        "the recorded output of step `{name}` no longer fits its type `{}`: {e}",
+                        crate::graph::short_type(std::any::type_name::<N::Output>())
+                    ),
+                });
             }
         }
         if N::STATEFUL {
@@ -825,9 +835,14 @@ impl RunCtx {
         started: (u64, Instant),
         state: Option<(&'static str, String, Bytes)>,
     ) -> StepWrite {
+        let step = step.text();
         StepWrite {
+            fingerprint: self
+                .durable
+                .as_deref()
+                .and_then(|d| d.graph.fingerprints().step(&step)),
             run_id: self.run_id,
-            step: step.text(),
+            step,
             attempt,
             outcome: outcome.map_err(|e| serde_json::to_value(e).unwrap_or_default()),
             started_ms: started.0,
@@ -852,6 +867,8 @@ impl RunCtx {
                     workflow,
                     input: output.clone(),
                     idempotency_key: Some(crate::id::chain_key(self.run_id)),
+                    // The chained run's graph is not at hand; its steps carry their own.
+                    fingerprint: None,
                 })
                 .collect(),
             Err(_) => Vec::new(),

@@ -18,6 +18,9 @@ pub enum RunStatus {
     Succeeded,
     /// Finished with an error.
     Failed,
+    /// Parked: it cannot resume on the graph of this build (error `graph_changed`); it stays
+    /// until retried or cancelled.
+    Blocked,
 }
 
 impl RunStatus {
@@ -27,6 +30,18 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Blocked => "blocked",
+        }
+    }
+
+    /// The status named `text` (`running`, `succeeded`, `failed`, `blocked`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "running" => Some(RunStatus::Running),
+            "succeeded" => Some(RunStatus::Succeeded),
+            "failed" => Some(RunStatus::Failed),
+            "blocked" => Some(RunStatus::Blocked),
+            _ => None,
         }
     }
 }
@@ -41,9 +56,28 @@ pub struct RunError {
     /// The step that failed, when a node failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The step a `graph_changed` error is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 impl RunError {
+    /// The error of a run parked because the graph changed under it (status `blocked`).
+    pub fn graph_changed(changed: &crate::fingerprint::GraphChanged) -> Self {
+        RunError {
+            code: "graph_changed".into(),
+            message: changed.message.clone(),
+            node: None,
+            step: Some(changed.step.clone()),
+        }
+    }
+
+    /// Whether a run ending with this error is parked as [`RunStatus::Blocked`] rather than
+    /// failed.
+    pub fn blocks(&self) -> bool {
+        self.code == "graph_changed"
+    }
+
     /// The HTTP status and the client-safe error of a failed run. Never leaks internals: a
     /// panic's message stays in the log, runner errors say only where to look.
     pub fn from_error(error: &crate::error::Error) -> (u16, RunError) {
@@ -64,9 +98,19 @@ impl RunError {
                         code: error.code().to_owned(),
                         message,
                         node: Some(node.to_string()),
+                        step: None,
                     },
                 )
             }
+            crate::error::Error::GraphChanged { step, message, .. } => (
+                409,
+                RunError {
+                    code: "graph_changed".into(),
+                    message: message.clone(),
+                    node: None,
+                    step: Some(step.to_string()),
+                },
+            ),
             crate::error::Error::Journal(_) => (
                 503,
                 RunError {
@@ -75,6 +119,7 @@ impl RunError {
                         "the run could not be recorded; it will resume when the journal is back"
                             .into(),
                     node: None,
+                    step: None,
                 },
             ),
             _ => (
@@ -83,6 +128,7 @@ impl RunError {
                     code: "internal".into(),
                     message: "the run failed inside the runner; see its log".into(),
                     node: None,
+                    step: None,
                 },
             ),
         }

@@ -11,6 +11,11 @@ mod manual {
     mod triggers {}
     #[doc = include_str!("../../docs/durability.md")]
     mod durability {}
+    #[doc = include_str!("../../docs/deploys.md")]
+    mod deploys {}
+    #[cfg(feature = "testing")]
+    #[doc = include_str!("../../docs/testing.md")]
+    mod testing {}
     #[doc = include_str!("../../docs/containers.md")]
     mod containers {}
     #[doc = include_str!("../../docs/schemas.md")]
@@ -50,6 +55,9 @@ pub use nanoflow_runtime::schemars;
 #[cfg(feature = "schema")]
 pub use nanoflow_runtime::schemars::JsonSchema;
 pub use nanoflow_runtime::store;
+/// A test harness: a virtual clock and crash injection (feature `testing`).
+#[cfg(feature = "testing")]
+pub use nanoflow_runtime::testing;
 
 /// Everything a workflow file needs: `use nanoflow::prelude::*;`.
 pub mod prelude {

@@ -20,6 +20,9 @@ pub(crate) struct WorkflowDecl {
     pub(crate) defaults: Defaults,
     /// `#[compensate(charge => refund)]`: the node undoing a completed step if the run fails.
     pub(crate) compensations: Vec<Compensation>,
+    /// `#[finishes(checkout)]`: this graph is the previous build's `checkout`, kept to finish
+    /// the runs recorded with it (issue 13).
+    pub(crate) finishes: Option<syn::Path>,
     pub(crate) vis: syn::Visibility,
     pub(crate) name: syn::Ident,
     pub(crate) colon: Span,

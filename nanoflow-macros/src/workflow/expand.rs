@@ -177,10 +177,14 @@ impl Gen<'_> {
         let alias = format_ident!("__nanoflow_s{}", index);
         self.aliases.push(quote!(type #alias = #path;));
         let name = node.step_ident().to_string();
+        // The output's JSON Schema, when it has one, is part of the step's fingerprint.
+        let shape = quote!(.with_output_schema(
+            <#private::Probe<<#alias as #private::Node>::Output>>::json_schema(#private::Side::Output)
+        ));
         self.steps.push(if condition {
-            quote!(#private::Step::condition::<#alias>(#name))
+            quote!(#private::Step::condition::<#alias>(#name) #shape)
         } else {
-            quote!(#private::Step::of::<#alias>(#name))
+            quote!(#private::Step::of::<#alias>(#name) #shape)
         });
         for f in &from {
             self.edge(f, &End::Step(index));
@@ -664,6 +668,27 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     if let Some(ns) = d.timeout_ns {
         default_setters.push(quote!(.with_timeout(::core::time::Duration::from_nanos(#ns))));
     }
+    // `#[finishes(current)]`: the name it finishes runs of, read from that workflow (so a name
+    // that is no workflow does not compile), and a check that both take the same input.
+    let (finishes_setter, finishes_check) = match &wf.finishes {
+        Some(path) => {
+            let check = crate::respan::respan(
+                quote!(#private::finishes::<#ty, #path>),
+                syn::spanned::Spanned::span(path),
+            );
+            // The workflow's name is its identifier (`NAME`), checked by `finishes` to be one.
+            let finished = path
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
+            (
+                quote!(.with_finishes(#finished)),
+                quote!(const _: () = { let _ = #check; };),
+            )
+        }
+        None => (TokenStream::new(), TokenStream::new()),
+    };
     let steps = &gen.steps;
     let edges = &gen.edges;
     let labels = &gen.labels;
@@ -705,6 +730,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         const _: () = {
             #(#aliases)*
             #(#compensation_items)*
+            #finishes_check
 
             /// The workflow's `#[defaults(...)]`, under each node's own options.
             const __NANOFLOW_DEFAULTS: #private::NodeOptions =
@@ -719,8 +745,12 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                     static GRAPH: ::std::sync::OnceLock<#private::Graph> = ::std::sync::OnceLock::new();
                     // Built with the runtime's setters, never as a literal (see `Graph::new`).
                     GRAPH.get_or_init(|| {
+                        // `Probe<T>`'s own `json_schema` when `T: JsonSchema`, else `NoSchema`'s.
+                        #[allow(unused_imports)]
+                        use #private::NoSchema as _;
                         #private::Graph::new::<#input_ty, #output_ty>(#name_str)
                             .with_doc(#doc_text)
+                            #finishes_setter
                             .with_steps(::std::vec![#(#steps),*])
                             .with_edges(::std::vec![#(#edges),*])
                             .with_labels(::std::vec![#(#labels),*])

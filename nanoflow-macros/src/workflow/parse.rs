@@ -102,6 +102,7 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Vec<syn::Error>) -> Option<Wo
         triggers: Vec::new(),
         defaults: Defaults::default(),
         compensations: Vec::new(),
+        finishes: None,
         vis,
         name,
         colon: Span::call_site(),
@@ -183,10 +184,25 @@ fn parse_attrs(decl: &mut WorkflowDecl, attrs: Vec<syn::Attribute>) {
                     format!("{e}; write `#[compensate(step => undo_node, ...)]`, e.g. `#[compensate(charge => refund)]`"),
                 )),
             }
+        } else if attr.path().is_ident("finishes") {
+            if decl.finishes.is_some() {
+                decl.errors.push(syn::Error::new_spanned(
+                    attr.path(),
+                    "`#[finishes(..)]` specified more than once",
+                ));
+                continue;
+            }
+            match attr.parse_args_with(syn::Path::parse_mod_style) {
+                Ok(path) => decl.finishes = Some(path),
+                Err(e) => decl.errors.push(syn::Error::new(
+                    e.span(),
+                    format!("{e}; write `#[finishes(workflow)]`, e.g. `#[finishes(checkout)]`"),
+                )),
+            }
         } else {
             decl.errors.push(syn::Error::new_spanned(
                 attr.path(),
-                "unsupported attribute on a workflow; expected doc comments, `#[trigger(...)]`, `#[defaults(...)]` or `#[compensate(...)]`",
+                "unsupported attribute on a workflow; expected doc comments, `#[trigger(...)]`, `#[defaults(...)]`, `#[compensate(...)]` or `#[finishes(...)]`",
             ));
         }
     }

@@ -52,6 +52,7 @@ pub(crate) fn validate(file: &WorkflowFile) -> Vec<Vec<syn::Error>> {
                 compensated.push(step);
             }
         }
+        check_finishes(&mut cx, wf);
         for t in &wf.triggers {
             trigger::validate::validate(&mut cx, t);
             if let Some(route) = t.route_key() {
@@ -67,6 +68,25 @@ pub(crate) fn validate(file: &WorkflowFile) -> Vec<Vec<syn::Error>> {
     }
     check_after_cycles(file, &mut all);
     all.into_iter().map(Ctxt::into_errors).collect()
+}
+
+/// `#[finishes(other)]`: the graph kept to finish `other`'s old runs starts no run of its own
+/// (no trigger), and is not `other` itself.
+fn check_finishes(cx: &mut Ctxt, wf: &super::ast::WorkflowDecl) {
+    let Some(other) = &wf.finishes else { return };
+    let name = &wf.name;
+    if let Some(t) = wf.triggers.first() {
+        cx.error_at(
+            t.value_span(),
+            format!("workflow `{name}` finishes the runs of another workflow (`#[finishes(..)]`) and takes no trigger: new runs start on the current graph"),
+        );
+    }
+    if other.is_ident(name) {
+        cx.error_spanned_by(
+            other,
+            format!("workflow `{name}` cannot finish its own runs; `#[finishes(..)]` names the current workflow, and this one is the previous graph kept under another name"),
+        );
+    }
 }
 
 /// `after` triggers between workflows of this invocation that form a cycle: each run would

@@ -3,7 +3,9 @@
 //! runs chained after it, and resuming recorded runs. Every trigger, the re-drive and chaining
 //! go through here; none touches the server's state otherwise.
 
+pub(crate) mod blocked;
 pub(crate) mod chain;
+pub(crate) mod fork;
 pub(crate) mod lease;
 pub(crate) mod reply;
 
@@ -236,6 +238,7 @@ impl App {
                     workflow: graph.name,
                     input: s.input.clone(),
                     idempotency_key: None,
+                    fingerprint: Some(graph.fingerprint()),
                 };
                 if let Err(e) = self.journal.create_run(run).await {
                     abandoned.armed = false;
@@ -250,6 +253,7 @@ impl App {
             workflow: graph.name,
             input: s.input,
             idempotency_key: None,
+            fingerprint: Some(graph.fingerprint()),
         });
         Ok(Admitted::New(Pending {
             run_id: s.run_id,
@@ -285,6 +289,7 @@ impl App {
                         workflow: graph.name,
                         input: input.clone(),
                         idempotency_key,
+                        fingerprint: Some(graph.fingerprint()),
                     })),
                     deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.name),
@@ -313,6 +318,10 @@ impl App {
             workflow,
             input: input.clone(),
             idempotency_key: Some(key.to_owned()),
+            fingerprint: self
+                .workflows
+                .get(workflow)
+                .map(|wf| wf.graph().fingerprint()),
         };
         match self.journal.create_run(run).await {
             Ok(Created::New) => None,
@@ -412,6 +421,9 @@ impl App {
                     .unwrap_or_else(|p| p.into_inner())
                     .push(run_id);
             }
+            Err(error @ Error::GraphChanged { .. }) => {
+                tracing::warn!(%run_id, workflow, status = "blocked", error = %error, "run parked: retry it from the start or cancel it (`runs retry --from-start`, `runs cancel`)");
+            }
             Err(error) => {
                 tracing::warn!(%run_id, workflow, status = "failed", duration_ms, error = %error, "run finished");
                 if !self.durable {
@@ -446,11 +458,14 @@ impl App {
             tracing::info!(run_id = %record.run_id, "not resuming: another runner owns the run");
             return Ok(None);
         }
-        let Some(wf) = self.workflows.get(record.workflow.as_str()).cloned() else {
+        let Some(wf) = self.workflow_for(&record) else {
             tracing::error!(run_id = %record.run_id, workflow = %record.workflow, "cannot resume: no such workflow in this runner");
             return Ok(None);
         };
         let graph = wf.graph();
+        if self.park_if_changed(journal, graph, &record).await? {
+            return Ok(None);
+        }
         let resumed = record.completed_steps().into_iter().collect();
         let ctx = self.isolate(
             RunCtx::durable(
@@ -462,7 +477,7 @@ impl App {
                     resumed,
                     pending_create: Mutex::new(None),
                     deferred: Mutex::default(),
-                    downstream: self.downstream_of(graph.name),
+                    downstream: self.downstream_of(graph.finishes().unwrap_or(graph.name)),
                 },
             )
             .observed(self.observe.observer(graph.name)),

@@ -120,6 +120,22 @@ impl Journal {
         self.get_run(run_id).await
     }
 
+    /// Marks a failed or blocked run as running again with none of its step records (a retry
+    /// from the start), started now by the graph of `fingerprint`. `false` when there is no
+    /// such run.
+    pub async fn reset(
+        &self,
+        run_id: RunId,
+        fingerprint: Option<crate::fingerprint::Fingerprint>,
+    ) -> Result<bool, Error> {
+        Ok(self.store.reset(run_id, fingerprint).await?)
+    }
+
+    /// Records a run forked from `from` with the step records it reuses, atomically.
+    pub async fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> Result<(), Error> {
+        Ok(self.store.fork(run, from, steps).await?)
+    }
+
     /// Deletes finished runs beyond the retention policy; returns how many.
     pub async fn prune(&self, retention: Retention) -> Result<u64, Error> {
         Ok(self.store.prune(retention).await?)

@@ -26,6 +26,8 @@ pub(crate) struct WorkflowMetrics {
     started: Counter,
     succeeded: Counter,
     failed: Counter,
+    /// Runs parked because the graph changed under them (issue 13).
+    blocked: Counter,
     duration: Histogram,
     cron_lag: Histogram,
     cron_skipped: Counter,
@@ -41,6 +43,7 @@ impl WorkflowMetrics {
             started: Counter::default(),
             succeeded: Counter::default(),
             failed: Counter::default(),
+            blocked: Counter::default(),
             duration: Histogram::default(),
             cron_lag: Histogram::default(),
             cron_skipped: Counter::default(),
@@ -64,6 +67,12 @@ impl WorkflowMetrics {
         } else {
             self.failed.inc();
         }
+    }
+
+    /// A run was parked as `blocked`: it ends here, neither succeeded nor failed.
+    pub(crate) fn run_blocked(&self, took: Duration) {
+        self.duration.observe(took);
+        self.blocked.inc();
     }
 
     pub(crate) fn cron_fired(&self, lag: Duration) {
@@ -113,7 +122,7 @@ impl WorkflowMetrics {
 
     fn in_flight(&self) -> u64 {
         // Finished first: a run's finish is counted after its start, so this never goes negative.
-        let finished = self.succeeded.get() + self.failed.get();
+        let finished = self.succeeded.get() + self.failed.get() + self.blocked.get();
         self.started.get().saturating_sub(finished)
     }
 }
@@ -177,10 +186,14 @@ impl Metrics {
             &mut out,
             "nanoflow_runs_finished_total",
             "counter",
-            "Runs finished, by workflow and status (succeeded or failed).",
+            "Runs finished, by workflow and status (succeeded, failed, or blocked: parked because the graph changed).",
         );
         for w in &self.workflows {
-            for (status, c) in [("succeeded", &w.succeeded), ("failed", &w.failed)] {
+            for (status, c) in [
+                ("succeeded", &w.succeeded),
+                ("failed", &w.failed),
+                ("blocked", &w.blocked),
+            ] {
                 let _ = writeln!(
                     out,
                     "nanoflow_runs_finished_total{{{},status=\"{status}\"}} {}",

@@ -84,14 +84,24 @@ impl Observability {
         took: Duration,
         result: &Result<Bytes, Error>,
     ) {
+        let blocked = matches!(result, Err(Error::GraphChanged { .. }));
         if let Some(w) = self.workflow(workflow) {
-            w.run_finished(result.is_ok(), took);
+            if blocked {
+                w.run_blocked(took);
+            } else {
+                w.run_finished(result.is_ok(), took);
+            }
         }
         if self.events.active() {
+            let status = match result {
+                Ok(_) => "succeeded",
+                Err(_) if blocked => "blocked",
+                Err(_) => "failed",
+            };
             let mut event = json!({
                 "run_id": run_id,
                 "workflow": workflow,
-                "status": if result.is_ok() { "succeeded" } else { "failed" },
+                "status": status,
                 "duration_us": took.as_micros() as u64,
                 "at_ms": now_ms(),
             });

@@ -92,7 +92,8 @@ enum RunsCommand {
         /// Only this workflow.
         #[arg(long)]
         workflow: Option<String>,
-        /// Only this status: running, succeeded or failed (the dead-letter list).
+        /// Only this status: running, succeeded, failed (the dead-letter list) or blocked
+        /// (parked because a deploy changed the graph under them).
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -104,10 +105,44 @@ enum RunsCommand {
         /// The run id.
         id: String,
     },
-    /// Re-drive a failed run from its failed node, in this process, and print its output.
+    /// Re-drive a failed or blocked run from where it stopped, in this process, and print its
+    /// output.
     Retry {
         /// The run id.
         id: String,
+        /// Forget what the run recorded and run it from its first step (for a run blocked
+        /// because the graph changed).
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Start a new run of a recorded run's workflow and input that reuses the recorded
+    /// outputs of the steps `--from` depends on and executes from that step on (journaled,
+    /// linked to the original), in this process, and print its output.
+    Fork {
+        /// The run id.
+        id: String,
+        /// The step to execute from.
+        #[arg(long)]
+        from: String,
+    },
+    /// Cancel a blocked run: it ends as failed with the error `cancelled`.
+    Cancel {
+        /// The run id.
+        id: String,
+    },
+    /// Re-execute a recorded run's input through this program's code, in-process and without
+    /// recording a new run, and compare each step's output with the recorded one. Exits with
+    /// 0 when every step reproduces, 1 otherwise.
+    Replay {
+        /// The run id.
+        id: String,
+        /// Steps fed their recorded outputs instead of running (nodes with side effects),
+        /// comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        stub: Vec<String>,
+        /// Print the comparison as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -364,7 +399,7 @@ where
     }
 }
 
-fn print_stdout(text: &str) {
+pub(super) fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
@@ -503,14 +538,11 @@ async fn runs(
         } => {
             let status = match status.as_deref() {
                 None => None,
-                Some("running") => Some(RunStatus::Running),
-                Some("succeeded") => Some(RunStatus::Succeeded),
-                Some("failed") => Some(RunStatus::Failed),
-                Some(other) => {
-                    return Err(Error::Config(format!(
-                        "unknown status `{other}`; expected running, succeeded or failed"
-                    )))
-                }
+                Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+                    Error::Config(format!(
+                        "unknown status `{text}`; expected running, succeeded, failed or blocked"
+                    ))
+                })?),
             };
             let list = j
                 .list_runs(RunFilter {
@@ -526,7 +558,10 @@ async fn runs(
                 let detail = match (&r.error, r.status) {
                     (Some(e), _) => format!(
                         "  {}: {}",
-                        e.get("node").and_then(|n| n.as_str()).unwrap_or("-"),
+                        e.get("node")
+                            .or_else(|| e.get("step"))
+                            .and_then(|n| n.as_str())
+                            .unwrap_or("-"),
                         e.get("message").and_then(|m| m.as_str()).unwrap_or("")
                     ),
                     _ => String::new(),
@@ -553,22 +588,53 @@ async fn runs(
             ));
             Ok(())
         }
-        RunsCommand::Retry { id } => {
+        RunsCommand::Retry { id, from_start } => {
             let run_id = parse_id(&id)?;
-            let Some(record) = j.reopen(run_id).await? else {
-                return Err(Error::Config(format!(
-                    "run `{id}` is not a failed run in the journal"
-                )));
+            let task = if from_start {
+                app.retry_from_start(&j, run_id).await?
+            } else {
+                let Some(record) = j.reopen(run_id).await? else {
+                    return Err(Error::Config(format!(
+                        "run `{id}` is not a failed run in the journal, nor a blocked one"
+                    )));
+                };
+                app.resume(record).await?
             };
-            let Some(task) = app.resume(record).await? else {
-                return Err(Error::Config(format!(
-                    "run `{id}` belongs to a workflow this program does not have"
-                )));
+            let Some(task) = task else {
+                return Err(super::replay::not_driven(&j, run_id).await);
             };
             let output = task
                 .await
                 .map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
             print_json(&output);
+            Ok(())
+        }
+        RunsCommand::Replay { id, stub, json } => {
+            let run_id = parse_id(&id)?;
+            super::replay::replay(&app, &j, run_id, &stub, json).await
+        }
+        RunsCommand::Fork { id, from } => {
+            let run_id = parse_id(&id)?;
+            let (forked, task) = app.fork(&j, run_id, &from).await?;
+            eprintln!("forked run {forked} from {run_id} at step `{from}`");
+            let output = task
+                .await
+                .map_err(|e| Error::Config(format!("the run was aborted: {e}")))??;
+            print_json(&output);
+            Ok(())
+        }
+        RunsCommand::Cancel { id } => {
+            let run_id = parse_id(&id)?;
+            if !app.cancel_blocked(&j, run_id).await? {
+                return Err(match j.get_run(run_id).await? {
+                    Some(r) => Error::Config(format!(
+                        "run `{id}` is {}; only blocked runs can be cancelled",
+                        r.status.as_str()
+                    )),
+                    None => Error::Config(format!("no run `{id}` in the journal")),
+                });
+            }
+            print_stdout(&format!("cancelled {run_id}\n"));
             Ok(())
         }
     }

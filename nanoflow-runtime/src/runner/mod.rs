@@ -4,6 +4,7 @@ mod cli;
 mod listen;
 #[cfg(all(nanoflow_node, feature = "container"))]
 mod node;
+mod replay;
 pub(crate) mod serve;
 
 pub use crate::config::ServeConfig;

@@ -21,6 +21,9 @@ pub async fn check(store: Arc<dyn RunStore>) {
     finish_with_chained_runs(&*store).await;
     several_records_at_once(&*store).await;
     reopen_only_failed_runs(&*store).await;
+    fingerprints_round_trip(&*store).await;
+    blocked_runs_stay_until_acted_on(&*store).await;
+    fork_records_the_run_with_its_reused_steps(&*store).await;
     list_filters_and_pages(&*store).await;
     unfinished_runs_oldest_first(&*store).await;
     concurrent_writers(store.clone()).await;
@@ -45,6 +48,7 @@ fn new_run(run_id: RunId, workflow: &'static str, key: Option<&str>) -> NewRun {
         workflow,
         input: Bytes::from(format!(r#"{{"n":"{run_id}"}}"#)),
         idempotency_key: key.map(str::to_owned),
+        fingerprint: None,
     }
 }
 
@@ -57,6 +61,7 @@ fn step(run_id: RunId, name: &'static str, attempt: u32, output: &str) -> StepWr
         started_ms: crate::runs::now_ms(),
         duration_us: 5,
         state: None,
+        fingerprint: None,
     }
 }
 
@@ -69,6 +74,7 @@ fn finish(run_id: RunId, outcome: Result<&str, &str>, chained: Vec<NewRun>) -> F
                 code: "node_failed".into(),
                 message: message.to_owned(),
                 node: Some("pay".into()),
+                step: None,
             }),
         chained,
     }
@@ -257,6 +263,181 @@ pub async fn reopen_only_failed_runs(store: &dyn RunStore) {
     assert!(!store.reopen(id(39)).await.unwrap(), "no such run");
 }
 
+/// A run's workflow fingerprint and each step record's fingerprints are read back as written;
+/// records without them read back without them.
+pub async fn fingerprints_round_trip(store: &dyn RunStore) {
+    use crate::fingerprint::{Fingerprint, StepPrint};
+    let r = id(60);
+    let mut run = new_run(r, "conformance_prints", None);
+    run.fingerprint = Some(Fingerprint(0xfeed_0000_0000_0001));
+    store.create_run(run).await.unwrap();
+    let print = StepPrint {
+        output: Fingerprint(u64::MAX),
+        place: Fingerprint(7),
+    };
+    let mut first = step(r, "price", 1, "3");
+    first.fingerprint = Some(print);
+    store.record_step(first, None).await.unwrap();
+    let mut second = step(r, "old", 1, "4");
+    second.started_ms += 1;
+    store.record_step(second, None).await.unwrap();
+    let run = store.get_run(r).await.unwrap().unwrap();
+    assert_eq!(run.fingerprint, Some(Fingerprint(0xfeed_0000_0000_0001)));
+    assert_eq!(run.timeline[0].fingerprint, Some(print));
+    assert_eq!(run.timeline[1].fingerprint, None);
+    assert_eq!(
+        run.completed_prints(),
+        [("price", Some(print)), ("old", None)]
+    );
+}
+
+/// A run finished with a `graph_changed` error is `blocked`: listed by that status, not
+/// resumed at start (nor pruned: see [`prune_keeps_running_runs`]); `reopen` resumes it with its records, `reset` without them;
+/// a cancel (a failed finish) ends it.
+pub async fn blocked_runs_stay_until_acted_on(store: &dyn RunStore) {
+    let r = id(70);
+    store
+        .record_step(
+            step(r, "price", 1, "3"),
+            Some(new_run(r, "conformance_blocked", None)),
+        )
+        .await
+        .unwrap();
+    let parked = RunError {
+        code: "graph_changed".into(),
+        message: "the output type of step `price` changed".into(),
+        node: None,
+        step: Some("price".into()),
+    };
+    store
+        .finish(
+            FinishWrite {
+                run_id: r,
+                outcome: Err(parked),
+                chained: Vec::new(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let run = store.get_run(r).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Blocked);
+    let error = run.error.expect("the blocked run's error");
+    assert_eq!(
+        (&error["code"], &error["step"]),
+        (&"graph_changed".into(), &"price".into())
+    );
+    let listed = store
+        .list_runs(RunFilter {
+            status: Some(RunStatus::Blocked),
+            workflow: Some("conformance_blocked".into()),
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|r| r.run_id).collect::<Vec<_>>(), [r]);
+    assert!(
+        !store
+            .unfinished_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.run_id == r),
+        "a blocked run is not resumed at start"
+    );
+    // Reopened, it keeps its records; blocked again, reset drops them.
+    assert!(store.reopen(r).await.unwrap());
+    let run = store.get_run(r).await.unwrap().unwrap();
+    assert_eq!((run.status, run.timeline.len()), (RunStatus::Running, 1));
+    assert!(
+        !store.reset(r, None).await.unwrap(),
+        "a running run is neither failed nor blocked"
+    );
+    store
+        .finish(
+            FinishWrite {
+                run_id: r,
+                outcome: Err(RunError {
+                    code: "graph_changed".into(),
+                    message: "again".into(),
+                    node: None,
+                    step: Some("price".into()),
+                }),
+                chained: Vec::new(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let fresh = crate::fingerprint::Fingerprint(99);
+    assert!(store.reset(r, Some(fresh)).await.unwrap());
+    let run = store.get_run(r).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert!(run.timeline.is_empty(), "{:?}", run.timeline);
+    assert!(run.error.is_none() && run.finished_ms.is_none());
+    assert_eq!(run.fingerprint, Some(fresh));
+    assert!(!store.reset(id(79), None).await.unwrap(), "no such run");
+    // A cancel is a failed finish.
+    store
+        .finish(finish(r, Err("cancelled"), Vec::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run(r).await.unwrap().unwrap().status,
+        RunStatus::Failed
+    );
+}
+
+/// A fork is recorded with its link and the step records it reuses, in one write.
+pub async fn fork_records_the_run_with_its_reused_steps(store: &dyn RunStore) {
+    let original = id(80);
+    store
+        .record_step(
+            step(original, "price", 1, "3"),
+            Some(new_run(original, "conformance_fork", None)),
+        )
+        .await
+        .unwrap();
+    let forked = id(81);
+    let mut reused = step(forked, "price", 1, "3");
+    reused.fingerprint = Some(crate::fingerprint::StepPrint {
+        output: crate::fingerprint::Fingerprint(1),
+        place: crate::fingerprint::Fingerprint(2),
+    });
+    store
+        .fork(
+            new_run(forked, "conformance_fork", None),
+            original,
+            vec![reused.clone()],
+        )
+        .await
+        .expect("a fork");
+    let run = store
+        .get_run(forked)
+        .await
+        .unwrap()
+        .expect("the forked run");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.forked_from, Some(original));
+    assert_eq!(
+        run.completed_steps(),
+        [("price".to_owned(), Bytes::from("3"))]
+    );
+    assert_eq!(run.timeline[0].fingerprint, reused.fingerprint);
+    let first = store.get_run(original).await.unwrap().unwrap();
+    assert_eq!(first.forked_from, None);
+    assert!(
+        store
+            .unfinished_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.run_id == forked),
+        "a fork is a running run"
+    );
+}
+
 /// Newest first, filtered by workflow, status and search, in pages by `before`.
 pub async fn list_filters_and_pages(store: &dyn RunStore) {
     let ids: Vec<RunId> = (40..45).map(id).collect();
@@ -378,6 +559,23 @@ pub async fn prune_keeps_running_runs(store: &dyn RunStore) {
         .create_run(new_run(keep_running, "conformance_prune", None))
         .await
         .unwrap();
+    let keep_blocked = id(199);
+    store
+        .finish(
+            FinishWrite {
+                run_id: keep_blocked,
+                outcome: Err(RunError {
+                    code: "graph_changed".into(),
+                    message: "step `a` was removed".into(),
+                    node: None,
+                    step: Some("a".into()),
+                }),
+                chained: Vec::new(),
+            },
+            Some(new_run(keep_blocked, "conformance_prune", None)),
+        )
+        .await
+        .unwrap();
     for n in 201..204 {
         store
             .finish(
@@ -414,4 +612,10 @@ pub async fn prune_keeps_running_runs(store: &dyn RunStore) {
     assert!(store.get_run(id(203)).await.unwrap().is_none());
     let running = store.get_run(keep_running).await.unwrap();
     assert_eq!(running.map(|r| r.status), Some(RunStatus::Running));
+    let blocked = store.get_run(keep_blocked).await.unwrap();
+    assert_eq!(
+        blocked.map(|r| r.status),
+        Some(RunStatus::Blocked),
+        "a blocked run stays until acted on"
+    );
 }

@@ -12,6 +12,7 @@ use super::{
     Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
     StepWrite, StoreError, StoreFuture,
 };
+use crate::fingerprint::Fingerprint;
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
@@ -83,10 +84,37 @@ impl Data {
                 idempotency_key: run.idempotency_key.clone(),
                 created_ms: now_ms(),
                 finished_ms: None,
+                fingerprint: run.fingerprint,
+                forked_from: None,
                 timeline: Vec::new(),
             },
         );
         Created::New
+    }
+
+    /// Records one attempt (replacing an earlier record of the same step and attempt).
+    fn record(&mut self, write: StepWrite) {
+        let (status, output, error) = match write.outcome {
+            Ok(out) => ("succeeded", Some(out), None),
+            Err(e) => ("failed", None, Some(e)),
+        };
+        let attempt = Attempt {
+            step: write.step.to_string(),
+            attempt: write.attempt,
+            status,
+            output,
+            error,
+            started_ms: write.started_ms,
+            duration_us: write.duration_us,
+            fingerprint: write.fingerprint,
+        };
+        self.steps
+            .entry(write.run_id)
+            .or_default()
+            .insert((attempt.step.clone(), attempt.attempt), attempt);
+        if let Some((node, key, value)) = write.state {
+            self.state.insert((node, key), value);
+        }
     }
 
     fn timeline(&self, run_id: RunId) -> Vec<Attempt> {
@@ -139,26 +167,7 @@ impl RunStore for MemoryStore {
         if let Some(run) = &create {
             data.insert(run);
         }
-        let (status, output, error) = match write.outcome {
-            Ok(out) => ("succeeded", Some(out), None),
-            Err(e) => ("failed", None, Some(e)),
-        };
-        let attempt = Attempt {
-            step: write.step.to_string(),
-            attempt: write.attempt,
-            status,
-            output,
-            error,
-            started_ms: write.started_ms,
-            duration_us: write.duration_us,
-        };
-        data.steps
-            .entry(write.run_id)
-            .or_default()
-            .insert((attempt.step.clone(), attempt.attempt), attempt);
-        if let Some((node, key, value)) = write.state {
-            data.state.insert((node, key), value);
-        }
+        data.record(write);
         Commit::done(Ok(()))
     }
 
@@ -175,7 +184,11 @@ impl RunStore for MemoryStore {
                     run.error = None;
                 }
                 Err(e) => {
-                    run.status = RunStatus::Failed;
+                    run.status = if e.blocks() {
+                        RunStatus::Blocked
+                    } else {
+                        RunStatus::Failed
+                    };
                     run.output = None;
                     run.error = serde_json::to_value(e).ok();
                 }
@@ -204,7 +217,7 @@ impl RunStore for MemoryStore {
 
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
         let reopened = match self.data().runs.get_mut(&run_id) {
-            Some(run) if run.status == RunStatus::Failed => {
+            Some(run) if matches!(run.status, RunStatus::Failed | RunStatus::Blocked) => {
                 run.status = RunStatus::Running;
                 run.error = None;
                 run.finished_ms = None;
@@ -215,6 +228,38 @@ impl RunStore for MemoryStore {
         Box::pin(async move { Ok(reopened) })
     }
 
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        // Applied as the records would be, under one lock: atomic.
+        let mut data = self.data();
+        data.insert(&run);
+        if let Some(r) = data.runs.get_mut(&run.run_id) {
+            r.forked_from = Some(from);
+        }
+        for write in steps {
+            data.record(write);
+        }
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        let mut data = self.data();
+        let reset = match data.runs.get_mut(&run_id) {
+            Some(run) if matches!(run.status, RunStatus::Failed | RunStatus::Blocked) => {
+                run.status = RunStatus::Running;
+                run.error = None;
+                run.output = None;
+                run.finished_ms = None;
+                run.fingerprint = fingerprint;
+                true
+            }
+            _ => false,
+        };
+        if reset {
+            data.steps.remove(&run_id);
+        }
+        Box::pin(async move { Ok(reset) })
+    }
+
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
         let mut data = self.data();
         let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
@@ -222,7 +267,7 @@ impl RunStore for MemoryStore {
             .runs
             .values()
             .rev()
-            .filter(|r| r.status != RunStatus::Running)
+            .filter(|r| !matches!(r.status, RunStatus::Running | RunStatus::Blocked))
             .map(|r| (r.run_id, r.finished_ms.unwrap_or(0)))
             .collect();
         let doomed: Vec<RunId> = finished

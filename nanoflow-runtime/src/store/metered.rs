@@ -11,6 +11,7 @@ use super::{
     Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore, StepWrite,
     StoreError, StoreFuture,
 };
+use crate::fingerprint::Fingerprint;
 use crate::id::RunId;
 use crate::stats::JournalMetrics;
 
@@ -86,6 +87,15 @@ impl RunStore for Metered {
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {
         self.metrics.writes.inc();
         self.inner.reopen(run_id)
+    }
+
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        self.inner.reset(run_id, fingerprint)
+    }
+
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        self.metrics.writes.inc();
+        self.inner.fork(run, from, steps)
     }
 
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {

@@ -13,6 +13,12 @@
 //!   all; a run's finish and the runs it chains are written together or not at all.
 //! - **Idempotency.** Creating a run whose workflow and idempotency key exist returns the
 //!   existing run ([`Created::Existing`]) and changes nothing.
+//! - **Blocked runs.** A run finished with an error whose code is `graph_changed`
+//!   ([`RunError::blocks`]) is recorded as [`RunStatus::Blocked`], not failed: it is neither
+//!   resumed at start ([`RunStore::unfinished_runs`]) nor pruned, until [`RunStore::reopen`] or
+//!   [`RunStore::reset`] runs it again, or it is cancelled (finished as failed).
+//! - **Fingerprints.** A run's workflow fingerprint and each step record's fingerprints are
+//!   stored as given and read back unchanged (issue 13).
 //! - **Errors.** Every operation reports a typed [`StoreError`]; `Unavailable` is transient
 //!   (a full disk, a lost connection) and [`RunStore::health`] says when it ends.
 
@@ -31,6 +37,7 @@ use axum::body::Bytes;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::fingerprint::{Fingerprint, StepPrint};
 use crate::id::RunId;
 use crate::runs::{RunError, RunStatus};
 
@@ -45,6 +52,8 @@ pub struct NewRun {
     pub input: Bytes,
     /// The trigger's idempotency key, if any.
     pub idempotency_key: Option<String>,
+    /// The fingerprint of the workflow's graph that starts it.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// What recording a new run found.
@@ -78,6 +87,10 @@ pub struct Attempt {
     pub started_ms: u64,
     /// Duration in microseconds.
     pub duration_us: u64,
+    /// The step's fingerprints in the graph that recorded it (none in journals older than
+    /// fingerprints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<StepPrint>,
 }
 
 /// A run as the journal holds it.
@@ -109,6 +122,12 @@ pub struct RunRecord {
     /// End time, ms since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
+    /// The fingerprint of the workflow's graph that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+    /// The run this one was forked from (`runs fork`), reusing some of its step outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<RunId>,
     /// Every attempt of every step, in order (filled by `get_run`, empty in lists).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Attempt>,
@@ -126,6 +145,17 @@ impl RunRecord {
         succeeded()
             .filter(|a| !a.step.contains('~') && !compensated.contains(&a.step.as_str()))
             .filter_map(|a| a.output.clone().map(|o| (a.step.clone(), o)))
+            .collect()
+    }
+
+    /// The completed steps with the fingerprints recorded with them: what a resume checks
+    /// against the current graph ([`crate::fingerprint::Fingerprints::check`]).
+    pub fn completed_prints(&self) -> Vec<(&str, Option<StepPrint>)> {
+        let done = self.completed_steps();
+        self.timeline
+            .iter()
+            .filter(|a| a.status == "succeeded" && done.iter().any(|(s, _)| *s == a.step))
+            .map(|a| (a.step.as_str(), a.fingerprint))
             .collect()
     }
 }
@@ -181,6 +211,8 @@ pub struct StepWrite {
     pub duration_us: u64,
     /// A stateful node's new state for its key, written in the same transaction.
     pub state: Option<(&'static str, String, Bytes)>,
+    /// The step's fingerprints in the graph running it.
+    pub fingerprint: Option<StepPrint>,
 }
 
 /// The finish of a run.
@@ -345,11 +377,21 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
         self.finish(write, create)
     }
 
-    /// Marks a failed run as running again (for a re-drive); `false` when there is no such
-    /// failed run.
+    /// Marks a failed or blocked run as running again (for a re-drive, which resumes after
+    /// its completed steps); `false` when there is no such run.
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool>;
 
-    /// Deletes finished runs beyond `retention` (never a running one); returns how many.
+    /// Marks a failed or blocked run as running again with none of its step records (a retry
+    /// from the start, `runs retry --from-start`), now started by the graph of `fingerprint`;
+    /// `false` when there is no such run. Atomic: the records go only if the run reopens.
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool>;
+
+    /// Records `run`, forked from run `from`, with the step records it reuses (copies of
+    /// `from`'s), atomically and durably: the fork exists with all of them or not at all.
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()>;
+
+    /// Deletes finished runs beyond `retention` (never a running or blocked one); returns how
+    /// many.
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64>;
 
     /// A run with its timeline (every attempt of every step, in order).

@@ -32,11 +32,20 @@ use super::{
     Attempt, Backlog, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord,
     RunStore, StepWrite, StoreError, StoreFuture,
 };
+use crate::fingerprint::{Fingerprint, StepPrint};
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`nanoflow_journal.meta`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Columns schema 2 added (issue 13: fingerprints, forks); older journals gain them empty.
+const MIGRATE_TO_2: &str = "
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS fingerprint bigint;
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS forked_from text;
+ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS output_fp bigint;
+ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS place_fp bigint;
+";
 
 /// Writer connections, each committing its own batches: PostgreSQL flushes the commits of
 /// concurrent transactions together, so throughput grows with them while one writer waits on
@@ -61,7 +70,9 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.runs (
     created_ms bigint NOT NULL,
     finished_ms bigint,
     owner text,
-    epoch bigint NOT NULL DEFAULT 1
+    epoch bigint NOT NULL DEFAULT 1,
+    fingerprint bigint,
+    forked_from text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency
     ON nanoflow_journal.runs (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -78,6 +89,8 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.steps (
     error text,
     started_ms bigint NOT NULL,
     duration_us bigint NOT NULL,
+    output_fp bigint,
+    place_fp bigint,
     PRIMARY KEY (run_id, step, attempt)
 );
 CREATE TABLE IF NOT EXISTS nanoflow_journal.state (
@@ -100,8 +113,7 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.runners (
 );
 ";
 
-const RUN_COLUMNS: &str =
-    "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms";
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from";
 
 /// Who this runner is and how long its lease lasts.
 #[derive(Debug, Clone)]
@@ -148,6 +160,8 @@ enum Write {
     Step(StepWrite, Option<NewRun>, Reply<()>),
     Finish(FinishWrite, Option<NewRun>, Reply<()>),
     Reopen(RunId, Reply<bool>),
+    Reset(RunId, Option<Fingerprint>, Reply<bool>),
+    Fork(NewRun, RunId, Vec<StepWrite>, Reply<()>),
     Prune(Retention, Reply<u64>),
 }
 
@@ -165,7 +179,8 @@ impl Write {
         match self {
             Write::Create(_, tx) => drop(tx.send(Err(e))),
             Write::Step(_, _, tx) | Write::Finish(_, _, tx) => drop(tx.send(Err(e))),
-            Write::Reopen(_, tx) => drop(tx.send(Err(e))),
+            Write::Reopen(_, tx) | Write::Reset(_, _, tx) => drop(tx.send(Err(e))),
+            Write::Fork(_, _, _, tx) => drop(tx.send(Err(e))),
             Write::Prune(_, tx) => drop(tx.send(Err(e))),
         }
     }
@@ -378,6 +393,14 @@ impl RunStore for PostgresStore {
         self.write(Some(run_id), |tx| Write::Reopen(run_id, tx))
     }
 
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        self.write(Some(run_id), |tx| Write::Reset(run_id, fingerprint, tx))
+    }
+
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        self.write(Some(run.run_id), |tx| Write::Fork(run, from, steps, tx))
+    }
+
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
         self.write(None, |tx| Write::Prune(retention, tx))
     }
@@ -582,6 +605,9 @@ async fn install(client: &mut Client, shared: &Shared) -> Result<(), StoreError>
     tx.batch_execute(SCHEMA)
         .await
         .map_err(|e| shared.error(format!("cannot write the schema: {e}")))?;
+    tx.batch_execute(MIGRATE_TO_2)
+        .await
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {e}")))?;
     tx.execute(
         "INSERT INTO nanoflow_journal.meta (key, value) VALUES ('schema_version', $1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -796,48 +822,39 @@ impl Readers {
 
 /// The writer's prepared statements.
 struct Statements {
-    insert_runs: Statement,
-    steps: Statement,
+    insert_run: Statement,
     create_keyed: Statement,
     find_key: Statement,
+    step: Statement,
     state: Statement,
     unlock: Statement,
     finish: Statement,
     fence: Statement,
     reopen: Statement,
+    reset: Statement,
+    forked: Statement,
     prune: Statement,
 }
 
 impl Statements {
     async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            insert_runs: c
+            insert_run: c
                 .prepare(
                     "INSERT INTO nanoflow_journal.runs
-                         (id, workflow, status, input, idempotency_key, created_ms, owner, epoch)
-                     SELECT u.id, u.workflow, 'running', u.input, u.key, $5, $6, 1
-                     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
-                         AS u(id, workflow, input, key)
+                         (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
+                          fingerprint)
+                     VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
                      ON CONFLICT DO NOTHING RETURNING id",
-                )
-                .await?,
-            steps: c
-                .prepare(
-                    "INSERT INTO nanoflow_journal.steps
-                         (run_id, step, attempt, status, output, error, started_ms, duration_us)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[],
-                                          $5::bytea[], $6::text[], $7::int8[], $8::int8[])
-                     ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
-                         output = excluded.output, error = excluded.error,
-                         started_ms = excluded.started_ms, duration_us = excluded.duration_us",
                 )
                 .await?,
             create_keyed: c
                 .prepare(
                     "WITH ins AS (
                          INSERT INTO nanoflow_journal.runs
-                             (id, workflow, status, input, idempotency_key, created_ms, owner, epoch)
-                         VALUES ($1, $2, 'running', $3, $4, $5, $6, 1)
+                             (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
+                              fingerprint)
+                         VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
                          ON CONFLICT DO NOTHING RETURNING id)
                      SELECT id, true FROM ins
                      UNION ALL
@@ -848,6 +865,18 @@ impl Statements {
             find_key: c
                 .prepare(
                     "SELECT id FROM nanoflow_journal.runs WHERE workflow = $1 AND idempotency_key = $2",
+                )
+                .await?,
+            step: c
+                .prepare(
+                    "INSERT INTO nanoflow_journal.steps
+                         (run_id, step, attempt, status, output, error, started_ms, duration_us,
+                          output_fp, place_fp)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
+                         output = excluded.output, error = excluded.error,
+                         started_ms = excluded.started_ms, duration_us = excluded.duration_us,
+                         output_fp = excluded.output_fp, place_fp = excluded.place_fp",
                 )
                 .await?,
             state: c
@@ -864,11 +893,8 @@ impl Statements {
                 .await?,
             finish: c
                 .prepare(
-                    "UPDATE nanoflow_journal.runs r SET status = u.status, output = u.output,
-                         error = u.error, finished_ms = $5
-                     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
-                         AS u(id, status, output, error)
-                     WHERE r.id = u.id",
+                    "UPDATE nanoflow_journal.runs SET status = $2, output = $3, error = $4,
+                         finished_ms = $5 WHERE id = $1",
                 )
                 .await?,
             fence: c
@@ -881,10 +907,10 @@ impl Statements {
                 .prepare(
                     "WITH doomed AS (
                          SELECT id FROM nanoflow_journal.runs
-                         WHERE status <> 'running' AND finished_ms < $1
+                         WHERE status NOT IN ('running', 'blocked') AND finished_ms < $1
                          UNION
                          SELECT id FROM (SELECT id FROM nanoflow_journal.runs
-                                         WHERE status <> 'running'
+                                         WHERE status NOT IN ('running', 'blocked')
                                          ORDER BY id DESC OFFSET $2) beyond),
                      gone AS (DELETE FROM nanoflow_journal.steps
                               WHERE run_id IN (SELECT id FROM doomed)),
@@ -897,8 +923,23 @@ impl Statements {
                 .prepare(
                     "UPDATE nanoflow_journal.runs SET status = 'running', error = NULL,
                          finished_ms = NULL, owner = $2, epoch = epoch + 1
-                     WHERE id = $1 AND status = 'failed' RETURNING epoch",
+                     WHERE id = $1 AND status IN ('failed', 'blocked') RETURNING epoch",
                 )
+                .await?,
+            reset: c
+                .prepare(
+                    "WITH up AS (
+                         UPDATE nanoflow_journal.runs SET status = 'running', error = NULL,
+                             output = NULL, finished_ms = NULL, fingerprint = $3, owner = $2,
+                             epoch = epoch + 1
+                         WHERE id = $1 AND status IN ('failed', 'blocked') RETURNING id, epoch),
+                     gone AS (DELETE FROM nanoflow_journal.steps
+                              WHERE run_id IN (SELECT id FROM up))
+                     SELECT epoch FROM up",
+                )
+                .await?,
+            forked: c
+                .prepare("UPDATE nanoflow_journal.runs SET forked_from = $2 WHERE id = $1")
                 .await?,
         })
     }
@@ -1080,7 +1121,10 @@ impl Outcome {
                 (w, Err(e)) => w.fail(e),
                 (Write::Create(_, tx), Ok(Done::Created(c))) => drop(tx.send(Ok(c))),
                 (Write::Step(_, _, tx) | Write::Finish(_, _, tx), Ok(_)) => drop(tx.send(Ok(()))),
-                (Write::Reopen(_, tx), Ok(d)) => drop(tx.send(Ok(matches!(d, Done::Bool(true))))),
+                (Write::Reopen(_, tx) | Write::Reset(_, _, tx), Ok(d)) => {
+                    drop(tx.send(Ok(matches!(d, Done::Bool(true)))))
+                }
+                (Write::Fork(_, _, _, tx), Ok(_)) => drop(tx.send(Ok(()))),
                 (Write::Prune(_, tx), Ok(d)) => drop(tx.send(Ok(match d {
                     Done::Count(n) => n,
                     _ => 0,
@@ -1096,8 +1140,8 @@ type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 /// What a statement of a batch is, to read its result.
 enum Op {
-    /// Run rows (`RETURNING id` for those inserted).
-    InsertRuns,
+    /// A run row (`RETURNING id` when inserted).
+    InsertRun(RunId),
     /// The creation of a run with a key: its id and whether it is new, or nothing (a
     /// concurrent transaction committed the key after this statement's snapshot).
     CreateKeyed(usize, RunId),
@@ -1115,72 +1159,57 @@ fn run_params(shared: &Shared, run: &NewRun) -> Params {
         Box::new(run.idempotency_key.clone()),
         Box::new(now_ms() as i64),
         Box::new(shared.owner.clone()),
+        Box::new(run.fingerprint.map(|f| f.0 as i64)),
     ]
 }
 
-/// Run rows of a batch, as columns.
-#[derive(Default)]
-struct Rows {
-    ids: Vec<String>,
-    workflows: Vec<&'static str>,
-    inputs: Vec<Vec<u8>>,
-    keys: Vec<Option<String>>,
-}
-
-impl Rows {
-    fn push(&mut self, run: &NewRun) {
-        self.ids.push(run.run_id.to_string());
-        self.workflows.push(run.workflow);
-        self.inputs.push(run.input.to_vec());
-        self.keys.push(run.idempotency_key.clone());
-    }
-}
-
-/// Step records of a batch, as columns.
-#[derive(Default)]
-struct StepColumns {
-    runs: Vec<String>,
-    steps: Vec<String>,
-    attempts: Vec<i32>,
-    statuses: Vec<&'static str>,
-    outputs: Vec<Option<Vec<u8>>>,
-    errors: Vec<Option<String>>,
-    started: Vec<i64>,
-    durations: Vec<i64>,
-}
-
-impl StepColumns {
-    fn push(&mut self, step: &StepWrite) {
-        self.runs.push(step.run_id.to_string());
-        self.steps.push(step.step.to_string());
-        self.attempts.push(step.attempt as i32);
-        match &step.outcome {
-            Ok(out) => {
-                self.statuses.push("succeeded");
-                self.outputs.push(Some(out.to_vec()));
-                self.errors.push(None);
-            }
-            Err(e) => {
-                self.statuses.push("failed");
-                self.outputs.push(None);
-                self.errors.push(Some(e.to_string()));
-            }
-        }
-        self.started.push(step.started_ms as i64);
-        self.durations.push(step.duration_us as i64);
-    }
-
-    fn params(self) -> Params {
+/// The statements that record one attempt (and its node's state, releasing the key's lock).
+fn step_ops<'s>(
+    s: &'s Statements,
+    shared: &Shared,
+    step: &StepWrite,
+    ops: &mut Vec<(&'s Statement, Params, Op)>,
+) {
+    let (status, output, error) = match &step.outcome {
+        Ok(out) => ("succeeded", Some(out.to_vec()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    ops.push((
+        &s.step,
         vec![
-            Box::new(self.runs),
-            Box::new(self.steps),
-            Box::new(self.attempts),
-            Box::new(self.statuses),
-            Box::new(self.outputs),
-            Box::new(self.errors),
-            Box::new(self.started),
-            Box::new(self.durations),
-        ]
+            Box::new(step.run_id.to_string()),
+            Box::new(step.step.to_string()),
+            Box::new(step.attempt as i32),
+            Box::new(status),
+            Box::new(output),
+            Box::new(error),
+            Box::new(step.started_ms as i64),
+            Box::new(step.duration_us as i64),
+            Box::new(step.fingerprint.map(|f| f.output.0 as i64)),
+            Box::new(step.fingerprint.map(|f| f.place.0 as i64)),
+        ],
+        Op::Plain,
+    ));
+    if let Some((node, key, value)) = &step.state {
+        ops.push((
+            &s.state,
+            vec![
+                Box::new(*node),
+                Box::new(key.clone()),
+                Box::new(value.to_vec()),
+            ],
+            Op::Plain,
+        ));
+        // The key's next run (on any runner) may start once this commits.
+        ops.push((
+            &s.unlock,
+            vec![
+                Box::new(*node),
+                Box::new(key.clone()),
+                Box::new(shared.owner.clone()),
+            ],
+            Op::Plain,
+        ));
     }
 }
 
@@ -1212,7 +1241,10 @@ async fn commit_pipelined(
     let mut creating: HashSet<RunId> = HashSet::new();
     for write in batch {
         match write {
-            Write::Create(r, _) | Write::Step(_, Some(r), _) | Write::Finish(_, Some(r), _) => {
+            Write::Create(r, _)
+            | Write::Step(_, Some(r), _)
+            | Write::Finish(_, Some(r), _)
+            | Write::Fork(r, _, _, _) => {
                 creating.insert(r.run_id);
             }
             _ => {}
@@ -1254,13 +1286,7 @@ async fn commit_pipelined(
         reopened: Vec::new(),
         ended: Vec::new(),
     };
-    // Run rows, steps and ends go in one statement each (arrays, `unnest`), in that order;
-    // keyed creations, states, reopenings and prunes one statement per write, in order.
     let mut ops: Vec<(&Statement, Params, Op)> = Vec::new();
-    let mut runs = Rows::default();
-    let mut steps: Vec<&StepWrite> = Vec::new();
-    let mut states: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
-    let mut ends: Vec<&FinishWrite> = Vec::new();
     for (i, write) in batch.iter().enumerate() {
         if let Some(id) = write.fenced_run().filter(|id| fenced.contains(id)) {
             outcome.results.push(Err(StoreError::Unavailable(format!(
@@ -1281,28 +1307,56 @@ async fn commit_pipelined(
                     Done::Created(Created::New)
                 }
                 None => {
-                    runs.push(run);
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                     Done::Created(Created::New)
                 }
             },
             Write::Step(step, create, _) => {
                 if let Some(run) = create {
-                    runs.push(run);
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                 }
-                steps.push(step);
-                if let Some((node, key, value)) = &step.state {
-                    states.push((node, key.clone(), value.to_vec()));
-                }
+                step_ops(s, shared, step, &mut ops);
                 Done::Unit
             }
             Write::Finish(finish, create, _) => {
                 if let Some(run) = create {
-                    runs.push(run);
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                 }
-                ends.push(finish);
+                let (status, output, error) = match &finish.outcome {
+                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
+                    Err(e) if e.blocks() => ("blocked", None, serde_json::to_string(e).ok()),
+                    Err(e) => ("failed", None, serde_json::to_string(e).ok()),
+                };
+                ops.push((
+                    &s.finish,
+                    vec![
+                        Box::new(finish.run_id.to_string()),
+                        Box::new(status),
+                        Box::new(output),
+                        Box::new(error),
+                        Box::new(now_ms() as i64),
+                    ],
+                    Op::Plain,
+                ));
                 outcome.ended.push(finish.run_id);
                 for run in &finish.chained {
-                    runs.push(run);
+                    ops.push((
+                        &s.insert_run,
+                        run_params(shared, run),
+                        Op::InsertRun(run.run_id),
+                    ));
                 }
                 Done::Unit
             }
@@ -1313,6 +1367,34 @@ async fn commit_pipelined(
                     Op::Reopen(i, *run_id),
                 ));
                 Done::Bool(false)
+            }
+            Write::Reset(run_id, fingerprint, _) => {
+                ops.push((
+                    &s.reset,
+                    vec![
+                        Box::new(run_id.to_string()),
+                        Box::new(shared.owner.clone()),
+                        Box::new(fingerprint.map(|f| f.0 as i64)),
+                    ],
+                    Op::Reopen(i, *run_id),
+                ));
+                Done::Bool(false)
+            }
+            Write::Fork(run, from, steps, _) => {
+                ops.push((
+                    &s.insert_run,
+                    run_params(shared, run),
+                    Op::InsertRun(run.run_id),
+                ));
+                ops.push((
+                    &s.forked,
+                    vec![Box::new(run.run_id.to_string()), Box::new(from.to_string())],
+                    Op::Plain,
+                ));
+                for step in steps {
+                    step_ops(s, shared, step, &mut ops);
+                }
+                Done::Unit
             }
             Write::Prune(retention, _) => {
                 let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
@@ -1326,84 +1408,6 @@ async fn commit_pipelined(
             }
         };
         outcome.results.push(Ok(done));
-    }
-    if !runs.ids.is_empty() {
-        ops.push((
-            &s.insert_runs,
-            vec![
-                Box::new(runs.ids),
-                Box::new(runs.workflows),
-                Box::new(runs.inputs),
-                Box::new(runs.keys),
-                Box::new(now_ms() as i64),
-                Box::new(shared.owner.clone()),
-            ],
-            Op::InsertRuns,
-        ));
-    }
-    if !steps.is_empty() {
-        // A repeated record of one attempt replaces the earlier one: keep the last (one
-        // statement may not update a row twice).
-        let mut last: HashMap<(RunId, &str, u32), usize> = HashMap::new();
-        for (i, step) in steps.iter().enumerate() {
-            last.insert((step.run_id, step.step.as_ref(), step.attempt), i);
-        }
-        let mut columns = StepColumns::default();
-        for (i, step) in steps.iter().enumerate() {
-            if last.get(&(step.run_id, step.step.as_ref(), step.attempt)) == Some(&i) {
-                columns.push(step);
-            }
-        }
-        ops.push((&s.steps, columns.params(), Op::Plain));
-    }
-    for (node, key, value) in states {
-        ops.push((
-            &s.state,
-            vec![Box::new(node), Box::new(key.clone()), Box::new(value)],
-            Op::Plain,
-        ));
-        // The key's next run (on any runner) may start once this commits.
-        ops.push((
-            &s.unlock,
-            vec![
-                Box::new(node),
-                Box::new(key),
-                Box::new(shared.owner.clone()),
-            ],
-            Op::Plain,
-        ));
-    }
-    if !ends.is_empty() {
-        let mut ids = Vec::new();
-        let mut statuses = Vec::new();
-        let mut outputs: Vec<Option<Vec<u8>>> = Vec::new();
-        let mut errors: Vec<Option<String>> = Vec::new();
-        for end in ends {
-            ids.push(end.run_id.to_string());
-            match &end.outcome {
-                Ok(out) => {
-                    statuses.push("succeeded");
-                    outputs.push(Some(out.to_vec()));
-                    errors.push(None);
-                }
-                Err(e) => {
-                    statuses.push("failed");
-                    outputs.push(None);
-                    errors.push(serde_json::to_string(e).ok());
-                }
-            }
-        }
-        ops.push((
-            &s.finish,
-            vec![
-                Box::new(ids),
-                Box::new(statuses),
-                Box::new(outputs),
-                Box::new(errors),
-                Box::new(now_ms() as i64),
-            ],
-            Op::Plain,
-        ));
     }
 
     // Every statement, then `COMMIT`, sent without waiting for each answer (the server runs
@@ -1437,13 +1441,7 @@ async fn commit_pipelined(
     let mut unresolved = Vec::new();
     for ((_, _, op), rows) in ops.iter().zip(rows_of) {
         match op {
-            Op::InsertRuns => {
-                for r in &rows {
-                    if let Ok(id) = r.get::<_, String>(0).parse() {
-                        outcome.created.push(id);
-                    }
-                }
-            }
+            Op::InsertRun(id) if !rows.is_empty() => outcome.created.push(*id),
             Op::CreateKeyed(i, id) => match rows.first() {
                 Some(r) if r.get::<_, bool>(1) => outcome.created.push(*id),
                 Some(r) => {
@@ -1467,7 +1465,7 @@ async fn commit_pipelined(
                 let n = rows.first().map_or(0, |r| r.get::<_, i64>(0));
                 outcome.results[*i] = Ok(Done::Count(n as u64));
             }
-            Op::Plain => {}
+            Op::InsertRun(_) | Op::Plain => {}
         }
     }
     // Keys another runner committed while this batch ran: read them now they are visible.
@@ -1498,6 +1496,7 @@ fn parse_status(s: &str) -> RunStatus {
     match s {
         "succeeded" => RunStatus::Succeeded,
         "failed" => RunStatus::Failed,
+        "blocked" => RunStatus::Blocked,
         _ => RunStatus::Running,
     }
 }
@@ -1516,6 +1515,8 @@ fn run_row(r: &Row) -> Option<RunRecord> {
         idempotency_key: r.get(6),
         created_ms: r.get::<_, i64>(7) as u64,
         finished_ms: r.get::<_, Option<i64>>(8).map(|v| v as u64),
+        fingerprint: r.get::<_, Option<i64>>(9).map(|v| Fingerprint(v as u64)),
+        forked_from: r.get::<_, Option<String>>(10).and_then(|f| f.parse().ok()),
         timeline: Vec::new(),
     })
 }
@@ -1535,11 +1536,18 @@ fn attempt_row(r: &Row) -> Attempt {
         error: error.and_then(|e| serde_json::from_str(&e).ok()),
         started_ms: r.get::<_, i64>(6) as u64,
         duration_us: r.get::<_, i64>(7) as u64,
+        fingerprint: match (r.get::<_, Option<i64>>(8), r.get::<_, Option<i64>>(9)) {
+            (Some(output), Some(place)) => Some(StepPrint {
+                output: Fingerprint(output as u64),
+                place: Fingerprint(place as u64),
+            }),
+            _ => None,
+        },
     }
 }
 
 const TIMELINE: &str =
-    "SELECT run_id, step, attempt, status, output, error, started_ms, duration_us
+    "SELECT run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp
      FROM nanoflow_journal.steps WHERE run_id = ANY($1) ORDER BY run_id, started_ms, attempt";
 
 /// The runs of `rows`, each with its timeline (one query for all of them).

@@ -14,11 +14,21 @@ use super::{
     StepWrite, StoreError, StoreFuture,
 };
 use crate::error::Error;
+use crate::fingerprint::{Fingerprint, StepPrint};
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records, the run
+/// a run was forked from (issue 13). Older records have none, and resume as before.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE runs ADD COLUMN fingerprint INTEGER;
+ALTER TABLE runs ADD COLUMN forked_from TEXT;
+ALTER TABLE steps ADD COLUMN output_fp INTEGER;
+ALTER TABLE steps ADD COLUMN place_fp INTEGER;
+";
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -35,7 +45,9 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     idempotency_key TEXT,
     created_ms INTEGER NOT NULL,
-    finished_ms INTEGER
+    finished_ms INTEGER,
+    fingerprint INTEGER,
+    forked_from TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -51,6 +63,8 @@ CREATE TABLE IF NOT EXISTS steps (
     error TEXT,
     started_ms INTEGER NOT NULL,
     duration_us INTEGER NOT NULL,
+    output_fp INTEGER,
+    place_fp INTEGER,
     PRIMARY KEY (run_id, step, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
@@ -77,6 +91,8 @@ enum Write {
         oneshot::Sender<Result<(), StoreError>>,
     ),
     Reopen(RunId, Reply<bool>),
+    Reset(RunId, Option<Fingerprint>, Reply<bool>),
+    Fork(NewRun, RunId, Vec<StepWrite>, Reply<()>),
     Prune(Retention, Reply<u64>),
 }
 
@@ -259,6 +275,22 @@ impl RunStore for SqliteStore {
         Box::pin(async move { self.inner.reopen(run_id).await.map_err(unavailable) })
     }
 
+    fn fork(&self, run: NewRun, from: RunId, steps: Vec<StepWrite>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.inner.send(Write::Fork(run, from, steps, tx));
+            self.inner.wait(rx).await.map_err(unavailable)
+        })
+    }
+
+    fn reset(&self, run_id: RunId, fingerprint: Option<Fingerprint>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.inner.send(Write::Reset(run_id, fingerprint, tx));
+            self.inner.wait(rx).await.map_err(unavailable)
+        })
+    }
+
     fn prune(&self, retention: Retention) -> StoreFuture<'_, u64> {
         Box::pin(async move { self.inner.prune(retention).await.map_err(unavailable) })
     }
@@ -319,9 +351,13 @@ impl Inner {
             ));
         }
         // Version 0 is a new file; later versions migrate here, step by step.
+        let migrate = match version {
+            1 => MIGRATE_1_TO_2,
+            _ => "",
+        };
         writer
             .execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {migrate} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(|e| journal_error(&shown, format!("cannot write the schema: {e}")))?;
         let integrity: String = writer
@@ -543,13 +579,13 @@ impl Inner {
     }
 }
 
-const RUN_COLUMNS: &str =
-    "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms";
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from";
 
 fn parse_status(s: &str) -> RunStatus {
     match s {
         "succeeded" => RunStatus::Succeeded,
         "failed" => RunStatus::Failed,
+        "blocked" => RunStatus::Blocked,
         _ => RunStatus::Running,
     }
 }
@@ -570,13 +606,15 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         idempotency_key: r.get(6)?,
         created_ms: r.get::<_, i64>(7)? as u64,
         finished_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        fingerprint: r.get::<_, Option<i64>>(9)?.map(from_sql_fp),
+        forked_from: r.get::<_, Option<String>>(10)?.and_then(|f| f.parse().ok()),
         timeline: Vec::new(),
     })
 }
 
 fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT step, attempt, status, output, error, started_ms, duration_us FROM steps
+        "SELECT step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp FROM steps
          WHERE run_id = ?1 ORDER BY started_ms, attempt",
     )?;
     let rows = stmt.query_map([id], |r| {
@@ -594,6 +632,13 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
             error: error.and_then(|e| serde_json::from_str(&e).ok()),
             started_ms: r.get::<_, i64>(5)? as u64,
             duration_us: r.get::<_, i64>(6)? as u64,
+            fingerprint: match (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<i64>>(8)?) {
+                (Some(output), Some(place)) => Some(StepPrint {
+                    output: from_sql_fp(output),
+                    place: from_sql_fp(place),
+                }),
+                _ => None,
+            },
         })
     })?;
     rows.collect()
@@ -784,7 +829,10 @@ fn reply(write: Write, result: Result<Outcome, String>) {
         Write::Steps(_, _, tx) | Write::Finish(_, _, _, tx) => {
             let _ = tx.send(result.map(|_| ()).map_err(StoreError::Unavailable));
         }
-        Write::Reopen(_, tx) => {
+        Write::Fork(_, _, _, tx) => {
+            let _ = tx.send(result.map(|_| ()));
+        }
+        Write::Reopen(_, tx) | Write::Reset(_, _, tx) => {
             let _ = tx.send(result.map(|o| matches!(o, Outcome::Bool(true))));
         }
         Write::Prune(_, tx) => {
@@ -825,6 +873,15 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             }
             Ok(Outcome::Unit)
         }
+        Write::Fork(run, from, steps, _) => {
+            insert_run(c, run)?;
+            c.prepare_cached("UPDATE runs SET forked_from = ?2 WHERE id = ?1")?
+                .execute(params![run.run_id.to_string(), from.to_string()])?;
+            for step in steps {
+                insert_step(c, step)?;
+            }
+            Ok(Outcome::Unit)
+        }
         Write::Finish(steps, finish, create, _) => {
             if let Some(run) = create {
                 insert_run(c, run)?;
@@ -839,9 +896,24 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             let n = c
                 .prepare_cached(
                     "UPDATE runs SET status = 'running', error = NULL, finished_ms = NULL
-                     WHERE id = ?1 AND status = 'failed'",
+                     WHERE id = ?1 AND status IN ('failed', 'blocked')",
                 )?
                 .execute([run_id.to_string()])?;
+            Ok(Outcome::Bool(n == 1))
+        }
+        Write::Reset(run_id, fingerprint, _) => {
+            let id = run_id.to_string();
+            let n = c
+                .prepare_cached(
+                    "UPDATE runs SET status = 'running', error = NULL, output = NULL,
+                     finished_ms = NULL, fingerprint = ?2
+                     WHERE id = ?1 AND status IN ('failed', 'blocked')",
+                )?
+                .execute(params![id, fingerprint.map(to_sql_fp)])?;
+            if n == 1 {
+                c.prepare_cached("DELETE FROM steps WHERE run_id = ?1")?
+                    .execute([&id])?;
+            }
             Ok(Outcome::Bool(n == 1))
         }
         Write::Prune(retention, _) => prune(c, retention),
@@ -855,8 +927,8 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
         Err(e) => ("failed", None, Some(e.to_string())),
     };
     c.prepare_cached(
-        "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         step.run_id.to_string(),
@@ -866,7 +938,9 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
         output,
         error,
         step.started_ms as i64,
-        step.duration_us as i64
+        step.duration_us as i64,
+        step.fingerprint.map(|f| to_sql_fp(f.output)),
+        step.fingerprint.map(|f| to_sql_fp(f.place)),
     ])?;
     if let Some((node, key, value)) = &step.state {
         c.prepare_cached("INSERT OR REPLACE INTO state (node, key, value) VALUES (?1, ?2, ?3)")?
@@ -879,6 +953,7 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
 fn finish_run(c: &Connection, finish: &FinishWrite) -> rusqlite::Result<()> {
     let (status, output, error) = match &finish.outcome {
         Ok(out) => ("succeeded", Some(out.as_ref()), None),
+        Err(e) if e.blocks() => ("blocked", None, serde_json::to_string(e).ok()),
         Err(e) => ("failed", None, serde_json::to_string(e).ok()),
     };
     c.prepare_cached(
@@ -900,8 +975,8 @@ fn finish_run(c: &Connection, finish: &FinishWrite) -> rusqlite::Result<()> {
 fn prune(c: &Connection, retention: &Retention) -> rusqlite::Result<Outcome> {
     let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
     // Runs past the age limit, then runs beyond the newest `max_runs` finished ones.
-    let doomed = "SELECT id FROM runs WHERE status != 'running' AND finished_ms < ?1
-                  UNION SELECT id FROM (SELECT id FROM runs WHERE status != 'running'
+    let doomed = "SELECT id FROM runs WHERE status NOT IN ('running', 'blocked') AND finished_ms < ?1
+                  UNION SELECT id FROM (SELECT id FROM runs WHERE status NOT IN ('running', 'blocked')
                                         ORDER BY id DESC LIMIT -1 OFFSET ?2)";
     let keep = retention.max_runs.min(i64::MAX as u64) as i64;
     c.execute(
@@ -915,17 +990,27 @@ fn prune(c: &Connection, retention: &Retention) -> rusqlite::Result<Outcome> {
     Ok(Outcome::Count(removed as u64))
 }
 
+/// A fingerprint as an SQLite integer (its 64 bits, as signed): no text formatted per write.
+fn to_sql_fp(f: Fingerprint) -> i64 {
+    f.0 as i64
+}
+
+fn from_sql_fp(v: i64) -> Fingerprint {
+    Fingerprint(v as u64)
+}
+
 fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
     c.prepare_cached(
-        "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms)
-         VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
+        "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
+         VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         run.run_id.to_string(),
         run.workflow,
         run.input.as_ref(),
         run.idempotency_key,
-        now_ms() as i64
+        now_ms() as i64,
+        run.fingerprint.map(to_sql_fp),
     ])?;
     Ok(())
 }

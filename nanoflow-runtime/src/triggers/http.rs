@@ -63,36 +63,102 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     let list_app = app.clone();
     let runs_app = app.clone();
     let retry_app = app.clone();
+    let cancel_app = app.clone();
+    let replay_app = app.clone();
+    let fork_app = app.clone();
     // The operations routes, behind the admin token when one is set (see `admin`).
-    let operations = Router::new()
-        .route(
-            "/workflows",
-            get(move || async move { workflows(&list_app) }),
-        )
-        .route(
-            "/runs/{id}",
-            get(move |Path(id): Path<String>| async move { run_status(&status_app, &id).await }),
-        )
-        .route(
-            "/runs",
-            get(
-                move |query: Result<Query<ListQuery>, QueryRejection>| async move {
-                    match query {
-                        Ok(Query(q)) => list_runs(&runs_app, q).await,
-                        Err(e) => error_response(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_query",
-                            &e.body_text(),
-                            |_| {},
-                        ),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/runs/{id}/retry",
-            post(move |Path(id): Path<String>| async move { retry_run(&retry_app, &id).await }),
-        );
+    let operations =
+        Router::new()
+            .route(
+                "/workflows",
+                get(move || async move { workflows(&list_app) }),
+            )
+            .route(
+                "/runs/{id}",
+                get(
+                    move |Path(id): Path<String>| async move { run_status(&status_app, &id).await },
+                ),
+            )
+            .route(
+                "/runs",
+                get(
+                    move |query: Result<Query<ListQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => list_runs(&runs_app, q).await,
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/retry",
+                post(
+                    move |Path(id): Path<String>,
+                          query: Result<Query<RetryQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => {
+                                super::deploys::retry(
+                                    &retry_app,
+                                    &id,
+                                    q.from_start.unwrap_or(false),
+                                )
+                                .await
+                            }
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/replay",
+                post(
+                    move |Path(id): Path<String>,
+                          query: Result<Query<ReplayQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => super::deploys::replay(&replay_app, &id, q.stub).await,
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/fork",
+                post(
+                    move |Path(id): Path<String>,
+                          query: Result<Query<ForkQuery>, QueryRejection>| async move {
+                        match query {
+                            Ok(Query(q)) => super::deploys::fork(&fork_app, &id, &q.from).await,
+                            Err(e) => error_response(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                &e.body_text(),
+                                |_| {},
+                            ),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/runs/{id}/cancel",
+                post(move |Path(id): Path<String>| async move {
+                    super::deploys::cancel(&cancel_app, &id).await
+                }),
+            );
     let ready_app = app.clone();
     let router = router
         .route(
@@ -582,7 +648,7 @@ fn readiness(app: &App) -> Response {
     response
 }
 
-fn accepted(run_id: RunId) -> Response {
+pub(crate) fn accepted(run_id: RunId) -> Response {
     let location = format!("/runs/{run_id}");
     let mut response = json_response(
         StatusCode::ACCEPTED,
@@ -594,7 +660,7 @@ fn accepted(run_id: RunId) -> Response {
     response
 }
 
-fn journal_unavailable(e: &Error) -> Response {
+pub(crate) fn journal_unavailable(e: &Error) -> Response {
     tracing::error!(error = %e, "journal unavailable; refusing the run");
     journal_refusal()
 }
@@ -652,6 +718,9 @@ async fn existing_run(app: &App, run_id: RunId) -> Response {
     };
     match (status, output, error) {
         (RunStatus::Succeeded, Some(output), _) => json_bytes(StatusCode::OK, output),
+        (RunStatus::Blocked, _, Some(error)) => {
+            run_error_response(StatusCode::CONFLICT, &error, run_id)
+        }
         (RunStatus::Failed, _, Some(error)) => {
             let code = if error.code == "node_timeout" {
                 504
@@ -669,7 +738,7 @@ async fn existing_run(app: &App, run_id: RunId) -> Response {
 }
 
 #[allow(clippy::result_large_err)] // an error response, built once per bad request
-fn parse_run_id(id: &str) -> Result<RunId, Response> {
+pub(crate) fn parse_run_id(id: &str) -> Result<RunId, Response> {
     id.parse::<RunId>().map_err(|_| {
         error_response(
             StatusCode::BAD_REQUEST,
@@ -680,7 +749,7 @@ fn parse_run_id(id: &str) -> Result<RunId, Response> {
     })
 }
 
-fn run_not_found(id: RunId) -> Response {
+pub(crate) fn run_not_found(id: RunId) -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "run_not_found",
@@ -716,14 +785,14 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
     let journal = &app.journal;
     let status = match query.status.as_deref() {
         None | Some("") => None,
-        Some("running") => Some(RunStatus::Running),
-        Some("succeeded") => Some(RunStatus::Succeeded),
-        Some("failed") => Some(RunStatus::Failed),
+        Some(text) if RunStatus::parse(text).is_some() => RunStatus::parse(text),
         Some(other) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "invalid_status",
-                &format!("unknown status `{other}`; expected running, succeeded or failed"),
+                &format!(
+                    "unknown status `{other}`; expected running, succeeded, failed or blocked"
+                ),
                 |_| {},
             )
         }
@@ -775,40 +844,22 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
     }
 }
 
-/// `POST /runs/{id}/retry`: re-drives a failed run from its failed node.
-async fn retry_run(app: &Arc<App>, id: &str) -> Response {
-    let run_id = match parse_run_id(id) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let Some(journal) = app.durable() else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "journal_disabled",
-            "re-driving a run needs the journal: its steps are recorded only there; start the runner without `--journal off`",
-            |_| {},
-        );
-    };
-    match journal.reopen(run_id).await {
-        Ok(Some(record)) => match app.resume(record).await {
-            Ok(_) => accepted(run_id),
-            Err(e) => journal_unavailable(&e),
-        },
-        Ok(None) => match journal.get_run(run_id).await {
-            Ok(Some(r)) => error_response(
-                StatusCode::CONFLICT,
-                "run_not_failed",
-                &format!(
-                    "run `{run_id}` is {}; only failed runs can be retried",
-                    r.status.as_str()
-                ),
-                |_| {},
-            ),
-            Ok(None) => run_not_found(run_id),
-            Err(e) => journal_unavailable(&e),
-        },
-        Err(e) => journal_unavailable(&e),
-    }
+/// `?from=step` of `POST /runs/{id}/fork`.
+#[derive(Debug, serde::Deserialize)]
+struct ForkQuery {
+    from: String,
+}
+
+/// `?stub=a,b` of `POST /runs/{id}/replay`.
+#[derive(Debug, serde::Deserialize)]
+struct ReplayQuery {
+    stub: Option<String>,
+}
+
+/// `?from_start=true` of `POST /runs/{id}/retry`.
+#[derive(Debug, serde::Deserialize)]
+struct RetryQuery {
+    from_start: Option<bool>,
 }
 
 fn workflows(app: &App) -> Response {

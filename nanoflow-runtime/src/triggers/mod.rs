@@ -1,6 +1,7 @@
 //! What starts a workflow: the triggers declared with `#[trigger(...)]` inside `workflow!`.
 
 pub(crate) mod cron;
+pub(crate) mod deploys;
 pub(crate) mod http;
 pub mod openapi;
 #[cfg(feature = "postgres")]

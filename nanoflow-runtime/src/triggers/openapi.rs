@@ -63,12 +63,17 @@ const TRIGGER_ERRORS: [(&str, &str, &[&str]); 8] = [
 ];
 
 /// Codes the run API answers with, besides the trigger routes' and `unauthorized`.
-const RUN_API_CODES: [&str; 8] = [
+const RUN_API_CODES: [&str; 13] = [
+    "invalid_stub",
+    "invalid_step",
+    "unknown_workflow",
     "invalid_query",
     "invalid_run_id",
     "invalid_status",
     "run_not_found",
     "run_not_failed",
+    "run_not_blocked",
+    "graph_changed",
     "journal_disabled",
     "not_found",
     "method_not_allowed",
@@ -483,6 +488,7 @@ fn run_error_schema() -> Value {
             "code": { "type": "string" },
             "message": { "type": "string" },
             "node": { "type": "string" },
+            "step": { "type": "string", "description": "With `graph_changed`: the recorded step that no longer fits this build's graph." },
         },
         "required": ["code", "message"],
     })
@@ -543,7 +549,7 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
         "properties": {
             "run_id": { "type": "string" },
             "workflow": { "type": "string", "enum": workflows },
-            "status": { "type": "string", "enum": ["running", "succeeded", "failed"] },
+            "status": { "type": "string", "enum": ["running", "succeeded", "failed", "blocked"] },
             "input": {},
             "output": {},
             "error": { "$ref": "#/components/schemas/RunError" },
@@ -596,7 +602,7 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
             "summary": "Runs, newest first (needs the journal)",
             "parameters": [
                 { "name": "workflow", "in": "query", "schema": { "type": "string", "enum": workflows } },
-                { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["running", "succeeded", "failed"] } },
+                { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["running", "succeeded", "failed", "blocked"] } },
                 { "name": "q", "in": "query", "description": "A run id prefix, or text in the idempotency key, input or error.", "schema": { "type": "string" } },
                 { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1 } },
                 { "name": "before", "in": "query", "description": "`next_before` of the previous page.", "schema": { "type": "string" } },
@@ -633,14 +639,96 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
         "/runs/{id}/retry".into(),
         json!({ "post": {
             "operationId": "retryRun", "tags": ["runs"], "security": secured,
-            "summary": "Re-drive a failed run from its failed node",
-            "parameters": [{ "$ref": "#/components/parameters/RunId" }],
+            "summary": "Re-drive a failed or blocked run from where it stopped, or from its first step",
+            "parameters": [
+                { "$ref": "#/components/parameters/RunId" },
+                { "name": "from_start", "in": "query", "description": "Forget what the run recorded and run it from its first step (for a run blocked by `graph_changed`).", "schema": { "type": "boolean" } },
+            ],
             "responses": {
                 "202": { "$ref": "#/components/responses/Accepted" },
+                "400": error_response("Not a run id, or a bad query. Codes: `invalid_run_id`, `invalid_query`."),
+                "401": unauthorized,
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "409": error_response("The run is neither failed nor blocked, or it still does not fit this build's graph (it stays blocked). Codes: `run_not_failed`, `graph_changed`."),
+                "503": { "$ref": "#/components/responses/Unavailable" },
+            },
+        }}),
+    );
+    paths.insert(
+        "/runs/{id}/replay".into(),
+        json!({ "post": {
+            "operationId": "replayRun", "tags": ["runs"], "security": secured,
+            "summary": "Re-execute a recorded run's input through this build's code (nothing is recorded) and compare each step's output with the recorded one",
+            "parameters": [
+                { "$ref": "#/components/parameters/RunId" },
+                { "name": "stub", "in": "query", "description": "Steps fed their recorded outputs instead of running, comma-separated.", "schema": { "type": "string" } },
+            ],
+            "responses": {
+                "200": { "description": "The comparison, whether or not it reproduces.", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": {
+                        "run_id": { "type": "string" },
+                        "workflow": { "type": "string" },
+                        "reproduces": { "type": "boolean" },
+                        "error": { "type": "string" },
+                        "steps": { "type": "array", "items": {
+                            "type": "object",
+                            "properties": {
+                                "step": { "type": "string" },
+                                "verdict": { "type": "string", "enum": ["same", "differs", "new", "missing", "stubbed"] },
+                                "recorded": {},
+                                "replayed": {},
+                                "diff": { "type": "array", "items": { "type": "object", "properties": {
+                                    "path": { "type": "string" }, "recorded": {}, "replayed": {},
+                                } } },
+                            },
+                            "required": ["step", "verdict"],
+                        } },
+                    },
+                    "required": ["run_id", "workflow", "reproduces", "steps"],
+                } } } },
+                "400": error_response("Not a run id, or a stub that is no step. Codes: `invalid_run_id`, `invalid_query`, `invalid_stub`."),
+                "401": unauthorized,
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "409": error_response("The run's workflow is not in this runner, or its input no longer fits. Codes: `unknown_workflow`, `invalid_input`."),
+                "503": { "$ref": "#/components/responses/Unavailable" },
+            },
+        }}),
+    );
+    paths.insert(
+        "/runs/{id}/fork".into(),
+        json!({ "post": {
+            "operationId": "forkRun", "tags": ["runs"], "security": secured,
+            "summary": "Start a new run of a recorded run's input that reuses the recorded outputs of the steps `from` depends on and executes from `from` on (linked by `forked_from`)",
+            "parameters": [
+                { "$ref": "#/components/parameters/RunId" },
+                { "name": "from", "in": "query", "required": true, "description": "The step to execute from.", "schema": { "type": "string" } },
+            ],
+            "responses": {
+                "202": { "$ref": "#/components/responses/Accepted" },
+                "400": error_response("Not a run id, or no such step. Codes: `invalid_run_id`, `invalid_query`, `invalid_step`."),
+                "401": unauthorized,
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "409": error_response("The reused records do not fit this build's graph: the new run is blocked. Code: `graph_changed`."),
+                "503": { "$ref": "#/components/responses/Unavailable" },
+            },
+        }}),
+    );
+    paths.insert(
+        "/runs/{id}/cancel".into(),
+        json!({ "post": {
+            "operationId": "cancelRun", "tags": ["runs"], "security": secured,
+            "summary": "Cancel a blocked run: it ends as failed with the error `cancelled`",
+            "parameters": [{ "$ref": "#/components/parameters/RunId" }],
+            "responses": {
+                "200": { "description": "The run is cancelled.", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "run_id": { "type": "string" }, "status": { "const": "failed" } },
+                } } } },
                 "400": error_response("Not a run id. Code: `invalid_run_id`."),
                 "401": unauthorized,
                 "404": { "$ref": "#/components/responses/NotFound" },
-                "409": error_response("The run has not failed. Code: `run_not_failed`."),
+                "409": error_response("The run is not blocked. Code: `run_not_blocked`."),
                 "503": { "$ref": "#/components/responses/Unavailable" },
             },
         }}),

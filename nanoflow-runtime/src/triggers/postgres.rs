@@ -460,6 +460,7 @@ async fn dead_letter(
         workflow,
         input,
         idempotency_key: Some(key),
+        fingerprint: None,
     };
     if journal.create_run(run).await? != Created::New {
         return Ok(());
@@ -470,6 +471,7 @@ async fn dead_letter(
             "the database event does not fit the input of workflow `{workflow}`: {error}"
         ),
         node: None,
+        step: None,
     });
     match journal
         .finish(

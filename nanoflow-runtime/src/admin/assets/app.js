@@ -136,13 +136,14 @@
   }
 
   function countsLine(name) {
-    const c = state.counts[name] || { started: 0, succeeded: 0, failed: 0 };
-    const running = Math.max(0, c.started - c.succeeded - c.failed);
+    const c = state.counts[name] || { started: 0, succeeded: 0, failed: 0, blocked: 0 };
+    const running = Math.max(0, c.started - c.succeeded - c.failed - c.blocked);
     return h("span", { class: "counts", "data-counts": name },
       h("span", {}, "since opened: "), h("span", {}, h("b", {}, String(c.started)), " started"),
       h("span", {}, h("b", {}, String(running)), " running"),
       h("span", {}, h("b", {}, String(c.succeeded)), " succeeded"),
-      h("span", {}, h("b", {}, String(c.failed)), " failed"));
+      h("span", {}, h("b", {}, String(c.failed)), " failed"),
+      c.blocked ? h("span", {}, h("b", {}, String(c.blocked)), " blocked") : null);
   }
 
   function showWorkflows() {
@@ -350,7 +351,7 @@
       h("option", { value: "" }, "all workflows"),
       ...state.workflows.map((w) => h("option", { value: w.name, selected: w.name === filters.workflow }, w.name)));
     const stSelect = h("select", { id: "filter-status", "aria-label": "status" },
-      ...["", "running", "succeeded", "failed"].map((s) => h("option", { value: s, selected: s === filters.status }, s || "any status")));
+      ...["", "running", "succeeded", "failed", "blocked"].map((s) => h("option", { value: s, selected: s === filters.status }, s || "any status")));
     const search = h("input", {
       id: "filter-q", type: "search", placeholder: "run id prefix, idempotency key, input or error text",
       value: filters.q, "aria-label": "search",
@@ -475,6 +476,15 @@
     const retry = run.status === "failed" && state.config.journal
       ? h("button", { type: "button", class: "danger", id: "retry", onclick: () => retryRun(run.run_id) }, "Retry from failed node")
       : null;
+    // A run parked by a deploy (`graph_changed`): run it again from its first step, or cancel it.
+    const blocked = run.status === "blocked" && state.config.journal
+      ? [h("button", { type: "button", class: "danger", id: "retry-from-start", onclick: () => blockedAction(run.run_id, "/retry?from_start=true", "Re-running run " + shortId(run.run_id) + " from its first step") }, "Retry from start"),
+        h("button", { type: "button", class: "secondary", id: "cancel-run", onclick: () => blockedAction(run.run_id, "/cancel", "Cancelled run " + shortId(run.run_id)) }, "Cancel")]
+      : [];
+    // Re-execute the run's input through the current code and compare step by step.
+    const replay = run.status !== "running" && state.config.journal && wf
+      ? h("button", { type: "button", class: "secondary", id: "replay", onclick: () => replayRun(run.run_id, detail) }, "Replay")
+      : null;
     const again = wf && httpTriggers(wf).length
       ? h("button", { type: "button", class: "secondary", id: "run-again", onclick: () => openStart(wf).then(() => prefillStart(run.input)) }, "Run again\u2026")
       : null;
@@ -507,7 +517,7 @@
     ].flat().filter(Boolean));
     setView(view,
       h("div", { class: "run-head" }, h("h1", { "data-run-id": run.run_id }, run.run_id), h("span", { id: "run-status" }, badge(run.status)),
-        h("span", { class: "spacer" }), again, retry),
+        h("span", { class: "spacer" }), again, replay, retry, ...blocked),
       facts,
       h("div", { class: "split" }, left, detail));
     if (view.selected !== null && run.timeline && run.timeline[view.selected]) {
@@ -528,10 +538,42 @@
     }
   }
 
+  async function replayRun(id, detail) {
+    const button = document.getElementById("replay");
+    if (button) button.disabled = true;
+    try {
+      const report = (await api("/runs/" + id + "/replay", { method: "POST" })).body;
+      const rows = report.steps.map((s) => h("tr", { "data-step": s.step },
+        h("td", { class: "mono" }, s.step), h("td", {}, h("span", { class: "badge " + (s.verdict === "same" || s.verdict === "stubbed" ? "succeeded" : "failed") }, s.verdict)),
+        h("td", { class: "mono" }, (s.diff || []).map((d) => h("div", {}, d.path + ": " + JSON.stringify(d.recorded) + " \u2192 " + JSON.stringify(d.replayed))))));
+      detail.prepend(h("div", { id: "replay-report" },
+        h("h3", {}, "Replay: " + (report.reproduces ? "reproduced" : "not reproduced")),
+        report.error ? h("p", { class: "error-text" }, report.error) : null,
+        h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "step"), h("th", {}, "result"), h("th", {}, "differences"))), h("tbody", {}, rows))));
+      toast(report.reproduces ? "The run reproduces" : "The run does not reproduce", !report.reproduces);
+    } catch (e) {
+      toast(e.message, true);
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  async function blockedAction(id, path, done) {
+    for (const b of document.querySelectorAll("#retry-from-start, #cancel-run")) b.disabled = true;
+    try {
+      await api("/runs/" + id + path, { method: "POST" });
+      toast(done);
+      if (state.view && state.view.id === id) renderRun(state.view);
+    } catch (e) {
+      toast(e.message, true);
+      for (const b of document.querySelectorAll("#retry-from-start, #cancel-run")) b.disabled = false;
+    }
+  }
+
   // ---- live updates --------------------------------------------------------------------------
 
   function bump(name, field) {
-    const c = state.counts[name] || (state.counts[name] = { started: 0, succeeded: 0, failed: 0 });
+    const c = state.counts[name] || (state.counts[name] = { started: 0, succeeded: 0, failed: 0, blocked: 0 });
     c[field] += 1;
     const line = document.querySelector('[data-counts="' + CSS.escape(name) + '"]');
     if (line) line.replaceWith(countsLine(name));
