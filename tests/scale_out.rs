@@ -494,9 +494,49 @@ async fn slow_step_again(n: u64) -> u64 {
     n + 1
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Parcel {
+    pub id: i64,
+}
+
+/// How many times each parcel's event ran, over both runners of the test.
+static PARCELS: std::sync::Mutex<Option<HashMap<i64, u32>>> = std::sync::Mutex::new(None);
+
+#[node]
+async fn on_parcel(e: DbEvent<Parcel>) -> i64 {
+    let id = e.new.unwrap().id;
+    *PARCELS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(id)
+        .or_default() += 1;
+    id
+}
+
+/// How many times each queued order ran, over both runners of the test.
+static QUEUED: std::sync::Mutex<Option<HashMap<String, u32>>> = std::sync::Mutex::new(None);
+
+#[node]
+async fn on_queued(order: Visit) -> String {
+    *QUEUED
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(order.customer.clone())
+        .or_default() += 1;
+    order.customer
+}
+
 workflow! {
     #[trigger(http = "/visits")]
     visit_log: count_visits;
+
+    #[trigger(queue = "scale.queue.dup")]
+    scale_queue: on_queued;
+
+    #[trigger(postgres = "public.parcels", on = "insert")]
+    parcel_events: on_parcel;
 
     #[trigger(http = "/slow")]
     slow: slow_step -> slow_step_again;
@@ -506,14 +546,188 @@ async fn start(url: &str, runner_id: &str) -> Server {
     Runner::new()
         .workflow(visit_log)
         .workflow(slow)
+        .workflow(parcel_events)
         .start(ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             journal: Some(PathBuf::from(url)),
             runner_id: Some(runner_id.to_owned()),
+            // The same database holds the events' tables and outbox.
+            database_url: Some(url.to_owned()),
             ..ServeConfig::default()
         })
         .await
         .unwrap()
+}
+
+/// Two runners share the queue's durable consumer; each message id is published twice, the
+/// second time past the stream's duplicate window (so NATS delivers it again, maybe to the
+/// other runner): the shared journal's key starts one run per id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_runs_once_across_runners() {
+    let (Some(server), Some(nats)) = (services::postgres(), services::nats()) else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let url = services::fresh_database(&server).await;
+    let js = services::jetstream(&nats).await;
+    services::reset_streams(&js, &["SCALE_QUEUE_DUP"]).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "SCALE_QUEUE_DUP".into(),
+        subjects: vec!["scale.queue.dup".into()],
+        duplicate_window: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let start_with_nats = |id: &'static str| {
+        let url = url.clone();
+        let nats = nats.clone();
+        async move {
+            Runner::new()
+                .workflow(scale_queue)
+                .start(ServeConfig {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    journal: Some(PathBuf::from(url)),
+                    runner_id: Some(id.to_owned()),
+                    nats_url: Some(nats),
+                    ..ServeConfig::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = (start_with_nats("qa").await, start_with_nats("qb").await);
+    services::eventually(20, "the shared consumer", || async {
+        let stream = js.get_stream("SCALE_QUEUE_DUP").await.ok()?;
+        stream
+            .consumer_info("nanoflow_scale_queue")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    for round in 0..2 {
+        for i in 0..20 {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("order-{i}").as_str());
+            js.publish_with_headers(
+                "scale.queue.dup",
+                headers,
+                format!(r#"{{"customer":"q-{i}"}}"#).into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let db = services::connect_db(&url).await;
+    services::eventually(30, "20 queue runs", || async {
+        let done: i64 = db
+            .query_one(
+                "SELECT count(*) FROM nanoflow_journal.runs
+                 WHERE workflow = 'scale_queue' AND status = 'succeeded'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (done >= 20).then_some(())
+    })
+    .await;
+    // Both copies of every message were delivered and acknowledged by now, or soon.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let runs: i64 = db
+        .query_one(
+            "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = 'scale_queue'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 20, "one run per message id");
+    let ran = QUEUED.lock().unwrap().clone().unwrap_or_default();
+    assert_eq!(ran.len(), 20);
+    assert!(
+        ran.values().all(|&n| n == 1),
+        "a message ran twice: {ran:?}"
+    );
+    let stream = js
+        .get_stream("SCALE_QUEUE_DUP")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(
+        stream, 40,
+        "the server stored every copy: the runners deduplicated"
+    );
+}
+
+/// Two runners consume one table's events: each event starts one run, on one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_database_event_runs_once_across_runners() {
+    let Some(server) = services::postgres() else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let url = services::fresh_database(&server).await;
+    let db = services::connect_db(&url).await;
+    db.batch_execute("CREATE TABLE parcels (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let (a, b) = (start(&url, "a").await, start(&url, "b").await);
+    // Rows written before the row trigger is installed are not events.
+    services::eventually(20, "the subscription", || async {
+        db.query_opt(
+            "SELECT 1 FROM nanoflow.subscriptions WHERE consumer = 'parcel_events'",
+            &[],
+        )
+        .await
+        .ok()?
+        .map(|_| ())
+    })
+    .await;
+    for id in 0..60i64 {
+        db.execute("INSERT INTO parcels (id) VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    services::eventually(30, "60 parcel runs", || async {
+        let done = db
+            .query_one(
+                "SELECT count(*) FROM nanoflow_journal.runs
+                 WHERE workflow = 'parcel_events' AND status = 'succeeded'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get::<_, i64>(0);
+        (done >= 60).then_some(())
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let runs: i64 = db
+        .query_one(
+            "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = 'parcel_events'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 60, "one run per event");
+    let ran = PARCELS.lock().unwrap().clone().unwrap_or_default();
+    assert_eq!(ran.len(), 60);
+    assert!(ran.values().all(|&n| n == 1), "an event ran twice: {ran:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
