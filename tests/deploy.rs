@@ -240,26 +240,19 @@ impl Drop for Stack {
     }
 }
 
-/// Where a replica's container publishes its port 8080 on the node.
-fn published(container: &str) -> std::net::SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let port = docker(&[
-            "inspect",
-            "--format",
-            "{{(index (index .NetworkSettings.Ports \"8080/tcp\") 0).HostPort}}",
-            container,
-        ])
-        .unwrap_or_default();
-        if let Ok(port) = port.trim().parse::<u16>() {
-            return std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica {container} publishes no port: {port}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Where a replica's container publishes its port 8080 on the node, once it does; `None` while
+/// it does not (starting, or gone: a replica that started before PostgreSQL accepted
+/// connections exits and Swarm starts another).
+fn published(container: &str) -> Option<std::net::SocketAddr> {
+    let port = docker(&[
+        "inspect",
+        "--format",
+        "{{(index (index .NetworkSettings.Ports \"8080/tcp\") 0).HostPort}}",
+        container,
+    ])
+    .unwrap_or_default();
+    let port = port.trim().parse::<u16>().ok()?;
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> Option<support::Response> {
@@ -386,39 +379,55 @@ async fn the_stack_runs_replicas_that_share_runs_and_survive_losing_one() {
             (ids.len() == want).then_some(ids)
         }
     };
-    let replicas = tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            if let Some(ids) = running(3).await {
-                return ids;
+    // Three running replicas that publish their port and answer ready once they reach the
+    // database. PostgreSQL initialises first: a replica that started before it could be
+    // reached exits and Swarm starts another, so the set is picked again until it holds.
+    let overall = Instant::now() + Duration::from_secs(180);
+    let (replicas, addrs) = loop {
+        let picked = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                if let Some(ids) = running(3).await {
+                    let addrs: Option<Vec<std::net::SocketAddr>> =
+                        ids.iter().map(|c| published(c)).collect();
+                    if let Some(addrs) = addrs {
+                        return (ids, addrs);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "three replicas never ran: {}",
-            docker(&["service", "ps", "--no-trunc", &service]).unwrap_or_default()
-        )
-    });
-    let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(|c| published(c)).collect();
-    // Ready once the replicas reach the database (PostgreSQL initialises first).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for addr in &addrs {
-        loop {
-            if let Some(r) = get(*addr, "/readyz", &token).await {
-                if r.status == 200 {
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "three replicas never ran: {}",
+                docker(&["service", "ps", "--no-trunc", &service]).unwrap_or_default()
+            )
+        });
+        let ready_by = Instant::now() + Duration::from_secs(30);
+        let mut all_ready = true;
+        for addr in &picked.1 {
+            loop {
+                if let Some(r) = get(*addr, "/readyz", &token).await {
+                    if r.status == 200 {
+                        break;
+                    }
+                }
+                if Instant::now() > ready_by {
+                    all_ready = false;
                     break;
                 }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the stack never became ready: {}",
-                docker(&["service", "logs", "--tail", "20", &service]).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    }
+        if all_ready {
+            break picked;
+        }
+        assert!(
+            Instant::now() < overall,
+            "the stack never became ready: {}",
+            docker(&["service", "logs", "--tail", "20", &service]).unwrap_or_default()
+        );
+    };
 
     // Runs spread over the replicas; replica 0 is killed (SIGKILL) after the 15th: Swarm
     // replaces it, the others take its runs over.
