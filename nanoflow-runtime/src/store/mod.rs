@@ -176,6 +176,31 @@ pub struct RunFilter {
     pub search: Option<String>,
 }
 
+impl RunFilter {
+    /// For stores that speak SQL: the ` AND ...` conditions of the workflow, status and
+    /// `before` filters, with their arguments in order; `mark` is the placeholder's sign (`?`
+    /// for SQLite, `$` for PostgreSQL), numbered from 1.
+    pub fn sql_conditions(&self, mark: char) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut args: Vec<String> = Vec::new();
+        let mut add = |condition: &str, arg: String| {
+            args.push(arg);
+            sql.push_str(&format!(" AND {condition} = {mark}{}", args.len()));
+        };
+        if let Some(w) = &self.workflow {
+            add("workflow", w.clone());
+        }
+        if let Some(s) = self.status {
+            add("status", s.as_str().to_owned());
+        }
+        if let Some(b) = self.before {
+            args.push(b.to_string());
+            sql.push_str(&format!(" AND id < {mark}{}", args.len()));
+        }
+        (sql, args)
+    }
+}
+
 /// How long finished runs are kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {

@@ -1595,20 +1595,8 @@ async fn list_runs(
     s: &Shared,
     filter: &RunFilter,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    let mut sql = format!("SELECT {RUN_COLUMNS} FROM nanoflow_journal.runs WHERE true");
-    let mut args: Vec<String> = Vec::new();
-    if let Some(w) = &filter.workflow {
-        args.push(w.clone());
-        sql.push_str(&format!(" AND workflow = ${}", args.len()));
-    }
-    if let Some(st) = filter.status {
-        args.push(st.as_str().to_owned());
-        sql.push_str(&format!(" AND status = ${}", args.len()));
-    }
-    if let Some(b) = filter.before {
-        args.push(b.to_string());
-        sql.push_str(&format!(" AND id < ${}", args.len()));
-    }
+    let (conditions, mut args) = filter.sql_conditions('$');
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM nanoflow_journal.runs WHERE true{conditions}");
     if let Some(q) = filter.search.as_deref().filter(|q| !q.is_empty()) {
         args.push(q.to_owned());
         let c = args.len();

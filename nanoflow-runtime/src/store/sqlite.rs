@@ -501,20 +501,8 @@ impl Inner {
 
     fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
-        let mut args: Vec<String> = Vec::new();
-        if let Some(w) = &filter.workflow {
-            args.push(w.clone());
-            sql.push_str(&format!(" AND workflow = ?{}", args.len()));
-        }
-        if let Some(s) = filter.status {
-            args.push(s.as_str().to_owned());
-            sql.push_str(&format!(" AND status = ?{}", args.len()));
-        }
-        if let Some(b) = filter.before {
-            args.push(b.to_string());
-            sql.push_str(&format!(" AND id < ?{}", args.len()));
-        }
+        let (conditions, mut args) = filter.sql_conditions('?');
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1{conditions}");
         if let Some(q) = filter.search.as_deref().filter(|q| !q.is_empty()) {
             let lower = q.to_ascii_lowercase();
             if lower.len() <= 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {

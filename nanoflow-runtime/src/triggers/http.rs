@@ -85,12 +85,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                     move |query: Result<Query<ListQuery>, QueryRejection>| async move {
                         match query {
                             Ok(Query(q)) => list_runs(&runs_app, q).await,
-                            Err(e) => error_response(
-                                StatusCode::BAD_REQUEST,
-                                "invalid_query",
-                                &e.body_text(),
-                                |_| {},
-                            ),
+                            Err(e) => invalid_query(&e),
                         }
                     },
                 ),
@@ -109,12 +104,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                                 )
                                 .await
                             }
-                            Err(e) => error_response(
-                                StatusCode::BAD_REQUEST,
-                                "invalid_query",
-                                &e.body_text(),
-                                |_| {},
-                            ),
+                            Err(e) => invalid_query(&e),
                         }
                     },
                 ),
@@ -126,12 +116,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                           query: Result<Query<ReplayQuery>, QueryRejection>| async move {
                         match query {
                             Ok(Query(q)) => super::deploys::replay(&replay_app, &id, q.stub).await,
-                            Err(e) => error_response(
-                                StatusCode::BAD_REQUEST,
-                                "invalid_query",
-                                &e.body_text(),
-                                |_| {},
-                            ),
+                            Err(e) => invalid_query(&e),
                         }
                     },
                 ),
@@ -143,12 +128,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                           query: Result<Query<ForkQuery>, QueryRejection>| async move {
                         match query {
                             Ok(Query(q)) => super::deploys::fork(&fork_app, &id, &q.from).await,
-                            Err(e) => error_response(
-                                StatusCode::BAD_REQUEST,
-                                "invalid_query",
-                                &e.body_text(),
-                                |_| {},
-                            ),
+                            Err(e) => invalid_query(&e),
                         }
                     },
                 ),
@@ -923,6 +903,16 @@ impl<'a> From<&'a crate::journal::RunRecord> for RunView<'a> {
             started_ms: record.created_ms,
         }
     }
+}
+
+/// `400 invalid_query`: the query string does not fit the route's parameters.
+fn invalid_query(e: &QueryRejection) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        &e.body_text(),
+        |_| {},
+    )
 }
 
 #[cfg(test)]
