@@ -157,8 +157,10 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
     Create(NewRun, Reply<Created>),
-    Step(StepWrite, Option<NewRun>, Reply<()>),
-    Finish(FinishWrite, Option<NewRun>, Reply<()>),
+    /// Attempts of one run, in order, in one transaction.
+    Step(Vec<StepWrite>, Option<NewRun>, Reply<()>),
+    /// A run's end, after the attempts written with it.
+    Finish(Vec<StepWrite>, FinishWrite, Option<NewRun>, Reply<()>),
     Reopen(RunId, Reply<bool>),
     Reset(RunId, Option<Fingerprint>, Reply<bool>),
     Fork(NewRun, RunId, Vec<StepWrite>, Reply<()>),
@@ -169,8 +171,8 @@ impl Write {
     /// The run whose ownership this write needs (steps and ends of runs created earlier).
     fn fenced_run(&self) -> Option<RunId> {
         match self {
-            Write::Step(s, None, _) => Some(s.run_id),
-            Write::Finish(f, None, _) => Some(f.run_id),
+            Write::Step(s, None, _) => s.first().map(|s| s.run_id),
+            Write::Finish(_, f, None, _) => Some(f.run_id),
             _ => None,
         }
     }
@@ -178,7 +180,7 @@ impl Write {
     fn fail(self, e: StoreError) {
         match self {
             Write::Create(_, tx) => drop(tx.send(Err(e))),
-            Write::Step(_, _, tx) | Write::Finish(_, _, tx) => drop(tx.send(Err(e))),
+            Write::Step(_, _, tx) | Write::Finish(_, _, _, tx) => drop(tx.send(Err(e))),
             Write::Reopen(_, tx) | Write::Reset(_, _, tx) => drop(tx.send(Err(e))),
             Write::Fork(_, _, _, tx) => drop(tx.send(Err(e))),
             Write::Prune(_, tx) => drop(tx.send(Err(e))),
@@ -374,18 +376,32 @@ impl RunStore for PostgresStore {
     }
 
     fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
+        self.record_steps(vec![write], create)
+    }
+
+    fn record_steps(&self, writes: Vec<StepWrite>, create: Option<NewRun>) -> Commit {
+        let Some(run_id) = writes.first().map(|w| w.run_id) else {
+            return Commit::done(Ok(()));
+        };
         let (tx, commit) = Commit::channel();
-        let _ = self
-            .writer(write.run_id)
-            .send(Write::Step(write, create, tx));
+        let _ = self.writer(run_id).send(Write::Step(writes, create, tx));
         commit
     }
 
     fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
+        self.finish_with_steps(Vec::new(), write, create)
+    }
+
+    fn finish_with_steps(
+        &self,
+        steps: Vec<StepWrite>,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> Commit {
         let (tx, commit) = Commit::channel();
         let _ = self
             .writer(write.run_id)
-            .send(Write::Finish(write, create, tx));
+            .send(Write::Finish(steps, write, create, tx));
         commit
     }
 
@@ -1120,7 +1136,9 @@ impl Outcome {
             match (write, result) {
                 (w, Err(e)) => w.fail(e),
                 (Write::Create(_, tx), Ok(Done::Created(c))) => drop(tx.send(Ok(c))),
-                (Write::Step(_, _, tx) | Write::Finish(_, _, tx), Ok(_)) => drop(tx.send(Ok(()))),
+                (Write::Step(_, _, tx) | Write::Finish(_, _, _, tx), Ok(_)) => {
+                    drop(tx.send(Ok(())))
+                }
                 (Write::Reopen(_, tx) | Write::Reset(_, _, tx), Ok(d)) => {
                     drop(tx.send(Ok(matches!(d, Done::Bool(true)))))
                 }
@@ -1243,7 +1261,7 @@ async fn commit_pipelined(
         match write {
             Write::Create(r, _)
             | Write::Step(_, Some(r), _)
-            | Write::Finish(_, Some(r), _)
+            | Write::Finish(_, _, Some(r), _)
             | Write::Fork(r, _, _, _) => {
                 creating.insert(r.run_id);
             }
@@ -1315,7 +1333,7 @@ async fn commit_pipelined(
                     Done::Created(Created::New)
                 }
             },
-            Write::Step(step, create, _) => {
+            Write::Step(steps, create, _) => {
                 if let Some(run) = create {
                     ops.push((
                         &s.insert_run,
@@ -1323,16 +1341,21 @@ async fn commit_pipelined(
                         Op::InsertRun(run.run_id),
                     ));
                 }
-                step_ops(s, shared, step, &mut ops);
+                for step in steps {
+                    step_ops(s, shared, step, &mut ops);
+                }
                 Done::Unit
             }
-            Write::Finish(finish, create, _) => {
+            Write::Finish(steps, finish, create, _) => {
                 if let Some(run) = create {
                     ops.push((
                         &s.insert_run,
                         run_params(shared, run),
                         Op::InsertRun(run.run_id),
                     ));
+                }
+                for step in steps {
+                    step_ops(s, shared, step, &mut ops);
                 }
                 let (status, output, error) = match &finish.outcome {
                     Ok(out) => ("succeeded", Some(out.to_vec()), None),
