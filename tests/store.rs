@@ -29,6 +29,7 @@ async fn a_bounded_memory_store_conforms_and_forgets_the_oldest_finished_runs() 
     use nanoflow::journal::{FinishWrite, NewRun};
     let store = MemoryStore::bounded(2);
     let new = |key: Option<&str>| NewRun {
+        queued: None,
         run_id: nanoflow::RunId::new(),
         workflow: "bounded",
         input: "1".into(),
@@ -84,6 +85,7 @@ async fn a_measured_store_conforms_and_counts_its_writes() {
     let before = journal.transactions();
     journal
         .create_run(nanoflow::journal::NewRun {
+            queued: None,
             run_id: nanoflow::RunId::new(),
             workflow: "measured",
             input: "1".into(),
@@ -111,6 +113,7 @@ async fn the_sqlite_store_keeps_records_across_reopening_and_refuses_newer_schem
     {
         let store = SqliteStore::open(&path).unwrap();
         let run = nanoflow::journal::NewRun {
+            queued: None,
             run_id: nanoflow::RunId::new(),
             workflow: "reopened",
             input: "1".into(),
@@ -194,6 +197,7 @@ async fn the_sqlite_wal_starts_over_under_steady_writes() {
     let mut wal = path.clone().into_os_string();
     wal.push("-wal");
     let run = NewRun {
+        queued: None,
         run_id: nanoflow::RunId::new(),
         workflow: "steady",
         input: "1".into(),
@@ -293,6 +297,7 @@ mod postgres {
         {
             let store = open(&url, "first", Duration::from_secs(10)).await;
             let run = NewRun {
+                queued: None,
                 run_id,
                 workflow: "reopened",
                 input: "1".into(),
@@ -357,6 +362,7 @@ mod postgres {
         let b = open(&url, "runner-b", Duration::from_secs(60)).await;
         let run_id = nanoflow::RunId::new();
         let run = NewRun {
+            queued: None,
             run_id,
             workflow: "fenced",
             input: "{}".into(),

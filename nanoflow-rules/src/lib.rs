@@ -50,6 +50,53 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(nanos as u64))
 }
 
+/// Parses a rate `<count>/<period>`: `100/s`, `5/m`, `30/h`, `10/2s` (a period without a number
+/// is one of its unit). The count is at least 1 and the period longer than zero.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(nanoflow_rules::parse_rate("100/s"), Ok((100, Duration::from_secs(1))));
+/// assert_eq!(nanoflow_rules::parse_rate("10/2s"), Ok((10, Duration::from_secs(2))));
+/// assert!(nanoflow_rules::parse_rate("100").is_err());
+/// ```
+pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    let hint = "expected `<count>/<period>`, e.g. \"100/s\", \"5/m\" or \"10/2s\"";
+    let Some((count, period)) = text.trim().split_once('/') else {
+        return Err(format!("invalid rate `{text}`: {hint}"));
+    };
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid rate `{text}`: the count must be a whole number of at least 1; {hint}"))?;
+    let period = period.trim();
+    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_duration(period)
+    } else {
+        parse_duration(&format!("1{period}"))
+    }
+    .map_err(|e| format!("invalid rate `{text}`: {e}"))?;
+    if period.is_zero() {
+        return Err(format!("invalid rate `{text}`: the period must be longer than zero"));
+    }
+    Ok((count, period))
+}
+
+/// Writes a duration the way [`parse_duration`] reads it: `1h`, `10m`, `2s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    for (unit, scale) in [("d", 86_400_000_000_000u128), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+        if ns >= scale && ns % scale == 0 {
+            return format!("{}{unit}", ns / scale);
+        }
+    }
+    if ns >= 1_000_000_000 {
+        return format!("{:.3}s", d.as_secs_f64());
+    }
+    format!("{ns}ns")
+}
+
 /// Parses a size in bytes: `65536`, `64KiB`, `512KB`, `1MiB`, `2MB`, `1GiB`, `1GB` (units in
 /// any case; `K`, `M`, `G` alone are decimal).
 pub fn parse_size(text: &str) -> Result<u64, String> {

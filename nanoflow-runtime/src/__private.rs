@@ -6,7 +6,9 @@ pub use serde_json;
 pub use tokio;
 
 pub use crate::error::Error;
-pub use crate::graph::{Endpoint, Graph, MapDef, Step};
+pub use crate::graph::{Endpoint, Graph, Limit, MapDef, Step};
+pub use crate::id::RunId;
+pub use crate::wait::send_signal;
 pub use crate::map::DEFAULT_CONCURRENCY as DEFAULT_MAP_CONCURRENCY;
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::RunCtx;
@@ -248,7 +250,11 @@ pub async fn with_compensation<T>(
     let result = body.await;
     if let Err(error) = &result {
         // A run parked because the graph changed is not failed: nothing is undone (issue 13).
-        if !matches!(error, Error::Journal(_) | Error::GraphChanged { .. }) {
+        // Nor is a run that waits (a signal, a sleep): it continues later.
+        if !matches!(
+            error,
+            Error::Journal(_) | Error::GraphChanged { .. } | Error::Waiting { .. }
+        ) {
             ctx.compensate(error).await;
         }
     }

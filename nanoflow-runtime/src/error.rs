@@ -43,6 +43,41 @@ pub enum Error {
         /// What changed, in words.
         message: String,
     },
+    /// The run waits (for a signal, or a sleep's end): it holds no task until it is woken. Not
+    /// a failure: the run stays recorded as `waiting`.
+    #[error("run {run_id} of workflow `{workflow}` waits at step `{step}`")]
+    Waiting {
+        /// The workflow.
+        workflow: &'static str,
+        /// The run.
+        run_id: RunId,
+        /// The step it waits at (scoped, as recorded).
+        step: std::borrow::Cow<'static, str>,
+        /// When it is due to wake by itself (a sleep's end, a signal's timeout, the workflow's
+        /// deadline), ms since the epoch; `None`: only a signal or a cancellation wakes it.
+        due_ms: Option<u64>,
+    },
+    /// The run was cancelled (`POST /runs/{id}/cancel`, `runs cancel`), or replaced by a newer
+    /// run within a debounce window (`superseded_by`).
+    #[error("run {run_id} of workflow `{workflow}` was {}", match superseded_by { Some(by) => format!("replaced by run {by} within its debounce window"), None => "cancelled".to_owned() })]
+    Cancelled {
+        /// The workflow.
+        workflow: &'static str,
+        /// The run.
+        run_id: RunId,
+        /// The newer run that replaced it (debounce).
+        superseded_by: Option<RunId>,
+    },
+    /// The whole run took longer than its workflow's `#[timeout(..)]`.
+    #[error("run {run_id} of workflow `{workflow}` exceeded its time limit of {limit:?}")]
+    WorkflowTimeout {
+        /// The workflow.
+        workflow: &'static str,
+        /// The run.
+        run_id: RunId,
+        /// The limit.
+        limit: std::time::Duration,
+    },
     /// The input does not fit the workflow's input type.
     #[error("invalid input for workflow `{workflow}`: {error}")]
     InvalidInput {
@@ -94,6 +129,13 @@ impl Error {
             Error::Node { error, .. } => error.code(),
             Error::InvalidInput { .. } => "invalid_input",
             Error::GraphChanged { .. } => "graph_changed",
+            Error::Waiting { .. } => "waiting",
+            Error::Cancelled {
+                superseded_by: Some(_),
+                ..
+            } => "debounced",
+            Error::Cancelled { .. } => "cancelled",
+            Error::WorkflowTimeout { .. } => "workflow_timeout",
             Error::UnknownWorkflow(_) => "unknown_workflow",
             Error::Config(_) => "config",
             Error::Io { .. } => "io",

@@ -35,9 +35,137 @@ pub struct Step {
     pub output_shape: Option<Fingerprint>,
 }
 
+/// What a `signal(name: T, ..)` step waits for: the signal's type, checked on delivery.
+#[derive(Clone, Copy)]
+pub struct SignalDef {
+    /// The Rust type of the signal's value.
+    pub type_name: &'static str,
+    /// Parses a delivered JSON value as the signal's type, saying where it does not fit.
+    pub check: fn(&[u8]) -> Result<(), crate::error::InputError>,
+    /// The JSON Schema of the signal's type, when it has one (the dashboard's form).
+    pub schema: fn() -> Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for SignalDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalDef")
+            .field("type_name", &self.type_name)
+            .finish()
+    }
+}
+
+/// A workflow's flow-control limit (`#[limit(..)]`): runs over it wait, durably and in
+/// arrival order (status `queued`), until they may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// At most this many runs at once (per key when keyed): a run holds its slot from its start
+    /// to its end, waits included.
+    Concurrency(u32),
+    /// Runs start at most `count` per `per` (per key when keyed).
+    Rate {
+        /// Starts allowed in each period.
+        count: u32,
+        /// The period.
+        per: std::time::Duration,
+    },
+    /// A run starts only once this long passed without a newer run (of its key, when keyed):
+    /// each newer run replaces the one waiting, which ends as `cancelled` (error `debounced`).
+    Debounce(std::time::Duration),
+}
+
+/// A workflow's limits, their key and the runs' priority (what `#[limit(..)]` declares).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The limits, as declared.
+    pub limits: Vec<Limit>,
+    /// The input field (a path of field names) whose value keys the limits: each value has
+    /// limits of its own. `None`: one set of limits for the whole workflow.
+    pub key: Option<&'static [&'static str]>,
+    /// The input field (an integer) giving a run's priority: a queued run of higher priority
+    /// starts first; equal priorities start in arrival order.
+    pub priority: Option<&'static [&'static str]>,
+}
+
+impl Limits {
+    /// Whether runs of this workflow go through the queue.
+    pub fn any(&self) -> bool {
+        !self.limits.is_empty()
+    }
+
+    /// The concurrency limit, if any.
+    pub fn concurrency(&self) -> Option<u32> {
+        self.limits.iter().find_map(|l| match l {
+            Limit::Concurrency(n) => Some(*n),
+            _ => None,
+        })
+    }
+
+    /// The rate limit, if any.
+    pub fn rate(&self) -> Option<(u32, std::time::Duration)> {
+        self.limits.iter().find_map(|l| match l {
+            Limit::Rate { count, per } => Some((*count, *per)),
+            _ => None,
+        })
+    }
+
+    /// The debounce window, if any.
+    pub fn debounce(&self) -> Option<std::time::Duration> {
+        self.limits.iter().find_map(|l| match l {
+            Limit::Debounce(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    /// The key of a run with JSON `input` (`""` when the limits are not keyed): the field's
+    /// text for a string, its JSON for anything else.
+    pub fn key_of(&self, input: &serde_json::Value) -> String {
+        match self.key {
+            None => String::new(),
+            Some(path) => field_text(input, path),
+        }
+    }
+
+    /// The priority of a run with JSON `input` (0 without a priority field).
+    pub fn priority_of(&self, input: &serde_json::Value) -> i64 {
+        let Some(path) = self.priority else {
+            return 0;
+        };
+        let mut v = input;
+        for part in path {
+            match v.get(part) {
+                Some(next) => v = next,
+                None => return 0,
+            }
+        }
+        v.as_i64()
+            .or_else(|| v.as_u64().map(|u| u.min(i64::MAX as u64) as i64))
+            .unwrap_or(0)
+    }
+}
+
+/// The text of the field at `path` in `input`, as `ToString` would write it in Rust.
+fn field_text(input: &serde_json::Value, path: &[&str]) -> String {
+    let mut v = input;
+    for part in path {
+        match v.get(part) {
+            Some(next) => v = next,
+            None => return String::new(),
+        }
+    }
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A node called on JSON: input and (for a stateful node) state in, output and state out.
 pub type JsonCall =
     fn(Bytes, Option<Bytes>) -> BoxFuture<'static, Result<(Bytes, Option<Bytes>), NodeError>>;
+
+/// The [`JsonCall`] of a step that is not a node (a signal, a sleep): never called.
+fn not_callable(_: Bytes, _: Option<Bytes>) -> BoxFuture<'static, Result<(Bytes, Option<Bytes>), NodeError>> {
+    Box::pin(async { Err(NodeError::permanent("a signal or sleep step is not a node")) })
+}
 
 /// [`JsonCall`] for node `N`.
 fn call_json<N: Node>(
@@ -102,6 +230,57 @@ impl Step {
         }
     }
 
+    /// A `signal(name: T, timeout = ..)` step taking `In`: it waits (durably, holding no task)
+    /// until signal `name` is delivered, or until its timeout, and passes on `(In, T)` — with
+    /// a timeout, `(In, Option<T>)`, `None` when it expired.
+    pub fn signal<In: ?Sized, T: crate::node::Data>(
+        name: &'static str,
+        timeout: Option<std::time::Duration>,
+        schema: fn() -> Option<serde_json::Value>,
+    ) -> Self {
+        Step {
+            name,
+            node: "signal",
+            input_type: std::any::type_name::<In>(),
+            output_type: if timeout.is_some() {
+                std::any::type_name::<Option<T>>()
+            } else {
+                std::any::type_name::<T>()
+            },
+            options: NodeOptions::DEFAULT,
+            kind: StepKind::Signal {
+                timeout,
+                signal: SignalDef {
+                    type_name: std::any::type_name::<T>(),
+                    check: |bytes| crate::workflow::parse_json::<T>(bytes).map(|_| ()),
+                    schema,
+                },
+            },
+            call_json: not_callable,
+            output_shape: None,
+        }
+    }
+
+    /// A `sleep("10m")` step taking and passing on `T`: it waits `duration` (durably: a
+    /// restart resumes it at its due time).
+    pub fn sleep<T: ?Sized>(name: &'static str, duration: std::time::Duration) -> Self {
+        Step {
+            name,
+            node: "sleep",
+            input_type: std::any::type_name::<T>(),
+            output_type: std::any::type_name::<T>(),
+            options: NodeOptions::DEFAULT,
+            kind: StepKind::Sleep(duration),
+            call_json: not_callable,
+            output_shape: None,
+        }
+    }
+
+    /// Whether the step is a node the runner calls (not a signal or a sleep).
+    pub fn is_node(&self) -> bool {
+        !matches!(self.kind, StepKind::Signal { .. } | StepKind::Sleep(_))
+    }
+
     /// With the JSON Schema of its output type (what `workflow!` finds when the type implements
     /// `schemars::JsonSchema`): its digest is part of the step's output fingerprint.
     pub fn with_output_schema(mut self, schema: Option<serde_json::Value>) -> Self {
@@ -130,15 +309,26 @@ pub enum StepKind {
     /// A workflow used as a node (a sub-workflow): its steps run inside the parent's run and
     /// are journaled as `step/inner_step`.
     Workflow(&'static Graph),
+    /// `signal(name: T, timeout = ..)`: waits for a signal delivered to the run.
+    Signal {
+        /// How long it waits before passing on `None`; `None`: as long as it takes.
+        timeout: Option<std::time::Duration>,
+        /// The signal's type.
+        signal: SignalDef,
+    },
+    /// `sleep(..)`: waits this long, then passes its input on.
+    Sleep(std::time::Duration),
 }
 
 impl StepKind {
-    /// `node`, `condition` or `workflow`.
+    /// `node`, `condition`, `workflow`, `signal` or `sleep`.
     pub fn as_str(&self) -> &'static str {
         match self {
             StepKind::Node => "node",
             StepKind::Condition => "condition",
             StepKind::Workflow(_) => "workflow",
+            StepKind::Signal { .. } => "signal",
+            StepKind::Sleep(_) => "sleep",
         }
     }
 }
@@ -213,6 +403,10 @@ pub struct Graph {
     pub output_type: &'static str,
     /// The workflow whose runs this one finishes (`#[finishes(..)]`), if any.
     finishes: Option<&'static str>,
+    /// Its `#[limit(..)]`s.
+    pub limits: Limits,
+    /// The whole run's time limit (`#[timeout("1h")]`), counted from the run's creation.
+    pub timeout: Option<std::time::Duration>,
     /// The fingerprints, computed on first use.
     prints: OnceLock<Fingerprints>,
 }
@@ -238,8 +432,40 @@ impl Graph {
             input_type: std::any::type_name::<I>(),
             output_type: std::any::type_name::<O>(),
             finishes: None,
+            limits: Limits::default(),
+            timeout: None,
             prints: OnceLock::new(),
         }
+    }
+
+    /// With its `#[limit(..)]`s: `limits`, keyed by the input field `key`, prioritized by the
+    /// input field `priority`.
+    pub fn with_limits(
+        mut self,
+        limits: Vec<Limit>,
+        key: Option<&'static [&'static str]>,
+        priority: Option<&'static [&'static str]>,
+    ) -> Self {
+        self.limits = Limits {
+            limits,
+            key,
+            priority,
+        };
+        self
+    }
+
+    /// With the whole run's time limit (`#[timeout("1h")]`).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The signals its runs wait for: `(step name, timeout, type)`.
+    pub fn signals(&self) -> impl Iterator<Item = (&'static str, Option<std::time::Duration>, SignalDef)> + '_ {
+        self.steps.iter().filter_map(|s| match s.kind {
+            StepKind::Signal { timeout, signal } => Some((s.name, timeout, signal)),
+            _ => None,
+        })
     }
 
     /// Marks it as the graph kept to finish the runs that workflow `name` recorded with this
@@ -448,6 +674,9 @@ impl Graph {
                     let _ = match step.kind {
                         StepKind::Condition => writeln!(out, "{pad}s{i}{{\"{label}\"}}"),
                         StepKind::Workflow(_) => writeln!(out, "{pad}s{i}[[\"{label}\"]]"),
+                        StepKind::Signal { .. } | StepKind::Sleep(_) => {
+                            writeln!(out, "{pad}s{i}([\"{label}\"])")
+                        }
                         StepKind::Node => writeln!(out, "{pad}s{i}[\"{label}\"]"),
                     };
                 }
@@ -507,6 +736,7 @@ impl Graph {
                     let shape = match step.kind {
                         StepKind::Condition => "shape=diamond",
                         StepKind::Workflow(_) => "shape=box, peripheries=2",
+                        StepKind::Signal { .. } | StepKind::Sleep(_) => "shape=box, style=rounded",
                         StepKind::Node => "shape=box",
                     };
                     let _ = writeln!(
@@ -640,6 +870,8 @@ mod tests {
             input_type: "alloc::vec::Vec<u64>",
             output_type: "u64",
             finishes: None,
+            limits: Limits::default(),
+            timeout: None,
             prints: OnceLock::new(),
         }
     }

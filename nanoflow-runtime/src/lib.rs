@@ -30,11 +30,13 @@ pub mod store;
 pub mod testing;
 mod trigger;
 pub mod triggers;
+pub mod wait;
 pub mod workflow;
 
 pub use config::AdminToken;
 pub use error::Error;
-pub use graph::{Endpoint, Graph, MapDef, Step, StepKind};
+pub use graph::{Endpoint, Graph, Limit, Limits, MapDef, SignalDef, Step, StepKind};
+pub use wait::SignalError;
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
 pub use observability::TraceParent;
 pub use run::{RunCtx, RunId};

@@ -168,10 +168,12 @@ pub async fn replay(
         graph.name,
         record.run_id,
         Durable {
+            waits: Default::default(),
             journal: journal.clone(),
             graph,
             resumed,
             pending_create: Mutex::new(Some(NewRun {
+                queued: None,
                 run_id: record.run_id,
                 workflow: graph.name,
                 input: record.input.clone(),

@@ -196,6 +196,9 @@ pub struct RunCtx {
     trace_parent: Option<TraceParent>,
     /// Inside which sub-workflows and map items this context runs steps.
     scope: Scope,
+    /// Its cancellation and its workflow's deadline, when run by a runner or under a
+    /// `#[timeout(..)]`.
+    pub(crate) control: Option<Arc<crate::wait::RunControl>>,
 }
 
 impl std::fmt::Debug for RunCtx {
@@ -329,6 +332,9 @@ pub(crate) struct Durable {
     pub(crate) deferred: Mutex<Vec<StepWrite>>,
     /// The workflows chained `after` this one: recorded with this run's success.
     pub(crate) downstream: Vec<&'static str>,
+    /// The waits the run recorded (signals, sleeps), by step name: when each is due to end
+    /// by itself (`None`: a signal without a timeout).
+    pub(crate) waits: HashMap<String, Option<u64>>,
 }
 
 /// The outcome of a step's attempts: the value, the attempt that produced it, and when that
@@ -347,6 +353,7 @@ impl RunCtx {
             observer: None,
             trace_parent: None,
             scope: Scope::default(),
+            control: None,
         }
     }
 
@@ -363,7 +370,28 @@ impl RunCtx {
             observer: self.observer.clone(),
             trace_parent: self.trace_parent,
             scope,
+            control: self.control.clone(),
         }
+    }
+
+    /// A context for part of this run that neither a cancellation nor the deadline stops: what
+    /// compensations run in.
+    fn child_unstoppable(&self, scope: Scope) -> Self {
+        Self {
+            control: None,
+            ..self.child(scope)
+        }
+    }
+
+    /// Stopped by `control` (a cancellation, the workflow's deadline).
+    pub(crate) fn with_control(mut self, control: Arc<crate::wait::RunControl>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// The durable part of the run, when journaled.
+    pub(crate) fn durable_part(&self) -> Option<&Durable> {
+        self.durable.as_deref()
     }
 
     /// Takes over the compensations a finished child context registered and did not run, so
@@ -504,6 +532,7 @@ impl RunCtx {
         if self.durable.is_none()
             && self.containers.is_none()
             && self.observer.is_none()
+            && self.control.is_none()
             && !trace::node_spans_enabled()
             && !N::STATEFUL
             && options.retries == 0
@@ -550,6 +579,9 @@ impl RunCtx {
                     ),
                 });
             }
+        }
+        if let Some(control) = &self.control {
+            control.check(self)?;
         }
         if N::STATEFUL {
             // Boxed: its larger state must not weigh on every stateless step's future.
@@ -621,7 +653,7 @@ impl RunCtx {
             std::mem::take(&mut *self.compensations.lock().unwrap_or_else(|p| p.into_inner()));
         for c in list.into_iter().rev() {
             // Run where the step ran, so that the compensation is recorded beside it.
-            let ctx = self.child(c.scope);
+            let ctx = self.child_unstoppable(c.scope);
             let step = ctx.name(c.step);
             tracing::info!(run_id = %self.run_id, workflow = self.workflow, step = %step, cause = %cause, "compensating");
             if let Err(e) = (c.run)(&ctx, c.defaults, c.step, c.compensation, c.saved).await {
@@ -692,7 +724,11 @@ impl RunCtx {
             let started = durable.map(|_| (crate::runs::now_ms(), Instant::now()));
             let clock = self.observer.as_ref().map(|_| Instant::now());
             let span = trace::attempt_span(self.run_id, self.workflow, name.step, attempt);
-            let outcome = guarded(call(arg), options).instrument(span.clone()).await;
+            let attempt_call = guarded(call(arg), options).instrument(span.clone());
+            let outcome = match &self.control {
+                None => attempt_call.await,
+                Some(control) => control.interrupt(self, attempt_call).await?,
+            };
             let error = outcome.as_ref().err();
             let will_retry = error.is_some_and(|e| !last && e.is_retryable());
             trace::record_attempt(&span, error, will_retry);
@@ -723,7 +759,12 @@ impl RunCtx {
                         run_id = %self.run_id, workflow = self.workflow, node = %name, attempt,
                         error = %error, retry_in = ?delay, "node attempt failed; retrying"
                     );
-                    tokio::time::sleep(delay).await;
+                    match &self.control {
+                        None => tokio::time::sleep(delay).await,
+                        Some(control) => {
+                            control.interrupt(self, tokio::time::sleep(delay)).await?
+                        }
+                    }
                     attempt += 1;
                 }
             }
@@ -806,7 +847,7 @@ impl RunCtx {
         Ok(output)
     }
 
-    fn record(
+    pub(crate) fn record(
         &self,
         d: &Durable,
         step: &StepName<'_>,
@@ -863,6 +904,7 @@ impl RunCtx {
                 .downstream
                 .iter()
                 .map(|&workflow| NewRun {
+                    queued: None,
                     run_id: crate::id::chained_run_id(self.run_id, workflow),
                     workflow,
                     input: output.clone(),
@@ -892,7 +934,7 @@ impl RunCtx {
         self.durable.is_some()
     }
 
-    fn node_failed(&self, node: &StepName<'_>, attempt: u32, error: NodeError) -> Error {
+    pub(crate) fn node_failed(&self, node: &StepName<'_>, attempt: u32, error: NodeError) -> Error {
         Error::Node {
             workflow: self.workflow,
             node: node.text(),
@@ -908,7 +950,7 @@ fn take_deferred(d: &Durable) -> Vec<StepWrite> {
     std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-async fn wait_commit(commit: crate::store::Commit) -> Result<(), Error> {
+pub(crate) async fn wait_commit(commit: crate::store::Commit) -> Result<(), Error> {
     commit
         .await
         .map_err(|e| Error::Journal(format!("journal write failed: {e}")))

@@ -14,6 +14,13 @@ use crate::id::RunId;
 pub enum RunStatus {
     /// Accepted and not finished.
     Running,
+    /// Accepted, waiting for a limit of its workflow (`#[limit(..)]`) to let it start.
+    Queued,
+    /// Waiting for a signal or a sleep's end, holding no task.
+    Waiting,
+    /// Cancelled before it finished (or replaced within a debounce window): compensations of
+    /// its completed steps ran.
+    Cancelled,
     /// Finished with an output.
     Succeeded,
     /// Finished with an error.
@@ -24,20 +31,34 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    /// `running`, `succeeded` or `failed`.
+    /// Whether the run ended (succeeded, failed or cancelled): nothing changes it any more.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    /// `running`, `queued`, `waiting`, `succeeded`, `failed`, `cancelled` or `blocked`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
+            RunStatus::Queued => "queued",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Cancelled => "cancelled",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Blocked => "blocked",
         }
     }
 
-    /// The status named `text` (`running`, `succeeded`, `failed`, `blocked`).
+    /// The status named `text` (see [`RunStatus::as_str`]).
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "running" => Some(RunStatus::Running),
+            "queued" => Some(RunStatus::Queued),
+            "waiting" => Some(RunStatus::Waiting),
+            "cancelled" => Some(RunStatus::Cancelled),
             "succeeded" => Some(RunStatus::Succeeded),
             "failed" => Some(RunStatus::Failed),
             "blocked" => Some(RunStatus::Blocked),
@@ -78,6 +99,36 @@ impl RunError {
         self.code == "graph_changed"
     }
 
+    /// The error of a cancelled run.
+    pub fn cancelled() -> Self {
+        RunError {
+            code: "cancelled".into(),
+            message: "the run was cancelled".into(),
+            node: None,
+            step: None,
+        }
+    }
+
+    /// The error of a queued run replaced by the newer run `by` within its debounce window.
+    pub fn debounced(by: crate::id::RunId) -> Self {
+        RunError {
+            code: "debounced".into(),
+            message: format!("replaced by run {by} within the debounce window"),
+            node: None,
+            step: None,
+        }
+    }
+
+    /// The status of a run that ended with this error: `blocked` for `graph_changed`,
+    /// `cancelled` for a cancellation or a debounced run, else `failed`.
+    pub fn status(&self) -> RunStatus {
+        match self.code.as_str() {
+            "graph_changed" => RunStatus::Blocked,
+            "cancelled" | "debounced" => RunStatus::Cancelled,
+            _ => RunStatus::Failed,
+        }
+    }
+
     /// The HTTP status and the client-safe error of a failed run. Never leaks internals: a
     /// panic's message stays in the log, runner errors say only where to look.
     pub fn from_error(error: &crate::error::Error) -> (u16, RunError) {
@@ -109,6 +160,30 @@ impl RunError {
                     message: message.clone(),
                     node: None,
                     step: Some(step.to_string()),
+                },
+            ),
+            crate::error::Error::Cancelled { superseded_by, .. } => (
+                409,
+                RunError {
+                    code: error.code().into(),
+                    message: match superseded_by {
+                        Some(by) => format!("replaced by run {by} within the debounce window"),
+                        None => "the run was cancelled".into(),
+                    },
+                    node: None,
+                    step: None,
+                },
+            ),
+            crate::error::Error::WorkflowTimeout { limit, .. } => (
+                504,
+                RunError {
+                    code: "workflow_timeout".into(),
+                    message: format!(
+                        "the run exceeded its workflow's time limit of {}",
+                        crate::rules::format_duration(*limit)
+                    ),
+                    node: None,
+                    step: None,
                 },
             ),
             crate::error::Error::Journal(_) => (

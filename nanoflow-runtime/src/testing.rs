@@ -216,6 +216,7 @@ impl Harness {
         let graph = Workflow::graph(wf);
         self.journal
             .create_run(NewRun {
+                queued: None,
                 run_id,
                 workflow: graph.name,
                 input: json.clone(),
@@ -238,6 +239,7 @@ impl Harness {
             graph.name,
             run_id,
             Durable {
+                waits: Default::default(),
                 journal: self.journal.clone(),
                 graph,
                 resumed,

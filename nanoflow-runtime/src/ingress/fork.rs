@@ -97,6 +97,7 @@ impl App {
             })
             .collect();
         let run = NewRun {
+            queued: None,
             run_id,
             workflow: graph.name,
             input: record.input.clone(),

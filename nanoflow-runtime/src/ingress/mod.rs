@@ -234,6 +234,7 @@ impl App {
             }
             (None, Record::Now) => {
                 let run = NewRun {
+                    queued: None,
                     run_id: s.run_id,
                     workflow: graph.name,
                     input: s.input.clone(),
@@ -249,6 +250,7 @@ impl App {
         }
         abandoned.armed = false;
         let unrecorded = (!self.durable && !recorded_here).then(|| NewRun {
+            queued: None,
             run_id: s.run_id,
             workflow: graph.name,
             input: s.input,
@@ -281,10 +283,12 @@ impl App {
                 graph.name,
                 run_id,
                 Durable {
+                    waits: Default::default(),
                     journal: journal.clone(),
                     graph,
                     resumed: Default::default(),
                     pending_create: Mutex::new((!recorded).then(|| NewRun {
+                        queued: None,
                         run_id,
                         workflow: graph.name,
                         input: input.clone(),
@@ -314,6 +318,7 @@ impl App {
         input: &Bytes,
     ) -> Option<Result<RunId, Error>> {
         let run = NewRun {
+            queued: None,
             run_id,
             workflow,
             input: input.clone(),
@@ -472,6 +477,7 @@ impl App {
                 graph.name,
                 record.run_id,
                 Durable {
+                    waits: Default::default(),
                     journal: journal.clone(),
                     graph,
                     resumed,

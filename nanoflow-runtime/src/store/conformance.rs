@@ -44,6 +44,7 @@ fn id(n: u128) -> RunId {
 
 fn new_run(run_id: RunId, workflow: &'static str, key: Option<&str>) -> NewRun {
     NewRun {
+        queued: None,
         run_id,
         workflow,
         input: Bytes::from(format!(r#"{{"n":"{run_id}"}}"#)),

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 
 use super::{
-    Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
-    StepWrite, StoreError, StoreFuture,
+    Attempt, Cancel, Commit, Created, Delivery, FinishWrite, NewRun, QueueSpec, Retention,
+    RunFilter, RunRecord, RunStore, StepWrite, StoreError, StoreFuture,
 };
 use crate::fingerprint::Fingerprint;
 use crate::id::RunId;
@@ -35,6 +35,15 @@ struct Data {
     state: HashMap<(&'static str, String), Bytes>,
     /// Finished runs in the order they finished (only for a bounded store).
     finished: VecDeque<RunId>,
+    /// Runs of limited workflows: their key, priority and start time (`None` while queued).
+    limited: HashMap<RunId, Limited>,
+}
+
+#[derive(Debug, Clone)]
+struct Limited {
+    key: String,
+    priority: i64,
+    started_ms: Option<u64>,
 }
 
 impl MemoryStore {
@@ -72,12 +81,26 @@ impl Data {
             self.keys
                 .insert((run.workflow.to_owned(), key.clone()), run.run_id);
         }
+        if let Some(q) = &run.queued {
+            self.limited.insert(
+                run.run_id,
+                Limited {
+                    key: q.key.clone(),
+                    priority: q.priority,
+                    started_ms: None,
+                },
+            );
+        }
         self.runs.insert(
             run.run_id,
             RunRecord {
                 run_id: run.run_id,
                 workflow: run.workflow.to_owned(),
-                status: RunStatus::Running,
+                status: if run.queued.is_some() {
+                    RunStatus::Queued
+                } else {
+                    RunStatus::Running
+                },
                 input: run.input.clone(),
                 output: None,
                 error: None,
@@ -86,15 +109,43 @@ impl Data {
                 finished_ms: None,
                 fingerprint: run.fingerprint,
                 forked_from: None,
+                due_ms: run.queued.as_ref().map(|q| q.due_ms),
                 timeline: Vec::new(),
             },
         );
         Created::New
     }
 
+    /// The run with its timeline.
+    fn whole(&self, run_id: RunId) -> Option<RunRecord> {
+        self.runs.get(&run_id).cloned().map(|mut r| {
+            r.timeline = self.timeline(run_id);
+            r
+        })
+    }
+
+    /// Whether step `step` of the run has its value.
+    fn has_value(&self, run_id: RunId, step: &str) -> bool {
+        self.steps.get(&run_id).is_some_and(|s| {
+            s.values()
+                .any(|a| a.step == step && a.status == "succeeded")
+        })
+    }
+
+    /// Ends a run that runs no step any more (queued, blocked) as `cancelled`.
+    fn end_cancelled(&mut self, run_id: RunId, error: crate::runs::RunError) {
+        if let Some(run) = self.runs.get_mut(&run_id) {
+            run.status = RunStatus::Cancelled;
+            run.error = serde_json::to_value(error).ok();
+            run.finished_ms = Some(now_ms());
+            run.due_ms = None;
+        }
+    }
+
     /// Records one attempt (replacing an earlier record of the same step and attempt).
     fn record(&mut self, write: StepWrite) {
         let (status, output, error) = match write.outcome {
+            Ok(out) if write.attempt == super::WAIT_ATTEMPT => ("waiting", Some(out), None),
             Ok(out) => ("succeeded", Some(out), None),
             Err(e) => ("failed", None, Some(e)),
         };
@@ -184,16 +235,13 @@ impl RunStore for MemoryStore {
                     run.error = None;
                 }
                 Err(e) => {
-                    run.status = if e.blocks() {
-                        RunStatus::Blocked
-                    } else {
-                        RunStatus::Failed
-                    };
+                    run.status = e.status();
                     run.output = None;
                     run.error = serde_json::to_value(e).ok();
                 }
             }
             run.finished_ms = Some(now_ms());
+            run.due_ms = None;
             if let Some(keep) = self.keep_finished {
                 data.finished.push_back(write.run_id);
                 while data.finished.len() > keep {
@@ -267,7 +315,7 @@ impl RunStore for MemoryStore {
             .runs
             .values()
             .rev()
-            .filter(|r| !matches!(r.status, RunStatus::Running | RunStatus::Blocked))
+            .filter(|r| r.status.is_finished())
             .map(|r| (r.run_id, r.finished_ms.unwrap_or(0)))
             .collect();
         let doomed: Vec<RunId> = finished
@@ -332,6 +380,164 @@ impl RunStore for MemoryStore {
     fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {
         let value = self.data().state.get(&(node, key)).cloned();
         Box::pin(async move { Ok(value) })
+    }
+
+    fn deliver(&self, write: StepWrite) -> StoreFuture<'_, Delivery> {
+        let mut data = self.data();
+        let run_id = write.run_id;
+        let delivery = match data.runs.get(&run_id).map(|r| r.status) {
+            None => Delivery::UnknownRun,
+            Some(s) if s.is_finished() || s == RunStatus::Blocked => Delivery::Finished(s),
+            Some(_) if data.has_value(run_id, &write.step) => Delivery::AlreadyDelivered,
+            Some(status) => {
+                data.record(write);
+                if status == RunStatus::Waiting {
+                    if let Some(run) = data.runs.get_mut(&run_id) {
+                        run.status = RunStatus::Running;
+                        run.due_ms = None;
+                    }
+                    Delivery::Woken(data.whole(run_id).expect("present"))
+                } else {
+                    Delivery::Kept
+                }
+            }
+        };
+        Box::pin(async move { Ok(delivery) })
+    }
+
+    fn suspend(&self, run_id: RunId, step: String, due_ms: Option<u64>) -> StoreFuture<'_, bool> {
+        let mut data = self.data();
+        let suspended = !data.has_value(run_id, &step)
+            && match data.runs.get_mut(&run_id) {
+                Some(run) if run.status == RunStatus::Running => {
+                    run.status = RunStatus::Waiting;
+                    run.due_ms = due_ms;
+                    true
+                }
+                _ => false,
+            };
+        Box::pin(async move { Ok(suspended) })
+    }
+
+    fn wake_due(&self, now: u64, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        let mut data = self.data();
+        let due: Vec<RunId> = data
+            .runs
+            .values()
+            .filter(|r| r.status == RunStatus::Waiting && r.due_ms.is_some_and(|d| d <= now))
+            .map(|r| r.run_id)
+            .take(limit)
+            .collect();
+        let mut woken = Vec::new();
+        for id in due {
+            if let Some(run) = data.runs.get_mut(&id) {
+                run.status = RunStatus::Running;
+                run.due_ms = None;
+            }
+            woken.extend(data.whole(id));
+        }
+        Box::pin(async move { Ok(woken) })
+    }
+
+    fn start_queued(
+        &self,
+        workflow: &'static str,
+        spec: QueueSpec,
+        now: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RunRecord>> {
+        let mut data = self.data();
+        let data = &mut *data;
+        // The workflow's runs per key: how many hold a slot, how many started in the window.
+        let mut busy: HashMap<String, u32> = HashMap::new();
+        let mut recent: HashMap<String, u32> = HashMap::new();
+        let mut queued = Vec::new();
+        for run in data.runs.values().filter(|r| r.workflow == workflow) {
+            let Some(l) = data.limited.get(&run.run_id) else {
+                continue;
+            };
+            match run.status {
+                RunStatus::Queued => queued.push((l.priority, run.run_id, l.key.clone(), run.due_ms)),
+                RunStatus::Running | RunStatus::Waiting => *busy.entry(l.key.clone()).or_default() += 1,
+                _ => {}
+            }
+            if let (Some((_, per)), Some(at)) = (spec.rate, l.started_ms) {
+                if at + per > now {
+                    *recent.entry(l.key.clone()).or_default() += 1;
+                }
+            }
+        }
+        // Higher priority first, then arrival (ids sort by creation).
+        queued.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut held: std::collections::HashSet<String> = Default::default();
+        let mut started = Vec::new();
+        for (_, id, key, due) in queued {
+            if started.len() >= limit {
+                break;
+            }
+            if held.contains(&key) {
+                continue;
+            }
+            let free = spec.concurrency.is_none_or(|c| busy.get(&key).copied().unwrap_or(0) < c)
+                && spec.rate.is_none_or(|(n, _)| recent.get(&key).copied().unwrap_or(0) < n)
+                && due.is_none_or(|d| d <= now);
+            if !free {
+                held.insert(key);
+                continue;
+            }
+            *busy.entry(key.clone()).or_default() += 1;
+            *recent.entry(key.clone()).or_default() += 1;
+            if let Some(l) = data.limited.get_mut(&id) {
+                l.started_ms = Some(now);
+            }
+            if let Some(run) = data.runs.get_mut(&id) {
+                run.status = RunStatus::Running;
+                run.due_ms = None;
+            }
+            started.extend(data.whole(id));
+        }
+        Box::pin(async move { Ok(started) })
+    }
+
+    fn supersede(
+        &self,
+        workflow: &'static str,
+        key: String,
+        keep: RunId,
+    ) -> StoreFuture<'_, Vec<RunId>> {
+        let mut data = self.data();
+        let doomed: Vec<RunId> = data
+            .runs
+            .values()
+            .filter(|r| r.workflow == workflow && r.status == RunStatus::Queued && r.run_id != keep)
+            .filter(|r| data.limited.get(&r.run_id).is_some_and(|l| l.key == key))
+            .map(|r| r.run_id)
+            .collect();
+        for id in &doomed {
+            data.end_cancelled(*id, crate::runs::RunError::debounced(keep));
+        }
+        Box::pin(async move { Ok(doomed) })
+    }
+
+    fn cancel(&self, run_id: RunId) -> StoreFuture<'_, Cancel> {
+        let mut data = self.data();
+        let outcome = match data.runs.get(&run_id).map(|r| r.status) {
+            None => Cancel::UnknownRun,
+            Some(s) if s.is_finished() => Cancel::Finished(s),
+            Some(RunStatus::Queued | RunStatus::Blocked) => {
+                data.end_cancelled(run_id, crate::runs::RunError::cancelled());
+                Cancel::Ended
+            }
+            Some(RunStatus::Waiting) => {
+                if let Some(run) = data.runs.get_mut(&run_id) {
+                    run.status = RunStatus::Running;
+                    run.due_ms = None;
+                }
+                Cancel::Woken(data.whole(run_id).expect("present"))
+            }
+            Some(_) => Cancel::Running,
+        };
+        Box::pin(async move { Ok(outcome) })
     }
 
     fn health(&self) -> Result<(), StoreError> {

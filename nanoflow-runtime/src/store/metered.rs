@@ -151,6 +151,45 @@ impl RunStore for Metered {
         self.inner.lock_key(node, key)
     }
 
+    fn deliver(&self, write: StepWrite) -> StoreFuture<'_, super::Delivery> {
+        self.metrics.writes.inc();
+        self.inner.deliver(write)
+    }
+
+    fn suspend(&self, run_id: RunId, step: String, due_ms: Option<u64>) -> StoreFuture<'_, bool> {
+        self.metrics.writes.inc();
+        self.inner.suspend(run_id, step, due_ms)
+    }
+
+    fn wake_due(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.inner.wake_due(now_ms, limit)
+    }
+
+    fn start_queued(
+        &self,
+        workflow: &'static str,
+        spec: super::QueueSpec,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.inner.start_queued(workflow, spec, now_ms, limit)
+    }
+
+    fn supersede(
+        &self,
+        workflow: &'static str,
+        key: String,
+        keep: RunId,
+    ) -> StoreFuture<'_, Vec<RunId>> {
+        self.metrics.writes.inc();
+        self.inner.supersede(workflow, key, keep)
+    }
+
+    fn cancel(&self, run_id: RunId) -> StoreFuture<'_, super::Cancel> {
+        self.metrics.writes.inc();
+        self.inner.cancel(run_id)
+    }
+
     fn unlock_key(&self, node: &'static str, key: String) -> StoreFuture<'_, ()> {
         self.inner.unlock_key(node, key)
     }

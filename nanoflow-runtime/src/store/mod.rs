@@ -54,6 +54,62 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// The fingerprint of the workflow's graph that starts it.
     pub fingerprint: Option<Fingerprint>,
+    /// For a workflow with `#[limit(..)]`: the run is recorded `queued`, to be started by
+    /// [`RunStore::start_queued`].
+    pub queued: Option<Queued>,
+}
+
+/// Where a run of a limited workflow waits to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The limits' key (`""` when they are not keyed).
+    pub key: String,
+    /// Higher starts first.
+    pub priority: i64,
+    /// Not before this time, ms since the epoch (a debounce window's end).
+    pub due_ms: u64,
+}
+
+/// The limits [`RunStore::start_queued`] applies to one workflow's queued runs, per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// At most this many of its runs running or waiting at once, per key.
+    pub concurrency: Option<u32>,
+    /// At most `.0` runs started per `.1` milliseconds, per key.
+    pub rate: Option<(u32, u64)>,
+}
+
+/// What [`RunStore::deliver`] did with a signal (or a timeout) for a step.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// No such run.
+    UnknownRun,
+    /// The run ended (or is blocked): nothing was recorded.
+    Finished(RunStatus),
+    /// The step has its value already (a signal delivered, a timeout passed): nothing was
+    /// recorded.
+    AlreadyDelivered,
+    /// Recorded; the run is running or queued and reads it when it reaches the step.
+    Kept,
+    /// Recorded, and the run, which was waiting, is running again (owned by this runner): here
+    /// with its timeline, to resume.
+    Woken(RunRecord),
+}
+
+/// What [`RunStore::cancel`] did.
+#[derive(Debug, Clone)]
+pub enum Cancel {
+    /// No such run.
+    UnknownRun,
+    /// The run had ended already.
+    Finished(RunStatus),
+    /// The run was queued or blocked (no step to undo running): it is now `cancelled`.
+    Ended,
+    /// The run was waiting: it is running again (owned by this runner), here with its timeline,
+    /// to be resumed cancelled so that its compensations run.
+    Woken(RunRecord),
+    /// The run is running: whoever executes it must stop it.
+    Running,
 }
 
 /// What recording a new run found.
@@ -128,6 +184,10 @@ pub struct RunRecord {
     /// The run this one was forked from (`runs fork`), reusing some of its step outputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<RunId>,
+    /// When a waiting run wakes by itself (a sleep's end, a signal's timeout, its deadline), or
+    /// a queued run may start (a debounce window's end), ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
     /// Every attempt of every step, in order (filled by `get_run`, empty in lists).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Attempt>,
@@ -145,6 +205,23 @@ impl RunRecord {
         succeeded()
             .filter(|a| !a.step.contains('~') && !compensated.contains(&a.step.as_str()))
             .filter_map(|a| a.output.clone().map(|o| (a.step.clone(), o)))
+            .collect()
+    }
+
+    /// The waits the run recorded (`signal` and `sleep` steps), by step: when each ends by
+    /// itself, ms since the epoch (`None`: a signal without a timeout).
+    pub fn waits(&self) -> std::collections::HashMap<String, Option<u64>> {
+        self.timeline
+            .iter()
+            .filter(|a| a.status == "waiting")
+            .map(|a| {
+                let until = a
+                    .output
+                    .as_deref()
+                    .and_then(|o| serde_json::from_slice::<serde_json::Value>(o).ok())
+                    .and_then(|v| v.get("until_ms").and_then(serde_json::Value::as_u64));
+                (a.step.clone(), until)
+            })
             .collect()
     }
 
@@ -218,6 +295,10 @@ impl Default for Retention {
         }
     }
 }
+
+/// The attempt number of a wait's record (a `signal` or `sleep` step reached, holding when it
+/// ends by itself): recorded with the status `waiting`, never counted as the step's value.
+pub const WAIT_ATTEMPT: u32 = 0;
 
 /// A step result to record.
 #[derive(Debug, Clone)]
@@ -481,6 +562,44 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
         let _ = (node, key);
         Box::pin(async { Ok(()) })
     }
+
+    /// Records a signal's value (or a signal's timeout) as step `write.step`'s outcome unless
+    /// the step has one already, atomically: of a signal and a timeout racing, one wins. A
+    /// waiting run is woken (running again, owned by this runner). Durable when it resolves.
+    fn deliver(&self, write: StepWrite) -> StoreFuture<'_, Delivery>;
+
+    /// Marks a running run `waiting` at `step` until `due_ms` (`None`: until a signal), unless
+    /// `step` has its value already (a signal delivered while the run got there): then it
+    /// stays running and this returns `false`, and the caller resumes it.
+    fn suspend(&self, run_id: RunId, step: String, due_ms: Option<u64>) -> StoreFuture<'_, bool>;
+
+    /// Takes up to `limit` waiting runs due by `now_ms`: they are running again (owned by this
+    /// runner) and returned with their timelines, to resume.
+    fn wake_due(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<RunRecord>>;
+
+    /// Starts the queued runs of `workflow` that `spec` lets start now, in order (higher
+    /// priority first, then arrival), per key; a key's first run that must wait holds back the
+    /// key's later ones. They are running (owned by this runner, started at `now_ms`) and
+    /// returned, at most `limit`. Atomic across runners.
+    fn start_queued(
+        &self,
+        workflow: &'static str,
+        spec: QueueSpec,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RunRecord>>;
+
+    /// Ends the queued runs of `workflow` and `key` other than `keep` as `cancelled` with the
+    /// error `debounced` (a newer run replaces them); returns them.
+    fn supersede(
+        &self,
+        workflow: &'static str,
+        key: String,
+        keep: RunId,
+    ) -> StoreFuture<'_, Vec<RunId>>;
+
+    /// Cancels a run: see [`Cancel`] for what happens in each state.
+    fn cancel(&self, run_id: RunId) -> StoreFuture<'_, Cancel>;
 
     /// Transactions the store has committed since it opened (each a write to the disk or a
     /// round trip to the database): divided by runs, what one run costs. `0` when the store

@@ -29,15 +29,15 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::redact_url;
 use super::{
-    Attempt, Backlog, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord,
-    RunStore, StepWrite, StoreError, StoreFuture,
+    Attempt, Backlog, Cancel, Commit, Created, Delivery, FinishWrite, NewRun, QueueSpec,
+    Retention, RunFilter, RunRecord, RunStore, StepWrite, StoreError, StoreFuture,
 };
 use crate::fingerprint::{Fingerprint, StepPrint};
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`nanoflow_journal.meta`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Columns schema 2 added (issue 13: fingerprints, forks); older journals gain them empty.
 const MIGRATE_TO_2: &str = "
@@ -46,6 +46,23 @@ ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS forked_from text;
 ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS output_fp bigint;
 ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS place_fp bigint;
 ";
+
+/// Columns schema 3 added (issue 15: flow control): a queued run's limit key, priority and
+/// start time, and when a waiting or queued run is due.
+const MIGRATE_TO_3: &str = "
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS limit_key text;
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS priority bigint NOT NULL DEFAULT 0;
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS due_ms bigint;
+ALTER TABLE nanoflow_journal.runs ADD COLUMN IF NOT EXISTS started_ms bigint;
+CREATE INDEX IF NOT EXISTS runs_due ON nanoflow_journal.runs (status, due_ms)
+    WHERE due_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_limited ON nanoflow_journal.runs (workflow, limit_key, status)
+    WHERE limit_key IS NOT NULL;
+";
+
+/// Serializes the flow-control decisions of one workflow across runners (xor the workflow's
+/// hash).
+const FLOW_LOCK: i64 = 0x666c_6f77_0000_0000;
 
 /// Writer connections, each committing its own batches: PostgreSQL flushes the commits of
 /// concurrent transactions together, so throughput grows with them while one writer waits on
@@ -113,7 +130,7 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.runners (
 );
 ";
 
-const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from";
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from, due_ms";
 
 /// Who this runner is and how long its lease lasts.
 #[derive(Debug, Clone)]
@@ -247,6 +264,8 @@ struct Shared {
     /// Write transactions committed (the group commits).
     transactions: AtomicU64,
     takeovers: AtomicU64,
+    /// The connection of flow-control decisions (issue 15): each a transaction of its own.
+    flow: tokio::sync::Mutex<Option<Client>>,
 }
 
 impl Shared {
@@ -287,6 +306,7 @@ impl PostgresStore {
             health: Health::default(),
             transactions: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
+            flow: tokio::sync::Mutex::new(None),
         });
         let (requests, rx) = mpsc::unbounded_channel();
         let (writes, writes_rx): (Vec<_>, Vec<_>) =
@@ -368,6 +388,388 @@ impl PostgresStore {
         self.send(Request::Read(job));
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
+}
+
+/// A flow-control decision, run in one transaction on the flow connection.
+type FlowJob<T> = for<'c> fn(
+    &'c tokio_postgres::Transaction<'c>,
+    &'c Shared,
+    FlowArgs,
+) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>;
+
+/// The arguments of a [`FlowJob`].
+struct FlowArgs {
+    run_id: Option<RunId>,
+    workflow: &'static str,
+    text: String,
+    due: Option<u64>,
+    spec: QueueSpec,
+    limit: usize,
+    write: Option<StepWrite>,
+}
+
+impl FlowArgs {
+    fn new() -> Self {
+        Self {
+            run_id: None,
+            workflow: "",
+            text: String::new(),
+            due: None,
+            spec: QueueSpec::default(),
+            limit: 0,
+            write: None,
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Runs `job` in a transaction of its own on the flow connection (on the store's thread).
+    fn flow<T: Send + 'static>(&self, args: FlowArgs, job: FlowJob<T>) -> StoreFuture<'_, T> {
+        self.read(move |_, shared| {
+            Box::pin(async move {
+                let mut slot = shared.flow.lock().await;
+                if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                    *slot = Some(connect(shared).await?);
+                }
+                let client = slot.as_mut().expect("connected above");
+                let tx = client.transaction().await.map_err(|e| shared.error(e))?;
+                let out = job(&tx, shared, args).await.map_err(|e| shared.error(e))?;
+                tx.commit().await.map_err(|e| shared.error(e))?;
+                shared.transactions.fetch_add(1, Ordering::Relaxed);
+                Ok(out)
+            })
+        })
+    }
+
+    /// The runs `ids` (now running, owned here under `epochs`) with their timelines.
+    async fn owned_runs(&self, taken: Vec<(RunId, i64)>) -> Result<Vec<RunRecord>, StoreError> {
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        {
+            let mut held = self.shared.held();
+            for (id, epoch) in &taken {
+                held.insert(*id, *epoch);
+            }
+        }
+        let ids: Vec<String> = taken.iter().map(|(id, _)| id.to_string()).collect();
+        let order: Vec<RunId> = taken.iter().map(|(id, _)| *id).collect();
+        let mut runs = self
+            .read(move |c, s| {
+                Box::pin(async move {
+                    let rows = c
+                        .query(
+                            &*format!(
+                                "SELECT {RUN_COLUMNS} FROM nanoflow_journal.runs WHERE id = ANY($1)"
+                            ),
+                            &[&ids],
+                        )
+                        .await
+                        .map_err(|e| s.error(e))?;
+                    with_timelines(c, s, rows).await
+                })
+            })
+            .await?;
+        runs.sort_by_key(|r| order.iter().position(|id| *id == r.run_id));
+        Ok(runs)
+    }
+}
+
+/// The status of run `id`, locked until the transaction ends.
+async fn lock_status(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &str,
+) -> Result<Option<RunStatus>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT status FROM nanoflow_journal.runs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .map(|r| parse_status(&r.get::<_, String>(0))))
+}
+
+/// Makes run `id` this runner's and running again; its new epoch.
+async fn take(
+    tx: &tokio_postgres::Transaction<'_>,
+    shared: &Shared,
+    id: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(tx
+        .query_one(
+            "UPDATE nanoflow_journal.runs SET status = 'running', due_ms = NULL, owner = $2,
+                 epoch = epoch + 1 WHERE id = $1 RETURNING epoch",
+            &[&id, &shared.owner],
+        )
+        .await?
+        .get(0))
+}
+
+async fn end_cancelled(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    error: &crate::runs::RunError,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE nanoflow_journal.runs SET status = 'cancelled', error = $2, finished_ms = $3,
+             due_ms = NULL WHERE id = $1",
+        &[&id, &serde_json::to_string(error).ok(), &(now_ms() as i64)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a flow decision found: a delivery or cancellation outcome, and a run taken over.
+enum Flowed {
+    Delivery(Delivery),
+    Cancel(Cancel),
+    Bool(bool),
+    Taken(Vec<(RunId, i64)>),
+    Ids(Vec<RunId>),
+}
+
+fn deliver_job<'c>(
+    tx: &'c tokio_postgres::Transaction<'c>,
+    shared: &'c Shared,
+    args: FlowArgs,
+) -> BoxFuture<'c, Result<Flowed, tokio_postgres::Error>> {
+    Box::pin(async move {
+        let write = args.write.expect("a write to deliver");
+        let id = write.run_id.to_string();
+        let status = match lock_status(tx, &id).await? {
+            None => return Ok(Flowed::Delivery(Delivery::UnknownRun)),
+            Some(s) if s.is_finished() || s == RunStatus::Blocked => {
+                return Ok(Flowed::Delivery(Delivery::Finished(s)))
+            }
+            Some(s) => s,
+        };
+        let output = write.outcome.as_ref().ok().map(|b| b.to_vec());
+        let inserted = tx
+            .execute(
+                "INSERT INTO nanoflow_journal.steps
+                     (run_id, step, attempt, status, output, started_ms, duration_us)
+                 SELECT $1, $2, $3, 'succeeded', $4, $5, 0
+                 WHERE NOT EXISTS (SELECT 1 FROM nanoflow_journal.steps
+                                   WHERE run_id = $1 AND step = $2 AND status = 'succeeded')
+                 ON CONFLICT (run_id, step, attempt) DO NOTHING",
+                &[
+                    &id,
+                    &write.step.to_string(),
+                    &(write.attempt as i32),
+                    &output,
+                    &(write.started_ms as i64),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(Flowed::Delivery(Delivery::AlreadyDelivered));
+        }
+        if status == RunStatus::Waiting {
+            let epoch = take(tx, shared, &id).await?;
+            return Ok(Flowed::Taken(vec![(write.run_id, epoch)]));
+        }
+        Ok(Flowed::Delivery(Delivery::Kept))
+    })
+}
+
+fn suspend_job<'c>(
+    tx: &'c tokio_postgres::Transaction<'c>,
+    shared: &'c Shared,
+    args: FlowArgs,
+) -> BoxFuture<'c, Result<Flowed, tokio_postgres::Error>> {
+    Box::pin(async move {
+        let run_id = args.run_id.expect("a run");
+        let id = run_id.to_string();
+        if lock_status(tx, &id).await? != Some(RunStatus::Running) {
+            return Ok(Flowed::Bool(false));
+        }
+        // Read after the lock: a delivery that committed first is seen.
+        let delivered = tx
+            .query_opt(
+                "SELECT 1 FROM nanoflow_journal.steps
+                 WHERE run_id = $1 AND step = $2 AND status = 'succeeded' LIMIT 1",
+                &[&id, &args.text],
+            )
+            .await?
+            .is_some();
+        if delivered {
+            return Ok(Flowed::Bool(false));
+        }
+        let n = tx
+            .execute(
+                "UPDATE nanoflow_journal.runs SET status = 'waiting', due_ms = $2
+                 WHERE id = $1 AND owner = $3",
+                &[&id, &args.due.map(|d| d as i64), &shared.owner],
+            )
+            .await?;
+        if n == 1 {
+            shared.held().remove(&run_id);
+        }
+        Ok(Flowed::Bool(n == 1))
+    })
+}
+
+fn wake_job<'c>(
+    tx: &'c tokio_postgres::Transaction<'c>,
+    shared: &'c Shared,
+    args: FlowArgs,
+) -> BoxFuture<'c, Result<Flowed, tokio_postgres::Error>> {
+    Box::pin(async move {
+        let rows = tx
+            .query(
+                "UPDATE nanoflow_journal.runs SET status = 'running', due_ms = NULL, owner = $3,
+                     epoch = epoch + 1
+                 WHERE id IN (SELECT id FROM nanoflow_journal.runs
+                              WHERE status = 'waiting' AND due_ms <= $1
+                              ORDER BY due_ms LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, epoch",
+                &[
+                    &(args.due.unwrap_or(0) as i64),
+                    &(args.limit as i64),
+                    &shared.owner,
+                ],
+            )
+            .await?;
+        Ok(Flowed::Taken(
+            rows.iter()
+                .filter_map(|r| Some((r.get::<_, String>(0).parse().ok()?, r.get(1))))
+                .collect(),
+        ))
+    })
+}
+
+/// A key for `pg_advisory_xact_lock` from a workflow's name.
+fn flow_lock(workflow: &str) -> i64 {
+    let mut h: i64 = 0;
+    for b in workflow.bytes() {
+        h = h.wrapping_mul(31).wrapping_add(b as i64);
+    }
+    FLOW_LOCK ^ (h & 0xffff_ffff)
+}
+
+fn start_queued_job<'c>(
+    tx: &'c tokio_postgres::Transaction<'c>,
+    shared: &'c Shared,
+    args: FlowArgs,
+) -> BoxFuture<'c, Result<Flowed, tokio_postgres::Error>> {
+    Box::pin(async move {
+        let workflow = args.workflow;
+        let now = args.due.unwrap_or(0) as i64;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&flow_lock(workflow)])
+            .await?;
+        let queued = tx
+            .query(
+                "SELECT id, limit_key, due_ms FROM nanoflow_journal.runs
+                 WHERE workflow = $1 AND status = 'queued'
+                 ORDER BY priority DESC, id LIMIT 10000",
+                &[&workflow],
+            )
+            .await?;
+        let since = args
+            .spec
+            .rate
+            .map_or(i64::MAX, |(_, per)| now.saturating_sub(per as i64));
+        let counts = tx
+            .query(
+                "SELECT limit_key,
+                        count(*) FILTER (WHERE status IN ('running', 'waiting')),
+                        count(*) FILTER (WHERE started_ms > $2)
+                 FROM nanoflow_journal.runs
+                 WHERE workflow = $1 AND limit_key IS NOT NULL
+                   AND (status IN ('running', 'waiting') OR started_ms > $2)
+                 GROUP BY limit_key",
+                &[&workflow, &since],
+            )
+            .await?;
+        let mut busy: HashMap<String, (i64, i64)> = counts
+            .iter()
+            .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
+            .collect();
+        let mut held: HashSet<String> = HashSet::new();
+        let mut started = Vec::new();
+        for row in &queued {
+            if started.len() >= args.limit {
+                break;
+            }
+            let (id, key, due): (String, String, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+            if held.contains(&key) {
+                continue;
+            }
+            let (running, recent) = busy.get(&key).copied().unwrap_or((0, 0));
+            let free = args.spec.concurrency.is_none_or(|c| running < c as i64)
+                && args.spec.rate.is_none_or(|(n, _)| recent < n as i64)
+                && due.is_none_or(|d| d <= now);
+            if !free {
+                held.insert(key);
+                continue;
+            }
+            busy.insert(key, (running + 1, recent + 1));
+            let epoch: i64 = tx
+                .query_one(
+                    "UPDATE nanoflow_journal.runs SET status = 'running', due_ms = NULL,
+                         started_ms = $2, owner = $3, epoch = epoch + 1
+                     WHERE id = $1 RETURNING epoch",
+                    &[&id, &now, &shared.owner],
+                )
+                .await?
+                .get(0);
+            if let Ok(run_id) = id.parse() {
+                started.push((run_id, epoch));
+            }
+        }
+        Ok(Flowed::Taken(started))
+    })
+}
+
+fn supersede_job<'c>(
+    tx: &'c tokio_postgres::Transaction<'c>,
+    _shared: &'c Shared,
+    args: FlowArgs,
+) -> BoxFuture<'c, Result<Flowed, tokio_postgres::Error>> {
+    Box::pin(async move {
+        let keep = args.run_id.expect("the run kept");
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&flow_lock(args.workflow)])
+            .await?;
+        let rows = tx
+            .query(
+                "SELECT id FROM nanoflow_journal.runs
+                 WHERE workflow = $1 AND limit_key = $2 AND status = 'queued' AND id <> $3",
+                &[&args.workflow, &args.text, &keep.to_string()],
+            )
+            .await?;
+        let error = crate::runs::RunError::debounced(keep);
+        let mut ids = Vec::new();
+        for row in &rows {
+            let id: String = row.get(0);
+            end_cancelled(tx, &id, &error).await?;
+            ids.extend(id.parse::<RunId>().ok());
+        }
+        Ok(Flowed::Ids(ids))
+    })
+}
+
+fn cancel_job<'c>(
+    tx: &'c tokio_postgres::Transaction<'c>,
+    shared: &'c Shared,
+    args: FlowArgs,
+) -> BoxFuture<'c, Result<Flowed, tokio_postgres::Error>> {
+    Box::pin(async move {
+        let run_id = args.run_id.expect("a run");
+        let id = run_id.to_string();
+        Ok(match lock_status(tx, &id).await? {
+            None => Flowed::Cancel(Cancel::UnknownRun),
+            Some(s) if s.is_finished() => Flowed::Cancel(Cancel::Finished(s)),
+            Some(RunStatus::Queued | RunStatus::Blocked) => {
+                end_cancelled(tx, &id, &crate::runs::RunError::cancelled()).await?;
+                Flowed::Cancel(Cancel::Ended)
+            }
+            Some(RunStatus::Waiting) => {
+                let epoch = take(tx, shared, &id).await?;
+                Flowed::Taken(vec![(run_id, epoch)])
+            }
+            Some(_) => Flowed::Cancel(Cancel::Running),
+        })
+    })
 }
 
 impl RunStore for PostgresStore {
@@ -459,6 +861,111 @@ impl RunStore for PostgresStore {
                     .map_err(|e| s.error(e))?;
                 Ok(row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
             })
+        })
+    }
+
+    fn deliver(&self, write: StepWrite) -> StoreFuture<'_, Delivery> {
+        let args = FlowArgs {
+            write: Some(write),
+            ..FlowArgs::new()
+        };
+        Box::pin(async move {
+            match self.flow(args, deliver_job).await? {
+                Flowed::Delivery(d) => Ok(d),
+                Flowed::Taken(taken) => Ok(match self.owned_runs(taken).await?.pop() {
+                    Some(run) => Delivery::Woken(run),
+                    None => Delivery::UnknownRun,
+                }),
+                _ => Ok(Delivery::UnknownRun),
+            }
+        })
+    }
+
+    fn suspend(&self, run_id: RunId, step: String, due_ms: Option<u64>) -> StoreFuture<'_, bool> {
+        let args = FlowArgs {
+            run_id: Some(run_id),
+            text: step,
+            due: due_ms,
+            ..FlowArgs::new()
+        };
+        Box::pin(async move {
+            match self.flow(args, suspend_job).await? {
+                Flowed::Bool(b) => Ok(b),
+                _ => Ok(false),
+            }
+        })
+    }
+
+    fn wake_due(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        let args = FlowArgs {
+            due: Some(now_ms),
+            limit,
+            ..FlowArgs::new()
+        };
+        Box::pin(async move {
+            match self.flow(args, wake_job).await? {
+                Flowed::Taken(taken) => self.owned_runs(taken).await,
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn start_queued(
+        &self,
+        workflow: &'static str,
+        spec: QueueSpec,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RunRecord>> {
+        let args = FlowArgs {
+            workflow,
+            spec,
+            due: Some(now_ms),
+            limit,
+            ..FlowArgs::new()
+        };
+        Box::pin(async move {
+            match self.flow(args, start_queued_job).await? {
+                Flowed::Taken(taken) => self.owned_runs(taken).await,
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn supersede(
+        &self,
+        workflow: &'static str,
+        key: String,
+        keep: RunId,
+    ) -> StoreFuture<'_, Vec<RunId>> {
+        let args = FlowArgs {
+            workflow,
+            text: key,
+            run_id: Some(keep),
+            ..FlowArgs::new()
+        };
+        Box::pin(async move {
+            match self.flow(args, supersede_job).await? {
+                Flowed::Ids(ids) => Ok(ids),
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn cancel(&self, run_id: RunId) -> StoreFuture<'_, Cancel> {
+        let args = FlowArgs {
+            run_id: Some(run_id),
+            ..FlowArgs::new()
+        };
+        Box::pin(async move {
+            match self.flow(args, cancel_job).await? {
+                Flowed::Cancel(c) => Ok(c),
+                Flowed::Taken(taken) => Ok(match self.owned_runs(taken).await?.pop() {
+                    Some(run) => Cancel::Woken(run),
+                    None => Cancel::UnknownRun,
+                }),
+                _ => Ok(Cancel::UnknownRun),
+            }
         })
     }
 
@@ -622,6 +1129,9 @@ async fn install(client: &mut Client, shared: &Shared) -> Result<(), StoreError>
         .await
         .map_err(|e| shared.error(format!("cannot write the schema: {e}")))?;
     tx.batch_execute(MIGRATE_TO_2)
+        .await
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {e}")))?;
+    tx.batch_execute(MIGRATE_TO_3)
         .await
         .map_err(|e| shared.error(format!("cannot migrate the schema: {e}")))?;
     tx.execute(
@@ -859,8 +1369,9 @@ impl Statements {
                 .prepare(
                     "INSERT INTO nanoflow_journal.runs
                          (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
-                          fingerprint)
-                     VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
+                          fingerprint, limit_key, priority, due_ms)
+                     VALUES ($1, $2, CASE WHEN $8::text IS NULL THEN 'running' ELSE 'queued' END,
+                             $3, $4, $5, $6, 1, $7, $8, $9, $10)
                      ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .await?,
@@ -869,8 +1380,9 @@ impl Statements {
                     "WITH ins AS (
                          INSERT INTO nanoflow_journal.runs
                              (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
-                              fingerprint)
-                         VALUES ($1, $2, 'running', $3, $4, $5, $6, 1, $7)
+                              fingerprint, limit_key, priority, due_ms)
+                         VALUES ($1, $2, CASE WHEN $8::text IS NULL THEN 'running' ELSE 'queued' END,
+                                 $3, $4, $5, $6, 1, $7, $8, $9, $10)
                          ON CONFLICT DO NOTHING RETURNING id)
                      SELECT id, true FROM ins
                      UNION ALL
@@ -910,7 +1422,7 @@ impl Statements {
             finish: c
                 .prepare(
                     "UPDATE nanoflow_journal.runs SET status = $2, output = $3, error = $4,
-                         finished_ms = $5 WHERE id = $1",
+                         finished_ms = $5, due_ms = NULL WHERE id = $1",
                 )
                 .await?,
             fence: c
@@ -923,10 +1435,10 @@ impl Statements {
                 .prepare(
                     "WITH doomed AS (
                          SELECT id FROM nanoflow_journal.runs
-                         WHERE status NOT IN ('running', 'blocked') AND finished_ms < $1
+                         WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_ms < $1
                          UNION
                          SELECT id FROM (SELECT id FROM nanoflow_journal.runs
-                                         WHERE status NOT IN ('running', 'blocked')
+                                         WHERE status IN ('succeeded', 'failed', 'cancelled')
                                          ORDER BY id DESC OFFSET $2) beyond),
                      gone AS (DELETE FROM nanoflow_journal.steps
                               WHERE run_id IN (SELECT id FROM doomed)),
@@ -1178,6 +1690,9 @@ fn run_params(shared: &Shared, run: &NewRun) -> Params {
         Box::new(now_ms() as i64),
         Box::new(shared.owner.clone()),
         Box::new(run.fingerprint.map(|f| f.0 as i64)),
+        Box::new(run.queued.as_ref().map(|q| q.key.clone())),
+        Box::new(run.queued.as_ref().map_or(0, |q| q.priority)),
+        Box::new(run.queued.as_ref().map(|q| q.due_ms as i64)),
     ]
 }
 
@@ -1189,6 +1704,7 @@ fn step_ops<'s>(
     ops: &mut Vec<(&'s Statement, Params, Op)>,
 ) {
     let (status, output, error) = match &step.outcome {
+        Ok(out) if step.attempt == super::WAIT_ATTEMPT => ("waiting", Some(out.to_vec()), None),
         Ok(out) => ("succeeded", Some(out.to_vec()), None),
         Err(e) => ("failed", None, Some(e.to_string())),
     };
@@ -1359,8 +1875,7 @@ async fn commit_pipelined(
                 }
                 let (status, output, error) = match &finish.outcome {
                     Ok(out) => ("succeeded", Some(out.to_vec()), None),
-                    Err(e) if e.blocks() => ("blocked", None, serde_json::to_string(e).ok()),
-                    Err(e) => ("failed", None, serde_json::to_string(e).ok()),
+                    Err(e) => (e.status().as_str(), None, serde_json::to_string(e).ok()),
                 };
                 ops.push((
                     &s.finish,
@@ -1516,12 +2031,7 @@ async fn commit_pipelined(
 }
 
 fn parse_status(s: &str) -> RunStatus {
-    match s {
-        "succeeded" => RunStatus::Succeeded,
-        "failed" => RunStatus::Failed,
-        "blocked" => RunStatus::Blocked,
-        _ => RunStatus::Running,
-    }
+    RunStatus::parse(s).unwrap_or(RunStatus::Running)
 }
 
 fn run_row(r: &Row) -> Option<RunRecord> {
@@ -1540,6 +2050,7 @@ fn run_row(r: &Row) -> Option<RunRecord> {
         finished_ms: r.get::<_, Option<i64>>(8).map(|v| v as u64),
         fingerprint: r.get::<_, Option<i64>>(9).map(|v| Fingerprint(v as u64)),
         forked_from: r.get::<_, Option<String>>(10).and_then(|f| f.parse().ok()),
+        due_ms: r.get::<_, Option<i64>>(11).map(|v| v as u64),
         timeline: Vec::new(),
     })
 }
@@ -1550,10 +2061,10 @@ fn attempt_row(r: &Row) -> Attempt {
     Attempt {
         step: r.get(1),
         attempt: r.get::<_, i32>(2) as u32,
-        status: if status == "succeeded" {
-            "succeeded"
-        } else {
-            "failed"
+        status: match status.as_str() {
+            "succeeded" => "succeeded",
+            "waiting" => "waiting",
+            _ => "failed",
         },
         output: r.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
         error: error.and_then(|e| serde_json::from_str(&e).ok()),

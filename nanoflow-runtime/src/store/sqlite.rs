@@ -9,9 +9,11 @@ use axum::body::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use std::collections::HashMap;
+
 use super::{
-    Attempt, Commit, Created, FinishWrite, NewRun, Retention, RunFilter, RunRecord, RunStore,
-    StepWrite, StoreError, StoreFuture,
+    Attempt, Cancel, Commit, Created, Delivery, FinishWrite, NewRun, QueueSpec, Retention,
+    RunFilter, RunRecord, RunStore, StepWrite, StoreError, StoreFuture,
 };
 use crate::error::Error;
 use crate::fingerprint::{Fingerprint, StepPrint};
@@ -19,7 +21,7 @@ use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records, the run
 /// a run was forked from (issue 13). Older records have none, and resume as before.
@@ -28,6 +30,15 @@ ALTER TABLE runs ADD COLUMN fingerprint INTEGER;
 ALTER TABLE runs ADD COLUMN forked_from TEXT;
 ALTER TABLE steps ADD COLUMN output_fp INTEGER;
 ALTER TABLE steps ADD COLUMN place_fp INTEGER;
+";
+
+/// From schema 2 to 3: flow control (issue 15): a queued run's limit key, priority and start
+/// time, and when a waiting or queued run is due.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE runs ADD COLUMN limit_key TEXT;
+ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN due_ms INTEGER;
+ALTER TABLE runs ADD COLUMN started_ms INTEGER;
 ";
 
 /// Most writes committed in one transaction.
@@ -47,8 +58,15 @@ CREATE TABLE IF NOT EXISTS runs (
     created_ms INTEGER NOT NULL,
     finished_ms INTEGER,
     fingerprint INTEGER,
-    forked_from TEXT
+    forked_from TEXT,
+    limit_key TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
+    due_ms INTEGER,
+    started_ms INTEGER
 );
+CREATE INDEX IF NOT EXISTS runs_due ON runs(status, due_ms) WHERE due_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_limited ON runs(workflow, limit_key, status)
+    WHERE limit_key IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
@@ -94,6 +112,25 @@ enum Write {
     Reset(RunId, Option<Fingerprint>, Reply<bool>),
     Fork(NewRun, RunId, Vec<StepWrite>, Reply<()>),
     Prune(Retention, Reply<u64>),
+    Flow(Flow, Reply<FlowDone>),
+}
+
+/// The flow-control writes (issue 15), each in the writer's transaction.
+enum Flow {
+    Deliver(StepWrite),
+    Suspend(RunId, String, Option<u64>),
+    WakeDue(u64, usize),
+    StartQueued(&'static str, QueueSpec, u64, usize),
+    Supersede(&'static str, String, RunId),
+    Cancel(RunId),
+}
+
+/// What a [`Flow`] write found; runs to resume are read after the commit.
+enum FlowDone {
+    Delivery(Delivery),
+    Bool(bool),
+    Runs(Vec<RunId>),
+    Cancel(Cancel),
 }
 
 /// Whether the journal can write: set by the writer thread after each transaction.
@@ -239,6 +276,29 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn flow(&self, op: Flow) -> Result<FlowDone, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.send(Write::Flow(op, tx));
+        self.inner.wait(rx).await.map_err(unavailable)
+    }
+
+    /// The runs `ids` with their timelines, in that order.
+    async fn whole_runs(&self, ids: Vec<RunId>) -> Result<Vec<RunRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |inner| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(inner.get_run(id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 impl RunStore for SqliteStore {
     fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created> {
         Box::pin(async move { self.inner.create_run(run).await.map_err(unavailable) })
@@ -311,6 +371,87 @@ impl RunStore for SqliteStore {
         self.read(move |inner| inner.get_state(node, &key))
     }
 
+    fn deliver(&self, write: StepWrite) -> StoreFuture<'_, Delivery> {
+        Box::pin(async move {
+            match self.flow(Flow::Deliver(write)).await? {
+                FlowDone::Delivery(Delivery::Woken(run)) => {
+                    let run_id = run.run_id;
+                    Ok(match self.whole_runs(vec![run_id]).await?.pop() {
+                        Some(run) => Delivery::Woken(run),
+                        None => Delivery::UnknownRun,
+                    })
+                }
+                FlowDone::Delivery(d) => Ok(d),
+                _ => Err(StoreError::Unavailable("unexpected reply".into())),
+            }
+        })
+    }
+
+    fn suspend(&self, run_id: RunId, step: String, due_ms: Option<u64>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            match self.flow(Flow::Suspend(run_id, step, due_ms)).await? {
+                FlowDone::Bool(b) => Ok(b),
+                _ => Ok(false),
+            }
+        })
+    }
+
+    fn wake_due(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        Box::pin(async move {
+            match self.flow(Flow::WakeDue(now_ms, limit)).await? {
+                FlowDone::Runs(ids) => self.whole_runs(ids).await,
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn start_queued(
+        &self,
+        workflow: &'static str,
+        spec: QueueSpec,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RunRecord>> {
+        Box::pin(async move {
+            match self
+                .flow(Flow::StartQueued(workflow, spec, now_ms, limit))
+                .await?
+            {
+                FlowDone::Runs(ids) => self.whole_runs(ids).await,
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn supersede(
+        &self,
+        workflow: &'static str,
+        key: String,
+        keep: RunId,
+    ) -> StoreFuture<'_, Vec<RunId>> {
+        Box::pin(async move {
+            match self.flow(Flow::Supersede(workflow, key, keep)).await? {
+                FlowDone::Runs(ids) => Ok(ids),
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn cancel(&self, run_id: RunId) -> StoreFuture<'_, Cancel> {
+        Box::pin(async move {
+            match self.flow(Flow::Cancel(run_id)).await? {
+                FlowDone::Cancel(Cancel::Woken(run)) => {
+                    Ok(match self.whole_runs(vec![run.run_id]).await?.pop() {
+                        Some(run) => Cancel::Woken(run),
+                        None => Cancel::UnknownRun,
+                    })
+                }
+                FlowDone::Cancel(c) => Ok(c),
+                _ => Ok(Cancel::UnknownRun),
+            }
+        })
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         self.inner.health.check().map_err(StoreError::Unavailable)
     }
@@ -352,8 +493,9 @@ impl Inner {
         }
         // Version 0 is a new file; later versions migrate here, step by step.
         let migrate = match version {
-            1 => MIGRATE_1_TO_2,
-            _ => "",
+            1 => format!("{MIGRATE_1_TO_2} {MIGRATE_2_TO_3}"),
+            2 => MIGRATE_2_TO_3.to_owned(),
+            _ => String::new(),
         };
         writer
             .execute_batch(&format!(
@@ -567,15 +709,10 @@ impl Inner {
     }
 }
 
-const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from";
+const RUN_COLUMNS: &str = "id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms, fingerprint, forked_from, due_ms";
 
 fn parse_status(s: &str) -> RunStatus {
-    match s {
-        "succeeded" => RunStatus::Succeeded,
-        "failed" => RunStatus::Failed,
-        "blocked" => RunStatus::Blocked,
-        _ => RunStatus::Running,
-    }
+    RunStatus::parse(s).unwrap_or(RunStatus::Running)
 }
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -596,6 +733,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         finished_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
         fingerprint: r.get::<_, Option<i64>>(9)?.map(from_sql_fp),
         forked_from: r.get::<_, Option<String>>(10)?.and_then(|f| f.parse().ok()),
+        due_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
         timeline: Vec::new(),
     })
 }
@@ -611,10 +749,10 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
         Ok(Attempt {
             step: r.get(0)?,
             attempt: r.get::<_, i64>(1)? as u32,
-            status: if status == "succeeded" {
-                "succeeded"
-            } else {
-                "failed"
+            status: match status.as_str() {
+                "succeeded" => "succeeded",
+                "waiting" => "waiting",
+                _ => "failed",
             },
             output: r.get::<_, Option<Vec<u8>>>(3)?.map(Bytes::from),
             error: error.and_then(|e| serde_json::from_str(&e).ok()),
@@ -804,6 +942,7 @@ enum Outcome {
     Unit,
     Bool(bool),
     Count(u64),
+    Flow(FlowDone),
 }
 
 fn reply(write: Write, result: Result<Outcome, String>) {
@@ -827,6 +966,12 @@ fn reply(write: Write, result: Result<Outcome, String>) {
             let _ = tx.send(result.map(|o| match o {
                 Outcome::Count(n) => n,
                 _ => 0,
+            }));
+        }
+        Write::Flow(_, tx) => {
+            let _ = tx.send(result.and_then(|o| match o {
+                Outcome::Flow(done) => Ok(done),
+                _ => Err("unexpected outcome".into()),
             }));
         }
     }
@@ -905,12 +1050,204 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             Ok(Outcome::Bool(n == 1))
         }
         Write::Prune(retention, _) => prune(c, retention),
+        Write::Flow(op, _) => flow(c, op).map(Outcome::Flow),
     }
+}
+
+/// A run's status, if it exists.
+fn status_of(c: &Connection, id: &str) -> rusqlite::Result<Option<RunStatus>> {
+    c.prepare_cached("SELECT status FROM runs WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, String>(0))
+        .optional()
+        .map(|s| s.map(|s| parse_status(&s)))
+}
+
+/// A placeholder record of a run to resume: the caller reads it whole after the commit.
+fn placeholder(run_id: RunId) -> RunRecord {
+    RunRecord {
+        run_id,
+        workflow: String::new(),
+        status: RunStatus::Running,
+        input: Bytes::new(),
+        output: None,
+        error: None,
+        idempotency_key: None,
+        created_ms: 0,
+        finished_ms: None,
+        fingerprint: None,
+        forked_from: None,
+        due_ms: None,
+        timeline: Vec::new(),
+    }
+}
+
+fn has_value(c: &Connection, id: &str, step: &str) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT 1 FROM steps WHERE run_id = ?1 AND step = ?2 AND status = 'succeeded' LIMIT 1",
+    )?
+    .query_row(params![id, step], |_| Ok(()))
+    .optional()
+    .map(|r| r.is_some())
+}
+
+fn end_cancelled(c: &Connection, id: &str, error: &crate::runs::RunError) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE runs SET status = 'cancelled', error = ?2, finished_ms = ?3, due_ms = NULL WHERE id = ?1",
+    )?
+    .execute(params![id, serde_json::to_string(error).ok(), now_ms() as i64])?;
+    Ok(())
+}
+
+fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
+    match op {
+        Flow::Deliver(write) => {
+            let id = write.run_id.to_string();
+            let delivery = match status_of(c, &id)? {
+                None => Delivery::UnknownRun,
+                Some(s) if s.is_finished() || s == RunStatus::Blocked => Delivery::Finished(s),
+                Some(_) if has_value(c, &id, &write.step)? => Delivery::AlreadyDelivered,
+                Some(status) => {
+                    insert_step(c, write)?;
+                    if status == RunStatus::Waiting {
+                        c.prepare_cached(
+                            "UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1",
+                        )?
+                        .execute([&id])?;
+                        Delivery::Woken(placeholder(write.run_id))
+                    } else {
+                        Delivery::Kept
+                    }
+                }
+            };
+            Ok(FlowDone::Delivery(delivery))
+        }
+        Flow::Suspend(run_id, step, due) => {
+            let id = run_id.to_string();
+            if has_value(c, &id, step)? {
+                return Ok(FlowDone::Bool(false));
+            }
+            let n = c
+                .prepare_cached(
+                    "UPDATE runs SET status = 'waiting', due_ms = ?2 WHERE id = ?1 AND status = 'running'",
+                )?
+                .execute(params![id, due.map(|d| d as i64)])?;
+            Ok(FlowDone::Bool(n == 1))
+        }
+        Flow::WakeDue(now, limit) => {
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM runs WHERE status = 'waiting' AND due_ms <= ?1 ORDER BY due_ms LIMIT ?2",
+                )?
+                .query_map(params![*now as i64, *limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut woken = Vec::new();
+            for id in ids {
+                c.prepare_cached("UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1")?
+                    .execute([&id])?;
+                woken.extend(id.parse::<RunId>().ok());
+            }
+            Ok(FlowDone::Runs(woken))
+        }
+        Flow::StartQueued(workflow, spec, now, limit) => {
+            start_queued(c, workflow, spec, *now, *limit).map(FlowDone::Runs)
+        }
+        Flow::Supersede(workflow, key, keep) => {
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM runs WHERE workflow = ?1 AND limit_key = ?2 AND status = 'queued' AND id != ?3",
+                )?
+                .query_map(params![workflow, key, keep.to_string()], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let error = crate::runs::RunError::debounced(*keep);
+            for id in &ids {
+                end_cancelled(c, id, &error)?;
+            }
+            Ok(FlowDone::Runs(ids.iter().filter_map(|i| i.parse().ok()).collect()))
+        }
+        Flow::Cancel(run_id) => {
+            let id = run_id.to_string();
+            let outcome = match status_of(c, &id)? {
+                None => Cancel::UnknownRun,
+                Some(s) if s.is_finished() => Cancel::Finished(s),
+                Some(RunStatus::Queued | RunStatus::Blocked) => {
+                    end_cancelled(c, &id, &crate::runs::RunError::cancelled())?;
+                    Cancel::Ended
+                }
+                Some(RunStatus::Waiting) => {
+                    c.prepare_cached("UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1")?
+                        .execute([&id])?;
+                    Cancel::Woken(placeholder(*run_id))
+                }
+                Some(_) => Cancel::Running,
+            };
+            Ok(FlowDone::Cancel(outcome))
+        }
+    }
+}
+
+/// See [`RunStore::start_queued`]: one key's slots and recent starts counted as it goes.
+fn start_queued(
+    c: &Connection,
+    workflow: &str,
+    spec: &QueueSpec,
+    now: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<RunId>> {
+    let queued: Vec<(String, String, Option<i64>)> = c
+        .prepare_cached(
+            "SELECT id, limit_key, due_ms FROM runs WHERE workflow = ?1 AND status = 'queued'
+             ORDER BY priority DESC, id LIMIT 10000",
+        )?
+        .query_map([workflow], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut busy: HashMap<String, u32> = HashMap::new();
+    let mut recent: HashMap<String, u32> = HashMap::new();
+    let mut held: std::collections::HashSet<String> = Default::default();
+    let mut started = Vec::new();
+    for (id, key, due) in queued {
+        if started.len() >= limit {
+            break;
+        }
+        if held.contains(&key) {
+            continue;
+        }
+        if !busy.contains_key(&key) {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT count(*) FROM runs WHERE workflow = ?1 AND limit_key = ?2 AND status IN ('running', 'waiting')",
+                )?
+                .query_row(params![workflow, key], |r| r.get(0))?;
+            busy.insert(key.clone(), n as u32);
+            let since = spec.rate.map_or(i64::MAX, |(_, per)| now.saturating_sub(per) as i64);
+            let m: i64 = c
+                .prepare_cached(
+                    "SELECT count(*) FROM runs WHERE workflow = ?1 AND limit_key = ?2 AND started_ms > ?3",
+                )?
+                .query_row(params![workflow, key, since], |r| r.get(0))?;
+            recent.insert(key.clone(), m as u32);
+        }
+        let free = spec.concurrency.is_none_or(|n| busy[&key] < n)
+            && spec.rate.is_none_or(|(n, _)| recent[&key] < n)
+            && due.is_none_or(|d| d as u64 <= now);
+        if !free {
+            held.insert(key);
+            continue;
+        }
+        *busy.get_mut(&key).expect("counted") += 1;
+        *recent.get_mut(&key).expect("counted") += 1;
+        c.prepare_cached(
+            "UPDATE runs SET status = 'running', due_ms = NULL, started_ms = ?2 WHERE id = ?1",
+        )?
+        .execute(params![id, now as i64])?;
+        started.extend(id.parse::<RunId>().ok());
+    }
+    Ok(started)
 }
 
 /// One attempt of one step (and the node's state with it).
 fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
     let (status, output, error) = match &step.outcome {
+        Ok(out) if step.attempt == super::WAIT_ATTEMPT => ("waiting", Some(out.as_ref()), None),
         Ok(out) => ("succeeded", Some(out.as_ref()), None),
         Err(e) => ("failed", None, Some(e.to_string())),
     };
@@ -941,11 +1278,10 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
 fn finish_run(c: &Connection, finish: &FinishWrite) -> rusqlite::Result<()> {
     let (status, output, error) = match &finish.outcome {
         Ok(out) => ("succeeded", Some(out.as_ref()), None),
-        Err(e) if e.blocks() => ("blocked", None, serde_json::to_string(e).ok()),
-        Err(e) => ("failed", None, serde_json::to_string(e).ok()),
+        Err(e) => (e.status().as_str(), None, serde_json::to_string(e).ok()),
     };
     c.prepare_cached(
-        "UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5 WHERE id = ?1",
+        "UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5, due_ms = NULL WHERE id = ?1",
     )?
     .execute(params![
         finish.run_id.to_string(),
@@ -963,8 +1299,8 @@ fn finish_run(c: &Connection, finish: &FinishWrite) -> rusqlite::Result<()> {
 fn prune(c: &Connection, retention: &Retention) -> rusqlite::Result<Outcome> {
     let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
     // Runs past the age limit, then runs beyond the newest `max_runs` finished ones.
-    let doomed = "SELECT id FROM runs WHERE status NOT IN ('running', 'blocked') AND finished_ms < ?1
-                  UNION SELECT id FROM (SELECT id FROM runs WHERE status NOT IN ('running', 'blocked')
+    let doomed = "SELECT id FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_ms < ?1
+                  UNION SELECT id FROM (SELECT id FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')
                                         ORDER BY id DESC LIMIT -1 OFFSET ?2)";
     let keep = retention.max_runs.min(i64::MAX as u64) as i64;
     c.execute(
@@ -988,17 +1324,36 @@ fn from_sql_fp(v: i64) -> Fingerprint {
 }
 
 fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
-         VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        run.run_id.to_string(),
-        run.workflow,
-        run.input.as_ref(),
-        run.idempotency_key,
-        now_ms() as i64,
-        run.fingerprint.map(to_sql_fp),
-    ])?;
+    match &run.queued {
+        None => c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                run.run_id.to_string(),
+                run.workflow,
+                run.input.as_ref(),
+                run.idempotency_key,
+                now_ms() as i64,
+                run.fingerprint.map(to_sql_fp),
+            ])?,
+        Some(q) => c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint, limit_key, priority, due_ms)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                run.run_id.to_string(),
+                run.workflow,
+                run.input.as_ref(),
+                run.idempotency_key,
+                now_ms() as i64,
+                run.fingerprint.map(to_sql_fp),
+                q.key,
+                q.priority,
+                q.due_ms as i64,
+            ])?,
+    };
     Ok(())
 }

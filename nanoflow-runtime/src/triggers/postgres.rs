@@ -456,6 +456,7 @@ async fn dead_letter(
         return Ok(());
     };
     let run = NewRun {
+        queued: None,
         run_id,
         workflow,
         input,
