@@ -454,7 +454,7 @@ pub enum SignalError {
 pub(crate) trait SignalSink: Send + Sync {
     /// Delivers `value` (JSON) as signal `signal` of run `run_id`.
     fn deliver<'a>(
-        &'a self,
+        self: std::sync::Arc<Self>,
         run_id: RunId,
         signal: &'a str,
         value: Bytes,
