@@ -8,12 +8,12 @@ pub use tokio;
 pub use crate::error::Error;
 pub use crate::graph::{Endpoint, Graph, Limit, MapDef, Step};
 pub use crate::id::RunId;
-pub use crate::wait::send_signal;
 pub use crate::map::DEFAULT_CONCURRENCY as DEFAULT_MAP_CONCURRENCY;
 pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::RunCtx;
 pub use crate::schema::{require_schema, Side};
 pub use crate::triggers::{Overlap, TriggerDef};
+pub use crate::wait::send_signal;
 pub use crate::workflow::run_as_node;
 pub use crate::workflow::Workflow;
 

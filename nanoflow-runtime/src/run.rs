@@ -761,9 +761,7 @@ impl RunCtx {
                     );
                     match &self.control {
                         None => tokio::time::sleep(delay).await,
-                        Some(control) => {
-                            control.interrupt(self, tokio::time::sleep(delay)).await?
-                        }
+                        Some(control) => control.interrupt(self, tokio::time::sleep(delay)).await?,
                     }
                     attempt += 1;
                 }

@@ -353,8 +353,7 @@ pub(crate) mod memory {
     /// Entries past which closed and early ones are dropped (the oldest runs' early signals).
     const MAX: usize = 10_000;
 
-    static SLOTS: LazyLock<Mutex<HashMap<(RunId, String), Slot>>> =
-        LazyLock::new(Default::default);
+    static SLOTS: LazyLock<Mutex<HashMap<(RunId, String), Slot>>> = LazyLock::new(Default::default);
 
     /// The value delivered early, or the receiver the run waits on.
     pub(super) fn wait(run_id: RunId, step: &str) -> Result<Bytes, oneshot::Receiver<Bytes>> {

@@ -157,12 +157,15 @@ impl App {
             crate::journal::Created::New => {}
         }
         if let (Some(_), Some(key)) = (graph.limits.debounce(), key) {
-            let replaced = self.journal.store().supersede(graph.name, key, run_id).await?;
+            let replaced = self
+                .journal
+                .store()
+                .supersede(graph.name, key, run_id)
+                .await?;
             for old in replaced {
                 tracing::info!(run_id = %old, replaced_by = %run_id, workflow = graph.name, "run debounced: a newer run of its key replaces it");
-                self.flow.settle(old, || {
-                    Settled::Failed(409, RunError::debounced(run_id))
-                });
+                self.flow
+                    .settle(old, || Settled::Failed(409, RunError::debounced(run_id)));
             }
         }
         self.flow.kick();
@@ -196,10 +199,12 @@ impl App {
                 .observed(self.observe.observer(graph.name))
                 .with_control(control),
         );
-        let future = wf.start(ctx, &record.input).map_err(|e| Error::InvalidInput {
-            workflow: graph.name,
-            error: e,
-        })?;
+        let future = wf
+            .start(ctx, &record.input)
+            .map_err(|e| Error::InvalidInput {
+                workflow: graph.name,
+                error: e,
+            })?;
         let permit = self
             .limiter
             .clone()
@@ -232,7 +237,9 @@ impl App {
                     self.start_recorded(record, false).await
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(%run_id, error = %e, "cannot read a run that should resume"),
+                Err(e) => {
+                    tracing::error!(%run_id, error = %e, "cannot read a run that should resume")
+                }
             },
             Err(e) => {
                 // Still `running` in the journal: resumed with the stalled runs.
@@ -296,7 +303,13 @@ impl App {
             };
         }
         let write = wait_write(run_id, signal.to_owned(), 1, Ok(recorded));
-        match self.journal.store().deliver(write).await.map_err(journal_error)? {
+        match self
+            .journal
+            .store()
+            .deliver(write)
+            .await
+            .map_err(journal_error)?
+        {
             Delivery::UnknownRun => Err(SignalError::UnknownRun(run_id)),
             Delivery::Finished(status) => Err(SignalError::Finished {
                 run_id,
@@ -319,10 +332,7 @@ impl App {
     /// Cancels run `run_id`: a queued or blocked run ends `cancelled` at once; a waiting run
     /// resumes cancelled, and one running here is stopped at once: both run the compensations
     /// of their completed steps and end `cancelled`. The status it ends with (or will).
-    pub(crate) async fn cancel_run(
-        self: &Arc<Self>,
-        run_id: RunId,
-    ) -> Result<Cancelling, Error> {
+    pub(crate) async fn cancel_run(self: &Arc<Self>, run_id: RunId) -> Result<Cancelling, Error> {
         if let Some(control) = self.flow.running_here(run_id) {
             control.cancel();
             return Ok(Cancelling::Stopping);

@@ -190,8 +190,10 @@ impl Pending {
                 return settled;
             }
         }
-        rx.await
-            .unwrap_or(flow::Settled::Failed(503, RunError::from_error(&Error::Config(String::new())).1))
+        rx.await.unwrap_or(flow::Settled::Failed(
+            503,
+            RunError::from_error(&Error::Config(String::new())).1,
+        ))
     }
 }
 
@@ -199,7 +201,9 @@ impl Pending {
 fn settled_from_record(record: &RunRecord) -> Option<flow::Settled> {
     use crate::runs::RunStatus;
     match record.status {
-        RunStatus::Succeeded => Some(flow::Settled::Output(record.output.clone().unwrap_or_default())),
+        RunStatus::Succeeded => Some(flow::Settled::Output(
+            record.output.clone().unwrap_or_default(),
+        )),
         RunStatus::Waiting => Some(flow::Settled::Waiting),
         RunStatus::Failed | RunStatus::Cancelled | RunStatus::Blocked => {
             let error: RunError = record
@@ -509,7 +513,12 @@ impl App {
 
     /// What follows a run's task: a run that waits is marked so (its task ends here); callers
     /// of a queued run learn how it settled; a limited workflow's queue may move.
-    async fn after(self: &Arc<Self>, run_id: RunId, workflow: &'static str, result: &Result<Bytes, Error>) {
+    async fn after(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        result: &Result<Bytes, Error>,
+    ) {
         self.flow.release(run_id);
         if let Err(Error::Waiting { step, due_ms, .. }) = result {
             self.suspended(run_id, step, *due_ms).await;

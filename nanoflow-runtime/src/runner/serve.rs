@@ -145,7 +145,9 @@ impl Runner {
             app.clone(),
             shutdown.subscribe(),
         ));
-        crate::wait::set_sink(std::sync::Arc::downgrade(&app) as std::sync::Weak<dyn crate::wait::SignalSink>);
+        crate::wait::set_sink(
+            std::sync::Arc::downgrade(&app) as std::sync::Weak<dyn crate::wait::SignalSink>
+        );
         if let Some(journal) = app.durable() {
             // Every run that was accepted but not finished when the runner stopped continues
             // after its last completed step.

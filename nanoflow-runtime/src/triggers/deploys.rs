@@ -9,13 +9,13 @@ use axum::response::Response;
 
 use super::http::{accepted, journal_unavailable, parse_run_id, run_not_found};
 use crate::error::Error;
-use crate::ingress::reply::error_response;
 use crate::ingress::flow::Cancelling;
+use crate::ingress::reply::error_response;
 use crate::ingress::App;
-use crate::wait::SignalError;
-use axum::body::Bytes;
 use crate::journal::Journal;
 use crate::run::RunId;
+use crate::wait::SignalError;
+use axum::body::Bytes;
 
 fn no_journal(what: &str) -> Response {
     error_response(
@@ -145,9 +145,12 @@ pub(crate) async fn signal(app: &Arc<App>, id: &str, name: &str, body: Bytes) ->
         Err(e @ SignalError::Finished { .. }) => {
             error_response(StatusCode::CONFLICT, "run_finished", &e.to_string(), |_| {})
         }
-        Err(e @ SignalError::AlreadyDelivered { .. }) => {
-            error_response(StatusCode::CONFLICT, "signal_delivered", &e.to_string(), |_| {})
-        }
+        Err(e @ SignalError::AlreadyDelivered { .. }) => error_response(
+            StatusCode::CONFLICT,
+            "signal_delivered",
+            &e.to_string(),
+            |_| {},
+        ),
         Err(SignalError::Invalid { signal, error }) => error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_signal",

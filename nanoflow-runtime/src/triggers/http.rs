@@ -18,8 +18,8 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::ingress::reply::{error_response, json_bytes, json_response, percent_decode};
 use crate::ingress::flow::Settled;
+use crate::ingress::reply::{error_response, json_bytes, json_response, percent_decode};
 use crate::ingress::{Admitted, App, Record, Refused, Submission};
 use crate::journal::RunFilter;
 use crate::observability::TraceParent;
@@ -896,7 +896,22 @@ fn workflows(app: &App) -> Response {
                     "retries": s.options.retries,
                     "timeout_ms": s.options.timeout.map(|t| t.as_millis() as u64),
                     "kind": s.kind.as_str(),
+                    "signal": match s.kind {
+                        crate::graph::StepKind::Signal { timeout, signal } => json!({
+                            "type": crate::graph::short_type(signal.type_name),
+                            "schema": (signal.schema)(),
+                            "timeout_ms": timeout.map(|t| t.as_millis() as u64),
+                        }),
+                        _ => Value::Null,
+                    },
                 })).collect::<Vec<_>>(),
+                "limits": g.limits.limits.iter().map(|l| match l {
+                    crate::graph::Limit::Concurrency(n) => json!({"concurrency": n}),
+                    crate::graph::Limit::Rate { count, per } => json!({"rate": count, "per_ms": per.as_millis() as u64}),
+                    crate::graph::Limit::Debounce(d) => json!({"debounce_ms": d.as_millis() as u64}),
+                }).collect::<Vec<_>>(),
+                "limit_key": g.limits.key.map(|k| k.join(".")),
+                "timeout_ms": g.timeout.map(|t| t.as_millis() as u64),
                 "edges": g.edges_text(),
                 "links": g.edges.iter().map(|(from, to)| [endpoint(g, *from), endpoint(g, *to)]).collect::<Vec<_>>(),
             })
