@@ -13,7 +13,7 @@ pub use crate::node::{Accepts, Isolation, Node, NodeError, NodeOptions, State};
 pub use crate::run::RunCtx;
 pub use crate::schema::{require_schema, Side};
 pub use crate::triggers::{Overlap, TriggerDef};
-pub use crate::wait::send_signal;
+pub use crate::wait::{send_signal, SignalError};
 pub use crate::workflow::run_as_node;
 pub use crate::workflow::Workflow;
 
@@ -410,3 +410,18 @@ impl<T: Clone + crate::Data> Inspect for T {
 pub fn inspect<T: Inspect>(value: &T) -> T {
     value.inspect_copy()
 }
+
+/// A run's priority (`#[limit(.., priority = field)]`): an integer field of the input.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a run's priority",
+    label = "`priority` names an integer field of the workflow's input",
+    note = "give the field an integer type (`u8`, `i32`, `i64`, ..): a queued run of higher priority starts first"
+)]
+pub trait Priority {}
+macro_rules! priority {
+    ($($t:ty)*) => { $(impl Priority for $t {})* };
+}
+priority!(i8 i16 i32 i64 isize u8 u16 u32 u64 usize);
+
+/// Checked by `workflow!` for `#[limit(.., priority = field)]`: the field is an integer.
+pub fn priority<P: Priority>(_: &P) {}

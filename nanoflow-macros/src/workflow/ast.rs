@@ -23,6 +23,10 @@ pub(crate) struct WorkflowDecl {
     /// `#[finishes(checkout)]`: this graph is the previous build's `checkout`, kept to finish
     /// the runs recorded with it (issue 13).
     pub(crate) finishes: Option<syn::Path>,
+    /// `#[limit(..)]`s, merged (each option at most once per workflow).
+    pub(crate) limits: Limits,
+    /// `#[timeout("1h")]`: the whole run's time limit, in nanoseconds.
+    pub(crate) timeout: Option<(u64, Span)>,
     pub(crate) vis: syn::Visibility,
     pub(crate) name: syn::Ident,
     pub(crate) colon: Span,
@@ -42,7 +46,8 @@ impl WorkflowDecl {
     }
 
     /// Whether the graph cannot be expanded: it failed to parse, is empty, has an empty `()` or
-    /// `match {}`, or starts with a `match`.
+    /// `match {}`, starts with a `match` or a wait, or has a wait where its input's type cannot
+    /// be named.
     pub(crate) fn is_broken(&self) -> bool {
         match &self.graph {
             None => true,
@@ -50,6 +55,8 @@ impl WorkflowDecl {
                 graph.stages.is_empty()
                     || graph.has_empty_group()
                     || graph.leading_match().is_some()
+                    || graph.leading_wait().is_some()
+                    || !graph.misplaced_waits(true, false).is_empty()
             }
         }
     }
@@ -73,6 +80,120 @@ pub(crate) enum Stage {
     If(If),
     /// `map(score, concurrency = 8)`: the chain runs once per item of a collection.
     Map(Map),
+    /// `signal(approval: Approval, timeout = "3d")`: waits for a value sent to the run.
+    Signal(Signal),
+    /// `sleep("10m")`: waits, then passes its input on.
+    Sleep(Sleep),
+}
+
+/// `signal(name: Type)` or `signal(name: Type, timeout = "3d")`.
+pub(crate) struct Signal {
+    /// The `signal` keyword.
+    pub(crate) keyword: syn::Ident,
+    /// The `( .. )` around its arguments.
+    pub(crate) paren: Span,
+    /// The step's name, and the signal's (`POST /runs/{id}/signals/{name}`).
+    pub(crate) name: syn::Ident,
+    /// The type of the value it waits for.
+    pub(crate) ty: syn::Type,
+    /// `timeout = "3d"`: the literal (checked by `validate`).
+    pub(crate) timeout: Option<syn::LitStr>,
+}
+
+/// `sleep("10m")` or `sleep("10m") as pause`.
+pub(crate) struct Sleep {
+    /// The `sleep` keyword.
+    pub(crate) keyword: syn::Ident,
+    /// The duration as written (checked by `validate`).
+    pub(crate) duration: syn::LitStr,
+    /// The alias, or `sleep`, `sleep_2`, .. in written order (set once the graph is read).
+    pub(crate) name: syn::Ident,
+    /// Whether the name is the user's alias.
+    pub(crate) aliased: bool,
+}
+
+impl Signal {
+    /// The timeout in nanoseconds, when valid (`validate` reports it otherwise).
+    pub(crate) fn timeout_ns(&self) -> Option<u64> {
+        self.timeout
+            .as_ref()
+            .and_then(|lit| crate::duration::parse(&lit.value()).ok())
+    }
+}
+
+impl Sleep {
+    /// The duration in nanoseconds (0 when invalid: `validate` reports it).
+    pub(crate) fn duration_ns(&self) -> u64 {
+        crate::duration::parse(&self.duration.value()).unwrap_or(0)
+    }
+}
+
+/// A step of the graph with a name of its own, in written order.
+pub(crate) enum StepRef<'a> {
+    Node(&'a NodeRef),
+    Signal(&'a Signal),
+    Sleep(&'a Sleep),
+}
+
+impl<'a> StepRef<'a> {
+    /// The step's name in the graph, as the user's token.
+    pub(crate) fn ident(&self) -> &'a syn::Ident {
+        match self {
+            StepRef::Node(n) => n.step_ident(),
+            StepRef::Signal(s) => &s.name,
+            StepRef::Sleep(s) => &s.name,
+        }
+    }
+}
+
+/// A workflow's `#[limit(..)]`s: the limits in written order, their key and the priority field.
+#[derive(Default)]
+pub(crate) struct Limits {
+    pub(crate) limits: Vec<(Limit, Span)>,
+    /// `key = customer` / `key = "customer.id"`.
+    pub(crate) key: Option<FieldPath>,
+    /// `priority = tier`.
+    pub(crate) priority: Option<FieldPath>,
+}
+
+/// One limit, durations in nanoseconds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    Concurrency(u32),
+    Rate { count: u32, per_ns: u64 },
+    Debounce(u64),
+}
+
+impl Limit {
+    /// Its option's name in `#[limit(..)]`.
+    pub(crate) fn option(&self) -> &'static str {
+        match self {
+            Limit::Concurrency(_) => "concurrency",
+            Limit::Rate { .. } => "rate",
+            Limit::Debounce(_) => "debounce",
+        }
+    }
+}
+
+/// An input field named by `key = customer` or `key = "customer.id"`: its path, and the user's
+/// token (where a missing field is reported).
+#[derive(Clone)]
+pub(crate) struct FieldPath {
+    pub(crate) members: Vec<syn::Member>,
+    pub(crate) span: Span,
+}
+
+impl FieldPath {
+    /// `customer.id`, for messages and for the runtime's path.
+    pub(crate) fn parts(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| match m {
+                syn::Member::Named(i) => i.to_string(),
+                syn::Member::Unnamed(i) => i.index.to_string(),
+            })
+            .collect()
+    }
 }
 
 /// `match { arms }`.
@@ -237,7 +358,65 @@ impl Chain {
             Stage::Match(_) => None,
             Stage::If(i) => Some(&i.cond),
             Stage::Map(m) => m.body.entry(),
+            Stage::Signal(_) | Stage::Sleep(_) => None,
         }
+    }
+
+    /// The `signal` or `sleep` keyword when one is the first step of the chain (of its first
+    /// branch for a group, of its body for a `map`): its input would be the chain's input,
+    /// whose type no node names.
+    pub(crate) fn leading_wait(&self) -> Option<&syn::Ident> {
+        match self.stages.first()? {
+            Stage::Signal(s) => Some(&s.keyword),
+            Stage::Sleep(s) => Some(&s.keyword),
+            Stage::Group { branches, .. } => branches.first()?.leading_wait(),
+            Stage::Map(m) => m.body.leading_wait(),
+            Stage::Node(_) | Stage::If(_) | Stage::Match(_) => None,
+        }
+    }
+
+    /// The `signal`s and `sleep`s placed where they cannot run, with the reason: inside a
+    /// `map(..)`, or where their input's type cannot be named (first in the arm of a `match`
+    /// binding fields). `named`: whether the chain's input type can be named.
+    pub(crate) fn misplaced_waits(
+        &self,
+        mut named: bool,
+        in_map: bool,
+    ) -> Vec<(&syn::Ident, Misplaced)> {
+        let mut out = Vec::new();
+        for stage in &self.stages {
+            match stage {
+                Stage::Signal(Signal { keyword, .. }) | Stage::Sleep(Sleep { keyword, .. }) => {
+                    if in_map {
+                        out.push((keyword, Misplaced::InMap));
+                    } else if !named {
+                        out.push((keyword, Misplaced::Unnamed));
+                    }
+                }
+                Stage::Node(_) => {}
+                Stage::Group { branches, .. } => {
+                    for b in branches {
+                        out.extend(b.misplaced_waits(named, in_map));
+                    }
+                }
+                Stage::Match(m) => {
+                    for arm in &m.arms {
+                        let takes = match &arm.pattern {
+                            Pattern::Wild(_) => named,
+                            Pattern::Variant { .. } => arm.pattern.bindings().is_empty(),
+                        };
+                        out.extend(arm.body.misplaced_waits(takes, in_map));
+                    }
+                }
+                Stage::If(i) => {
+                    out.extend(i.then.misplaced_waits(named, in_map));
+                    out.extend(i.otherwise.misplaced_waits(named, in_map));
+                }
+                Stage::Map(m) => out.extend(m.body.misplaced_waits(named, true)),
+            }
+            named = true;
+        }
+        out
     }
 
     /// The `match` reached first from the chain's input, if any: it would have to match the
@@ -247,14 +426,14 @@ impl Chain {
             Stage::Match(m) => Some(m),
             Stage::Group { branches, .. } => branches.iter().find_map(Chain::leading_match),
             Stage::Map(m) => m.body.leading_match(),
-            Stage::Node(_) | Stage::If(_) => None,
+            Stage::Node(_) | Stage::If(_) | Stage::Signal(_) | Stage::Sleep(_) => None,
         }
     }
 
     /// Whether any parallel group, at any depth, is an empty `()`, or any `match` has no arm.
     pub(crate) fn has_empty_group(&self) -> bool {
         self.stages.iter().any(|stage| match stage {
-            Stage::Node(_) => false,
+            Stage::Node(_) | Stage::Signal(_) | Stage::Sleep(_) => false,
             Stage::Group { branches, .. } => {
                 branches.is_empty() || branches.iter().any(Chain::has_empty_group)
             }
@@ -272,6 +451,8 @@ impl Chain {
             Stage::Match(m) => Some(m.brace),
             Stage::If(i) => i.otherwise.end_span(),
             Stage::Map(m) => Some(m.keyword.span()),
+            Stage::Signal(s) => Some(s.paren),
+            Stage::Sleep(s) => Some(s.name.span()),
         }
     }
 
@@ -288,9 +469,67 @@ impl Chain {
                     i.otherwise.nodes(out);
                 }
                 Stage::Map(m) => m.body.nodes(out),
+                Stage::Signal(_) | Stage::Sleep(_) => {}
             }
         }
     }
+
+    /// Every step with a name, nodes and waits, in written order (the order of the graph's
+    /// steps).
+    pub(crate) fn steps<'a>(&'a self, out: &mut Vec<StepRef<'a>>) {
+        for stage in &self.stages {
+            match stage {
+                Stage::Node(n) => out.push(StepRef::Node(n)),
+                Stage::Group { branches, .. } => branches.iter().for_each(|b| b.steps(out)),
+                Stage::Match(m) => m.arms.iter().for_each(|a| a.body.steps(out)),
+                Stage::If(i) => {
+                    out.push(StepRef::Node(&i.cond));
+                    i.then.steps(out);
+                    i.otherwise.steps(out);
+                }
+                Stage::Map(m) => m.body.steps(out),
+                Stage::Signal(s) => out.push(StepRef::Signal(s)),
+                Stage::Sleep(s) => out.push(StepRef::Sleep(s)),
+            }
+        }
+    }
+
+    /// Names the `sleep`s without an alias `sleep`, `sleep_2`, .. in written order.
+    pub(crate) fn name_sleeps(&mut self, count: &mut usize) {
+        for stage in &mut self.stages {
+            match stage {
+                Stage::Node(_) | Stage::Signal(_) => {}
+                Stage::Group { branches, .. } => {
+                    branches.iter_mut().for_each(|b| b.name_sleeps(count))
+                }
+                Stage::Match(m) => m.arms.iter_mut().for_each(|a| a.body.name_sleeps(count)),
+                Stage::If(i) => {
+                    i.then.name_sleeps(count);
+                    i.otherwise.name_sleeps(count);
+                }
+                Stage::Map(m) => m.body.name_sleeps(count),
+                Stage::Sleep(s) => {
+                    if !s.aliased {
+                        *count += 1;
+                        let name = match *count {
+                            1 => "sleep".to_owned(),
+                            n => format!("sleep_{n}"),
+                        };
+                        s.name = syn::Ident::new(&name, s.keyword.span());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a `signal` or `sleep` cannot be where it is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Misplaced {
+    /// Inside a `map(..)`.
+    InMap,
+    /// Where the value's type cannot be named (first step of a `match` arm binding fields).
+    Unnamed,
 }
 
 /// A workflow's `#[defaults(...)]`, in nanoseconds for durations.

@@ -13,7 +13,8 @@ use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 
 use super::ast::{
-    Chain, FieldPat, Fields, If, Map, Match, NodeRef, Pattern, Stage, WorkflowDecl, WorkflowFile,
+    Chain, FieldPat, Fields, If, Limit, Map, Match, NodeRef, Pattern, Signal, Sleep, Stage,
+    StepRef, WorkflowDecl, WorkflowFile,
 };
 use crate::poison;
 use crate::respan::respan;
@@ -55,6 +56,8 @@ struct Gen<'a> {
     aliases: Vec<TokenStream>,
     /// Step descriptions in written order; their index is the step's index in the graph.
     steps: Vec<TokenStream>,
+    /// The name and index of each node step (signals and sleeps are steps without a node).
+    node_steps: Vec<(String, usize)>,
     edges: Vec<TokenStream>,
     /// `(from, to, label)` for the edges choosing a branch.
     labels: Vec<TokenStream>,
@@ -166,7 +169,92 @@ impl Gen<'_> {
             Stage::Match(m) => self.match_(m, input, from),
             Stage::If(i) => self.if_(i, input, from),
             Stage::Map(m) => self.map(m, input, from),
+            Stage::Signal(signal) => self.signal(signal, input, from),
+            Stage::Sleep(sleep) => self.sleep(sleep, input, from),
         }
+    }
+
+    /// `signal(name: T, timeout = ..)`: waits for the value, and passes on `(input, T)`, or
+    /// `(input, Option<T>)` with a timeout.
+    fn signal(&mut self, signal: &Signal, input: Value, from: Vec<Link>) -> Expanded {
+        let private = self.private;
+        let index = self.steps.len();
+        let in_ty = input
+            .ty
+            .clone()
+            .expect("validated: a signal's input type is named");
+        let ty = &signal.ty;
+        let name = signal.name.to_string();
+        let timeout = signal.timeout.as_ref().map(|_| {
+            let ns = signal.timeout_ns().unwrap_or(0);
+            quote!(::core::time::Duration::from_nanos(#ns))
+        });
+        let timeout_arg = match &timeout {
+            Some(t) => quote!(::core::option::Option::Some(#t)),
+            None => quote!(::core::option::Option::None),
+        };
+        let step = quote!(#private::Step::signal::<#in_ty, #ty>(
+            #name,
+            #timeout_arg,
+            || <#private::Probe<#ty>>::json_schema(#private::Side::Input),
+        ));
+        self.steps.push(crate::respan::respan_over(step, ty));
+        for f in &from {
+            self.edge(f, &End::Step(index));
+        }
+        let out = self.var();
+        let in_var = &input.var;
+        let (call, out_ty) = match &timeout {
+            Some(_) => (
+                quote!(__nanoflow_ctx.signal_in::<#in_ty, #ty>(#name, #timeout_arg, #in_var).await),
+                quote!((#in_ty, ::core::option::Option<#ty>)),
+            ),
+            None => (
+                quote!(__nanoflow_ctx.signal_required::<#in_ty, #ty>(#name, #in_var).await),
+                quote!((#in_ty, #ty)),
+            ),
+        };
+        let call = crate::respan::respan_over(call, ty);
+        (
+            quote!(let #out = #call?;),
+            Value {
+                var: out,
+                ty: Some(out_ty),
+            },
+            vec![Link::plain(End::Step(index))],
+        )
+    }
+
+    /// `sleep("10m")`: waits, then passes its input on.
+    fn sleep(&mut self, sleep: &Sleep, input: Value, from: Vec<Link>) -> Expanded {
+        let private = self.private;
+        let index = self.steps.len();
+        let in_ty = input
+            .ty
+            .clone()
+            .expect("validated: a sleep's input type is named");
+        let name = sleep.name.to_string();
+        let ns = sleep.duration_ns();
+        let duration = quote!(::core::time::Duration::from_nanos(#ns));
+        self.steps
+            .push(quote!(#private::Step::sleep::<#in_ty>(#name, #duration)));
+        for f in &from {
+            self.edge(f, &End::Step(index));
+        }
+        let out = self.var();
+        let in_var = &input.var;
+        let call = respan(
+            quote!(__nanoflow_ctx.sleep_in::<#in_ty>(#name, #duration, #in_var).await),
+            sleep.keyword.span(),
+        );
+        (
+            quote!(let #out = #call?;),
+            Value {
+                var: out,
+                ty: Some(in_ty),
+            },
+            vec![Link::plain(End::Step(index))],
+        )
     }
 
     /// One node occurrence: the step call, spanned at the user's node.
@@ -177,6 +265,7 @@ impl Gen<'_> {
         let alias = format_ident!("__nanoflow_s{}", index);
         self.aliases.push(quote!(type #alias = #path;));
         let name = node.step_ident().to_string();
+        self.node_steps.push((name.clone(), index));
         // The output's JSON Schema, when it has one, is part of the step's fingerprint.
         let shape = quote!(.with_output_schema(
             <#private::Probe<<#alias as #private::Node>::Output>>::json_schema(#private::Side::Output)
@@ -617,6 +706,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         compensations: &wf.compensations,
         aliases: Vec::new(),
         steps: Vec::new(),
+        node_steps: Vec::new(),
         edges: Vec::new(),
         labels: Vec::new(),
         maps: Vec::new(),
@@ -637,11 +727,12 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     // One alias per compensation node, spanned at the user's path, and a check that it takes
     // the compensated step's output, reported there.
     let compensation_items = wf.compensations.iter().enumerate().filter_map(|(i, c)| {
-        let index = {
-            let mut nodes = Vec::new();
-            graph.nodes(&mut nodes);
-            nodes.iter().position(|n| *n.step_ident() == c.step)?
-        };
+        let step = c.step.to_string();
+        let index = gen
+            .node_steps
+            .iter()
+            .find(|(name, _)| *name == step)
+            .map(|(_, index)| *index)?;
         let undo = format_ident!("__nanoflow_c{}", i);
         let step = format_ident!("__nanoflow_s{}", index);
         let path = &c.node;
@@ -689,6 +780,11 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         }
         None => (TokenStream::new(), TokenStream::new()),
     };
+    let (limits_setter, limit_checks) = limits(private, wf, &input_ty);
+    let timeout_setter = wf
+        .timeout
+        .map(|(ns, _)| quote!(.with_timeout(::core::time::Duration::from_nanos(#ns))));
+    let signal_methods = signal_methods(private, wf);
     let steps = &gen.steps;
     let edges = &gen.edges;
     let labels = &gen.labels;
@@ -731,6 +827,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
             #(#aliases)*
             #(#compensation_items)*
             #finishes_check
+            #limit_checks
 
             /// The workflow's `#[defaults(...)]`, under each node's own options.
             const __NANOFLOW_DEFAULTS: #private::NodeOptions =
@@ -751,6 +848,8 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                         #private::Graph::new::<#input_ty, #output_ty>(#name_str)
                             .with_doc(#doc_text)
                             #finishes_setter
+                            #limits_setter
+                            #timeout_setter
                             .with_steps(::std::vec![#(#steps),*])
                             .with_edges(::std::vec![#(#edges),*])
                             .with_labels(::std::vec![#(#labels),*])
@@ -798,11 +897,119 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                 #vis fn graph(&self) -> &'static #private::Graph {
                     <Self as #private::Workflow>::graph(self)
                 }
+
+                #signal_methods
             }
 
             #(#trigger_checks)*
         };
     }
+}
+
+/// `#[limit(..)]`s: the graph's setter, and a function the compiler checks (never called) that
+/// reads the key and priority fields of the input, so a missing field, or a priority that is not
+/// an integer, is reported at the user's field.
+fn limits(
+    private: &TokenStream,
+    wf: &WorkflowDecl,
+    input_ty: &TokenStream,
+) -> (TokenStream, TokenStream) {
+    let l = &wf.limits;
+    if l.limits.is_empty() {
+        return (TokenStream::new(), TokenStream::new());
+    }
+    let items = l.limits.iter().map(|(limit, _)| match *limit {
+        Limit::Concurrency(n) => quote!(#private::Limit::Concurrency(#n)),
+        Limit::Rate { count, per_ns } => quote!(#private::Limit::Rate {
+            count: #count,
+            per: ::core::time::Duration::from_nanos(#per_ns),
+        }),
+        Limit::Debounce(ns) => {
+            quote!(#private::Limit::Debounce(::core::time::Duration::from_nanos(#ns)))
+        }
+    });
+    let path = |p: &Option<super::ast::FieldPath>| match p {
+        Some(p) => {
+            let parts = p.parts();
+            quote!(::core::option::Option::Some(&[#(#parts),*]))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let (key, priority) = (path(&l.key), path(&l.priority));
+    let setter = quote!(.with_limits(::std::vec![#(#items),*], #key, #priority));
+    let input = format_ident!("__nanoflow_limited");
+    let key_check = l.key.as_ref().map(|p| {
+        let members = &p.members;
+        let read = respan(quote!(&#input #(.#members)*), p.span);
+        quote!(let _ = #read;)
+    });
+    let priority_check = l.priority.as_ref().map(|p| {
+        let members = &p.members;
+        let read = respan(quote!(#private::priority(&#input #(.#members)*)), p.span);
+        quote!(#read;)
+    });
+    let checks = quote! {
+        #[allow(dead_code)]
+        fn __nanoflow_limit_fields(#input: &#input_ty) {
+            #key_check
+            #priority_check
+        }
+    };
+    (setter, checks)
+}
+
+/// `signal_<name>(run_id, value)` for each `signal(name: T, ..)` of the graph, and `signal` when
+/// there is exactly one.
+fn signal_methods(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
+    let Some(graph) = &wf.graph else {
+        return TokenStream::new();
+    };
+    let vis = &wf.vis;
+    let workflow = wf.name.to_string();
+    let mut steps = Vec::new();
+    graph.steps(&mut steps);
+    let signals: Vec<&Signal> = steps
+        .into_iter()
+        .filter_map(|s| match s {
+            StepRef::Signal(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let method = |ident: syn::Ident, signal: &Signal| {
+        let ty = &signal.ty;
+        let name = signal.name.to_string();
+        let doc = format!(
+            "Sends signal `{name}` to run `run_id` of `{workflow}`: the run waiting at its step `{name}` goes on with `value`."
+        );
+        quote! {
+            #[doc = #doc]
+            #[allow(dead_code)]
+            #vis async fn #ident(
+                &self,
+                run_id: #private::RunId,
+                value: #ty,
+            ) -> ::core::result::Result<(), #private::SignalError> {
+                #private::send_signal::<#ty>(
+                    <Self as #private::Workflow>::NAME,
+                    run_id,
+                    #name,
+                    &value,
+                )
+                .await
+            }
+        }
+    };
+    let mut out: TokenStream = signals
+        .iter()
+        .map(|s| method(format_ident!("signal_{}", s.name, span = s.name.span()), s))
+        .collect();
+    if let [only] = signals.as_slice() {
+        out.extend(method(
+            format_ident!("signal", span = only.name.span()),
+            only,
+        ));
+    }
+    out
 }
 
 /// The workflow as a node, for use in other workflows (a sub-workflow): its `Node` impl runs
@@ -921,6 +1128,7 @@ fn stub(private: &TokenStream, wf: &WorkflowDecl, errors: &[syn::Error]) -> Toke
     let poisoned = poison::poisoned_type(first);
     let rest = poison::report(rest);
     let poisoned_alias = quote!(__nanoflow_poisoned);
+    let signal_methods = signal_methods(private, wf);
     let as_node = as_node(private, &ty, &wf.name, &poisoned_alias, &poisoned_alias);
     // The node names that were read are still resolved, so an unknown one is reported too.
     let mut nodes = Vec::new();
@@ -977,6 +1185,8 @@ fn stub(private: &TokenStream, wf: &WorkflowDecl, errors: &[syn::Error]) -> Toke
                 #vis fn graph(&self) -> &'static #private::Graph {
                     ::core::unreachable!()
                 }
+
+                #signal_methods
             }
         };
 

@@ -7,8 +7,8 @@ use syn::{token, Token};
 use syn::punctuated::Punctuated;
 
 use super::ast::{
-    Arm, Chain, Compensation, Defaults, FieldPat, Fields, If, Map, MapOption, Match, NodeRef,
-    Pattern, Stage, WorkflowDecl, WorkflowFile,
+    Arm, Chain, Compensation, Defaults, FieldPat, FieldPath, Fields, If, Limit, Limits, Map,
+    MapOption, Match, NodeRef, Pattern, Signal, Sleep, Stage, WorkflowDecl, WorkflowFile,
 };
 use crate::trigger;
 
@@ -103,6 +103,8 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Vec<syn::Error>) -> Option<Wo
         defaults: Defaults::default(),
         compensations: Vec::new(),
         finishes: None,
+        limits: Limits::default(),
+        timeout: None,
         vis,
         name,
         colon: Span::call_site(),
@@ -128,7 +130,10 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Vec<syn::Error>) -> Option<Wo
         input.parse()
     };
     match graph {
-        Ok(graph) => decl.graph = Some(graph),
+        Ok(mut graph) => {
+            graph.name_sleeps(&mut 0);
+            decl.graph = Some(graph)
+        }
         Err(e) => {
             decl.errors.push(e);
             skip_past_semicolon(input);
@@ -199,13 +204,235 @@ fn parse_attrs(decl: &mut WorkflowDecl, attrs: Vec<syn::Attribute>) {
                     format!("{e}; write `#[finishes(workflow)]`, e.g. `#[finishes(checkout)]`"),
                 )),
             }
+        } else if attr.path().is_ident("limit") {
+            parse_limit(&attr, &mut decl.limits, &mut decl.errors);
+        } else if attr.path().is_ident("timeout") {
+            if let Err(e) = parse_timeout(&attr, &mut decl.timeout) {
+                decl.errors.push(e);
+            }
         } else {
             decl.errors.push(syn::Error::new_spanned(
                 attr.path(),
-                "unsupported attribute on a workflow; expected doc comments, `#[trigger(...)]`, `#[defaults(...)]`, `#[compensate(...)]` or `#[finishes(...)]`",
+                "unsupported attribute on a workflow; expected doc comments, `#[trigger(...)]`, `#[defaults(...)]`, `#[compensate(...)]`, `#[finishes(...)]`, `#[limit(...)]` or `#[timeout(...)]`",
             ));
         }
     }
+}
+
+const LIMIT_OPTIONS: &str = "expected `concurrency = 2`, `rate = \"100/s\"`, `debounce = \"2s\"`, `key = field` or `priority = field`";
+
+/// One `#[limit(..)]`, merged into `limits`: each limit, the key and the priority at most once
+/// per workflow (the key may be repeated, the same).
+fn parse_limit(attr: &syn::Attribute, limits: &mut Limits, errors: &mut Vec<syn::Error>) {
+    if matches!(attr.meta, syn::Meta::Path(_)) {
+        errors.push(syn::Error::new_spanned(
+            attr.path(),
+            format!("`#[limit]` needs options in parentheses; {LIMIT_OPTIONS}, as in `#[limit(concurrency = 2)]`"),
+        ));
+        return;
+    }
+    let mut any = false;
+    let result = attr.parse_nested_meta(|meta| {
+        any = true;
+        let key = meta
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if let Err(e) = parse_limit_option(&meta, &key, limits) {
+            errors.push(e);
+            let _ = crate::node::parse::skip_value(&meta);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        errors.push(e);
+    } else if !any {
+        errors.push(syn::Error::new_spanned(
+            attr,
+            format!("`#[limit()]` declares no limit; {LIMIT_OPTIONS}"),
+        ));
+    }
+}
+
+fn parse_limit_option(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    key: &str,
+    limits: &mut Limits,
+) -> syn::Result<()> {
+    let example = match key {
+        "concurrency" => "concurrency = 2",
+        "rate" => "rate = \"100/s\"",
+        "debounce" => "debounce = \"2s\"",
+        "key" => "key = customer",
+        "priority" => "priority = tier",
+        _ => {
+            let path = &meta.path;
+            let shown = quote::quote!(#path).to_string().replace(' ', "");
+            return Err(meta.error(format!(
+                "unknown `#[limit]` option `{shown}`; {LIMIT_OPTIONS}"
+            )));
+        }
+    };
+    let span = syn::spanned::Spanned::span(&meta.path);
+    let input = meta
+        .value()
+        .map_err(|_| meta.error(format!("`{key}` needs a value, as in `{example}`")))?;
+    let limit = match key {
+        "concurrency" => {
+            let expr: syn::Expr = input.parse()?;
+            let n = match &expr {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(n),
+                    ..
+                }) => n.base10_parse::<u32>().ok().filter(|n| *n > 0),
+                _ => None,
+            };
+            let n = n.ok_or_else(|| {
+                syn::Error::new_spanned(
+                    &expr,
+                    "`concurrency` takes a whole number of runs from 1, as in `concurrency = 2`",
+                )
+            })?;
+            Limit::Concurrency(n)
+        }
+        "rate" => {
+            let lit = limit_string(input, key, example)?;
+            let (count, per) = nanoflow_rules::parse_rate(&lit.value())
+                .map_err(|e| syn::Error::new(lit.span(), e))?;
+            let per_ns = u64::try_from(per.as_nanos())
+                .map_err(|_| syn::Error::new(lit.span(), "the rate's period is too long"))?;
+            Limit::Rate { count, per_ns }
+        }
+        "debounce" => {
+            let lit = limit_string(input, key, example)?;
+            let ns =
+                crate::duration::parse(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
+            if ns == 0 {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "`debounce` must be longer than zero, as in `debounce = \"2s\"`",
+                ));
+            }
+            Limit::Debounce(ns)
+        }
+        _ => {
+            let path = parse_field_path(input, key)?;
+            let slot = if key == "key" {
+                &mut limits.key
+            } else {
+                &mut limits.priority
+            };
+            match slot {
+                None => *slot = Some(path),
+                Some(before) if key == "key" && before.parts() == path.parts() => {}
+                Some(before) if key == "key" => {
+                    return Err(syn::Error::new(
+                        path.span,
+                        format!(
+                            "a workflow's limits share one key, and `key = {}` was given before; write `key = {}` here too",
+                            before.parts().join("."),
+                            before.parts().join("."),
+                        ),
+                    ))
+                }
+                Some(_) => return Err(syn::Error::new(span, "`priority` specified more than once")),
+            }
+            return Ok(());
+        }
+    };
+    if limits.limits.iter().any(|(l, _)| l.option() == key) {
+        return Err(syn::Error::new(
+            span,
+            format!("`{key}` specified more than once"),
+        ));
+    }
+    limits.limits.push((limit, span));
+    Ok(())
+}
+
+/// `rate = "100/s"`: the string.
+fn limit_string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result<syn::LitStr> {
+    let expr: syn::Expr = input.parse()?;
+    match expr {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => Ok(lit),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{key}` takes a string, as in `{example}`"),
+        )),
+    }
+}
+
+/// `key = customer` or `key = "customer.id"` (as `#[node(state, key = ..)]`): the members carry
+/// the user's token, so that a missing field is reported there.
+fn parse_field_path(input: ParseStream<'_>, key: &str) -> syn::Result<FieldPath> {
+    let expected = format!("`{key}` names a field of the workflow's input, as in `{key} = customer` or `{key} = \"customer.id\"`");
+    if input.peek(syn::LitStr) {
+        let lit: syn::LitStr = input.parse()?;
+        let members = lit
+            .value()
+            .split('.')
+            .map(|part| syn::parse_str::<syn::Member>(part.trim()))
+            .collect::<syn::Result<Vec<_>>>()
+            .map_err(|_| {
+                syn::Error::new(
+                    lit.span(),
+                    format!("invalid field path `{}`; {expected}", lit.value()),
+                )
+            })?;
+        let members = members
+            .into_iter()
+            .map(|m| match m {
+                syn::Member::Named(mut i) => {
+                    i.set_span(lit.span());
+                    syn::Member::Named(i)
+                }
+                syn::Member::Unnamed(mut i) => {
+                    i.span = lit.span();
+                    syn::Member::Unnamed(i)
+                }
+            })
+            .collect();
+        return Ok(FieldPath {
+            members,
+            span: lit.span(),
+        });
+    }
+    let member: syn::Member = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), &expected))?;
+    let span = syn::spanned::Spanned::span(&member);
+    Ok(FieldPath {
+        members: vec![member],
+        span,
+    })
+}
+
+/// `#[timeout("1h")]`: the whole run's time limit.
+fn parse_timeout(attr: &syn::Attribute, timeout: &mut Option<(u64, Span)>) -> syn::Result<()> {
+    const FORM: &str =
+        "`#[timeout(..)]` takes the whole run's time limit, as in `#[timeout(\"1h\")]`";
+    if timeout.is_some() {
+        return Err(syn::Error::new_spanned(
+            attr.path(),
+            "`#[timeout(..)]` specified more than once",
+        ));
+    }
+    let lit: syn::LitStr = attr
+        .parse_args()
+        .map_err(|e| syn::Error::new(e.span(), FORM))?;
+    let ns = crate::duration::parse(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
+    if ns == 0 {
+        return Err(syn::Error::new(
+            lit.span(),
+            "`timeout` must be longer than zero",
+        ));
+    }
+    *timeout = Some((ns, lit.span()));
+    Ok(())
 }
 
 struct CompensationPair {
@@ -317,8 +544,15 @@ impl Parse for Stage {
         }
         if input.peek(syn::Ident) && input.peek2(token::Paren) {
             let fork = input.fork();
-            if fork.parse::<syn::Ident>()? == "map" {
+            let keyword = fork.parse::<syn::Ident>()?;
+            if keyword == "map" {
                 return parse_map(input).map(Stage::Map);
+            }
+            if keyword == "signal" {
+                return parse_signal(input).map(Stage::Signal);
+            }
+            if keyword == "sleep" {
+                return parse_sleep(input).map(Stage::Sleep);
             }
         }
         if input.peek(syn::Ident)
@@ -330,7 +564,7 @@ impl Parse for Stage {
             return input.parse().map(Stage::Node);
         }
         Err(input.error(
-            "expected a node name, `(` to start parallel branches, `match`, `if` or `map(..)`",
+            "expected a node name, `(` to start parallel branches, `match`, `if`, `map(..)`, `signal(..)` or `sleep(..)`",
         ))
     }
 }
@@ -589,6 +823,115 @@ fn parse_map(input: ParseStream<'_>) -> syn::Result<Map> {
         keyword,
         body,
         options,
+    })
+}
+
+const SIGNAL: &str = "expected `signal(name: Type)` or `signal(name: Type, timeout = \"3d\")`, as in `signal(approval: Approval)`";
+
+/// `signal(name: Type)` or `signal(name: Type, timeout = "3d")`.
+fn parse_signal(input: ParseStream<'_>) -> syn::Result<Signal> {
+    let keyword: syn::Ident = input.parse()?;
+    let content;
+    let paren = syn::parenthesized!(content in input);
+    let paren = paren.span.join();
+    within(&content, |content| {
+        if content.is_empty() {
+            return Err(syn::Error::new(paren, SIGNAL));
+        }
+        let name: syn::Ident = content
+            .parse()
+            .map_err(|e| syn::Error::new(e.span(), SIGNAL))?;
+        content
+            .parse::<Token![:]>()
+            .map_err(|e| syn::Error::new(e.span(), SIGNAL))?;
+        let ty: syn::Type = content.parse()?;
+        let mut timeout = None;
+        while !content.is_empty() {
+            content
+                .parse::<Token![,]>()
+                .map_err(|e| syn::Error::new(e.span(), SIGNAL))?;
+            if content.is_empty() {
+                break;
+            }
+            let key: syn::Ident = content
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), SIGNAL))?;
+            if key != "timeout" {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("unknown `signal` option `{key}`; expected `timeout = \"3d\"`"),
+                ));
+            }
+            if timeout.is_some() {
+                return Err(syn::Error::new(
+                    key.span(),
+                    "`timeout` specified more than once",
+                ));
+            }
+            content.parse::<Token![=]>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "`timeout` needs a value, as in `timeout = \"3d\"`",
+                )
+            })?;
+            let expr: syn::Expr = content.parse()?;
+            match expr {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(lit),
+                    ..
+                }) => timeout = Some(lit),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "`timeout` takes a string, as in `timeout = \"3d\"`",
+                    ))
+                }
+            }
+        }
+        Ok(Signal {
+            keyword,
+            paren,
+            name,
+            ty,
+            timeout,
+        })
+    })
+}
+
+/// `sleep("10m")` or `sleep("10m") as pause`.
+fn parse_sleep(input: ParseStream<'_>) -> syn::Result<Sleep> {
+    const FORM: &str = "`sleep` takes a duration, as in `sleep(\"10m\")`";
+    let keyword: syn::Ident = input.parse()?;
+    let content;
+    let paren = syn::parenthesized!(content in input);
+    let duration = within(&content, |content| {
+        if content.is_empty() {
+            return Err(syn::Error::new(paren.span.join(), FORM));
+        }
+        let expr: syn::Expr = content.parse()?;
+        let lit = match expr {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(lit),
+                ..
+            }) => lit,
+            other => return Err(syn::Error::new_spanned(other, FORM)),
+        };
+        if !content.is_empty() {
+            return Err(content.error(FORM));
+        }
+        Ok(lit)
+    })?;
+    let (name, aliased) = if input.peek(Token![as]) {
+        input.parse::<Token![as]>()?;
+        (input.parse()?, true)
+    } else {
+        (syn::Ident::new("sleep", keyword.span()), false)
+    };
+    Ok(Sleep {
+        keyword,
+        duration,
+        name,
+        aliased,
     })
 }
 

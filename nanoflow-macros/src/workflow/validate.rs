@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use proc_macro2::Span;
 
-use super::ast::{Chain, Map, Match, Pattern, Stage, WorkflowFile};
+use super::ast::{
+    Chain, Map, Match, Misplaced, Pattern, Stage, StepRef, WorkflowDecl, WorkflowFile,
+};
 use crate::ctxt::Ctxt;
 use crate::trigger;
 
@@ -53,6 +55,7 @@ pub(crate) fn validate(file: &WorkflowFile) -> Vec<Vec<syn::Error>> {
             }
         }
         check_finishes(&mut cx, wf);
+        check_limit_key(&mut cx, wf);
         for t in &wf.triggers {
             trigger::validate::validate(&mut cx, t);
             if let Some(route) = t.route_key() {
@@ -174,6 +177,7 @@ fn check_graph(cx: &mut Ctxt, graph: &Chain, colon: Span, name: &str) {
     if graph.stages.is_empty() {
         cx.error_at(colon, format!("workflow `{name}` has no steps; write at least one node, e.g. `{name}: validate -> confirm;`"));
     }
+    check_wait_durations(cx, graph);
     if let Some(m) = graph.leading_match() {
         cx.error_at(
             m.keyword,
@@ -181,19 +185,81 @@ fn check_graph(cx: &mut Ctxt, graph: &Chain, colon: Span, name: &str) {
         );
     }
     check_chain(cx, graph, name, true);
-    let mut steps: HashMap<String, &syn::Ident> = HashMap::new();
-    let mut nodes = Vec::new();
-    graph.nodes(&mut nodes);
-    for node in nodes {
-        let step = node.step_ident();
-        let key = step.to_string();
-        if steps.insert(key.clone(), step).is_some() {
-            let message = if node.alias.is_some() {
-                format!("the name `{key}` is used twice in workflow `{name}`; choose another alias")
-            } else {
-                format!("node `{key}` appears twice in workflow `{name}`; give this use an alias: `{key} as {key}_2`")
+    check_wait_placement(cx, graph, name);
+    let mut names: HashMap<String, &syn::Ident> = HashMap::new();
+    let mut steps = Vec::new();
+    graph.steps(&mut steps);
+    for step in steps {
+        let ident = step.ident();
+        let key = ident.to_string();
+        if names.insert(key.clone(), ident).is_some() {
+            let message = match step {
+                StepRef::Node(node) if node.alias.is_some() => format!(
+                    "the name `{key}` is used twice in workflow `{name}`; choose another alias"
+                ),
+                StepRef::Node(_) => format!("node `{key}` appears twice in workflow `{name}`; give this use an alias: `{key} as {key}_2`"),
+                StepRef::Signal(_) => format!("the name `{key}` is used twice in workflow `{name}`; a signal's name is its step's name: choose another"),
+                StepRef::Sleep(s) if s.aliased => format!(
+                    "the name `{key}` is used twice in workflow `{name}`; choose another alias"
+                ),
+                StepRef::Sleep(_) => format!("the name `{key}` is used twice in workflow `{name}`; name this sleep: `sleep(..) as pause`"),
             };
-            cx.error_spanned_by(step, message);
+            cx.error_spanned_by(ident, message);
+        }
+    }
+}
+
+/// `signal` and `sleep` pass on the value before them, whose type the expansion must name: not
+/// first in the workflow (no node names its input), nor first in a `match` arm binding fields,
+/// and not inside a `map(..)` (one item cannot wait while the others go on).
+fn check_wait_placement(cx: &mut Ctxt, graph: &Chain, name: &str) {
+    if let Some(keyword) = graph.leading_wait() {
+        cx.error_spanned_by(
+            keyword,
+            format!("workflow `{name}` starts with `{keyword}`, which passes on the value before it; start with a node, e.g. `{name}: receive -> {keyword}(..) -> ..;`"),
+        );
+    }
+    for (keyword, why) in graph.misplaced_waits(true, false) {
+        let message = match why {
+            Misplaced::InMap => format!("`{keyword}` inside `map(..)` is not supported: a wait holds the whole run, not one item; put it before or after the `map`"),
+            Misplaced::Unnamed => format!("`{keyword}` cannot come first in this `match` arm: it passes on the arm's payload, whose type the graph cannot name; put a node before it, e.g. `Approved(a) => record -> {keyword}(..)`"),
+        };
+        cx.error_spanned_by(keyword, message);
+    }
+}
+
+/// The durations of `signal(.., timeout = ..)` and `sleep(..)`: valid, and longer than zero.
+fn check_wait_durations(cx: &mut Ctxt, chain: &Chain) {
+    let mut steps = Vec::new();
+    chain.steps(&mut steps);
+    for step in steps {
+        let (lit, what) = match step {
+            StepRef::Signal(s) => match &s.timeout {
+                Some(lit) => (lit, "a signal's `timeout`"),
+                None => continue,
+            },
+            StepRef::Sleep(s) => (&s.duration, "`sleep`"),
+            StepRef::Node(_) => continue,
+        };
+        match crate::duration::parse(&lit.value()) {
+            Err(e) => cx.error_spanned_by(lit, e),
+            Ok(0) => cx.error_spanned_by(lit, format!("{what} must be longer than zero")),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// `key` and `priority` of `#[limit(..)]` say how limits apply: alone they limit nothing.
+fn check_limit_key(cx: &mut Ctxt, wf: &WorkflowDecl) {
+    if !wf.limits.limits.is_empty() {
+        return;
+    }
+    for (option, path) in [("key", &wf.limits.key), ("priority", &wf.limits.priority)] {
+        if let Some(path) = path {
+            cx.error_at(
+                path.span,
+                format!("`{option}` applies to a limit, and workflow `{}` has none; add `concurrency = 2`, `rate = \"100/s\"` or `debounce = \"2s\"` to this `#[limit(..)]`", wf.name),
+            );
         }
     }
 }
@@ -203,7 +269,7 @@ fn check_graph(cx: &mut Ctxt, graph: &Chain, colon: Span, name: &str) {
 fn check_chain(cx: &mut Ctxt, chain: &Chain, workflow: &str, mut named: bool) {
     for stage in &chain.stages {
         match stage {
-            Stage::Node(_) => {}
+            Stage::Node(_) | Stage::Signal(_) | Stage::Sleep(_) => {}
             Stage::Group { paren, branches } => {
                 if branches.is_empty() {
                     cx.error_at(*paren, format!("empty parallel group `()` in workflow `{workflow}`; list branches like `(tax, shipping)`"));
