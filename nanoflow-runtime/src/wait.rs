@@ -234,11 +234,14 @@ impl RunCtx {
             WAIT_ATTEMPT,
             Ok(Bytes::from(record)),
         );
-        let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
-        let mut writes = std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()));
-        writes.push(write);
-        let commit = d.journal.record_steps(writes, pending.take());
-        drop(pending);
+        let commit = {
+            // The run's row (and the records deferred until its next one) go with it.
+            let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writes =
+                std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+            writes.push(write);
+            d.journal.record_steps(writes, pending.take())
+        };
         wait_commit(commit).await?;
         Ok(until)
     }
