@@ -131,6 +131,24 @@ impl Flow {
     }
 }
 
+/// The signal step `name` of `graph`: `approval`, or `payment/approval` for one inside the
+/// sub-workflow step `payment` (as the run records it).
+fn signal_def(graph: &Graph, name: &str) -> Option<crate::graph::SignalDef> {
+    let (outer, inner) = match name.split_once('/') {
+        Some((outer, inner)) => (outer, Some(inner)),
+        None => (name, None),
+    };
+    graph
+        .steps
+        .iter()
+        .find(|s| s.name == outer)
+        .and_then(|s| match (s.kind, inner) {
+            (StepKind::Signal { signal, .. }, None) => Some(signal),
+            (StepKind::Workflow(sub), Some(inner)) => signal_def(sub, inner),
+            _ => None,
+        })
+}
+
 /// The limits of `graph` as the store applies them.
 fn spec(graph: &Graph) -> QueueSpec {
     QueueSpec {
@@ -273,15 +291,7 @@ impl App {
             signal: signal.to_owned(),
         };
         let wf = self.workflow_for(&record).ok_or_else(no_such)?;
-        let def = wf
-            .graph()
-            .steps
-            .iter()
-            .find_map(|s| match s.kind {
-                StepKind::Signal { signal: def, .. } if s.name == signal => Some(def),
-                _ => None,
-            })
-            .ok_or_else(no_such)?;
+        let def = signal_def(wf.graph(), signal).ok_or_else(no_such)?;
         (def.check)(&value).map_err(|error| SignalError::Invalid {
             signal: signal.to_owned(),
             error,
