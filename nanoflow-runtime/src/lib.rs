@@ -10,6 +10,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod graph;
 mod id;
+mod json;
 mod ingress;
 #[cfg(feature = "container")]
 pub mod isolation;

@@ -442,6 +442,8 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     if app.durable().is_none() {
         return;
     }
+    // Runs that fell due while no runner was up wake at once.
+    let mut first = true;
     loop {
         let next = app
             .flow
@@ -452,6 +454,7 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             .map(|Reverse((due, _))| *due);
         let now = now_ms();
         let wait = match next {
+            _ if first => Duration::ZERO,
             Some(due) if due <= now => Duration::ZERO,
             Some(due) => Duration::from_millis((due - now).min(1000)),
             None => Duration::from_millis(1000),
@@ -463,6 +466,7 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+        first = false;
         let now = now_ms();
         {
             let mut timers = app.flow.timers.lock().unwrap_or_else(|p| p.into_inner());
