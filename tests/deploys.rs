@@ -203,18 +203,18 @@ async fn a_deploy_that_changes_a_step_type_blocks_only_the_runs_past_it() {
     let r = settled(addr, a0).await;
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["output"], "receipt a0: 250 EUR");
-    // Cancelled, it ends as failed; a second cancel finds nothing blocked.
+    // Cancelled, it ends `cancelled`; a second cancel finds it ended.
     let a1 = &past_prepare[1];
     let r = request(addr, "POST", &format!("/runs/{a1}/cancel"), &[], b"").await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = run(addr, a1).await;
     assert_eq!(
         (&r["status"], &r["error"]["code"]),
-        (&"failed".into(), &"cancelled".into())
+        (&"cancelled".into(), &"cancelled".into())
     );
     let r = request(addr, "POST", &format!("/runs/{a1}/cancel"), &[], b"").await;
     assert_eq!(r.status, 409);
-    assert_eq!(r.json()["error"]["code"], "run_not_blocked");
+    assert_eq!(r.json()["error"]["code"], "run_finished");
 
     let stopped = Command::new("kill")
         .arg("-TERM")
@@ -351,6 +351,7 @@ async fn recorded_by_v1(journal: &Path, id: &str, prints: bool) -> nanoflow::Run
     let run_id = nanoflow::RunId::new();
     let input = format!(r#"{{"id":"{id}","qty":2}}"#);
     j.create_run(NewRun {
+        queued: None,
         run_id,
         workflow: "checkout",
         input: input.into(),

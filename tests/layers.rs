@@ -26,7 +26,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("store", &["store", "journal"]),
     ("observe", &["observability"]),
-    ("engine", &["run", "map", "state", "workflow", "replay", "wait"]),
+    (
+        "engine",
+        &["run", "map", "state", "workflow", "replay", "wait"],
+    ),
     ("ingress", &["ingress", "config"]),
     ("surface", &["triggers", "isolation", "admin"]),
     ("runner", &["runner", "testing"]),

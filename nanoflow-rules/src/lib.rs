@@ -69,7 +69,9 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
         .parse()
         .ok()
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("invalid rate `{text}`: the count must be a whole number of at least 1; {hint}"))?;
+        .ok_or_else(|| {
+            format!("invalid rate `{text}`: the count must be a whole number of at least 1; {hint}")
+        })?;
     let period = period.trim();
     let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
         parse_duration(period)
@@ -78,7 +80,9 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     }
     .map_err(|e| format!("invalid rate `{text}`: {e}"))?;
     if period.is_zero() {
-        return Err(format!("invalid rate `{text}`: the period must be longer than zero"));
+        return Err(format!(
+            "invalid rate `{text}`: the period must be longer than zero"
+        ));
     }
     Ok((count, period))
 }
@@ -86,7 +90,14 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
 /// Writes a duration the way [`parse_duration`] reads it: `1h`, `10m`, `2s`, `250ms`.
 pub fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();
-    for (unit, scale) in [("d", 86_400_000_000_000u128), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+    for (unit, scale) in [
+        ("d", 86_400_000_000_000u128),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
         if ns >= scale && ns % scale == 0 {
             return format!("{}{unit}", ns / scale);
         }

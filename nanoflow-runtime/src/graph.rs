@@ -163,7 +163,10 @@ pub type JsonCall =
     fn(Bytes, Option<Bytes>) -> BoxFuture<'static, Result<(Bytes, Option<Bytes>), NodeError>>;
 
 /// The [`JsonCall`] of a step that is not a node (a signal, a sleep): never called.
-fn not_callable(_: Bytes, _: Option<Bytes>) -> BoxFuture<'static, Result<(Bytes, Option<Bytes>), NodeError>> {
+fn not_callable(
+    _: Bytes,
+    _: Option<Bytes>,
+) -> BoxFuture<'static, Result<(Bytes, Option<Bytes>), NodeError>> {
     Box::pin(async { Err(NodeError::permanent("a signal or sleep step is not a node")) })
 }
 
@@ -461,7 +464,9 @@ impl Graph {
     }
 
     /// The signals its runs wait for: `(step name, timeout, type)`.
-    pub fn signals(&self) -> impl Iterator<Item = (&'static str, Option<std::time::Duration>, SignalDef)> + '_ {
+    pub fn signals(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, Option<std::time::Duration>, SignalDef)> + '_ {
         self.steps.iter().filter_map(|s| match s.kind {
             StepKind::Signal { timeout, signal } => Some((s.name, timeout, signal)),
             _ => None,

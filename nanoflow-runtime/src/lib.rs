@@ -36,7 +36,6 @@ pub mod workflow;
 pub use config::AdminToken;
 pub use error::Error;
 pub use graph::{Endpoint, Graph, Limit, Limits, MapDef, SignalDef, Step, StepKind};
-pub use wait::SignalError;
 pub use node::{Accepts, Data, ErrorKind, Isolation, Node, NodeError, NodeOptions, State};
 pub use observability::TraceParent;
 pub use run::{RunCtx, RunId};
@@ -49,6 +48,7 @@ pub use triggers::openapi;
 #[cfg(feature = "nats")]
 pub use triggers::queue::{dead_letter_subject, publish, publish_with_id, Published};
 pub use triggers::{DbEvent, DbOp, Overlap, Tick, TriggerDef};
+pub use wait::SignalError;
 pub use workflow::{DynWorkflow, InputError, InputErrorKind, Workflow};
 
 /// Support for the macros' expansions. Not a public API.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-pub(crate) use nanoflow_rules::{format_duration, parse_rate, reserved_route};
+pub(crate) use nanoflow_rules::{format_duration, reserved_route};
 
 /// Parses `1048576`, `64KiB`, `1MiB`, `2MB` (as `--max-body` takes them).
 pub(crate) fn parse_size(text: &str) -> Result<usize, String> {

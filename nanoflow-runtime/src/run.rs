@@ -331,7 +331,7 @@ pub(crate) struct Durable {
     /// computed again) and of last steps (written with the run's end).
     pub(crate) deferred: Mutex<Vec<StepWrite>>,
     /// The workflows chained `after` this one: recorded with this run's success.
-    pub(crate) downstream: Vec<&'static str>,
+    pub(crate) downstream: Vec<&'static Graph>,
     /// The waits the run recorded (signals, sleeps), by step name: when each is due to end
     /// by itself (`None`: a signal without a timeout).
     pub(crate) waits: HashMap<String, Option<u64>>,
@@ -761,9 +761,7 @@ impl RunCtx {
                     );
                     match &self.control {
                         None => tokio::time::sleep(delay).await,
-                        Some(control) => {
-                            control.interrupt(self, tokio::time::sleep(delay)).await?
-                        }
+                        Some(control) => control.interrupt(self, tokio::time::sleep(delay)).await?,
                     }
                     attempt += 1;
                 }
@@ -903,10 +901,11 @@ impl RunCtx {
             Ok(output) => d
                 .downstream
                 .iter()
-                .map(|&workflow| NewRun {
-                    queued: None,
-                    run_id: crate::id::chained_run_id(self.run_id, workflow),
-                    workflow,
+                .map(|&graph| NewRun {
+                    // A limited workflow's chained run waits in its queue like any other.
+                    queued: queued_entry(graph, output),
+                    run_id: crate::id::chained_run_id(self.run_id, graph.name),
+                    workflow: graph.name,
                     input: output.clone(),
                     idempotency_key: Some(crate::id::chain_key(self.run_id)),
                     // The chained run's graph is not at hand; its steps carry their own.
@@ -943,6 +942,21 @@ impl RunCtx {
             error,
         }
     }
+}
+
+/// Where a run of `graph` with JSON `input` waits to start, when `graph` has limits: its key,
+/// priority and earliest start (a debounce window's end).
+pub(crate) fn queued_entry(graph: &Graph, input: &[u8]) -> Option<crate::store::Queued> {
+    if !graph.limits.any() {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(input).unwrap_or_default();
+    let debounce = graph.limits.debounce().unwrap_or_default();
+    Some(crate::store::Queued {
+        key: graph.limits.key_of(&value),
+        priority: graph.limits.priority_of(&value),
+        due_ms: crate::runs::now_ms() + debounce.as_millis() as u64,
+    })
 }
 
 /// The records waiting for the run's next one (see [`Durable::deferred`]).

@@ -234,11 +234,14 @@ impl RunCtx {
             WAIT_ATTEMPT,
             Ok(Bytes::from(record)),
         );
-        let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
-        let mut writes = std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()));
-        writes.push(write);
-        let commit = d.journal.record_steps(writes, pending.take());
-        drop(pending);
+        let commit = {
+            // The run's row (and the records deferred until its next one) go with it.
+            let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writes =
+                std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+            writes.push(write);
+            d.journal.record_steps(writes, pending.take())
+        };
         wait_commit(commit).await?;
         Ok(until)
     }
@@ -353,8 +356,7 @@ pub(crate) mod memory {
     /// Entries past which closed and early ones are dropped (the oldest runs' early signals).
     const MAX: usize = 10_000;
 
-    static SLOTS: LazyLock<Mutex<HashMap<(RunId, String), Slot>>> =
-        LazyLock::new(Default::default);
+    static SLOTS: LazyLock<Mutex<HashMap<(RunId, String), Slot>>> = LazyLock::new(Default::default);
 
     /// The value delivered early, or the receiver the run waits on.
     pub(super) fn wait(run_id: RunId, step: &str) -> Result<Bytes, oneshot::Receiver<Bytes>> {
@@ -454,7 +456,7 @@ pub enum SignalError {
 pub(crate) trait SignalSink: Send + Sync {
     /// Delivers `value` (JSON) as signal `signal` of run `run_id`.
     fn deliver<'a>(
-        &'a self,
+        self: std::sync::Arc<Self>,
         run_id: RunId,
         signal: &'a str,
         value: Bytes,

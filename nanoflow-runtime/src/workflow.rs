@@ -229,7 +229,8 @@ async fn drive_in_span<W: Workflow>(w: W, ctx: &RunCtx, input: W::Input) -> Resu
         match &result {
             Ok(bytes) => ctx.finish_run(Ok(bytes.clone())).await?,
             // The journal itself failed: the run stays `running` and resumes after a restart.
-            Err(Error::Journal(_)) => {}
+            // A run that waits (a signal, a sleep) has not ended either.
+            Err(Error::Journal(_) | Error::Waiting { .. }) => {}
             Err(error) => ctx.finish_run(Err(RunError::from_error(error).1)).await?,
         }
     }

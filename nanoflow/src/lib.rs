@@ -38,8 +38,8 @@ pub use nanoflow_runtime::{dead_letter_subject, publish, publish_with_id, Publis
 pub use nanoflow_runtime::{
     Accepts, AdminToken, Data, DbEvent, DbOp, DynWorkflow, Endpoint, Error, ErrorKind, Graph,
     InputError, InputErrorKind, Isolation, MapDef, Node, NodeError, NodeOptions, Overlap, RunCtx,
-    RunId, RunStatus, RunSummary, Runner, ServeConfig, Server, SignalError, State, Step, StepKind, Tick,
-    TraceParent, TriggerDef, Workflow,
+    RunId, RunStatus, RunSummary, Runner, ServeConfig, Server, SignalError, State, Step, StepKind,
+    Tick, TraceParent, TriggerDef, Workflow,
 };
 
 #[cfg(feature = "container")]

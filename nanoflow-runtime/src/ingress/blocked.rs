@@ -102,34 +102,4 @@ impl App {
         };
         self.resume(record).await
     }
-
-    /// Cancels a blocked run: it ends as failed with the error `cancelled`. `Ok(false)` when
-    /// the run is not blocked.
-    pub(crate) async fn cancel_blocked(
-        &self,
-        journal: &Journal,
-        run_id: crate::id::RunId,
-    ) -> Result<bool, Error> {
-        match journal.get_run(run_id).await? {
-            Some(r) if r.status == crate::runs::RunStatus::Blocked => {}
-            _ => return Ok(false),
-        }
-        journal
-            .finish(
-                FinishWrite {
-                    run_id,
-                    outcome: Err(RunError {
-                        code: "cancelled".into(),
-                        message: "cancelled while blocked".into(),
-                        node: None,
-                        step: None,
-                    }),
-                    chained: Vec::new(),
-                },
-                None,
-            )
-            .await
-            .map_err(|e| Error::Journal(format!("journal write failed: {e}")))?;
-        Ok(true)
-    }
 }

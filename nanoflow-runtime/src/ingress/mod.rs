@@ -5,6 +5,7 @@
 
 pub(crate) mod blocked;
 pub(crate) mod chain;
+pub(crate) mod flow;
 pub(crate) mod fork;
 pub(crate) mod lease;
 pub(crate) mod reply;
@@ -98,7 +99,8 @@ impl Drop for Abandoned<'_> {
 pub(crate) struct Pending {
     run_id: RunId,
     workflow: &'static str,
-    future: JsonRun,
+    /// `None`: the run is queued (its workflow has limits); the queue loop starts it.
+    future: Option<JsonRun>,
     /// Without a durable journal, a run the store does not hold yet (a synchronous run without
     /// a key): recorded at its end if it fails, so that its error's run id can be looked up.
     unrecorded: Option<NewRun>,
@@ -113,36 +115,110 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+/// A run handed to its own task, or queued: resolves when it ends (a queued run: when it is
+/// started and ends, or stops to wait).
+pub(crate) struct Started(StartedKind);
+
+enum StartedKind {
+    Task(tokio::task::JoinHandle<Result<Bytes, Error>>),
+    Queued(tokio::sync::oneshot::Receiver<flow::Settled>),
+}
+
+impl std::future::Future for Started {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match &mut self.0 {
+            StartedKind::Task(handle) => std::pin::Pin::new(handle).poll(cx).map(|_| ()),
+            StartedKind::Queued(rx) => std::pin::Pin::new(rx).poll(cx).map(|_| ()),
+        }
+    }
+}
+
 impl Pending {
-    /// Drives the run on its own task, holding `permit` until it ends.
-    pub(crate) fn spawn(
-        self,
-        app: &Arc<App>,
-        permit: OwnedSemaphorePermit,
-    ) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
-        app.spawn_run(
-            self.run_id,
-            self.workflow,
-            self.future,
-            permit,
-            self.unrecorded,
-        )
+    /// Whether the run is queued (its workflow has limits): it starts when they allow.
+    pub(crate) fn is_queued(&self) -> bool {
+        self.future.is_none()
     }
 
-    /// Drives the run in the caller's task (spawning the rest if the caller goes away).
+    /// Drives the run on its own task, holding `permit` until it ends. A queued run holds
+    /// neither a task nor the permit: the queue loop starts it.
+    pub(crate) fn spawn(self, app: &Arc<App>, permit: OwnedSemaphorePermit) -> Started {
+        match self.future {
+            Some(future) => Started(StartedKind::Task(app.spawn_run(
+                self.run_id,
+                self.workflow,
+                future,
+                permit,
+                self.unrecorded,
+            ))),
+            None => {
+                drop(permit);
+                Started(StartedKind::Queued(app.flow.wait_for(self.run_id)))
+            }
+        }
+    }
+
+    /// Drives the run in the caller's task (spawning the rest if the caller goes away). A
+    /// queued run is awaited until it ends or waits (without holding `permit`).
     pub(crate) async fn drive(
         self,
         app: &Arc<App>,
         permit: OwnedSemaphorePermit,
     ) -> Result<Bytes, Error> {
-        app.drive_inline(
-            self.run_id,
-            self.workflow,
-            self.future,
-            permit,
-            self.unrecorded,
-        )
-        .await
+        match self.future {
+            Some(future) => {
+                app.drive_inline(self.run_id, self.workflow, future, permit, self.unrecorded)
+                    .await
+            }
+            None => {
+                drop(permit);
+                unreachable!("a queued run is awaited with `settled`, not driven")
+            }
+        }
+    }
+
+    /// How a queued run settles: it ends, or stops to wait.
+    pub(crate) async fn settled(self, app: &Arc<App>) -> flow::Settled {
+        let rx = app.flow.wait_for(self.run_id);
+        // The run may have ended before the receiver was registered.
+        if let Ok(Some(record)) = app.journal.get_run(self.run_id).await {
+            if let Some(settled) = settled_from_record(&record) {
+                return settled;
+            }
+        }
+        rx.await.unwrap_or(flow::Settled::Failed(
+            503,
+            RunError::from_error(&Error::Config(String::new())).1,
+        ))
+    }
+}
+
+/// How a recorded run settled, when it has.
+fn settled_from_record(record: &RunRecord) -> Option<flow::Settled> {
+    use crate::runs::RunStatus;
+    match record.status {
+        RunStatus::Succeeded => Some(flow::Settled::Output(
+            record.output.clone().unwrap_or_default(),
+        )),
+        RunStatus::Waiting => Some(flow::Settled::Waiting),
+        RunStatus::Failed | RunStatus::Cancelled | RunStatus::Blocked => {
+            let error: RunError = record
+                .error
+                .clone()
+                .and_then(|e| serde_json::from_value(e).ok())
+                .unwrap_or_else(RunError::cancelled);
+            let status = match error.code.as_str() {
+                "cancelled" | "debounced" | "graph_changed" => 409,
+                "workflow_timeout" | "node_timeout" => 504,
+                _ => 500,
+            };
+            Some(flow::Settled::Failed(status, error))
+        }
+        RunStatus::Running | RunStatus::Queued => None,
     }
 }
 
@@ -175,6 +251,8 @@ pub(crate) struct App {
     pub(crate) stalled: Mutex<Vec<RunId>>,
     /// This runner's keyed state of stateful nodes (without a journal) and per-key locks.
     pub(crate) keyed: Arc<crate::state::KeyedState>,
+    /// Flow control: what stops each run, callers waiting for queued runs, due times.
+    pub(crate) flow: flow::Flow,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -205,7 +283,39 @@ impl App {
                 recorded_here,
             )
             .with_trace_parent(s.trace_parent);
-        let future = s.workflow.start(ctx, &s.input).map_err(Refused::Input)?;
+        let future = s.workflow.start(ctx, &s.input).map_err(|e| {
+            self.flow.release(s.run_id);
+            Refused::Input(e)
+        })?;
+        if let Some(queued) = crate::run::queued_entry(graph, &s.input) {
+            // Checked above; the run starts from its record when its limits allow.
+            drop(future);
+            self.flow.release(s.run_id);
+            let pending = Pending {
+                run_id: s.run_id,
+                workflow: graph.name,
+                future: None,
+                unrecorded: None,
+            };
+            if s.record == Record::Done {
+                // A chained run, recorded queued with its upstream's success.
+                self.flow.kick();
+                return Ok(Admitted::New(pending));
+            }
+            let run = NewRun {
+                run_id: s.run_id,
+                workflow: graph.name,
+                input: s.input.clone(),
+                idempotency_key: s.key.clone(),
+                fingerprint: Some(graph.fingerprint()),
+                queued: Some(queued),
+            };
+            return match self.enqueue(graph, run).await {
+                Ok(Some(original)) => Ok(Admitted::Existing(original)),
+                Ok(None) => Ok(Admitted::New(pending)),
+                Err(e) => Err(Refused::Journal(e)),
+            };
+        }
         // The record is written by the journal's own thread whatever happens to this future: if
         // the caller goes away while it waits (a client hanging up), the run is handed to the
         // loop that resumes stalled runs, instead of staying recorded and undriven until a restart.
@@ -224,10 +334,12 @@ impl App {
                     None => {}
                     Some(Ok(original)) => {
                         abandoned.armed = false;
+                        self.flow.release(s.run_id);
                         return Ok(Admitted::Existing(original));
                     }
                     Some(Err(e)) => {
                         abandoned.armed = false;
+                        self.flow.release(s.run_id);
                         return Err(Refused::Journal(e));
                     }
                 }
@@ -243,6 +355,7 @@ impl App {
                 };
                 if let Err(e) = self.journal.create_run(run).await {
                     abandoned.armed = false;
+                    self.flow.release(s.run_id);
                     return Err(Refused::Journal(e));
                 }
             }
@@ -260,7 +373,7 @@ impl App {
         Ok(Admitted::New(Pending {
             run_id: s.run_id,
             workflow: graph.name,
-            future,
+            future: Some(future),
             unrecorded,
         }))
     }
@@ -300,7 +413,11 @@ impl App {
                 },
             ),
         };
-        self.isolate(ctx.observed(self.observe.observer(graph.name)))
+        let control = self.flow.control(run_id, crate::runs::now_ms(), graph);
+        self.isolate(
+            ctx.observed(self.observe.observer(graph.name))
+                .with_control(control),
+        )
     }
 
     fn isolate(&self, ctx: RunCtx) -> RunCtx {
@@ -359,6 +476,7 @@ impl App {
             let result = future.await;
             app.finish(run_id, workflow, started, &result, None);
             drop(permit);
+            app.after(run_id, workflow, &result).await;
             result
         })
     }
@@ -384,6 +502,7 @@ impl App {
             let result = future.await;
             app.finish(run_id, workflow, started, &result, unrecorded);
             drop(permit);
+            app.after(run_id, workflow, &result).await;
             result
         });
         let mut guard = CompleteOnDrop(Some(run));
@@ -392,9 +511,36 @@ impl App {
         result
     }
 
+    /// What follows a run's task: a run that waits is marked so (its task ends here); callers
+    /// of a queued run learn how it settled; a limited workflow's queue may move.
+    async fn after(
+        self: &Arc<Self>,
+        run_id: RunId,
+        workflow: &'static str,
+        result: &Result<Bytes, Error>,
+    ) {
+        self.flow.release(run_id);
+        if let Err(Error::Waiting { step, due_ms, .. }) = result {
+            self.suspended(run_id, step, *due_ms).await;
+        }
+        self.flow.settle(run_id, || flow::Settled::of(result));
+        if self
+            .workflows
+            .get(workflow)
+            .is_some_and(|wf| wf.graph().limits.any())
+        {
+            self.flow.kick();
+        }
+    }
+
     /// The workflows chained `after` `workflow`.
-    fn downstream_of(&self, workflow: &str) -> Vec<&'static str> {
-        self.downstream.get(workflow).cloned().unwrap_or_default()
+    fn downstream_of(&self, workflow: &str) -> Vec<&'static crate::graph::Graph> {
+        self.downstream
+            .get(workflow)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.workflows.get(name).map(|wf| wf.graph()))
+            .collect()
     }
 
     /// Records a finished run (a durable journal has it already, written by the run with its
@@ -426,6 +572,15 @@ impl App {
                     .unwrap_or_else(|p| p.into_inner())
                     .push(run_id);
             }
+            Err(Error::Waiting { step, due_ms, .. }) => {
+                tracing::info!(%run_id, workflow, status = "waiting", step = %step, due_ms, "run waits");
+            }
+            Err(error @ Error::Cancelled { .. }) => {
+                tracing::info!(%run_id, workflow, status = "cancelled", duration_ms, error = %error, "run finished");
+                if !self.durable {
+                    self.record_end(run_id, Err(RunError::from_error(error).1), unrecorded);
+                }
+            }
             Err(error @ Error::GraphChanged { .. }) => {
                 tracing::warn!(%run_id, workflow, status = "blocked", error = %error, "run parked: retry it from the start or cancel it (`runs retry --from-start`, `runs cancel`)");
             }
@@ -455,6 +610,16 @@ impl App {
         self: &Arc<Self>,
         record: RunRecord,
     ) -> Result<Option<tokio::task::JoinHandle<Result<Bytes, Error>>>, Error> {
+        self.resume_with(record, false).await
+    }
+
+    /// [`App::resume`]; `cancelled`: the run is resumed to be cancelled (it stops at its first
+    /// step or wait, runs its compensations and ends `cancelled`).
+    pub(crate) async fn resume_with(
+        self: &Arc<Self>,
+        record: RunRecord,
+        cancelled: bool,
+    ) -> Result<Option<tokio::task::JoinHandle<Result<Bytes, Error>>>, Error> {
         let Some(journal) = self.durable() else {
             return Ok(None);
         };
@@ -472,21 +637,26 @@ impl App {
             return Ok(None);
         }
         let resumed = record.completed_steps().into_iter().collect();
+        let control = self.flow.control(record.run_id, record.created_ms, graph);
+        if cancelled {
+            control.cancel();
+        }
         let ctx = self.isolate(
             RunCtx::durable(
                 graph.name,
                 record.run_id,
                 Durable {
-                    waits: Default::default(),
                     journal: journal.clone(),
                     graph,
                     resumed,
                     pending_create: Mutex::new(None),
                     deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.finishes().unwrap_or(graph.name)),
+                    waits: record.waits(),
                 },
             )
-            .observed(self.observe.observer(graph.name)),
+            .observed(self.observe.observer(graph.name))
+            .with_control(control),
         );
         let future = match wf.start(ctx, &record.input) {
             Ok(f) => f,
@@ -538,6 +708,7 @@ impl App {
             stop: watch::channel(false).0,
             stalled: Mutex::new(Vec::new()),
             keyed: Default::default(),
+            flow: Default::default(),
         }))
     }
 }

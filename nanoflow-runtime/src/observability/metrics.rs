@@ -28,6 +28,9 @@ pub(crate) struct WorkflowMetrics {
     failed: Counter,
     /// Runs parked because the graph changed under them (issue 13).
     blocked: Counter,
+    /// Run tasks that ended because their run waits (a signal, a sleep): the run resumes on a
+    /// task of its own later, counted as started again.
+    suspended: Counter,
     duration: Histogram,
     cron_lag: Histogram,
     cron_skipped: Counter,
@@ -44,6 +47,7 @@ impl WorkflowMetrics {
             succeeded: Counter::default(),
             failed: Counter::default(),
             blocked: Counter::default(),
+            suspended: Counter::default(),
             duration: Histogram::default(),
             cron_lag: Histogram::default(),
             cron_skipped: Counter::default(),
@@ -73,6 +77,11 @@ impl WorkflowMetrics {
     pub(crate) fn run_blocked(&self, took: Duration) {
         self.duration.observe(took);
         self.blocked.inc();
+    }
+
+    /// A run's task ended because the run waits.
+    pub(crate) fn run_suspended(&self) {
+        self.suspended.inc();
     }
 
     pub(crate) fn cron_fired(&self, lag: Duration) {
@@ -122,7 +131,8 @@ impl WorkflowMetrics {
 
     fn in_flight(&self) -> u64 {
         // Finished first: a run's finish is counted after its start, so this never goes negative.
-        let finished = self.succeeded.get() + self.failed.get() + self.blocked.get();
+        let finished =
+            self.succeeded.get() + self.failed.get() + self.blocked.get() + self.suspended.get();
         self.started.get().saturating_sub(finished)
     }
 }
@@ -180,6 +190,20 @@ impl Metrics {
                 "nanoflow_runs_started_total{{{}}} {}",
                 wf(w),
                 w.started.get()
+            );
+        }
+        header(
+            &mut out,
+            "nanoflow_runs_suspended_total",
+            "counter",
+            "Run tasks that ended because their run waits for a signal or a sleep's end (it resumes later, counted as started again).",
+        );
+        for w in &self.workflows {
+            let _ = writeln!(
+                out,
+                "nanoflow_runs_suspended_total{{{}}} {}",
+                wf(w),
+                w.suspended.get()
             );
         }
         header(

@@ -85,8 +85,11 @@ impl Observability {
         result: &Result<Bytes, Error>,
     ) {
         let blocked = matches!(result, Err(Error::GraphChanged { .. }));
+        let waits = matches!(result, Err(Error::Waiting { .. }));
         if let Some(w) = self.workflow(workflow) {
-            if blocked {
+            if waits {
+                w.run_suspended();
+            } else if blocked {
                 w.run_blocked(took);
             } else {
                 w.run_finished(result.is_ok(), took);
@@ -96,6 +99,8 @@ impl Observability {
             let status = match result {
                 Ok(_) => "succeeded",
                 Err(_) if blocked => "blocked",
+                Err(_) if waits => "waiting",
+                Err(Error::Cancelled { .. }) => "cancelled",
                 Err(_) => "failed",
             };
             let mut event = json!({

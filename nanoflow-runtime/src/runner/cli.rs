@@ -125,7 +125,9 @@ enum RunsCommand {
         #[arg(long)]
         from: String,
     },
-    /// Cancel a blocked run: it ends as failed with the error `cancelled`.
+    /// Cancel a run that has not ended (queued, waiting or blocked): it ends `cancelled`, after
+    /// the compensations of the steps it completed. A run executing in a runner is cancelled
+    /// through that runner's API (`POST /runs/{id}/cancel`).
     Cancel {
         /// The run id.
         id: String,
@@ -624,18 +626,30 @@ async fn runs(
             Ok(())
         }
         RunsCommand::Cancel { id } => {
+            use crate::ingress::flow::Cancelling;
             let run_id = parse_id(&id)?;
-            if !app.cancel_blocked(&j, run_id).await? {
-                return Err(match j.get_run(run_id).await? {
-                    Some(r) => Error::Config(format!(
-                        "run `{id}` is {}; only blocked runs can be cancelled",
-                        r.status.as_str()
-                    )),
-                    None => Error::Config(format!("no run `{id}` in the journal")),
-                });
+            match app.cancel_run(run_id).await? {
+                Cancelling::Unknown => Err(Error::Config(format!("no run `{id}` in the journal"))),
+                Cancelling::Finished(status) => Err(Error::Config(format!(
+                    "run `{id}` is {} already; only a run that has not ended can be cancelled",
+                    status.as_str()
+                ))),
+                Cancelling::Elsewhere | Cancelling::Stopping => Err(Error::Config(format!(
+                    "run `{id}` is running in a runner; cancel it through that runner's API: POST /runs/{id}/cancel"
+                ))),
+                Cancelling::Ended => {
+                    print_stdout(&format!("cancelled {run_id}\n"));
+                    Ok(())
+                }
+                Cancelling::Compensating(task) => {
+                    // It waited: resumed here, it runs its compensations and ends cancelled.
+                    if let Some(task) = task {
+                        let _ = task.await;
+                    }
+                    print_stdout(&format!("cancelled {run_id} (its compensations ran)\n"));
+                    Ok(())
+                }
             }
-            print_stdout(&format!("cancelled {run_id}\n"));
-            Ok(())
         }
     }
 }

@@ -137,6 +137,17 @@ impl Runner {
             limits,
             shutdown.subscribe(),
         ));
+        tokio::spawn(crate::ingress::flow::queue_loop(
+            app.clone(),
+            shutdown.subscribe(),
+        ));
+        tokio::spawn(crate::ingress::flow::wake_loop(
+            app.clone(),
+            shutdown.subscribe(),
+        ));
+        crate::wait::set_sink(
+            std::sync::Arc::downgrade(&app) as std::sync::Weak<dyn crate::wait::SignalSink>
+        );
         if let Some(journal) = app.durable() {
             // Every run that was accepted but not finished when the runner stopped continues
             // after its last completed step.

@@ -3,14 +3,17 @@
 //! line there). Each check panics with what the store got wrong.
 //!
 //! Give [`check`] an empty store: the checks create runs of their own workflows
-//! (`conformance_*`), and the last one prunes.
+//! (`conformance_*`); one prunes the finished runs of the checks before it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 
-use super::{Created, FinishWrite, NewRun, Retention, RunFilter, RunStore, StepWrite};
+use super::{
+    Cancel, Created, Delivery, FinishWrite, NewRun, QueueSpec, Queued, Retention, RunFilter,
+    RunStore, StepWrite, WAIT_ATTEMPT,
+};
 use crate::id::RunId;
 use crate::runs::{RunError, RunStatus};
 
@@ -28,6 +31,10 @@ pub async fn check(store: Arc<dyn RunStore>) {
     unfinished_runs_oldest_first(&*store).await;
     concurrent_writers(store.clone()).await;
     prune_keeps_running_runs(&*store).await;
+    // After the prune, whose runs sort before theirs.
+    signals_and_waits(&*store).await;
+    queues_and_limits(&*store).await;
+    cancellation(&*store).await;
     assert!(
         store.health().is_ok(),
         "a working store reports itself healthy"
@@ -619,4 +626,324 @@ pub async fn prune_keeps_running_runs(store: &dyn RunStore) {
         Some(RunStatus::Blocked),
         "a blocked run stays until acted on"
     );
+}
+
+fn queued_run(
+    run_id: RunId,
+    workflow: &'static str,
+    key: &str,
+    priority: i64,
+    due_ms: u64,
+) -> NewRun {
+    NewRun {
+        queued: Some(Queued {
+            key: key.to_owned(),
+            priority,
+            due_ms,
+        }),
+        ..new_run(run_id, workflow, None)
+    }
+}
+
+/// Signals are recorded once (a signal and a timeout race: one wins), a run waits unless its
+/// signal is there already, a due run wakes, and a delivery wakes a waiting run.
+pub async fn signals_and_waits(store: &dyn RunStore) {
+    let now = crate::runs::now_ms();
+    let (a, b) = (id(9001), id(9002));
+    store
+        .create_run(new_run(a, "conformance_signals", None))
+        .await
+        .unwrap();
+    let kept = store
+        .deliver(step(a, "approval", 1, r#"{"signal":1}"#))
+        .await
+        .unwrap();
+    assert!(
+        matches!(kept, Delivery::Kept),
+        "a running run keeps a signal: {kept:?}"
+    );
+    let twice = store
+        .deliver(step(a, "approval", 1, r#"{"signal":2}"#))
+        .await
+        .unwrap();
+    assert!(matches!(twice, Delivery::AlreadyDelivered), "{twice:?}");
+    assert!(
+        !store.suspend(a, "approval".into(), None).await.unwrap(),
+        "a run whose signal arrived does not wait for it"
+    );
+    let run = store.get_run(a).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(
+        run.completed_steps(),
+        vec![("approval".to_owned(), Bytes::from(r#"{"signal":1}"#))]
+    );
+
+    store
+        .create_run(new_run(b, "conformance_signals", None))
+        .await
+        .unwrap();
+    store
+        .record_step(step(b, "approval", WAIT_ATTEMPT, r#"{"until_ms":1}"#), None)
+        .await
+        .unwrap();
+    assert!(store
+        .suspend(b, "approval".into(), Some(now - 1))
+        .await
+        .unwrap());
+    let run = store.get_run(b).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Waiting);
+    assert_eq!(run.due_ms, Some(now - 1));
+    assert_eq!(run.timeline[0].status, "waiting", "{:?}", run.timeline);
+    assert_eq!(run.waits().get("approval"), Some(&Some(1)));
+    assert!(
+        run.completed_steps().is_empty(),
+        "a wait is not a step's value"
+    );
+    let listed = store
+        .list_runs(RunFilter {
+            workflow: Some("conformance_signals".into()),
+            status: Some(RunStatus::Waiting),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+
+    let woken = store.wake_due(now, 100).await.unwrap();
+    assert!(woken.iter().any(|r| r.run_id == b), "a due run wakes");
+    let run = store.get_run(b).await.unwrap().unwrap();
+    assert_eq!((run.status, run.due_ms), (RunStatus::Running, None));
+    assert!(
+        store
+            .wake_due(now, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.run_id != b),
+        "a woken run is taken once"
+    );
+
+    // Waiting for a signal only: not due; a delivery wakes it with its timeline.
+    assert!(store.suspend(b, "approval".into(), None).await.unwrap());
+    assert!(store
+        .wake_due(now + 1_000_000, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.run_id != b));
+    match store
+        .deliver(step(b, "approval", 1, r#"{"signal":true}"#))
+        .await
+        .unwrap()
+    {
+        Delivery::Woken(run) => {
+            assert_eq!(run.run_id, b);
+            assert_eq!(run.status, RunStatus::Running);
+            assert_eq!(run.completed_steps().len(), 1, "{:?}", run.timeline);
+        }
+        other => panic!("a waiting run is woken by its signal: {other:?}"),
+    }
+    store
+        .finish(finish(b, Ok("1"), Vec::new()), None)
+        .await
+        .unwrap();
+    let ended = store.deliver(step(b, "other", 1, "{}")).await.unwrap();
+    assert!(
+        matches!(ended, Delivery::Finished(RunStatus::Succeeded)),
+        "{ended:?}"
+    );
+    let unknown = store
+        .deliver(step(id(9099), "approval", 1, "{}"))
+        .await
+        .unwrap();
+    assert!(matches!(unknown, Delivery::UnknownRun), "{unknown:?}");
+}
+
+/// Queued runs start in order of priority then arrival, per key, as concurrency, rates and
+/// due times allow; debounce replaces a key's queued runs.
+pub async fn queues_and_limits(store: &dyn RunStore) {
+    let now = crate::runs::now_ms();
+    let w = "conformance_queue";
+    let one = QueueSpec {
+        concurrency: Some(1),
+        rate: None,
+    };
+    for (n, key) in [(9101, "k"), (9102, "k"), (9103, "j"), (9104, "k")] {
+        store
+            .create_run(queued_run(id(n), w, key, 0, now))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.get_run(id(9101)).await.unwrap().unwrap().status,
+        RunStatus::Queued
+    );
+    let started: Vec<RunId> = store
+        .start_queued(w, one, now, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(
+        started,
+        vec![id(9101), id(9103)],
+        "one per key, in arrival order"
+    );
+    assert!(
+        store
+            .start_queued(w, one, now, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "slots are full"
+    );
+    // A higher priority goes before earlier arrivals of its key.
+    store
+        .create_run(queued_run(id(9105), w, "k", 5, now))
+        .await
+        .unwrap();
+    store
+        .finish(finish(id(9101), Ok("1"), Vec::new()), None)
+        .await
+        .unwrap();
+    let next = store.start_queued(w, one, now, 10).await.unwrap();
+    assert_eq!(
+        next.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        vec![id(9105)]
+    );
+    assert_eq!(next[0].status, RunStatus::Running);
+    assert_eq!(
+        &next[0].input[..],
+        format!(r#"{{"n":"{}"}}"#, id(9105)).as_bytes()
+    );
+    // A waiting run holds its slot.
+    assert!(store.suspend(id(9105), "s".into(), None).await.unwrap());
+    store
+        .finish(finish(id(9103), Ok("1"), Vec::new()), None)
+        .await
+        .unwrap();
+    assert!(store
+        .start_queued(w, one, now, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A rate: two per minute.
+    let r = "conformance_rate";
+    for n in 9111..9114 {
+        store
+            .create_run(queued_run(id(n), r, "", 0, now))
+            .await
+            .unwrap();
+    }
+    let rate = QueueSpec {
+        concurrency: None,
+        rate: Some((2, 60_000)),
+    };
+    assert_eq!(store.start_queued(r, rate, now, 10).await.unwrap().len(), 2);
+    assert!(store
+        .start_queued(r, rate, now + 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .start_queued(r, rate, now + 60_001, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Not before its due time; a newer run of the key replaces it.
+    let d = "conformance_debounce";
+    store
+        .create_run(queued_run(id(9121), d, "c", 0, now + 60_000))
+        .await
+        .unwrap();
+    store
+        .create_run(queued_run(id(9122), d, "c", 0, now + 60_000))
+        .await
+        .unwrap();
+    store
+        .create_run(queued_run(id(9123), d, "e", 0, now + 60_000))
+        .await
+        .unwrap();
+    assert!(store
+        .start_queued(d, QueueSpec::default(), now, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let replaced = store.supersede(d, "c".into(), id(9122)).await.unwrap();
+    assert_eq!(replaced, vec![id(9121)]);
+    let old = store.get_run(id(9121)).await.unwrap().unwrap();
+    assert_eq!(old.status, RunStatus::Cancelled);
+    assert_eq!(old.error.unwrap()["code"], "debounced");
+    let due: Vec<RunId> = store
+        .start_queued(d, QueueSpec::default(), now + 60_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(due, vec![id(9122), id(9123)]);
+}
+
+/// Cancelling: a queued run ends at once, a waiting run is handed back running (to run its
+/// compensations), a running one is left to its runner, an ended one is untouched.
+pub async fn cancellation(store: &dyn RunStore) {
+    let now = crate::runs::now_ms();
+    let w = "conformance_cancel";
+    store
+        .create_run(queued_run(id(9201), w, "", 0, now))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.cancel(id(9201)).await.unwrap(),
+        Cancel::Ended
+    ));
+    let run = store.get_run(id(9201)).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert!(run.finished_ms.is_some());
+    assert!(store
+        .start_queued(w, QueueSpec::default(), now, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        store.cancel(id(9201)).await.unwrap(),
+        Cancel::Finished(RunStatus::Cancelled)
+    ));
+
+    store.create_run(new_run(id(9202), w, None)).await.unwrap();
+    assert!(matches!(
+        store.cancel(id(9202)).await.unwrap(),
+        Cancel::Running
+    ));
+    assert!(store.suspend(id(9202), "go".into(), None).await.unwrap());
+    match store.cancel(id(9202)).await.unwrap() {
+        Cancel::Woken(run) => assert_eq!(run.status, RunStatus::Running),
+        other => panic!("a waiting run is handed back to compensate: {other:?}"),
+    }
+    store
+        .finish(
+            FinishWrite {
+                run_id: id(9202),
+                outcome: Err(RunError::cancelled()),
+                chained: Vec::new(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run(id(9202)).await.unwrap().unwrap().status,
+        RunStatus::Cancelled
+    );
+    assert!(matches!(
+        store.cancel(id(9299)).await.unwrap(),
+        Cancel::UnknownRun
+    ));
 }

@@ -457,8 +457,12 @@ impl RunStore for MemoryStore {
                 continue;
             };
             match run.status {
-                RunStatus::Queued => queued.push((l.priority, run.run_id, l.key.clone(), run.due_ms)),
-                RunStatus::Running | RunStatus::Waiting => *busy.entry(l.key.clone()).or_default() += 1,
+                RunStatus::Queued => {
+                    queued.push((l.priority, run.run_id, l.key.clone(), run.due_ms))
+                }
+                RunStatus::Running | RunStatus::Waiting => {
+                    *busy.entry(l.key.clone()).or_default() += 1
+                }
                 _ => {}
             }
             if let (Some((_, per)), Some(at)) = (spec.rate, l.started_ms) {
@@ -478,8 +482,12 @@ impl RunStore for MemoryStore {
             if held.contains(&key) {
                 continue;
             }
-            let free = spec.concurrency.is_none_or(|c| busy.get(&key).copied().unwrap_or(0) < c)
-                && spec.rate.is_none_or(|(n, _)| recent.get(&key).copied().unwrap_or(0) < n)
+            let free = spec
+                .concurrency
+                .is_none_or(|c| busy.get(&key).copied().unwrap_or(0) < c)
+                && spec
+                    .rate
+                    .is_none_or(|(n, _)| recent.get(&key).copied().unwrap_or(0) < n)
                 && due.is_none_or(|d| d <= now);
             if !free {
                 held.insert(key);

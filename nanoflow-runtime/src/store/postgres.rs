@@ -29,8 +29,8 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::redact_url;
 use super::{
-    Attempt, Backlog, Cancel, Commit, Created, Delivery, FinishWrite, NewRun, QueueSpec,
-    Retention, RunFilter, RunRecord, RunStore, StepWrite, StoreError, StoreFuture,
+    Attempt, Backlog, Cancel, Commit, Created, Delivery, FinishWrite, NewRun, QueueSpec, Retention,
+    RunFilter, RunRecord, RunStore, StepWrite, StoreError, StoreFuture,
 };
 use crate::fingerprint::{Fingerprint, StepPrint};
 use crate::id::RunId;
@@ -691,7 +691,8 @@ fn start_queued_job<'c>(
             if started.len() >= args.limit {
                 break;
             }
-            let (id, key, due): (String, String, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+            let (id, key, due): (String, String, Option<i64>) =
+                (row.get(0), row.get(1), row.get(2));
             if held.contains(&key) {
                 continue;
             }
@@ -728,8 +729,11 @@ fn supersede_job<'c>(
 ) -> BoxFuture<'c, Result<Flowed, tokio_postgres::Error>> {
     Box::pin(async move {
         let keep = args.run_id.expect("the run kept");
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&flow_lock(args.workflow)])
-            .await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&flow_lock(args.workflow)],
+        )
+        .await?;
         let rows = tx
             .query(
                 "SELECT id FROM nanoflow_journal.runs

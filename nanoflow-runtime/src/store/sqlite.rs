@@ -1142,8 +1142,10 @@ fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
                 .collect::<rusqlite::Result<_>>()?;
             let mut woken = Vec::new();
             for id in ids {
-                c.prepare_cached("UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1")?
-                    .execute([&id])?;
+                c.prepare_cached(
+                    "UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1",
+                )?
+                .execute([&id])?;
                 woken.extend(id.parse::<RunId>().ok());
             }
             Ok(FlowDone::Runs(woken))
@@ -1162,7 +1164,9 @@ fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
             for id in &ids {
                 end_cancelled(c, id, &error)?;
             }
-            Ok(FlowDone::Runs(ids.iter().filter_map(|i| i.parse().ok()).collect()))
+            Ok(FlowDone::Runs(
+                ids.iter().filter_map(|i| i.parse().ok()).collect(),
+            ))
         }
         Flow::Cancel(run_id) => {
             let id = run_id.to_string();
@@ -1174,8 +1178,10 @@ fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
                     Cancel::Ended
                 }
                 Some(RunStatus::Waiting) => {
-                    c.prepare_cached("UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1")?
-                        .execute([&id])?;
+                    c.prepare_cached(
+                        "UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1",
+                    )?
+                    .execute([&id])?;
                     Cancel::Woken(placeholder(*run_id))
                 }
                 Some(_) => Cancel::Running,
@@ -1218,7 +1224,9 @@ fn start_queued(
                 )?
                 .query_row(params![workflow, key], |r| r.get(0))?;
             busy.insert(key.clone(), n as u32);
-            let since = spec.rate.map_or(i64::MAX, |(_, per)| now.saturating_sub(per) as i64);
+            let since = spec
+                .rate
+                .map_or(i64::MAX, |(_, per)| now.saturating_sub(per) as i64);
             let m: i64 = c
                 .prepare_cached(
                     "SELECT count(*) FROM runs WHERE workflow = ?1 AND limit_key = ?2 AND started_ms > ?3",

@@ -1,6 +1,6 @@
-//! The run API's actions on runs a deploy left behind (issue 13): `POST /runs/{id}/retry`
-//! (`?from_start=true` to forget what the run recorded) and `POST /runs/{id}/cancel` (for a
-//! `blocked` run), `POST /runs/{id}/replay` (`?stub=a,b`), `POST /runs/{id}/fork?from=step`. Answers are JSON: 202 with the run's location, or a 4xx with a stable code.
+//! The run API's actions on runs: `POST /runs/{id}/retry` (`?from_start=true` to forget what
+//! the run recorded), `POST /runs/{id}/cancel` (any run that has not ended),
+//! `POST /runs/{id}/signals/{name}` (issue 15), `POST /runs/{id}/replay` (`?stub=a,b`), `POST /runs/{id}/fork?from=step`. Answers are JSON: 202 with the run's location, or a 4xx with a stable code.
 
 use std::sync::Arc;
 
@@ -9,10 +9,13 @@ use axum::response::Response;
 
 use super::http::{accepted, journal_unavailable, parse_run_id, run_not_found};
 use crate::error::Error;
+use crate::ingress::flow::Cancelling;
 use crate::ingress::reply::error_response;
 use crate::ingress::App;
 use crate::journal::Journal;
 use crate::run::RunId;
+use crate::wait::SignalError;
+use axum::body::Bytes;
 
 fn no_journal(what: &str) -> Response {
     error_response(
@@ -88,28 +91,79 @@ pub(crate) async fn cancel(app: &Arc<App>, id: &str) -> Response {
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some(journal) = app.durable() else {
-        return no_journal("cancelling a run");
+    let reply = |status: StatusCode, state: &str| {
+        crate::ingress::reply::json_response(
+            status,
+            &serde_json::json!({"run_id": run_id, "status": state}),
+        )
     };
-    match app.cancel_blocked(journal, run_id).await {
-        Ok(true) => crate::ingress::reply::json_response(
-            StatusCode::OK,
-            &serde_json::json!({"run_id": run_id, "status": "failed", "error": {"code": "cancelled"}}),
-        ),
-        Ok(false) => match journal.get_run(run_id).await {
-            Ok(Some(r)) => error_response(
-                StatusCode::CONFLICT,
-                "run_not_blocked",
-                &format!(
-                    "run `{run_id}` is {}; only blocked runs can be cancelled",
-                    r.status.as_str()
-                ),
-                |_| {},
+    match app.cancel_run(run_id).await {
+        Ok(Cancelling::Unknown) => run_not_found(run_id),
+        Ok(Cancelling::Finished(status)) => error_response(
+            StatusCode::CONFLICT,
+            "run_finished",
+            &format!(
+                "run `{run_id}` is {} already; only a run that has not ended can be cancelled",
+                status.as_str()
             ),
-            Ok(None) => run_not_found(run_id),
-            Err(e) => journal_unavailable(&e),
-        },
+            |_| {},
+        ),
+        Ok(Cancelling::Ended) => reply(StatusCode::OK, "cancelled"),
+        Ok(Cancelling::Stopping | Cancelling::Compensating(_)) => {
+            reply(StatusCode::ACCEPTED, "cancelling")
+        }
+        Ok(Cancelling::Elsewhere) => error_response(
+            StatusCode::CONFLICT,
+            "running_elsewhere",
+            &format!(
+                "run `{run_id}` is running in another runner; cancel it through that runner's API"
+            ),
+            |_| {},
+        ),
         Err(e) => journal_unavailable(&e),
+    }
+}
+
+/// `POST /runs/{id}/signals/{name}` with the signal's value as JSON: `202` when delivered
+/// (the run continues, or finds it when it reaches the step), `422` with the path when the
+/// value does not fit the signal's type, `404` for an unknown run, `409` when the run waits
+/// for no such signal, has ended, or had it delivered already.
+pub(crate) async fn signal(app: &Arc<App>, id: &str, name: &str, body: Bytes) -> Response {
+    let run_id = match parse_run_id(id) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match app.deliver_signal(run_id, name, body).await {
+        Ok(()) => crate::ingress::reply::json_response(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({"run_id": run_id, "signal": name, "status": "delivered"}),
+        ),
+        Err(SignalError::UnknownRun(_)) => run_not_found(run_id),
+        Err(e @ SignalError::NoSuchSignal { .. }) => {
+            error_response(StatusCode::CONFLICT, "not_waiting", &e.to_string(), |_| {})
+        }
+        Err(e @ SignalError::Finished { .. }) => {
+            error_response(StatusCode::CONFLICT, "run_finished", &e.to_string(), |_| {})
+        }
+        Err(e @ SignalError::AlreadyDelivered { .. }) => error_response(
+            StatusCode::CONFLICT,
+            "signal_delivered",
+            &e.to_string(),
+            |_| {},
+        ),
+        Err(SignalError::Invalid { signal, error }) => error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_signal",
+            &format!("the value does not fit signal `{signal}`: {error}"),
+            |e| {
+                e.insert("path".into(), error.path.clone().into());
+                if error.kind == crate::error::InputErrorKind::Syntax {
+                    e.insert("line".into(), error.line.into());
+                    e.insert("column".into(), error.column.into());
+                }
+            },
+        ),
+        Err(e) => journal_unavailable(&Error::Journal(e.to_string())),
     }
 }
 

@@ -18,6 +18,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
+use crate::ingress::flow::Settled;
 use crate::ingress::reply::{error_response, json_bytes, json_response, percent_decode};
 use crate::ingress::{Admitted, App, Record, Refused, Submission};
 use crate::journal::RunFilter;
@@ -64,6 +65,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     let runs_app = app.clone();
     let retry_app = app.clone();
     let cancel_app = app.clone();
+    let signal_app = app.clone();
     let replay_app = app.clone();
     let fork_app = app.clone();
     // The operations routes, behind the admin token when one is set (see `admin`).
@@ -138,6 +140,14 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                 post(move |Path(id): Path<String>| async move {
                     super::deploys::cancel(&cancel_app, &id).await
                 }),
+            )
+            .route(
+                "/runs/{id}/signals/{name}",
+                post(
+                    move |Path((id, name)): Path<(String, String)>, body: Bytes| async move {
+                        super::deploys::signal(&signal_app, &id, &name, body).await
+                    },
+                ),
             );
     let ready_app = app.clone();
     let router = router
@@ -523,11 +533,30 @@ async fn trigger_run(
         Err(Refused::Journal(e)) => return journal_unavailable(&e),
     };
     if asynchronous {
-        run.spawn(&app, permit);
-        return accepted(run_id);
+        let queued = run.is_queued();
+        drop(run.spawn(&app, permit));
+        return if queued {
+            accepted_as(run_id, "queued")
+        } else {
+            accepted(run_id)
+        };
+    }
+    if run.is_queued() {
+        // A limited workflow: answered when the run ends, or stops to wait.
+        drop(permit);
+        return match run.settled(&app).await {
+            Settled::Output(output) => json_bytes(StatusCode::OK, output),
+            Settled::Waiting => accepted_as(run_id, "waiting"),
+            Settled::Failed(status, error) => run_error_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &error,
+                run_id,
+            ),
+        };
     }
     match run.drive(&app, permit).await {
         Ok(output) => json_bytes(StatusCode::OK, output),
+        Err(Error::Waiting { .. }) => accepted_as(run_id, "waiting"),
         Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
         Err(error) => failed_run(&error, run_id),
     }
@@ -629,10 +658,15 @@ fn readiness(app: &App) -> Response {
 }
 
 pub(crate) fn accepted(run_id: RunId) -> Response {
+    accepted_as(run_id, "running")
+}
+
+/// `202` with the run's location and where it stands (`running`, `queued`, `waiting`).
+pub(crate) fn accepted_as(run_id: RunId, status: &str) -> Response {
     let location = format!("/runs/{run_id}");
     let mut response = json_response(
         StatusCode::ACCEPTED,
-        &json!({"run_id": run_id, "status": "running", "location": location}),
+        &json!({"run_id": run_id, "status": status, "location": location}),
     );
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -771,7 +805,7 @@ async fn list_runs(app: &App, query: ListQuery) -> Response {
                 StatusCode::BAD_REQUEST,
                 "invalid_status",
                 &format!(
-                    "unknown status `{other}`; expected running, succeeded, failed or blocked"
+                    "unknown status `{other}`; expected running, queued, waiting, succeeded, failed, cancelled or blocked"
                 ),
                 |_| {},
             )
@@ -862,7 +896,22 @@ fn workflows(app: &App) -> Response {
                     "retries": s.options.retries,
                     "timeout_ms": s.options.timeout.map(|t| t.as_millis() as u64),
                     "kind": s.kind.as_str(),
+                    "signal": match s.kind {
+                        crate::graph::StepKind::Signal { timeout, signal } => json!({
+                            "type": crate::graph::short_type(signal.type_name),
+                            "schema": (signal.schema)(),
+                            "timeout_ms": timeout.map(|t| t.as_millis() as u64),
+                        }),
+                        _ => Value::Null,
+                    },
                 })).collect::<Vec<_>>(),
+                "limits": g.limits.limits.iter().map(|l| match l {
+                    crate::graph::Limit::Concurrency(n) => json!({"concurrency": n}),
+                    crate::graph::Limit::Rate { count, per } => json!({"rate": count, "per_ms": per.as_millis() as u64}),
+                    crate::graph::Limit::Debounce(d) => json!({"debounce_ms": d.as_millis() as u64}),
+                }).collect::<Vec<_>>(),
+                "limit_key": g.limits.key.map(|k| k.join(".")),
+                "timeout_ms": g.timeout.map(|t| t.as_millis() as u64),
                 "edges": g.edges_text(),
                 "links": g.edges.iter().map(|(from, to)| [endpoint(g, *from), endpoint(g, *to)]).collect::<Vec<_>>(),
             })

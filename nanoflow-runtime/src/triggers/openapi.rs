@@ -2,7 +2,7 @@
 //! the request body or as query parameters, the output as the `200` body, `202` with `Location`
 //! for `Prefer: respond-async`, the error body with its `error.code` values, the
 //! `Idempotency-Key` and `Prefer` headers) and the run API (`/workflows`, `/runs`, `/runs/{id}`,
-//! `/runs/{id}/retry`). Served at `GET /openapi.json` and printed by `<service> openapi`.
+//! `/runs/{id}/retry`, `/runs/{id}/cancel`, `/runs/{id}/signals/{name}`, ...). Served at `GET /openapi.json` and printed by `<service> openapi`.
 //!
 //! The schemas are the workflows' JSON Schemas ([`crate::schema`]), draft 2020-12 as OpenAPI 3.1
 //! uses them: each type's definitions move from its own `$defs` into `components/schemas`, where
@@ -63,7 +63,7 @@ const TRIGGER_ERRORS: [(&str, &str, &[&str]); 8] = [
 ];
 
 /// Codes the run API answers with, besides the trigger routes' and `unauthorized`.
-const RUN_API_CODES: [&str; 13] = [
+const RUN_API_CODES: [&str; 20] = [
     "invalid_stub",
     "invalid_step",
     "unknown_workflow",
@@ -72,11 +72,18 @@ const RUN_API_CODES: [&str; 13] = [
     "invalid_status",
     "run_not_found",
     "run_not_failed",
-    "run_not_blocked",
     "graph_changed",
     "journal_disabled",
     "not_found",
     "method_not_allowed",
+    "run_finished",
+    "running_elsewhere",
+    "not_waiting",
+    "signal_delivered",
+    "invalid_signal",
+    "cancelled",
+    "debounced",
+    "workflow_timeout",
 ];
 
 /// The OpenAPI 3.1 document of `workflows`, titled `title` (the service's name).
@@ -602,7 +609,7 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
             "summary": "Runs, newest first (needs the journal)",
             "parameters": [
                 { "name": "workflow", "in": "query", "schema": { "type": "string", "enum": workflows } },
-                { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["running", "succeeded", "failed", "blocked"] } },
+                { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["running", "queued", "waiting", "succeeded", "failed", "cancelled", "blocked"] } },
                 { "name": "q", "in": "query", "description": "A run id prefix, or text in the idempotency key, input or error.", "schema": { "type": "string" } },
                 { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1 } },
                 { "name": "before", "in": "query", "description": "`next_before` of the previous page.", "schema": { "type": "string" } },
@@ -718,17 +725,45 @@ fn run_api(paths: &mut Map<String, Value>, workflows: &[Value]) {
         "/runs/{id}/cancel".into(),
         json!({ "post": {
             "operationId": "cancelRun", "tags": ["runs"], "security": secured,
-            "summary": "Cancel a blocked run: it ends as failed with the error `cancelled`",
+            "summary": "Cancel a run that has not ended: a queued or blocked run ends `cancelled` at once; a running or waiting one stops, runs the compensations of its completed steps and ends `cancelled`",
             "parameters": [{ "$ref": "#/components/parameters/RunId" }],
             "responses": {
-                "200": { "description": "The run is cancelled.", "content": { "application/json": { "schema": {
+                "200": { "description": "The run was queued or blocked: it is cancelled.", "content": { "application/json": { "schema": {
                     "type": "object",
-                    "properties": { "run_id": { "type": "string" }, "status": { "const": "failed" } },
+                    "properties": { "run_id": { "type": "string" }, "status": { "const": "cancelled" } },
+                } } } },
+                "202": { "description": "The run was running or waiting: it stops, compensates, and ends `cancelled`.", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "run_id": { "type": "string" }, "status": { "const": "cancelling" } },
                 } } } },
                 "400": error_response("Not a run id. Code: `invalid_run_id`."),
                 "401": unauthorized,
                 "404": { "$ref": "#/components/responses/NotFound" },
-                "409": error_response("The run is not blocked. Code: `run_not_blocked`."),
+                "409": error_response("The run has ended, or runs in another runner. Codes: `run_finished`, `running_elsewhere`."),
+                "503": { "$ref": "#/components/responses/Unavailable" },
+            },
+        }}),
+    );
+    paths.insert(
+        "/runs/{id}/signals/{name}".into(),
+        json!({ "post": {
+            "operationId": "signalRun", "tags": ["runs"], "security": secured,
+            "summary": "Deliver signal `name` to a run (`signal(name: T)` in its graph): the run continues, or finds it when it reaches the step",
+            "parameters": [
+                { "$ref": "#/components/parameters/RunId" },
+                { "name": "name", "in": "path", "required": true, "description": "The signal's step name (`payment/approval` inside sub-workflow step `payment`).", "schema": { "type": "string" } },
+            ],
+            "requestBody": { "required": true, "description": "The signal's value, as JSON of its type (see the workflow's steps in `GET /workflows`).", "content": { "application/json": { "schema": {} } } },
+            "responses": {
+                "202": { "description": "Delivered (recorded durably).", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "run_id": { "type": "string" }, "signal": { "type": "string" }, "status": { "const": "delivered" } },
+                } } } },
+                "400": error_response("Not a run id. Code: `invalid_run_id`."),
+                "401": unauthorized,
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "409": error_response("The run waits for no such signal, had it delivered already (or its timeout passed), or has ended. Codes: `not_waiting`, `signal_delivered`, `run_finished`."),
+                "422": error_response("The value does not fit the signal's type; `path` says where. Code: `invalid_signal`."),
                 "503": { "$ref": "#/components/responses/Unavailable" },
             },
         }}),

@@ -351,7 +351,7 @@
       h("option", { value: "" }, "all workflows"),
       ...state.workflows.map((w) => h("option", { value: w.name, selected: w.name === filters.workflow }, w.name)));
     const stSelect = h("select", { id: "filter-status", "aria-label": "status" },
-      ...["", "running", "succeeded", "failed", "blocked"].map((s) => h("option", { value: s, selected: s === filters.status }, s || "any status")));
+      ...["", "running", "queued", "waiting", "succeeded", "failed", "cancelled", "blocked"].map((s) => h("option", { value: s, selected: s === filters.status }, s || "any status")));
     const search = h("input", {
       id: "filter-q", type: "search", placeholder: "run id prefix, idempotency key, input or error text",
       value: filters.q, "aria-label": "search",
@@ -481,8 +481,16 @@
       ? [h("button", { type: "button", class: "danger", id: "retry-from-start", onclick: () => blockedAction(run.run_id, "/retry?from_start=true", "Re-running run " + shortId(run.run_id) + " from its first step") }, "Retry from start"),
         h("button", { type: "button", class: "secondary", id: "cancel-run", onclick: () => blockedAction(run.run_id, "/cancel", "Cancelled run " + shortId(run.run_id)) }, "Cancel")]
       : [];
+    // A run that has not ended (and is not parked) can be cancelled: its compensations run.
+    const live = ["running", "queued", "waiting"].includes(run.status)
+      ? h("button", { type: "button", class: "secondary", id: "cancel-run", onclick: () => blockedAction(run.run_id, "/cancel", "Cancelling run " + shortId(run.run_id)) }, "Cancel")
+      : null;
+    // A waiting run: one form per signal of its workflow, built from the signal's schema.
+    const signals = run.status === "waiting" && wf
+      ? (wf.steps || []).filter((s) => s.kind === "signal" && s.signal).map((s) => signalForm(run, s))
+      : [];
     // Re-execute the run's input through the current code and compare step by step.
-    const replay = run.status !== "running" && state.config.journal && wf
+    const replay = !["running", "queued", "waiting"].includes(run.status) && state.config.journal && wf
       ? h("button", { type: "button", class: "secondary", id: "replay", onclick: () => replayRun(run.run_id, detail) }, "Replay")
       : null;
     const again = wf && httpTriggers(wf).length
@@ -493,6 +501,7 @@
       created ? h("span", {}, "started ", h("b", {}, time(created))) : null,
       run.finished_ms ? h("span", {}, "took ", h("b", {}, fmtDuration((run.finished_ms - created) * 1000))) : null,
       run.idempotency_key ? h("span", {}, "idempotency key ", h("b", { class: "mono" }, run.idempotency_key)) : null,
+      run.due_ms ? h("span", {}, run.status === "queued" ? "starts after " : "wakes at ", h("b", { id: "run-due" }, time(run.due_ms))) : null,
       h("span", {}, "attempts ", h("b", {}, String((run.timeline || []).length))));
     const detail = h("div", { class: "panel", id: "detail-panel" });
     const select = (i, row) => {
@@ -509,6 +518,7 @@
     const against = (schema, value, id) => (schema && typeof NanoForm !== "undefined"
       ? h("div", { id }, NanoForm.view(schema, value)) : null);
     detail.append(...[
+      ...signals,
       h("h3", {}, "Input"), against(wf && wf.input_schema, run.input, "input-schema"),
       payload(run.input === undefined ? null : run.input),
       run.output !== undefined
@@ -517,7 +527,7 @@
     ].flat().filter(Boolean));
     setView(view,
       h("div", { class: "run-head" }, h("h1", { "data-run-id": run.run_id }, run.run_id), h("span", { id: "run-status" }, badge(run.status)),
-        h("span", { class: "spacer" }), again, replay, retry, ...blocked),
+        h("span", { class: "spacer" }), again, replay, retry, live, ...blocked),
       facts,
       h("div", { class: "split" }, left, detail));
     if (view.selected !== null && run.timeline && run.timeline[view.selected]) {
@@ -556,6 +566,45 @@
     } finally {
       if (button) button.disabled = false;
     }
+  }
+
+  // The form sending signal `step.name` to a waiting run: fields from the signal's schema (or
+  // a JSON text area), its 422 marked on the field.
+  function signalForm(run, step) {
+    const schema = step.signal.schema;
+    const formable = schema && typeof NanoForm !== "undefined" && NanoForm.supports(schema);
+    const fields = formable ? NanoForm.build(schema, undefined) : null;
+    const text = formable ? null : h("textarea", { class: "mono", rows: "4", "aria-label": "signal value", "data-path": "" }, "{}");
+    const error = h("p", { class: "error-text", role: "alert" });
+    const send = h("button", { type: "submit", class: "primary" }, "Send " + step.name);
+    const box = h("div", { class: "signal-fields" }, fields ? fields.el : text);
+    const form = h("form", { class: "panel signal-form", "data-signal": step.name },
+      h("h3", {}, "Signal ", h("span", { class: "mono" }, step.name), h("span", { class: "muted" }, " · " + step.signal.type)),
+      box, error, send);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      error.textContent = "";
+      let body;
+      try {
+        body = fields ? JSON.stringify(fields.get()) : JSON.stringify(JSON.parse(text.value));
+      } catch (e) {
+        error.textContent = "not JSON: " + e.message;
+        return;
+      }
+      send.disabled = true;
+      try {
+        await api("/runs/" + run.run_id + "/signals/" + encodeURIComponent(step.name),
+          { method: "POST", headers: { "content-type": "application/json" }, body });
+        toast("Signal " + step.name + " sent to run " + shortId(run.run_id));
+        if (state.view && state.view.id === run.run_id) renderRun(state.view);
+      } catch (e) {
+        error.textContent = e.message;
+        const path = e.body && e.body.error && e.body.error.path;
+        if (fields && path !== undefined) NanoForm.markInvalid(box, path);
+        send.disabled = false;
+      }
+    });
+    return form;
   }
 
   async function blockedAction(id, path, done) {
