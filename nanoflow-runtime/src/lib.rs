@@ -10,11 +10,11 @@ pub mod error;
 pub mod fingerprint;
 pub mod graph;
 mod id;
-mod json;
 mod ingress;
 #[cfg(feature = "container")]
 pub mod isolation;
 pub mod journal;
+mod json;
 pub mod map;
 pub mod node;
 pub mod observability;

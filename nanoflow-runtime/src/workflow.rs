@@ -88,8 +88,8 @@ pub async fn run_as_node<W: Workflow>(
 
 pub use crate::error::{InputError, InputErrorKind};
 
-pub use crate::json::{parse_json, MAX_JSON_DEPTH};
 pub(crate) use crate::json::TOO_DEEP;
+pub use crate::json::{parse_json, MAX_JSON_DEPTH};
 
 pub use crate::graph::BoxFuture;
 

@@ -442,7 +442,22 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     if app.durable().is_none() {
         return;
     }
-    // Runs that fell due while no runner was up wake at once.
+    // The due times of the runs that waited when the runner stopped, to wake each on time;
+    // those that fell due while no runner was up wake at once.
+    let waiting = app
+        .journal
+        .list_runs(crate::journal::RunFilter {
+            status: Some(RunStatus::Waiting),
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    for run in waiting {
+        if let Some(due) = run.due_ms {
+            app.flow.add_timer(due, run.run_id);
+        }
+    }
     let mut first = true;
     loop {
         let next = app
