@@ -46,7 +46,14 @@ pub trait Workflow: Copy + Send + Sync + 'static {
     fn run(&self, input: Self::Input) -> impl Future<Output = Result<Self::Output, Error>> + Send {
         let this = *self;
         async move {
-            let ctx = RunCtx::new(Self::NAME);
+            let mut ctx = RunCtx::new(Self::NAME);
+            if let Some(limit) = this.graph().timeout {
+                // `#[timeout(..)]` holds in-process too.
+                ctx = ctx.with_control(std::sync::Arc::new(crate::wait::RunControl::new(
+                    crate::runs::now_ms(),
+                    Some(limit),
+                )));
+            }
             let span = ctx.run_span();
             let result = this.execute(&ctx, input).instrument(span.clone()).await;
             crate::observability::trace::record_run(&span, &result);

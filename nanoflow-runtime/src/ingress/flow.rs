@@ -333,7 +333,7 @@ impl App {
             Delivery::Woken(record) => {
                 tracing::info!(%run_id, signal, "signal delivered; the run resumes");
                 let app = self.clone();
-                tokio::spawn(async move { app.start_recorded(record, false).await });
+                tokio::spawn(async move { app.start_recorded(*record, false).await });
                 Ok(())
             }
         }
@@ -360,7 +360,7 @@ impl App {
             Cancel::Woken(record) => {
                 tracing::info!(%run_id, "run cancelled while it waited; compensating");
                 if self.durable().is_some() {
-                    let task = self.resume_with(record, true).await?;
+                    let task = self.resume_with(*record, true).await?;
                     Ok(Cancelling::Compensating(task))
                 } else {
                     Ok(Cancelling::Stopping)
