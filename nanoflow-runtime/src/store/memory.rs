@@ -449,52 +449,29 @@ impl RunStore for MemoryStore {
         let mut data = self.data();
         let data = &mut *data;
         // The workflow's runs per key: how many hold a slot, how many started in the window.
-        let mut busy: HashMap<String, u32> = HashMap::new();
-        let mut recent: HashMap<String, u32> = HashMap::new();
+        let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
         let mut queued = Vec::new();
         for run in data.runs.values().filter(|r| r.workflow == workflow) {
             let Some(l) = data.limited.get(&run.run_id) else {
                 continue;
             };
+            let entry = counts.entry(l.key.clone()).or_default();
             match run.status {
-                RunStatus::Queued => {
-                    queued.push((l.priority, run.run_id, l.key.clone(), run.due_ms))
-                }
-                RunStatus::Running | RunStatus::Waiting => {
-                    *busy.entry(l.key.clone()).or_default() += 1
-                }
+                RunStatus::Queued => queued.push((l.priority, run.run_id, l.key.clone(), run.due_ms)),
+                RunStatus::Running | RunStatus::Waiting => entry.0 += 1,
                 _ => {}
             }
             if let (Some((_, per)), Some(at)) = (spec.rate, l.started_ms) {
                 if at + per > now {
-                    *recent.entry(l.key.clone()).or_default() += 1;
+                    entry.1 += 1;
                 }
             }
         }
         // Higher priority first, then arrival (ids sort by creation).
         queued.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut held: std::collections::HashSet<String> = Default::default();
+        let queued = queued.into_iter().map(|(_, id, key, due)| (id, key, due)).collect();
         let mut started = Vec::new();
-        for (_, id, key, due) in queued {
-            if started.len() >= limit {
-                break;
-            }
-            if held.contains(&key) {
-                continue;
-            }
-            let free = spec
-                .concurrency
-                .is_none_or(|c| busy.get(&key).copied().unwrap_or(0) < c)
-                && spec
-                    .rate
-                    .is_none_or(|(n, _)| recent.get(&key).copied().unwrap_or(0) < n)
-                && due.is_none_or(|d| d <= now);
-            if !free {
-                held.insert(key);
-                continue;
-            }
-            *busy.entry(key.clone()).or_default() += 1;
-            *recent.entry(key.clone()).or_default() += 1;
+        for id in super::runs_to_start(queued, counts, spec, now, limit) {
             if let Some(l) = data.limited.get_mut(&id) {
                 l.started_ms = Some(now);
             }

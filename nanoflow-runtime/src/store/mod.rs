@@ -79,6 +79,41 @@ pub struct QueueSpec {
     pub rate: Option<(u32, u64)>,
 }
 
+/// Which of a workflow's queued runs `spec` lets start at `now` (ms), at most `limit`: `queued`
+/// holds `(run, key, due_ms)` in queue order (priority, then arrival), `counts` per key the runs
+/// holding a slot (running or waiting) and those started within the rate's window. A key's
+/// first run that must wait holds back the key's later ones. What every store's
+/// [`RunStore::start_queued`] decides, in its own transaction.
+pub(crate) fn runs_to_start(
+    queued: Vec<(RunId, String, Option<u64>)>,
+    mut counts: std::collections::HashMap<String, (u64, u64)>,
+    spec: QueueSpec,
+    now: u64,
+    limit: usize,
+) -> Vec<RunId> {
+    let mut held = std::collections::HashSet::new();
+    let mut started = Vec::new();
+    for (run_id, key, due) in queued {
+        if started.len() >= limit {
+            break;
+        }
+        if held.contains(&key) {
+            continue;
+        }
+        let (busy, recent) = counts.get(&key).copied().unwrap_or((0, 0));
+        let free = spec.concurrency.is_none_or(|c| busy < u64::from(c))
+            && spec.rate.is_none_or(|(n, _)| recent < u64::from(n))
+            && due.is_none_or(|d| d <= now);
+        if !free {
+            held.insert(key);
+            continue;
+        }
+        counts.insert(key, (busy + 1, recent + 1));
+        started.push(run_id);
+    }
+    started
+}
+
 /// What [`RunStore::deliver`] did with a signal (or a timeout) for a step.
 #[derive(Debug, Clone)]
 pub enum Delivery {

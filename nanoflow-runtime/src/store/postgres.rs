@@ -681,42 +681,34 @@ fn start_queued_job<'c>(
                 &[&workflow, &since],
             )
             .await?;
-        let mut busy: HashMap<String, (i64, i64)> = counts
+        let counts: HashMap<String, (u64, u64)> = counts
             .iter()
-            .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
+            .map(|r| {
+                let (busy, recent): (i64, i64) = (r.get(1), r.get(2));
+                (r.get::<_, String>(0), (busy as u64, recent as u64))
+            })
             .collect();
-        let mut held: HashSet<String> = HashSet::new();
-        let mut started = Vec::new();
-        for row in &queued {
-            if started.len() >= args.limit {
-                break;
-            }
-            let (id, key, due): (String, String, Option<i64>) =
-                (row.get(0), row.get(1), row.get(2));
-            if held.contains(&key) {
-                continue;
-            }
-            let (running, recent) = busy.get(&key).copied().unwrap_or((0, 0));
-            let free = args.spec.concurrency.is_none_or(|c| running < c as i64)
-                && args.spec.rate.is_none_or(|(n, _)| recent < n as i64)
-                && due.is_none_or(|d| d <= now);
-            if !free {
-                held.insert(key);
-                continue;
-            }
-            busy.insert(key, (running + 1, recent + 1));
+        let queued = queued
+            .iter()
+            .filter_map(|row| {
+                let id: String = row.get(0);
+                let due: Option<i64> = row.get(2);
+                Some((id.parse().ok()?, row.get::<_, String>(1), due.map(|d| d as u64)))
+            })
+            .collect();
+        let chosen = super::runs_to_start(queued, counts, args.spec, now as u64, args.limit);
+        let mut started = Vec::with_capacity(chosen.len());
+        for run_id in chosen {
             let epoch: i64 = tx
                 .query_one(
                     "UPDATE nanoflow_journal.runs SET status = 'running', due_ms = NULL,
                          started_ms = $2, owner = $3, epoch = epoch + 1
                      WHERE id = $1 RETURNING epoch",
-                    &[&id, &now, &shared.owner],
+                    &[&run_id.to_string(), &now, &shared.owner],
                 )
                 .await?
                 .get(0);
-            if let Ok(run_id) = id.parse() {
-                started.push((run_id, epoch));
-            }
+            started.push((run_id, epoch));
         }
         Ok(Flowed::Taken(started))
     })

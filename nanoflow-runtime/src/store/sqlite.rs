@@ -1199,55 +1199,40 @@ fn start_queued(
     now: u64,
     limit: usize,
 ) -> rusqlite::Result<Vec<RunId>> {
-    let queued: Vec<(String, String, Option<i64>)> = c
+    let queued: Vec<(RunId, String, Option<u64>)> = c
         .prepare_cached(
             "SELECT id, limit_key, due_ms FROM runs WHERE workflow = ?1 AND status = 'queued'
              ORDER BY priority DESC, id LIMIT 10000",
         )?
-        .query_map([workflow], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([workflow], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?))
+        })?
+        .filter_map(|row| match row {
+            Ok((id, key, due)) => id.parse().ok().map(|id| Ok((id, key, due.map(|d| d as u64)))),
+            Err(e) => Some(Err(e)),
+        })
         .collect::<rusqlite::Result<_>>()?;
-    let mut busy: HashMap<String, u32> = HashMap::new();
-    let mut recent: HashMap<String, u32> = HashMap::new();
-    let mut held: std::collections::HashSet<String> = Default::default();
-    let mut started = Vec::new();
-    for (id, key, due) in queued {
-        if started.len() >= limit {
-            break;
-        }
-        if held.contains(&key) {
-            continue;
-        }
-        if !busy.contains_key(&key) {
-            let n: i64 = c
-                .prepare_cached(
-                    "SELECT count(*) FROM runs WHERE workflow = ?1 AND limit_key = ?2 AND status IN ('running', 'waiting')",
-                )?
-                .query_row(params![workflow, key], |r| r.get(0))?;
-            busy.insert(key.clone(), n as u32);
-            let since = spec
-                .rate
-                .map_or(i64::MAX, |(_, per)| now.saturating_sub(per) as i64);
-            let m: i64 = c
-                .prepare_cached(
-                    "SELECT count(*) FROM runs WHERE workflow = ?1 AND limit_key = ?2 AND started_ms > ?3",
-                )?
-                .query_row(params![workflow, key, since], |r| r.get(0))?;
-            recent.insert(key.clone(), m as u32);
-        }
-        let free = spec.concurrency.is_none_or(|n| busy[&key] < n)
-            && spec.rate.is_none_or(|(n, _)| recent[&key] < n)
-            && due.is_none_or(|d| d as u64 <= now);
-        if !free {
-            held.insert(key);
-            continue;
-        }
-        *busy.get_mut(&key).expect("counted") += 1;
-        *recent.get_mut(&key).expect("counted") += 1;
+    let since = spec.rate.map_or(i64::MAX, |(_, per)| now.saturating_sub(per) as i64);
+    let counts: HashMap<String, (u64, u64)> = c
+        .prepare_cached(
+            "SELECT limit_key,
+                    sum(status IN ('running', 'waiting')),
+                    sum(coalesce(started_ms > ?2, 0))
+             FROM runs
+             WHERE workflow = ?1 AND limit_key IS NOT NULL
+               AND (status IN ('running', 'waiting') OR started_ms > ?2)
+             GROUP BY limit_key",
+        )?
+        .query_map(params![workflow, since], |r| {
+            Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let started = super::runs_to_start(queued, counts, *spec, now, limit);
+    for id in &started {
         c.prepare_cached(
             "UPDATE runs SET status = 'running', due_ms = NULL, started_ms = ?2 WHERE id = ?1",
         )?
-        .execute(params![id, now as i64])?;
-        started.extend(id.parse::<RunId>().ok());
+        .execute(params![id.to_string(), now as i64])?;
     }
     Ok(started)
 }
