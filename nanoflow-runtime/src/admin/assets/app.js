@@ -136,14 +136,17 @@
   }
 
   function countsLine(name) {
-    const c = state.counts[name] || { started: 0, succeeded: 0, failed: 0, blocked: 0 };
-    const running = Math.max(0, c.started - c.succeeded - c.failed - c.blocked);
+    const c = state.counts[name] || { started: 0, succeeded: 0, failed: 0, blocked: 0, waiting: 0, cancelled: 0 };
+    // A run that stops to wait ends its task (`waiting`) and starts again when woken.
+    const running = Math.max(0, c.started - c.succeeded - c.failed - c.blocked - (c.waiting || 0) - (c.cancelled || 0));
     return h("span", { class: "counts", "data-counts": name },
       h("span", {}, "since opened: "), h("span", {}, h("b", {}, String(c.started)), " started"),
       h("span", {}, h("b", {}, String(running)), " running"),
       h("span", {}, h("b", {}, String(c.succeeded)), " succeeded"),
       h("span", {}, h("b", {}, String(c.failed)), " failed"),
-      c.blocked ? h("span", {}, h("b", {}, String(c.blocked)), " blocked") : null);
+      c.blocked ? h("span", {}, h("b", {}, String(c.blocked)), " blocked") : null,
+      c.waiting ? h("span", {}, h("b", {}, String(c.waiting)), " went waiting") : null,
+      c.cancelled ? h("span", {}, h("b", {}, String(c.cancelled)), " cancelled") : null);
   }
 
   function showWorkflows() {
@@ -622,7 +625,7 @@
   // ---- live updates --------------------------------------------------------------------------
 
   function bump(name, field) {
-    const c = state.counts[name] || (state.counts[name] = { started: 0, succeeded: 0, failed: 0, blocked: 0 });
+    const c = state.counts[name] || (state.counts[name] = { started: 0, succeeded: 0, failed: 0, blocked: 0, waiting: 0, cancelled: 0 });
     c[field] += 1;
     const line = document.querySelector('[data-counts="' + CSS.escape(name) + '"]');
     if (line) line.replaceWith(countsLine(name));
