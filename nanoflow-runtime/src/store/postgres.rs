@@ -1364,6 +1364,12 @@ struct Statements {
 
 impl Statements {
     async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
+        // Every writer statement reaches its rows by key. A prepared statement's plan is
+        // cached once made, and one made while the journal was nearly empty (a new database,
+        // statistics not yet gathered) scans whole tables, and keeps scanning them as they
+        // grow, until the next `ANALYZE`: under load, that scan of `runs` for the ownership
+        // check was most of PostgreSQL's time (issue 12).
+        c.batch_execute("SET enable_seqscan = off").await?;
         Ok(Self {
             apply: c.prepare(APPLY).await?,
             create_keyed: c
