@@ -1924,9 +1924,11 @@ fn keyed_params(shared: &Shared, run: &NewRun) -> Params {
 }
 
 /// Applies `batch` in one transaction, pipelined: `BEGIN` and the ownership check of every run
-/// it writes (which also locks them against a concurrent claim) in one round trip, then every
-/// statement and the `COMMIT` in a second. Writes of runs another runner took over fail with
-/// a fencing error; the rest commit.
+/// it writes (which also locks them against a concurrent claim) in one round trip, then its
+/// statements and the `COMMIT` in a second. The statements are one [`APPLY`] for the records
+/// of every run, whatever their number, plus one per write that needs its own; a batch
+/// needing neither the check nor more than one statement is that statement alone, one round
+/// trip. Writes of runs another runner took over fail with a fencing error; the rest commit.
 async fn commit(
     w: &mut Writer,
     shared: &Shared,
