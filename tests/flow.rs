@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nanoflow::prelude::*;
+use nanoflow::ServeConfig;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use support::{get, post_json, request};
 
@@ -480,4 +483,67 @@ async fn a_run_past_its_workflow_timeout_fails_and_compensates() {
         0,
         "the node was stopped at the deadline"
     );
+}
+
+// `gated.signal(run_id, value)` in code reaches a run of the runner serving in this process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Go {
+    pub by: String,
+}
+
+#[node]
+fn begin(id: String) -> String {
+    id
+}
+
+#[node]
+fn finish(parts: (String, Go)) -> String {
+    format!("{} by {}", parts.0, parts.1.by)
+}
+
+workflow! {
+    #[trigger(http = "POST /go")]
+    gated: begin -> signal(go: Go) -> finish;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_sent_in_code_reaches_the_serving_runner() {
+    let dir = std::env::temp_dir().join(format!("nanoflow-flow-code-{}", nanoflow::RunId::new()));
+    let server = Runner::new()
+        .workflow(gated)
+        .start(ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            journal: Some(dir.join("journal.db")),
+            ..ServeConfig::default()
+        })
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let r = post_json(addr, "/go", r#""g-1""#).await;
+    assert_eq!(r.status, 202);
+    let id: nanoflow::RunId = r.json()["run_id"].as_str().unwrap().parse().unwrap();
+    gated
+        .signal(id, Go { by: "code".into() })
+        .await
+        .expect("delivered");
+    let again = gated.signal(id, Go { by: "twice".into() }).await;
+    assert!(again.is_err(), "a second signal is refused: {again:?}");
+    let mut run = serde_json::Value::Null;
+    for _ in 0..200 {
+        run = get(addr, &format!("/runs/{id}")).await.json();
+        if run["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(run["output"], "g-1 by code", "{run}");
+    let unknown = gated
+        .signal(nanoflow::RunId::new(), Go { by: "x".into() })
+        .await;
+    assert!(
+        matches!(unknown, Err(nanoflow::SignalError::UnknownRun(_))),
+        "{unknown:?}"
+    );
+    server.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
 }

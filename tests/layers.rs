@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "fingerprint",
             "graph",
             "id",
+            "json",
             "node",
             "trigger",
             "runs",

@@ -255,7 +255,7 @@ impl Step {
                 timeout,
                 signal: SignalDef {
                     type_name: std::any::type_name::<T>(),
-                    check: |bytes| crate::workflow::parse_json::<T>(bytes).map(|_| ()),
+                    check: |bytes| crate::json::parse_json::<T>(bytes).map(|_| ()),
                     schema,
                 },
             },

@@ -14,6 +14,7 @@ mod ingress;
 #[cfg(feature = "container")]
 pub mod isolation;
 pub mod journal;
+mod json;
 pub mod map;
 pub mod node;
 pub mod observability;

@@ -439,6 +439,49 @@ impl RunStore for CrashStore {
         self.inner.get_state(node, key)
     }
 
+    fn deliver(&self, write: StepWrite) -> StoreFuture<'_, crate::store::Delivery> {
+        if self.crash.admit(Some(&write.step)) {
+            self.inner.deliver(write)
+        } else {
+            Box::pin(async { Err(crashed()) })
+        }
+    }
+
+    fn suspend(&self, run_id: RunId, step: String, due_ms: Option<u64>) -> StoreFuture<'_, bool> {
+        if self.crash.admit(None) {
+            self.inner.suspend(run_id, step, due_ms)
+        } else {
+            Box::pin(async { Err(crashed()) })
+        }
+    }
+
+    fn wake_due(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.inner.wake_due(now_ms, limit)
+    }
+
+    fn start_queued(
+        &self,
+        workflow: &'static str,
+        spec: crate::store::QueueSpec,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RunRecord>> {
+        self.inner.start_queued(workflow, spec, now_ms, limit)
+    }
+
+    fn supersede(
+        &self,
+        workflow: &'static str,
+        key: String,
+        keep: RunId,
+    ) -> StoreFuture<'_, Vec<RunId>> {
+        self.inner.supersede(workflow, key, keep)
+    }
+
+    fn cancel(&self, run_id: RunId) -> StoreFuture<'_, crate::store::Cancel> {
+        self.inner.cancel(run_id)
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }

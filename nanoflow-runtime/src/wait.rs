@@ -263,11 +263,11 @@ impl RunCtx {
 
     async fn durable_signal<T: Data>(
         &self,
-        step: &std::borrow::Cow<'static, str>,
+        step: &str,
         timeout: Option<Duration>,
     ) -> Result<Option<T>, Error> {
         let d = self.durable_part().expect("journaled");
-        if let Some(recorded) = d.resumed.get(&**step) {
+        if let Some(recorded) = d.resumed.get(step) {
             return decode_signal(self, step, recorded);
         }
         if let Some(control) = &self.control {
@@ -290,7 +290,7 @@ impl RunCtx {
                     let value = record.and_then(|r| {
                         r.completed_steps()
                             .into_iter()
-                            .find(|(s, _)| s == &**step)
+                            .find(|(s, _)| s == step)
                             .map(|(_, v)| v)
                     });
                     match value {
@@ -300,7 +300,7 @@ impl RunCtx {
                 }
             };
         }
-        Err(self.waiting(step.clone(), until))
+        Err(self.waiting(step.to_owned().into(), until))
     }
 
     async fn memory_signal<T: Data>(

@@ -64,6 +64,8 @@ struct Gen<'a> {
     /// One `MapDef` per `map(..)`, outermost first.
     maps: Vec<TokenStream>,
     matches: usize,
+    /// The `signal`s so far: the checked type of the `n`th is `__nanoflow_g{n}`.
+    signals: usize,
 }
 
 /// An endpoint of an edge while walking the graph.
@@ -183,7 +185,12 @@ impl Gen<'_> {
             .ty
             .clone()
             .expect("validated: a signal's input type is named");
-        let ty = &signal.ty;
+        // The value's type, checked to be data once, at the user's type: after that error
+        // rustc treats the alias as failed, and its uses add none.
+        let ty = format_ident!("__nanoflow_g{}", self.signals);
+        self.signals += 1;
+        let checked = checked_signal(private, &signal.ty);
+        self.aliases.push(quote!(type #ty = #checked;));
         let name = signal.name.to_string();
         let timeout = signal.timeout.as_ref().map(|_| {
             let ns = signal.timeout_ns().unwrap_or(0);
@@ -198,7 +205,8 @@ impl Gen<'_> {
             #timeout_arg,
             || <#private::Probe<#ty>>::json_schema(#private::Side::Input),
         ));
-        self.steps.push(crate::respan::respan_over(step, ty));
+        self.steps
+            .push(crate::respan::respan_over(step, &signal.ty));
         for f in &from {
             self.edge(f, &End::Step(index));
         }
@@ -214,7 +222,7 @@ impl Gen<'_> {
                 quote!((#in_ty, #ty)),
             ),
         };
-        let call = crate::respan::respan_over(call, ty);
+        let call = crate::respan::respan_over(call, &signal.ty);
         (
             quote!(let #out = #call?;),
             Value {
@@ -711,6 +719,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         labels: Vec::new(),
         maps: Vec::new(),
         matches: 0,
+        signals: 0,
     };
     let input = format_ident!("__nanoflow_input");
     let start = Value {
@@ -784,7 +793,7 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     let timeout_setter = wf
         .timeout
         .map(|(ns, _)| quote!(.with_timeout(::core::time::Duration::from_nanos(#ns))));
-    let signal_methods = signal_methods(private, wf);
+    let signal_methods = signal_methods(private, wf, true);
     let steps = &gen.steps;
     let edges = &gen.edges;
     let labels = &gen.labels;
@@ -824,6 +833,9 @@ fn expand_one(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
         // would do too: not a qualification the user wrote.
         #[allow(unused_qualifications)]
         const _: () = {
+            // `Probe<T>::IS_DATA` in a signal's checked type (see `checked_signal`).
+            #[allow(unused_imports)]
+            use #private::NotData as _;
             #(#aliases)*
             #(#compensation_items)*
             #finishes_check
@@ -958,9 +970,26 @@ fn limits(
     (setter, checks)
 }
 
+/// The type of a signal's value, `ty` itself when it is data; otherwise one error at `ty` (see
+/// `__private::Probe`). `NotData` must be in scope.
+fn checked_signal(private: &TokenStream, ty: &syn::Type) -> TokenStream {
+    let probe = quote!(<#private::Probe<#ty>>::IS_DATA);
+    let message = format!(
+        "`{}` cannot be a signal's value: add `#[derive(serde::Serialize, serde::Deserialize)]` to it (signals are sent as JSON, and must be owned, `Send` and `Sync`)",
+        crate::respan::type_text(ty)
+    )
+    .replace('{', "{{")
+    .replace('}', "}}");
+    let panic = crate::respan::respan_over(quote!(::core::panic!(#message)), ty);
+    quote! {
+        <#private::Pick<{ #probe }> as #private::Choose<#ty, [(); if #probe { 0 } else { #panic }]>>::Type
+    }
+}
+
 /// `signal_<name>(run_id, value)` for each `signal(name: T, ..)` of the graph, and `signal` when
-/// there is exactly one.
-fn signal_methods(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
+/// there is exactly one. `checked`: the `n`th signal's type has its checked alias
+/// `__nanoflow_g{n}` (not in a stub).
+fn signal_methods(private: &TokenStream, wf: &WorkflowDecl, checked: bool) -> TokenStream {
     let Some(graph) = &wf.graph else {
         return TokenStream::new();
     };
@@ -975,8 +1004,13 @@ fn signal_methods(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
             _ => None,
         })
         .collect();
-    let method = |ident: syn::Ident, signal: &Signal| {
+    let method = |ident: syn::Ident, index: usize, signal: &Signal| {
         let ty = &signal.ty;
+        let sent = if checked {
+            format_ident!("__nanoflow_g{}", index).to_token_stream()
+        } else {
+            ty.to_token_stream()
+        };
         let name = signal.name.to_string();
         let doc = format!(
             "Sends signal `{name}` to run `run_id` of `{workflow}`: the run waiting at its step `{name}` goes on with `value`."
@@ -989,7 +1023,7 @@ fn signal_methods(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
                 run_id: #private::RunId,
                 value: #ty,
             ) -> ::core::result::Result<(), #private::SignalError> {
-                #private::send_signal::<#ty>(
+                #private::send_signal::<#sent>(
                     <Self as #private::Workflow>::NAME,
                     run_id,
                     #name,
@@ -1001,11 +1035,19 @@ fn signal_methods(private: &TokenStream, wf: &WorkflowDecl) -> TokenStream {
     };
     let mut out: TokenStream = signals
         .iter()
-        .map(|s| method(format_ident!("signal_{}", s.name, span = s.name.span()), s))
+        .enumerate()
+        .map(|(i, s)| {
+            method(
+                format_ident!("signal_{}", s.name, span = s.name.span()),
+                i,
+                s,
+            )
+        })
         .collect();
     if let [only] = signals.as_slice() {
         out.extend(method(
             format_ident!("signal", span = only.name.span()),
+            0,
             only,
         ));
     }
@@ -1128,7 +1170,7 @@ fn stub(private: &TokenStream, wf: &WorkflowDecl, errors: &[syn::Error]) -> Toke
     let poisoned = poison::poisoned_type(first);
     let rest = poison::report(rest);
     let poisoned_alias = quote!(__nanoflow_poisoned);
-    let signal_methods = signal_methods(private, wf);
+    let signal_methods = signal_methods(private, wf, false);
     let as_node = as_node(private, &ty, &wf.name, &poisoned_alias, &poisoned_alias);
     // The node names that were read are still resolved, so an unknown one is reported too.
     let mut nodes = Vec::new();

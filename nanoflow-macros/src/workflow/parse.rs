@@ -978,7 +978,7 @@ mod tests {
     fn rejects_garbage() {
         assert_eq!(
             parse_errors(quote!(w: a -> ;)),
-            ["expected a node name, `(` to start parallel branches, `match`, `if` or `map(..)`"]
+            ["expected a node name, `(` to start parallel branches, `match`, `if`, `map(..)`, `signal(..)` or `sleep(..)`"]
         );
         assert_eq!(
             parse_errors(quote!()),
@@ -1135,6 +1135,77 @@ mod tests {
         assert_eq!(
             file.workflows[2].errors[0].to_string(),
             "expected a `map` option: `concurrency = 8` or `collect_errors`"
+        );
+    }
+
+    #[test]
+    fn parses_signals_and_sleeps() {
+        let file: WorkflowFile = syn::parse2(quote! {
+            w: hold -> signal(approval: my::Approval<u8>, timeout = "3d",) -> sleep("1s")
+               -> sleep("2s") as pause -> (sleep("1ms"), signal(n: u32)) -> done;
+        })
+        .unwrap();
+        assert!(file.workflows[0].errors.is_empty());
+        let graph = file.workflows[0].graph.as_ref().unwrap();
+        let mut steps = Vec::new();
+        graph.steps(&mut steps);
+        let names: Vec<String> = steps.iter().map(|s| s.ident().to_string()).collect();
+        assert_eq!(
+            names,
+            ["hold", "approval", "sleep", "pause", "sleep_2", "n", "done"]
+        );
+        let Stage::Signal(signal) = &graph.stages[1] else {
+            panic!("expected a signal")
+        };
+        assert_eq!(signal.timeout_ns(), Some(3 * 86_400_000_000_000));
+        assert_eq!(
+            parse_errors(quote!(w: a -> signal(approval) -> b;)),
+            ["expected `signal(name: Type)` or `signal(name: Type, timeout = \"3d\")`, as in `signal(approval: Approval)`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: a -> signal(approval: A, wait = "1s") -> b;)),
+            ["unknown `signal` option `wait`; expected `timeout = \"3d\"`"]
+        );
+        assert_eq!(
+            parse_errors(quote!(w: a -> sleep(10) -> b;)),
+            ["`sleep` takes a duration, as in `sleep(\"10m\")`"]
+        );
+    }
+
+    #[test]
+    fn merges_limits() {
+        let file: WorkflowFile = syn::parse2(quote! {
+            #[limit(concurrency = 1, key = "customer.id")]
+            #[limit(rate = "100/s", key = "customer.id", priority = tier)]
+            #[limit(debounce = "2s")]
+            #[timeout("1h")]
+            w: a;
+        })
+        .unwrap();
+        let wf = &file.workflows[0];
+        assert!(wf.errors.is_empty());
+        let options: Vec<&str> = wf.limits.limits.iter().map(|(l, _)| l.option()).collect();
+        assert_eq!(options, ["concurrency", "rate", "debounce"]);
+        assert_eq!(wf.limits.key.as_ref().unwrap().parts(), ["customer", "id"]);
+        assert_eq!(wf.limits.priority.as_ref().unwrap().parts(), ["tier"]);
+        assert_eq!(wf.timeout.map(|(ns, _)| ns), Some(3_600_000_000_000));
+        assert_eq!(
+            parse_errors(quote! {
+                #[limit(concurrency = 1, concurrency = 2)]
+                #[limit(concurrency = "3", rate = "x", priority = a, priority = b)]
+                #[limit()]
+                #[timeout("1s")]
+                #[timeout("2s")]
+                w: a;
+            }),
+            [
+                "`concurrency` specified more than once",
+                "`concurrency` takes a whole number of runs from 1, as in `concurrency = 2`",
+                "invalid rate `x`: expected `<count>/<period>`, e.g. \"100/s\", \"5/m\" or \"10/2s\"",
+                "`priority` specified more than once",
+                "`#[limit()]` declares no limit; expected `concurrency = 2`, `rate = \"100/s\"`, `debounce = \"2s\"`, `key = field` or `priority = field`",
+                "`#[timeout(..)]` specified more than once",
+            ]
         );
     }
 }

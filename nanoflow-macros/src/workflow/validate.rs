@@ -541,4 +541,62 @@ mod tests {
         assert!(e.contains("node `a` appears twice"), "{e}");
         assert_eq!(errors(quote!(w: if c { a } else { a as a_2 };)), "");
     }
+
+    #[test]
+    fn waits_are_placed_where_their_input_is_named() {
+        assert_eq!(
+            errors(
+                quote!(w: a -> match { X(x) => b -> signal(s: S), Y => sleep("1s") -> c, _ => sleep("1s") as z -> d } -> if e { signal(t: T) -> f } else { g };)
+            ),
+            ""
+        );
+        let e =
+            errors(quote!(w: a -> map(b -> sleep("1s")) -> match { X(x) => signal(s: S) -> c };));
+        assert!(
+            e.contains("`sleep` inside `map(..)` is not supported"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`signal` cannot come first in this `match` arm"),
+            "{e}"
+        );
+        let e = errors(quote!(w: (signal(s: S), a) -> b;));
+        assert!(e.starts_with("workflow `w` starts with `signal`"), "{e}");
+        let file: WorkflowFile = syn::parse2(quote!(w: a -> map(sleep("1s"));)).unwrap();
+        assert!(file.workflows[0].is_broken());
+    }
+
+    #[test]
+    fn wait_names_are_step_names() {
+        let e = errors(quote!(w: a -> signal(a: A) -> sleep("1s") -> sleep("1s") as sleep;));
+        assert!(
+            e.contains(
+                "the name `a` is used twice in workflow `w`; a signal's name is its step's name"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("the name `sleep` is used twice in workflow `w`; choose another alias"),
+            "{e}"
+        );
+        let e = errors(quote!(w: sleep -> sleep("1s");));
+        assert!(e.contains("name this sleep: `sleep(..) as pause`"), "{e}");
+        assert_eq!(
+            errors(quote!(w: a -> sleep("0s") -> signal(s: S, timeout = "0ms");)),
+            "`sleep` must be longer than zero\na signal's `timeout` must be longer than zero"
+        );
+    }
+
+    #[test]
+    fn a_key_needs_a_limit() {
+        assert_eq!(
+            errors(quote!(#[limit(key = customer, priority = tier)] w: a;)),
+            "`key` applies to a limit, and workflow `w` has none; add `concurrency = 2`, `rate = \"100/s\"` or `debounce = \"2s\"` to this `#[limit(..)]`\n\
+             `priority` applies to a limit, and workflow `w` has none; add `concurrency = 2`, `rate = \"100/s\"` or `debounce = \"2s\"` to this `#[limit(..)]`"
+        );
+        assert_eq!(
+            errors(quote!(#[limit(key = customer)] #[limit(concurrency = 1)] w: a;)),
+            ""
+        );
+    }
 }

@@ -333,7 +333,7 @@ impl App {
             Delivery::Woken(record) => {
                 tracing::info!(%run_id, signal, "signal delivered; the run resumes");
                 let app = self.clone();
-                tokio::spawn(async move { app.start_recorded(record, false).await });
+                tokio::spawn(async move { app.start_recorded(*record, false).await });
                 Ok(())
             }
         }
@@ -360,7 +360,7 @@ impl App {
             Cancel::Woken(record) => {
                 tracing::info!(%run_id, "run cancelled while it waited; compensating");
                 if self.durable().is_some() {
-                    let task = self.resume_with(record, true).await?;
+                    let task = self.resume_with(*record, true).await?;
                     Ok(Cancelling::Compensating(task))
                 } else {
                     Ok(Cancelling::Stopping)
@@ -442,6 +442,23 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     if app.durable().is_none() {
         return;
     }
+    // The due times of the runs that waited when the runner stopped, to wake each on time;
+    // those that fell due while no runner was up wake at once.
+    let waiting = app
+        .journal
+        .list_runs(crate::journal::RunFilter {
+            status: Some(RunStatus::Waiting),
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    for run in waiting {
+        if let Some(due) = run.due_ms {
+            app.flow.add_timer(due, run.run_id);
+        }
+    }
+    let mut first = true;
     loop {
         let next = app
             .flow
@@ -452,6 +469,7 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             .map(|Reverse((due, _))| *due);
         let now = now_ms();
         let wait = match next {
+            _ if first => Duration::ZERO,
             Some(due) if due <= now => Duration::ZERO,
             Some(due) => Duration::from_millis((due - now).min(1000)),
             None => Duration::from_millis(1000),
@@ -463,6 +481,7 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+        first = false;
         let now = now_ms();
         {
             let mut timers = app.flow.timers.lock().unwrap_or_else(|p| p.into_inner());

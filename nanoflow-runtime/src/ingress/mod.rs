@@ -175,8 +175,15 @@ impl Pending {
                     .await
             }
             None => {
+                // Queued: nothing to drive here; wait for how it settles.
                 drop(permit);
-                unreachable!("a queued run is awaited with `settled`, not driven")
+                match self.settled(app).await {
+                    flow::Settled::Output(output) => Ok(output),
+                    flow::Settled::Waiting => Err(Error::Config(
+                        "the run waits for a signal or a sleep's end".into(),
+                    )),
+                    flow::Settled::Failed(_, error) => Err(Error::Config(error.message)),
+                }
             }
         }
     }
@@ -661,6 +668,7 @@ impl App {
         let future = match wf.start(ctx, &record.input) {
             Ok(f) => f,
             Err(e) => {
+                self.flow.release(record.run_id);
                 tracing::error!(run_id = %record.run_id, error = %e, "cannot resume: the journaled input no longer fits");
                 return Ok(None);
             }

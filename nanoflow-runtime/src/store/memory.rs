@@ -396,7 +396,7 @@ impl RunStore for MemoryStore {
                         run.status = RunStatus::Running;
                         run.due_ms = None;
                     }
-                    Delivery::Woken(data.whole(run_id).expect("present"))
+                    Delivery::Woken(Box::new(data.whole(run_id).expect("present")))
                 } else {
                     Delivery::Kept
                 }
@@ -541,7 +541,7 @@ impl RunStore for MemoryStore {
                     run.status = RunStatus::Running;
                     run.due_ms = None;
                 }
-                Cancel::Woken(data.whole(run_id).expect("present"))
+                Cancel::Woken(Box::new(data.whole(run_id).expect("present")))
             }
             Some(_) => Cancel::Running,
         };

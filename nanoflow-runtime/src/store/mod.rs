@@ -93,7 +93,7 @@ pub enum Delivery {
     Kept,
     /// Recorded, and the run, which was waiting, is running again (owned by this runner): here
     /// with its timeline, to resume.
-    Woken(RunRecord),
+    Woken(Box<RunRecord>),
 }
 
 /// What [`RunStore::cancel`] did.
@@ -107,7 +107,7 @@ pub enum Cancel {
     Ended,
     /// The run was waiting: it is running again (owned by this runner), here with its timeline,
     /// to be resumed cancelled so that its compensations run.
-    Woken(RunRecord),
+    Woken(Box<RunRecord>),
     /// The run is running: whoever executes it must stop it.
     Running,
 }

@@ -877,7 +877,7 @@ impl RunStore for PostgresStore {
             match self.flow(args, deliver_job).await? {
                 Flowed::Delivery(d) => Ok(d),
                 Flowed::Taken(taken) => Ok(match self.owned_runs(taken).await?.pop() {
-                    Some(run) => Delivery::Woken(run),
+                    Some(run) => Delivery::Woken(Box::new(run)),
                     None => Delivery::UnknownRun,
                 }),
                 _ => Ok(Delivery::UnknownRun),
@@ -965,7 +965,7 @@ impl RunStore for PostgresStore {
             match self.flow(args, cancel_job).await? {
                 Flowed::Cancel(c) => Ok(c),
                 Flowed::Taken(taken) => Ok(match self.owned_runs(taken).await?.pop() {
-                    Some(run) => Cancel::Woken(run),
+                    Some(run) => Cancel::Woken(Box::new(run)),
                     None => Cancel::UnknownRun,
                 }),
                 _ => Ok(Cancel::UnknownRun),

@@ -377,7 +377,7 @@ impl RunStore for SqliteStore {
                 FlowDone::Delivery(Delivery::Woken(run)) => {
                     let run_id = run.run_id;
                     Ok(match self.whole_runs(vec![run_id]).await?.pop() {
-                        Some(run) => Delivery::Woken(run),
+                        Some(run) => Delivery::Woken(Box::new(run)),
                         None => Delivery::UnknownRun,
                     })
                 }
@@ -442,7 +442,7 @@ impl RunStore for SqliteStore {
             match self.flow(Flow::Cancel(run_id)).await? {
                 FlowDone::Cancel(Cancel::Woken(run)) => {
                     Ok(match self.whole_runs(vec![run.run_id]).await?.pop() {
-                        Some(run) => Cancel::Woken(run),
+                        Some(run) => Cancel::Woken(Box::new(run)),
                         None => Cancel::UnknownRun,
                     })
                 }
@@ -1113,7 +1113,7 @@ fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
                             "UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1",
                         )?
                         .execute([&id])?;
-                        Delivery::Woken(placeholder(write.run_id))
+                        Delivery::Woken(Box::new(placeholder(write.run_id)))
                     } else {
                         Delivery::Kept
                     }
@@ -1182,7 +1182,7 @@ fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
                         "UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1",
                     )?
                     .execute([&id])?;
-                    Cancel::Woken(placeholder(*run_id))
+                    Cancel::Woken(Box::new(placeholder(*run_id)))
                 }
                 Some(_) => Cancel::Running,
             };

@@ -577,7 +577,7 @@
     const text = formable ? null : h("textarea", { class: "mono", rows: "4", "aria-label": "signal value", "data-path": "" }, "{}");
     const error = h("p", { class: "error-text", role: "alert" });
     const send = h("button", { type: "submit", class: "primary" }, "Send " + step.name);
-    const box = h("div", { class: "signal-fields" }, fields ? fields.el : text);
+    const box = h("div", { class: "signal-fields schema-form" }, fields ? fields.el : text);
     const form = h("form", { class: "panel signal-form", "data-signal": step.name },
       h("h3", {}, "Signal ", h("span", { class: "mono" }, step.name), h("span", { class: "muted" }, " · " + step.signal.type)),
       box, error, send);

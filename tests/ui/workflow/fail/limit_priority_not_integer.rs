@@ -1,0 +1,21 @@
+use nanoflow::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Charge {
+    pub customer: String,
+    pub name: String,
+    pub cents: u64,
+}
+
+#[node]
+fn charge(c: Charge) -> u64 {
+    c.cents
+}
+
+workflow! {
+    #[limit(concurrency = 4, priority = name)]
+    pub limited: charge;
+}
+
+fn main() {}
