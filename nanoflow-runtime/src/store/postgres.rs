@@ -1344,13 +1344,9 @@ impl Readers {
 
 /// The writer's prepared statements.
 struct Statements {
-    insert_run: Statement,
+    apply: Statement,
     create_keyed: Statement,
     find_key: Statement,
-    step: Statement,
-    state: Statement,
-    unlock: Statement,
-    finish: Statement,
     fence: Statement,
     reopen: Statement,
     reset: Statement,
@@ -1360,17 +1356,14 @@ struct Statements {
 
 impl Statements {
     async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
+        // Every writer statement reaches its rows by key. A prepared statement's plan is
+        // cached once made, and one made while the journal was nearly empty (a new database,
+        // statistics not yet gathered) scans whole tables, and keeps scanning them as they
+        // grow, until the next `ANALYZE`: under load, that scan of `runs` for the ownership
+        // check was most of PostgreSQL's time (issue 12).
+        c.batch_execute("SET enable_seqscan = off").await?;
         Ok(Self {
-            insert_run: c
-                .prepare(
-                    "INSERT INTO nanoflow_journal.runs
-                         (id, workflow, status, input, idempotency_key, created_ms, owner, epoch,
-                          fingerprint, limit_key, priority, due_ms)
-                     VALUES ($1, $2, CASE WHEN $8::text IS NULL THEN 'running' ELSE 'queued' END,
-                             $3, $4, $5, $6, 1, $7, $8, $9, $10)
-                     ON CONFLICT DO NOTHING RETURNING id",
-                )
-                .await?,
+            apply: c.prepare(APPLY).await?,
             create_keyed: c
                 .prepare(
                     "WITH ins AS (
@@ -1389,36 +1382,6 @@ impl Statements {
             find_key: c
                 .prepare(
                     "SELECT id FROM nanoflow_journal.runs WHERE workflow = $1 AND idempotency_key = $2",
-                )
-                .await?,
-            step: c
-                .prepare(
-                    "INSERT INTO nanoflow_journal.steps
-                         (run_id, step, attempt, status, output, error, started_ms, duration_us,
-                          output_fp, place_fp)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                     ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
-                         output = excluded.output, error = excluded.error,
-                         started_ms = excluded.started_ms, duration_us = excluded.duration_us,
-                         output_fp = excluded.output_fp, place_fp = excluded.place_fp",
-                )
-                .await?,
-            state: c
-                .prepare(
-                    "INSERT INTO nanoflow_journal.state (node, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT (node, key) DO UPDATE SET value = excluded.value",
-                )
-                .await?,
-            unlock: c
-                .prepare(
-                    "DELETE FROM nanoflow_journal.state_locks
-                     WHERE node = $1 AND key = $2 AND owner = $3",
-                )
-                .await?,
-            finish: c
-                .prepare(
-                    "UPDATE nanoflow_journal.runs SET status = $2, output = $3, error = $4,
-                         finished_ms = $5, due_ms = NULL WHERE id = $1",
                 )
                 .await?,
             fence: c
@@ -1666,8 +1629,8 @@ type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 /// What a statement of a batch is, to read its result.
 enum Op {
-    /// A run row (`RETURNING id` when inserted).
-    InsertRun(RunId),
+    /// An [`APPLY`] (`RETURNING` the ids of the runs it inserted).
+    Apply,
     /// The creation of a run with a key: its id and whether it is new, or nothing (a
     /// concurrent transaction committed the key after this statement's snapshot).
     CreateKeyed(usize, RunId),
@@ -1677,7 +1640,267 @@ enum Op {
     Plain,
 }
 
-fn run_params(shared: &Shared, run: &NewRun) -> Params {
+/// Writes a batch's run rows, attempts, node states (releasing their keys' locks) and ends in
+/// one statement, whatever their number: one array per column, `unnest`ed (issue 12: one
+/// statement per record made a batch's cost grow with its size). A run created and ended in
+/// the same batch is inserted ended. The sub-statements see the same snapshot, not each
+/// other's rows: the update of ends reaches only runs that existed before (one whose insert
+/// found its row there already included), never a row inserted beside it, so nothing is
+/// written twice. Returns the ids of the runs inserted.
+const APPLY: &str = "
+WITH created AS (
+    INSERT INTO nanoflow_journal.runs
+        (id, workflow, status, input, output, error, idempotency_key, created_ms, finished_ms,
+         owner, epoch, fingerprint, limit_key, priority, due_ms)
+    SELECT u.id, u.workflow,
+           coalesce(u.status, CASE WHEN u.limit_key IS NULL THEN 'running' ELSE 'queued' END),
+           u.input, u.output, u.error, u.key, $2::int8,
+           CASE WHEN u.status IS NULL THEN NULL ELSE $2::int8 END, $1::text, 1, u.fingerprint,
+           u.limit_key, u.priority, CASE WHEN u.status IS NULL THEN u.due END
+    FROM unnest($3::text[], $4::text[], $5::bytea[], $6::text[], $7::int8[], $8::text[],
+                $9::int8[], $10::int8[], $11::text[], $12::bytea[], $13::text[])
+        AS u(id, workflow, input, key, fingerprint, limit_key, priority, due, status, output,
+             error)
+    ON CONFLICT DO NOTHING RETURNING id),
+steps AS (
+    INSERT INTO nanoflow_journal.steps
+        (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp,
+         place_fp)
+    SELECT * FROM unnest($14::text[], $15::text[], $16::int4[], $17::text[], $18::bytea[],
+                         $19::text[], $20::int8[], $21::int8[], $22::int8[], $23::int8[])
+    ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
+        output = excluded.output, error = excluded.error, started_ms = excluded.started_ms,
+        duration_us = excluded.duration_us, output_fp = excluded.output_fp,
+        place_fp = excluded.place_fp),
+states AS (
+    INSERT INTO nanoflow_journal.state (node, key, value)
+    SELECT * FROM unnest($24::text[], $25::text[], $26::bytea[])
+    ON CONFLICT (node, key) DO UPDATE SET value = excluded.value),
+unlocked AS (
+    DELETE FROM nanoflow_journal.state_locks l
+    USING unnest($24::text[], $25::text[]) AS u(node, key)
+    WHERE l.key = ANY($25::text[]) AND l.node = u.node AND l.key = u.key AND l.owner = $1::text),
+ended AS (
+    UPDATE nanoflow_journal.runs r SET status = u.status, output = u.output, error = u.error,
+        finished_ms = $2::int8, due_ms = NULL
+    FROM unnest($27::text[], $28::text[], $29::bytea[], $30::text[]) AS u(id, status, output, error)
+    WHERE r.id = ANY($27::text[]) AND r.id = u.id)
+SELECT id FROM created";
+
+/// The records of a batch written by one [`APPLY`]: those whose order does not matter, or is
+/// kept by its sub-statements' fixed order (a run's row before its attempts and its end).
+#[derive(Default)]
+struct Group<'b> {
+    /// Run rows to insert, each with its end when it ends in the same batch.
+    runs: Vec<(&'b NewRun, Option<&'b FinishWrite>)>,
+    run_at: HashMap<RunId, usize>,
+    steps: Vec<&'b StepWrite>,
+    step_at: HashMap<(RunId, &'b str, u32), usize>,
+    states: Vec<(&'static str, &'b str, &'b Bytes)>,
+    state_at: HashMap<(&'static str, &'b str), usize>,
+    ends: Vec<&'b FinishWrite>,
+    end_at: HashMap<RunId, usize>,
+}
+
+/// Puts `item` in `items` once per key: a later one replaces the earlier (one statement may
+/// not update a row twice; issue order makes the later one the record).
+fn keep_last<K: std::hash::Hash + Eq, T>(
+    items: &mut Vec<T>,
+    at: &mut HashMap<K, usize>,
+    key: K,
+    item: T,
+) {
+    match at.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => items[*e.get()] = item,
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(items.len());
+            items.push(item);
+        }
+    }
+}
+
+impl<'b> Group<'b> {
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.steps.is_empty() && self.ends.is_empty()
+    }
+
+    fn run(&mut self, run: &'b NewRun) {
+        // A second row of the same id would be refused by the first, as in two statements.
+        if let std::collections::hash_map::Entry::Vacant(e) = self.run_at.entry(run.run_id) {
+            e.insert(self.runs.len());
+            self.runs.push((run, None));
+        }
+    }
+
+    fn step(&mut self, step: &'b StepWrite) {
+        keep_last(
+            &mut self.steps,
+            &mut self.step_at,
+            (step.run_id, step.step.as_ref(), step.attempt),
+            step,
+        );
+        if let Some((node, key, value)) = &step.state {
+            keep_last(
+                &mut self.states,
+                &mut self.state_at,
+                (*node, key.as_str()),
+                (*node, key.as_str(), value),
+            );
+        }
+    }
+
+    fn end(&mut self, end: &'b FinishWrite) {
+        if let Some(&i) = self.run_at.get(&end.run_id) {
+            self.runs[i].1 = Some(end);
+        }
+        keep_last(&mut self.ends, &mut self.end_at, end.run_id, end);
+        for run in &end.chained {
+            self.run(run);
+        }
+    }
+
+    /// Adds the group's [`APPLY`] to `ops`, and starts an empty group.
+    fn flush<'s>(
+        &mut self,
+        apply: &'s Statement,
+        shared: &Shared,
+        ops: &mut Vec<(&'s Statement, Params, Op)>,
+    ) {
+        if !self.is_empty() {
+            ops.push((apply, self.params(shared), Op::Apply));
+            *self = Group::default();
+        }
+    }
+
+    /// The parameters of [`APPLY`].
+    fn params(&self, shared: &Shared) -> Params {
+        let n = self.runs.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut workflows = Vec::with_capacity(n);
+        let mut inputs = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        let mut prints = Vec::with_capacity(n);
+        let mut limit_keys = Vec::with_capacity(n);
+        let mut priorities = Vec::with_capacity(n);
+        let mut dues = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut outputs = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        for (run, end) in &self.runs {
+            ids.push(run.run_id.to_string());
+            workflows.push(run.workflow);
+            inputs.push(run.input.to_vec());
+            keys.push(run.idempotency_key.clone());
+            prints.push(run.fingerprint.map(|f| f.0 as i64));
+            limit_keys.push(run.queued.as_ref().map(|q| q.key.clone()));
+            priorities.push(run.queued.as_ref().map_or(0, |q| q.priority));
+            dues.push(run.queued.as_ref().map(|q| q.due_ms as i64));
+            let (status, output, error) = match end {
+                Some(end) => {
+                    let (status, output, error) = end_columns(end);
+                    (Some(status), output, error)
+                }
+                None => (None, None, None),
+            };
+            statuses.push(status);
+            outputs.push(output);
+            errors.push(error);
+        }
+        let n = self.steps.len();
+        let mut step_runs = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
+        let mut step_statuses = Vec::with_capacity(n);
+        let mut step_outputs = Vec::with_capacity(n);
+        let mut step_errors = Vec::with_capacity(n);
+        let mut started = Vec::with_capacity(n);
+        let mut durations = Vec::with_capacity(n);
+        let mut output_fps = Vec::with_capacity(n);
+        let mut place_fps = Vec::with_capacity(n);
+        for step in &self.steps {
+            let (status, output, error) = match &step.outcome {
+                Ok(out) if step.attempt == super::WAIT_ATTEMPT => {
+                    ("waiting", Some(out.to_vec()), None)
+                }
+                Ok(out) => ("succeeded", Some(out.to_vec()), None),
+                Err(e) => ("failed", None, Some(e.to_string())),
+            };
+            step_runs.push(step.run_id.to_string());
+            names.push(step.step.to_string());
+            attempts.push(step.attempt as i32);
+            step_statuses.push(status);
+            step_outputs.push(output);
+            step_errors.push(error);
+            started.push(step.started_ms as i64);
+            durations.push(step.duration_us as i64);
+            output_fps.push(step.fingerprint.map(|f| f.output.0 as i64));
+            place_fps.push(step.fingerprint.map(|f| f.place.0 as i64));
+        }
+        let mut nodes = Vec::with_capacity(self.states.len());
+        let mut state_keys = Vec::with_capacity(self.states.len());
+        let mut values = Vec::with_capacity(self.states.len());
+        for (node, key, value) in &self.states {
+            nodes.push(*node);
+            state_keys.push(key.to_string());
+            values.push(value.to_vec());
+        }
+        let n = self.ends.len();
+        let mut end_ids = Vec::with_capacity(n);
+        let mut end_statuses = Vec::with_capacity(n);
+        let mut end_outputs = Vec::with_capacity(n);
+        let mut end_errors = Vec::with_capacity(n);
+        for end in &self.ends {
+            let (status, output, error) = end_columns(end);
+            end_ids.push(end.run_id.to_string());
+            end_statuses.push(status);
+            end_outputs.push(output);
+            end_errors.push(error);
+        }
+        vec![
+            Box::new(shared.owner.clone()),
+            Box::new(now_ms() as i64),
+            Box::new(ids),
+            Box::new(workflows),
+            Box::new(inputs),
+            Box::new(keys),
+            Box::new(prints),
+            Box::new(limit_keys),
+            Box::new(priorities),
+            Box::new(dues),
+            Box::new(statuses),
+            Box::new(outputs),
+            Box::new(errors),
+            Box::new(step_runs),
+            Box::new(names),
+            Box::new(attempts),
+            Box::new(step_statuses),
+            Box::new(step_outputs),
+            Box::new(step_errors),
+            Box::new(started),
+            Box::new(durations),
+            Box::new(output_fps),
+            Box::new(place_fps),
+            Box::new(nodes),
+            Box::new(state_keys),
+            Box::new(values),
+            Box::new(end_ids),
+            Box::new(end_statuses),
+            Box::new(end_outputs),
+            Box::new(end_errors),
+        ]
+    }
+}
+
+/// A run's end as its status, output and error columns.
+fn end_columns(end: &FinishWrite) -> (&'static str, Option<Vec<u8>>, Option<String>) {
+    match &end.outcome {
+        Ok(out) => ("succeeded", Some(out.to_vec()), None),
+        Err(e) => (e.status().as_str(), None, serde_json::to_string(e).ok()),
+    }
+}
+
+/// A keyed creation's parameters.
+fn keyed_params(shared: &Shared, run: &NewRun) -> Params {
     vec![
         Box::new(run.run_id.to_string()),
         Box::new(run.workflow),
@@ -1692,61 +1915,12 @@ fn run_params(shared: &Shared, run: &NewRun) -> Params {
     ]
 }
 
-/// The statements that record one attempt (and its node's state, releasing the key's lock).
-fn step_ops<'s>(
-    s: &'s Statements,
-    shared: &Shared,
-    step: &StepWrite,
-    ops: &mut Vec<(&'s Statement, Params, Op)>,
-) {
-    let (status, output, error) = match &step.outcome {
-        Ok(out) if step.attempt == super::WAIT_ATTEMPT => ("waiting", Some(out.to_vec()), None),
-        Ok(out) => ("succeeded", Some(out.to_vec()), None),
-        Err(e) => ("failed", None, Some(e.to_string())),
-    };
-    ops.push((
-        &s.step,
-        vec![
-            Box::new(step.run_id.to_string()),
-            Box::new(step.step.to_string()),
-            Box::new(step.attempt as i32),
-            Box::new(status),
-            Box::new(output),
-            Box::new(error),
-            Box::new(step.started_ms as i64),
-            Box::new(step.duration_us as i64),
-            Box::new(step.fingerprint.map(|f| f.output.0 as i64)),
-            Box::new(step.fingerprint.map(|f| f.place.0 as i64)),
-        ],
-        Op::Plain,
-    ));
-    if let Some((node, key, value)) = &step.state {
-        ops.push((
-            &s.state,
-            vec![
-                Box::new(*node),
-                Box::new(key.clone()),
-                Box::new(value.to_vec()),
-            ],
-            Op::Plain,
-        ));
-        // The key's next run (on any runner) may start once this commits.
-        ops.push((
-            &s.unlock,
-            vec![
-                Box::new(*node),
-                Box::new(key.clone()),
-                Box::new(shared.owner.clone()),
-            ],
-            Op::Plain,
-        ));
-    }
-}
-
 /// Applies `batch` in one transaction, pipelined: `BEGIN` and the ownership check of every run
-/// it writes (which also locks them against a concurrent claim) in one round trip, then every
-/// statement and the `COMMIT` in a second. Writes of runs another runner took over fail with
-/// a fencing error; the rest commit.
+/// it writes (which also locks them against a concurrent claim) in one round trip, then its
+/// statements and the `COMMIT` in a second. The statements are one [`APPLY`] for the records
+/// of every run, whatever their number, plus one per write that needs its own; a batch
+/// needing neither the check nor more than one statement is that statement alone, one round
+/// trip. Writes of runs another runner took over fail with a fencing error; the rest commit.
 async fn commit(
     w: &mut Writer,
     shared: &Shared,
@@ -1816,7 +1990,11 @@ async fn commit_pipelined(
         reopened: Vec::new(),
         ended: Vec::new(),
     };
+    // Runs' records go in one statement ([`APPLY`]) for every run; a write with a statement
+    // of its own (a keyed creation, a reopening, a reset, a fork, a prune) ends the group
+    // before it and starts another after it, so that every run's writes apply in issue order.
     let mut ops: Vec<(&Statement, Params, Op)> = Vec::new();
+    let mut group = Group::default();
     for (i, write) in batch.iter().enumerate() {
         if let Some(id) = write.fenced_run().filter(|id| fenced.contains(id)) {
             outcome.results.push(Err(StoreError::Unavailable(format!(
@@ -1826,75 +2004,43 @@ async fn commit_pipelined(
             continue;
         }
         let done = match write {
-            Write::Create(run, _) => match &run.idempotency_key {
-                Some(_) => {
-                    ops.push((
-                        &s.create_keyed,
-                        run_params(shared, run),
-                        Op::CreateKeyed(i, run.run_id),
-                    ));
-                    // Filled in from the statement's result.
-                    Done::Created(Created::New)
+            Write::Create(run, _) => {
+                match &run.idempotency_key {
+                    Some(_) => {
+                        group.flush(&s.apply, shared, &mut ops);
+                        ops.push((
+                            &s.create_keyed,
+                            keyed_params(shared, run),
+                            Op::CreateKeyed(i, run.run_id),
+                        ));
+                    }
+                    None => group.run(run),
                 }
-                None => {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
-                    Done::Created(Created::New)
-                }
-            },
+                // Filled in from the statement's result when keyed.
+                Done::Created(Created::New)
+            }
             Write::Step(steps, create, _) => {
                 if let Some(run) = create {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
+                    group.run(run);
                 }
                 for step in steps {
-                    step_ops(s, shared, step, &mut ops);
+                    group.step(step);
                 }
                 Done::Unit
             }
             Write::Finish(steps, finish, create, _) => {
                 if let Some(run) = create {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
+                    group.run(run);
                 }
                 for step in steps {
-                    step_ops(s, shared, step, &mut ops);
+                    group.step(step);
                 }
-                let (status, output, error) = match &finish.outcome {
-                    Ok(out) => ("succeeded", Some(out.to_vec()), None),
-                    Err(e) => (e.status().as_str(), None, serde_json::to_string(e).ok()),
-                };
-                ops.push((
-                    &s.finish,
-                    vec![
-                        Box::new(finish.run_id.to_string()),
-                        Box::new(status),
-                        Box::new(output),
-                        Box::new(error),
-                        Box::new(now_ms() as i64),
-                    ],
-                    Op::Plain,
-                ));
+                group.end(finish);
                 outcome.ended.push(finish.run_id);
-                for run in &finish.chained {
-                    ops.push((
-                        &s.insert_run,
-                        run_params(shared, run),
-                        Op::InsertRun(run.run_id),
-                    ));
-                }
                 Done::Unit
             }
             Write::Reopen(run_id, _) => {
+                group.flush(&s.apply, shared, &mut ops);
                 ops.push((
                     &s.reopen,
                     vec![Box::new(run_id.to_string()), Box::new(shared.owner.clone())],
@@ -1903,6 +2049,7 @@ async fn commit_pipelined(
                 Done::Bool(false)
             }
             Write::Reset(run_id, fingerprint, _) => {
+                group.flush(&s.apply, shared, &mut ops);
                 ops.push((
                     &s.reset,
                     vec![
@@ -1915,22 +2062,21 @@ async fn commit_pipelined(
                 Done::Bool(false)
             }
             Write::Fork(run, from, steps, _) => {
-                ops.push((
-                    &s.insert_run,
-                    run_params(shared, run),
-                    Op::InsertRun(run.run_id),
-                ));
+                group.flush(&s.apply, shared, &mut ops);
+                group.run(run);
+                for step in steps {
+                    group.step(step);
+                }
+                group.flush(&s.apply, shared, &mut ops);
                 ops.push((
                     &s.forked,
                     vec![Box::new(run.run_id.to_string()), Box::new(from.to_string())],
                     Op::Plain,
                 ));
-                for step in steps {
-                    step_ops(s, shared, step, &mut ops);
-                }
                 Done::Unit
             }
             Write::Prune(retention, _) => {
+                group.flush(&s.apply, shared, &mut ops);
                 let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
                 let keep = retention.max_runs.min(i64::MAX as u64) as i64;
                 ops.push((
@@ -1943,39 +2089,54 @@ async fn commit_pipelined(
         };
         outcome.results.push(Ok(done));
     }
+    group.flush(&s.apply, shared, &mut ops);
 
-    // Every statement, then `COMMIT`, sent without waiting for each answer (the server runs
-    // them in order; a failing one aborts the transaction, and `COMMIT` then rolls it back).
     let refs: Vec<Vec<&(dyn ToSql + Sync)>> = ops
         .iter()
         .map(|(_, params, _)| params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect())
         .collect();
-    let mut calls: Vec<BoxFuture<'_, Result<Vec<Row>, tokio_postgres::Error>>> = Vec::new();
-    if !begun {
+    let rows_of = if !begun && ops.len() == 1 {
+        // One statement is a transaction of its own (committed before its answer ends, at
+        // `ReadyForQuery`): no `BEGIN` or `COMMIT` to send.
+        vec![c.query(ops[0].0, &refs[0]).await?]
+    } else {
+        // Every statement, then `COMMIT`, sent without waiting for each answer (the server
+        // runs them in order; a failing one aborts the transaction, and `COMMIT` then rolls
+        // it back).
+        let mut calls: Vec<BoxFuture<'_, Result<Vec<Row>, tokio_postgres::Error>>> = Vec::new();
+        if !begun {
+            calls.push(Box::pin(async {
+                c.batch_execute("BEGIN").await.map(|()| Vec::new())
+            }));
+        }
+        for ((statement, _, _), params) in ops.iter().zip(&refs) {
+            calls.push(Box::pin(c.query(*statement, params)));
+        }
         calls.push(Box::pin(async {
-            c.batch_execute("BEGIN").await.map(|()| Vec::new())
+            c.batch_execute("COMMIT").await.map(|()| Vec::new())
         }));
-    }
-    for ((statement, _, _), params) in ops.iter().zip(&refs) {
-        calls.push(Box::pin(c.query(*statement, params)));
-    }
-    calls.push(Box::pin(async {
-        c.batch_execute("COMMIT").await.map(|()| Vec::new())
-    }));
-    let mut answers = futures_util::future::join_all(calls).await.into_iter();
-    if !begun {
+        let mut answers = futures_util::future::join_all(calls).await.into_iter();
+        if !begun {
+            answers.next().transpose()?;
+        }
+        let mut rows_of = Vec::with_capacity(ops.len());
+        for _ in &ops {
+            rows_of.push(answers.next().transpose()?.unwrap_or_default());
+        }
         answers.next().transpose()?;
-    }
-    let mut rows_of = Vec::with_capacity(ops.len());
-    for _ in &ops {
-        rows_of.push(answers.next().transpose()?.unwrap_or_default());
-    }
-    answers.next().transpose()?;
+        rows_of
+    };
 
     let mut unresolved = Vec::new();
     for ((_, _, op), rows) in ops.iter().zip(rows_of) {
         match op {
-            Op::InsertRun(id) if !rows.is_empty() => outcome.created.push(*id),
+            Op::Apply => {
+                for r in &rows {
+                    if let Ok(id) = r.get::<_, String>(0).parse() {
+                        outcome.created.push(id);
+                    }
+                }
+            }
             Op::CreateKeyed(i, id) => match rows.first() {
                 Some(r) if r.get::<_, bool>(1) => outcome.created.push(*id),
                 Some(r) => {
@@ -1999,7 +2160,7 @@ async fn commit_pipelined(
                 let n = rows.first().map_or(0, |r| r.get::<_, i64>(0));
                 outcome.results[*i] = Ok(Done::Count(n as u64));
             }
-            Op::InsertRun(_) | Op::Plain => {}
+            Op::Plain => {}
         }
     }
     // Keys another runner committed while this batch ran: read them now they are visible.
