@@ -457,7 +457,9 @@ impl RunStore for MemoryStore {
             };
             let entry = counts.entry(l.key.clone()).or_default();
             match run.status {
-                RunStatus::Queued => queued.push((l.priority, run.run_id, l.key.clone(), run.due_ms)),
+                RunStatus::Queued => {
+                    queued.push((l.priority, run.run_id, l.key.clone(), run.due_ms))
+                }
                 RunStatus::Running | RunStatus::Waiting => entry.0 += 1,
                 _ => {}
             }
@@ -469,7 +471,10 @@ impl RunStore for MemoryStore {
         }
         // Higher priority first, then arrival (ids sort by creation).
         queued.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let queued = queued.into_iter().map(|(_, id, key, due)| (id, key, due)).collect();
+        let queued = queued
+            .into_iter()
+            .map(|(_, id, key, due)| (id, key, due))
+            .collect();
         let mut started = Vec::new();
         for id in super::runs_to_start(queued, counts, spec, now, limit) {
             if let Some(l) = data.limited.get_mut(&id) {

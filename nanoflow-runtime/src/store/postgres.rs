@@ -64,10 +64,11 @@ CREATE INDEX IF NOT EXISTS runs_limited ON nanoflow_journal.runs (workflow, limi
 /// hash).
 const FLOW_LOCK: i64 = 0x666c_6f77_0000_0000;
 
-/// Writer connections, each committing its own batches: PostgreSQL flushes the commits of
-/// concurrent transactions together, so throughput grows with them while one writer waits on
-/// its fsync. A run's writes all go to one writer (by its id), which keeps them in order.
-const WRITERS: usize = 2;
+/// Writer connections, each committing its own batches; a run's writes all go to one writer
+/// (by its id), which keeps them in order. One: with two, each batch held half the runs and
+/// throughput fell (0.39x the SQLite journal against 0.42x to 0.44x with one, docs/benchmarks.md):
+/// a batch costs a round trip and one statement whatever its size.
+const WRITERS: usize = 1;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -693,7 +694,11 @@ fn start_queued_job<'c>(
             .filter_map(|row| {
                 let id: String = row.get(0);
                 let due: Option<i64> = row.get(2);
-                Some((id.parse().ok()?, row.get::<_, String>(1), due.map(|d| d as u64)))
+                Some((
+                    id.parse().ok()?,
+                    row.get::<_, String>(1),
+                    due.map(|d| d as u64),
+                ))
             })
             .collect();
         let chosen = super::runs_to_start(queued, counts, args.spec, now as u64, args.limit);
@@ -1348,6 +1353,7 @@ struct Statements {
     create_keyed: Statement,
     find_key: Statement,
     fence: Statement,
+    guard: Statement,
     reopen: Statement,
     reset: Statement,
     forked: Statement,
@@ -1388,6 +1394,21 @@ impl Statements {
                 .prepare(
                     "SELECT id, epoch FROM nanoflow_journal.runs
                      WHERE id = ANY($1) AND owner = $2 FOR NO KEY UPDATE",
+                )
+                .await?,
+            // The ownership check of the optimistic path: locks the runs like `fence`, and
+            // fails (a division by zero, aborting the transaction) unless every one still has
+            // this owner and the epoch this runner holds.
+            guard: c
+                .prepare(
+                    "WITH held AS (
+                         SELECT r.id FROM nanoflow_journal.runs r
+                         JOIN unnest($1::text[], $3::bigint[]) AS h(id, epoch)
+                           ON r.id = h.id AND r.epoch = h.epoch
+                         WHERE r.owner = $2
+                         FOR NO KEY UPDATE OF r)
+                     SELECT 1 / (CASE WHEN (SELECT count(*) FROM held) = cardinality($1::text[])
+                                      THEN 1 ELSE 0 END)",
                 )
                 .await?,
             prune: c
@@ -1926,7 +1947,15 @@ async fn commit(
     shared: &Shared,
     batch: &[Write],
 ) -> Result<Outcome, tokio_postgres::Error> {
-    let result = commit_pipelined(w, shared, batch).await;
+    let mut result = commit_pipelined(w, shared, batch, true).await;
+    let guard_failed = result.as_ref().err().and_then(|e| e.code())
+        == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO);
+    if guard_failed && !w.client.is_closed() {
+        // A run of the batch is not this runner's any more: nothing was written; the
+        // checked path finds which, and writes the others.
+        let _ = w.client.batch_execute("ROLLBACK").await;
+        result = commit_pipelined(w, shared, batch, false).await;
+    }
     if result.is_err() && !w.client.is_closed() {
         // A failed statement aborted the transaction and `COMMIT` rolled it back; make sure.
         let _ = w.client.batch_execute("ROLLBACK").await;
@@ -1934,10 +1963,15 @@ async fn commit(
     result
 }
 
+/// Applies `batch`. `optimistic`: when this runner holds every run the batch writes (the common
+/// case), their ownership is checked by a statement sent with the others ([`Statements::guard`]),
+/// so the whole batch costs one round trip; the guard fails the transaction if one was taken
+/// over, and the caller runs the batch again checked first.
 async fn commit_pipelined(
     w: &mut Writer,
     shared: &Shared,
     batch: &[Write],
+    optimistic: bool,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let s = &w.statements;
     let c = &w.client;
@@ -1962,7 +1996,21 @@ async fn commit_pipelined(
         .into_iter()
         .collect();
     let mut fenced: HashSet<RunId> = HashSet::new();
-    let begun = if to_check.is_empty() {
+    // The epochs this runner holds for the runs to check, when it holds them all.
+    let held_epochs: Option<Vec<i64>> = if optimistic && !to_check.is_empty() {
+        let held = shared.held();
+        to_check.iter().map(|id| held.get(id).copied()).collect()
+    } else {
+        None
+    };
+    let guard: Option<Params> = held_epochs.map(|epochs| -> Params {
+        vec![
+            Box::new(to_check.iter().map(RunId::to_string).collect::<Vec<_>>()),
+            Box::new(shared.owner.clone()),
+            Box::new(epochs),
+        ]
+    });
+    let begun = if to_check.is_empty() || guard.is_some() {
         false
     } else {
         let ids: Vec<String> = to_check.iter().map(RunId::to_string).collect();
@@ -1994,6 +2042,9 @@ async fn commit_pipelined(
     // of its own (a keyed creation, a reopening, a reset, a fork, a prune) ends the group
     // before it and starts another after it, so that every run's writes apply in issue order.
     let mut ops: Vec<(&Statement, Params, Op)> = Vec::new();
+    if let Some(params) = guard {
+        ops.push((&s.guard, params, Op::Plain));
+    }
     let mut group = Group::default();
     for (i, write) in batch.iter().enumerate() {
         if let Some(id) = write.fenced_run().filter(|id| fenced.contains(id)) {

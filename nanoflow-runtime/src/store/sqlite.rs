@@ -1205,14 +1205,23 @@ fn start_queued(
              ORDER BY priority DESC, id LIMIT 10000",
         )?
         .query_map([workflow], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
         })?
         .filter_map(|row| match row {
-            Ok((id, key, due)) => id.parse().ok().map(|id| Ok((id, key, due.map(|d| d as u64)))),
+            Ok((id, key, due)) => id
+                .parse()
+                .ok()
+                .map(|id| Ok((id, key, due.map(|d| d as u64)))),
             Err(e) => Some(Err(e)),
         })
         .collect::<rusqlite::Result<_>>()?;
-    let since = spec.rate.map_or(i64::MAX, |(_, per)| now.saturating_sub(per) as i64);
+    let since = spec
+        .rate
+        .map_or(i64::MAX, |(_, per)| now.saturating_sub(per) as i64);
     let counts: HashMap<String, (u64, u64)> = c
         .prepare_cached(
             "SELECT limit_key,
@@ -1224,7 +1233,10 @@ fn start_queued(
              GROUP BY limit_key",
         )?
         .query_map(params![workflow, since], |r| {
-            Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let started = super::runs_to_start(queued, counts, *spec, now, limit);
