@@ -24,6 +24,8 @@ use crate::store::{Delivery, StepWrite};
 /// What stops a run from outside: its cancellation, and its workflow's deadline.
 #[derive(Debug)]
 pub(crate) struct RunControl {
+    /// Set with `cancel`'s value: what a step's start reads, without a lock.
+    cancelled: std::sync::atomic::AtomicBool,
     cancel: watch::Sender<bool>,
     /// The deadline (ms since the epoch) and the `#[timeout(..)]` it comes from.
     deadline: Option<(u64, Duration)>,
@@ -33,6 +35,7 @@ impl RunControl {
     /// A control for a run created at `created_ms` whose workflow allows it `timeout`.
     pub(crate) fn new(created_ms: u64, timeout: Option<Duration>) -> Self {
         Self {
+            cancelled: std::sync::atomic::AtomicBool::new(false),
             cancel: watch::channel(false).0,
             deadline: timeout.map(|t| (created_ms.saturating_add(t.as_millis() as u64), t)),
         }
@@ -41,6 +44,8 @@ impl RunControl {
     /// Asks the run to stop: its step in progress is interrupted, compensations run, and it
     /// ends as `cancelled`.
     pub(crate) fn cancel(&self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.cancel.send_replace(true);
     }
 
@@ -67,7 +72,7 @@ impl RunControl {
 
     /// `Err` once the run is cancelled or past its deadline.
     pub(crate) fn check(&self, ctx: &RunCtx) -> Result<(), Error> {
-        if *self.cancel.borrow() {
+        if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(self.cancelled(ctx));
         }
         match self.deadline {
@@ -83,6 +88,11 @@ impl RunControl {
         work: F,
     ) -> Result<F::Output, Error> {
         self.check(ctx)?;
+        // Most steps finish on their first poll (a synchronous node): no race to set up then.
+        let mut work = std::pin::pin!(work);
+        if let std::task::Poll::Ready(out) = futures_util::poll!(work.as_mut()) {
+            return Ok(out);
+        }
         let mut cancel = self.cancel.subscribe();
         let deadline = async {
             match self.deadline {

@@ -46,13 +46,18 @@ impl Settled {
     }
 }
 
+const SHARDS: usize = 16;
+
 /// The flow-control state of one runner.
 #[derive(Debug, Default)]
 pub(crate) struct Flow {
-    /// The runs this runner executes, with what stops them (cancellation, deadline).
-    controls: Mutex<HashMap<RunId, Arc<RunControl>>>,
+    /// The runs this runner executes, with what stops them (cancellation, deadline), in
+    /// shards by run id: every run passes here twice.
+    controls: [Mutex<HashMap<RunId, Arc<RunControl>>>; SHARDS],
     /// Callers waiting for a queued run to end (a synchronous HTTP request).
     waiters: Mutex<HashMap<RunId, Vec<oneshot::Sender<Settled>>>>,
+    /// How many runs have callers in `waiters`: a run's end looks at the map only if some do.
+    waited: std::sync::atomic::AtomicUsize,
     /// Due times of the runs this runner suspended, earliest first.
     timers: Mutex<BinaryHeap<Reverse<(u64, RunId)>>>,
     /// Wakes the wake-up loop (a new due time).
@@ -65,23 +70,27 @@ impl Flow {
     /// Registers the control of a run this runner starts executing.
     pub(crate) fn control(&self, run_id: RunId, created_ms: u64, graph: &Graph) -> Arc<RunControl> {
         let control = Arc::new(RunControl::new(created_ms, graph.timeout));
-        self.controls
+        self.shard(run_id)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(run_id, control.clone());
         control
     }
 
+    fn shard(&self, run_id: RunId) -> &Mutex<HashMap<RunId, Arc<RunControl>>> {
+        &self.controls[(run_id.as_u128() as usize) % SHARDS]
+    }
+
     /// The run no longer executes here.
     pub(crate) fn release(&self, run_id: RunId) {
-        self.controls
+        self.shard(run_id)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&run_id);
     }
 
     fn running_here(&self, run_id: RunId) -> Option<Arc<RunControl>> {
-        self.controls
+        self.shard(run_id)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&run_id)
@@ -90,12 +99,17 @@ impl Flow {
 
     /// Tells the callers waiting for `run_id` how it settled.
     pub(crate) fn settle(&self, run_id: RunId, settled: impl FnOnce() -> Settled) {
+        if self.waited.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return;
+        }
         let waiting = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            if waiters.is_empty() {
-                return;
+            let waiting = waiters.remove(&run_id);
+            if waiting.is_some() {
+                self.waited
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
-            waiters.remove(&run_id)
+            waiting
         };
         if let Some(waiting) = waiting {
             let settled = settled();
@@ -108,12 +122,13 @@ impl Flow {
     /// A receiver told how `run_id` settles.
     pub(crate) fn wait_for(&self, run_id: RunId) -> oneshot::Receiver<Settled> {
         let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(run_id)
-            .or_default()
-            .push(tx);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = waiters.entry(run_id).or_default();
+        if entry.is_empty() {
+            self.waited
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        entry.push(tx);
         rx
     }
 

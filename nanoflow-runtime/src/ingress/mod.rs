@@ -260,6 +260,8 @@ pub(crate) struct App {
     pub(crate) keyed: Arc<crate::state::KeyedState>,
     /// Flow control: what stops each run, callers waiting for queued runs, due times.
     pub(crate) flow: flow::Flow,
+    /// Whether any workflow has `#[limit(..)]`s (their runs' ends move the queue).
+    limited: bool,
 }
 
 impl std::fmt::Debug for dyn DynWorkflow {
@@ -531,10 +533,11 @@ impl App {
             self.suspended(run_id, step, *due_ms).await;
         }
         self.flow.settle(run_id, || flow::Settled::of(result));
-        if self
-            .workflows
-            .get(workflow)
-            .is_some_and(|wf| wf.graph().limits.any())
+        if self.limited
+            && self
+                .workflows
+                .get(workflow)
+                .is_some_and(|wf| wf.graph().limits.any())
         {
             self.flow.kick();
         }
@@ -717,6 +720,7 @@ impl App {
             stalled: Mutex::new(Vec::new()),
             keyed: Default::default(),
             flow: Default::default(),
+            limited: workflows.values().any(|wf| wf.graph().limits.any()),
         }))
     }
 }
