@@ -1010,6 +1010,12 @@ mod tests {
     }
 
     #[test]
+    fn run_ids_sort_in_the_order_they_are_made_even_within_a_millisecond() {
+        let ids: Vec<RunId> = (0..20_000).map(|_| RunId::new()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn backoff_doubles_with_bounded_jitter() {
         let options = NodeOptions {
             backoff: Duration::from_millis(100),

@@ -11,6 +11,8 @@ mod manual {
     mod triggers {}
     #[doc = include_str!("../../docs/durability.md")]
     mod durability {}
+    #[doc = include_str!("../../docs/flow.md")]
+    mod flow {}
     #[doc = include_str!("../../docs/deploys.md")]
     mod deploys {}
     #[cfg(feature = "testing")]
