@@ -197,10 +197,21 @@ impl Pending {
                 return settled;
             }
         }
-        rx.await.unwrap_or(flow::Settled::Failed(
-            503,
-            RunError::from_error(&Error::Config(String::new())).1,
-        ))
+        // The sender goes only with the runner: it stopped before the run settled (the run
+        // stays recorded and continues after a restart).
+        rx.await.unwrap_or_else(|_| {
+            flow::Settled::Failed(
+                503,
+                RunError {
+                    code: "shutting_down".into(),
+                    message:
+                        "the runner stopped before the run ended; it continues after a restart"
+                            .into(),
+                    node: None,
+                    step: None,
+                },
+            )
+        })
     }
 }
 
