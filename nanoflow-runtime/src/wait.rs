@@ -464,9 +464,10 @@ pub enum SignalError {
 /// Where signals sent in code (`approve.signal(run_id, value)`) go: the runner serving in this
 /// process, when there is one (it records them in its journal).
 pub(crate) trait SignalSink: Send + Sync {
-    /// Delivers `value` (JSON) as signal `signal` of run `run_id`.
+    /// Delivers `value` (JSON) as signal `signal` of run `run_id`, a run of `workflow`.
     fn deliver<'a>(
         self: std::sync::Arc<Self>,
+        workflow: &'a str,
         run_id: RunId,
         signal: &'a str,
         value: Bytes,
@@ -500,14 +501,16 @@ pub async fn send_signal<T: Data>(
             column: 0,
         },
     })?;
-    let _ = workflow;
     let sink = SINK
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
         .and_then(std::sync::Weak::upgrade);
     match sink {
-        Some(sink) => sink.deliver(run_id, signal, Bytes::from(json)).await,
+        Some(sink) => {
+            sink.deliver(workflow, run_id, signal, Bytes::from(json))
+                .await
+        }
         None => match memory::deliver(run_id, signal, signal_record(&json)) {
             Delivery::AlreadyDelivered => Err(SignalError::AlreadyDelivered {
                 run_id,

@@ -293,6 +293,18 @@ impl App {
         signal: &str,
         value: Bytes,
     ) -> Result<(), SignalError> {
+        self.deliver_signal_of(None, run_id, signal, value).await
+    }
+
+    /// [`App::deliver_signal`], for a run of `workflow` when given (a signal sent in code
+    /// through that workflow's type): a run of another workflow waits for no such signal.
+    pub(crate) async fn deliver_signal_of(
+        self: &Arc<Self>,
+        workflow: Option<&str>,
+        run_id: RunId,
+        signal: &str,
+        value: Bytes,
+    ) -> Result<(), SignalError> {
         let journal_error = |e: crate::store::StoreError| SignalError::Journal(e.to_string());
         let record = self
             .journal
@@ -305,6 +317,9 @@ impl App {
             workflow: record.workflow.clone(),
             signal: signal.to_owned(),
         };
+        if workflow.is_some_and(|w| w != record.workflow) {
+            return Err(no_such());
+        }
         let wf = self.workflow_for(&record).ok_or_else(no_such)?;
         let def = signal_def(wf.graph(), signal).ok_or_else(no_such)?;
         (def.check)(&value).map_err(|error| SignalError::Invalid {
@@ -473,7 +488,6 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             app.flow.add_timer(due, run.run_id);
         }
     }
-    let mut first = true;
     loop {
         let next = app
             .flow
@@ -484,7 +498,6 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             .map(|Reverse((due, _))| *due);
         let now = now_ms();
         let wait = match next {
-            _ if first => Duration::ZERO,
             Some(due) if due <= now => Duration::ZERO,
             Some(due) => Duration::from_millis((due - now).min(1000)),
             None => Duration::from_millis(1000),
@@ -496,7 +509,6 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
-        first = false;
         let now = now_ms();
         {
             let mut timers = app.flow.timers.lock().unwrap_or_else(|p| p.into_inner());
@@ -519,10 +531,14 @@ pub(crate) async fn wake_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
 impl crate::wait::SignalSink for App {
     fn deliver<'a>(
         self: Arc<Self>,
+        workflow: &'a str,
         run_id: RunId,
         signal: &'a str,
         value: Bytes,
     ) -> crate::graph::BoxFuture<'a, Result<(), SignalError>> {
-        Box::pin(async move { self.deliver_signal(run_id, signal, value).await })
+        Box::pin(async move {
+            self.deliver_signal_of(Some(workflow), run_id, signal, value)
+                .await
+        })
     }
 }

@@ -85,7 +85,9 @@ struct Abandoned<'a> {
 impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if self.armed {
-            // `resume_stalled` resumes it if the journal holds it as running, else forgets it.
+            // Not executed here now: `resume_stalled` resumes it (with a control of its own)
+            // if the journal holds it as running, else forgets it.
+            self.app.flow.release(self.run_id);
             self.app
                 .stalled
                 .lock()
