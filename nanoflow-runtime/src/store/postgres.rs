@@ -1125,16 +1125,26 @@ async fn install(client: &mut Client, shared: &Shared) -> Result<(), StoreError>
             shared.shown
         )));
     }
+    if version == SCHEMA_VERSION {
+        // Installed already (by another runner, maybe serving now): nothing to take a table
+        // lock for.
+        return tx.commit().await.map_err(|e| shared.error(e));
+    }
+    // Why a statement failed, from the database's own message.
+    let why = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => e.to_string(),
+    };
     // Version 0 is a new database; later versions migrate here, step by step.
     tx.batch_execute(SCHEMA)
         .await
-        .map_err(|e| shared.error(format!("cannot write the schema: {e}")))?;
+        .map_err(|e| shared.error(format!("cannot write the schema: {}", why(e))))?;
     tx.batch_execute(MIGRATE_TO_2)
         .await
-        .map_err(|e| shared.error(format!("cannot migrate the schema: {e}")))?;
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {}", why(e))))?;
     tx.batch_execute(MIGRATE_TO_3)
         .await
-        .map_err(|e| shared.error(format!("cannot migrate the schema: {e}")))?;
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {}", why(e))))?;
     tx.execute(
         "INSERT INTO nanoflow_journal.meta (key, value) VALUES ('schema_version', $1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
