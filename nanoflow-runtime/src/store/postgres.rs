@@ -1360,6 +1360,7 @@ impl Readers {
 /// The writer's prepared statements.
 struct Statements {
     apply: Statement,
+    apply_guarded: Statement,
     create_keyed: Statement,
     find_key: Statement,
     fence: Statement,
@@ -1380,6 +1381,26 @@ impl Statements {
         c.batch_execute("SET enable_seqscan = off").await?;
         Ok(Self {
             apply: c.prepare(APPLY).await?,
+            // [`APPLY`] with the ownership check of `guard` (ids `$31`, epochs `$32`): the check
+            // locks the runs before the statement's other writes run (a data-modifying `WITH`
+            // not read by the query runs after it), and fails the whole statement unless
+            // every run is still this runner's at the epoch it holds. Should a run's lock be
+            // skipped, the count falls short and the batch is applied checked first instead.
+            apply_guarded: c
+                .prepare(&APPLY.replace(
+                    "\nSELECT id FROM created",
+                    ",
+held AS (
+    SELECT r.id FROM nanoflow_journal.runs r
+    JOIN unnest($31::text[], $32::int8[]) AS h(id, epoch) ON r.id = h.id AND r.epoch = h.epoch
+    WHERE r.owner = $1::text
+    FOR NO KEY UPDATE OF r)
+SELECT id FROM created
+UNION ALL
+SELECT NULL WHERE 1 / (CASE WHEN (SELECT count(*) FROM held) = cardinality($31::text[])
+                            THEN 1 ELSE 0 END) = 0",
+                ))
+                .await?,
             create_keyed: c
                 .prepare(
                     "WITH ins AS (
@@ -2052,9 +2073,6 @@ async fn commit_pipelined(
     // of its own (a keyed creation, a reopening, a reset, a fork, a prune) ends the group
     // before it and starts another after it, so that every run's writes apply in issue order.
     let mut ops: Vec<(&Statement, Params, Op)> = Vec::new();
-    if let Some(params) = guard {
-        ops.push((&s.guard, params, Op::Plain));
-    }
     let mut group = Group::default();
     for (i, write) in batch.iter().enumerate() {
         if let Some(id) = write.fenced_run().filter(|id| fenced.contains(id)) {
@@ -2151,6 +2169,18 @@ async fn commit_pipelined(
         outcome.results.push(Ok(done));
     }
     group.flush(&s.apply, shared, &mut ops);
+    if let Some(params) = guard {
+        if let [(statement, apply, Op::Apply)] = &mut ops[..] {
+            // The common batch, records only: the check goes in the same statement
+            // ([`Statements::apply_guarded`]), a transaction of its own.
+            let mut params = params.into_iter();
+            apply.extend(params.next());
+            apply.extend(params.nth(1));
+            *statement = &s.apply_guarded;
+        } else {
+            ops.insert(0, (&s.guard, params, Op::Plain));
+        }
+    }
 
     let refs: Vec<Vec<&(dyn ToSql + Sync)>> = ops
         .iter()
@@ -2193,7 +2223,8 @@ async fn commit_pipelined(
         match op {
             Op::Apply => {
                 for r in &rows {
-                    if let Ok(id) = r.get::<_, String>(0).parse() {
+                    let id = r.get::<_, Option<String>>(0);
+                    if let Some(Ok(id)) = id.map(|id| id.parse()) {
                         outcome.created.push(id);
                     }
                 }
