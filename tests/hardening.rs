@@ -162,6 +162,83 @@ async fn slow_headers_slow_bodies_and_idle_connections_time_out() {
     assert!(closed, "an idle keep-alive connection stayed open");
 }
 
+/// The header timeout holds on its own, with a long idle timeout: headers trickled a byte at a
+/// time (activity that an idle check would take for a live client) and a connection that
+/// never sends a byte are both closed after it; a keep-alive connection quiet between two
+/// requests for longer than the header timeout is not.
+#[tokio::test]
+async fn headers_trickled_byte_by_byte_time_out_but_keep_alive_pauses_do_not() {
+    let (_runner, addr) = start(
+        "orders",
+        "",
+        &[
+            "--journal",
+            "off",
+            "--header-timeout",
+            "1s",
+            "--idle-timeout",
+            "60s",
+        ],
+        &[],
+    )
+    .await;
+    // A byte every 100 ms, never reaching the end of the headers.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in b"POST /orders HTTP/1.1\r\nhost: x\r\nx-pad: "
+        .iter()
+        .cycle()
+        .take(200)
+    {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut one = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut one)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let closed_after =
+        closed_after.expect("a client trickling its headers for 20 s stayed connected");
+    assert!(
+        closed_after < Duration::from_secs(4),
+        "trickled headers were cut after {closed_after:?} (header timeout 1 s)"
+    );
+
+    // Connected, and silent.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(4)).await;
+    assert!(
+        closed,
+        "a connection that sent nothing stayed open past the header timeout"
+    );
+
+    // Two requests on one connection, 1.5 s apart: the pause is the idle timeout's business.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut reply))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&reply[..n])
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
 /// SIGTERM while a request has sent half its body: the read is abandoned (503), and the runner
 /// exits long before its 30 s grace period.
 #[tokio::test]

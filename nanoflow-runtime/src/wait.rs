@@ -12,7 +12,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::id::RunId;
@@ -24,9 +24,11 @@ use crate::store::{Delivery, StepWrite};
 /// What stops a run from outside: its cancellation, and its workflow's deadline.
 #[derive(Debug)]
 pub(crate) struct RunControl {
-    /// Set with `cancel`'s value: what a step's start reads, without a lock.
+    /// Set by [`RunControl::cancel`]: what a step's start reads, without a lock.
     cancelled: std::sync::atomic::AtomicBool,
-    cancel: watch::Sender<bool>,
+    /// Wakes the steps in progress when the run is cancelled (no allocation for a run that
+    /// never waits on it, unlike a channel).
+    cancel: tokio::sync::Notify,
     /// The deadline (ms since the epoch) and the `#[timeout(..)]` it comes from.
     deadline: Option<(u64, Duration)>,
 }
@@ -36,7 +38,7 @@ impl RunControl {
     pub(crate) fn new(created_ms: u64, timeout: Option<Duration>) -> Self {
         Self {
             cancelled: std::sync::atomic::AtomicBool::new(false),
-            cancel: watch::channel(false).0,
+            cancel: tokio::sync::Notify::new(),
             deadline: timeout.map(|t| (created_ms.saturating_add(t.as_millis() as u64), t)),
         }
     }
@@ -46,7 +48,7 @@ impl RunControl {
     pub(crate) fn cancel(&self) {
         self.cancelled
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.cancel.send_replace(true);
+        self.cancel.notify_waiters();
     }
 
     /// The run's deadline, ms since the epoch.
@@ -93,7 +95,14 @@ impl RunControl {
         if let std::task::Poll::Ready(out) = futures_util::poll!(work.as_mut()) {
             return Ok(out);
         }
-        let mut cancel = self.cancel.subscribe();
+        // Registered before the flag is read again, so that a cancellation between the two
+        // is not missed.
+        let cancel = self.cancel.notified();
+        let mut cancel = std::pin::pin!(cancel);
+        cancel.as_mut().enable();
+        if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(self.cancelled(ctx));
+        }
         let deadline = async {
             match self.deadline {
                 Some((at, _)) => {
@@ -105,7 +114,7 @@ impl RunControl {
         };
         tokio::select! {
             biased;
-            _ = cancel.wait_for(|c| *c) => Err(self.cancelled(ctx)),
+            () = cancel => Err(self.cancelled(ctx)),
             () = deadline => Err(self.timed_out(ctx, self.deadline.map(|(_, l)| l).unwrap_or_default())),
             out = work => Ok(out),
         }

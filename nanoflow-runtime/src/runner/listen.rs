@@ -8,8 +8,11 @@
 //! - the body timeout is applied where bodies are read (`triggers::http::read_body`);
 //! - at shutdown, every connection is told to finish its current exchange and close.
 //!
-//! `axum::serve` has none of these limits (hyper's header timeout needs a timer it does not
-//! set), hence this loop.
+//! `axum::serve` has none of these limits, hence this loop. The header timeout is kept here
+//! rather than by hyper's timer, which arms a timer for every request (about a microsecond
+//! of a request's CPU, and a wake-up of the timer's thread; issue 16): each connection notes
+//! when a request's first byte came, and its periodic check closes it once the headers are
+//! late.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,7 +28,7 @@ use axum::extract::ConnectInfo;
 use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -61,17 +64,45 @@ impl Shared {
     }
 }
 
-/// One connection's activity: when it last read or wrote, and its requests in flight.
+/// One connection's activity: when it last read or wrote, its requests in flight, and since
+/// when it has been reading a request's headers.
 #[derive(Debug, Default)]
 struct Activity {
     last_ms: AtomicU64,
     requests: AtomicUsize,
+    /// 1 + [`Shared::now_ms`] when bytes came with no request in flight (a request's head
+    /// begins); 0 once hyper hands the request over (its headers complete). Bytes left of a
+    /// request whose handler did not read its body count as a next request's: such a
+    /// connection is closed after the header timeout instead of the idle timeout.
+    heading_since: AtomicU64,
 }
 
 impl Activity {
     fn touch(&self, shared: &Shared) {
         self.last_ms
             .store(shared.now_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Bytes were read.
+    fn read(&self, shared: &Shared) {
+        let now = shared.now_ms.load(Ordering::Relaxed);
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.requests.load(Ordering::Relaxed) == 0
+            && self.heading_since.load(Ordering::Relaxed) == 0
+        {
+            self.heading_since.store(now + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a request's headers have been arriving for longer than `limit`.
+    fn headers_late(&self, epoch: Instant, limit: Duration) -> bool {
+        match self.heading_since.load(Ordering::Relaxed) {
+            0 => false,
+            since => {
+                let now = epoch.elapsed().as_millis() as u64;
+                now.saturating_sub(since - 1) >= limit.as_millis() as u64
+            }
+        }
     }
 
     fn idle_for(&self, epoch: Instant) -> Duration {
@@ -169,6 +200,10 @@ async fn connection(
     let open = Open(shared.clone());
     let activity = Arc::new(Activity::default());
     activity.touch(&shared);
+    // A new connection owes its first request's headers within the header timeout.
+    activity
+        .heading_since
+        .store(shared.now_ms.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
@@ -180,14 +215,12 @@ async fn connection(
         activity: activity.clone(),
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.limits.header_timeout)
-        .keep_alive(true);
+    // The header timeout is this loop's (see the module's documentation).
+    builder.header_read_timeout(None).keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let tick =
-        (shared.limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let tick = (shared.limits.idle_timeout.min(shared.limits.header_timeout) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut closing = false;
     loop {
         tokio::select! {
@@ -207,7 +240,15 @@ async fn connection(
                     closing = true;
                 }
             }
-            () = tokio::time::sleep(tick), if !closing => {
+            () = tokio::time::sleep(tick) => {
+                if activity.headers_late(shared.epoch, shared.limits.header_timeout) {
+                    // As hyper does: no answer, the connection is closed.
+                    tracing::debug!(%peer, "request headers not received within the header timeout; closing the connection");
+                    break;
+                }
+                if closing {
+                    continue;
+                }
                 let limit = if shared.under_pressure() {
                     Duration::from_millis(250)
                 } else {
@@ -243,6 +284,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        // The request's headers are complete.
+        self.activity.heading_since.store(0, Ordering::Relaxed);
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let in_flight = InFlight::new(self.activity.clone());
@@ -288,7 +331,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch(&self.shared);
+            self.activity.read(&self.shared);
         }
         polled
     }
