@@ -83,8 +83,10 @@ impl TraceParent {
 
     /// The trace context of an incoming request, if it carries a valid one.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        static TRACEPARENT: axum::http::HeaderName =
+            axum::http::HeaderName::from_static("traceparent");
         headers
-            .get("traceparent")
+            .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(Self::parse)
     }

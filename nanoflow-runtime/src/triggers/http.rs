@@ -278,17 +278,25 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    let mime = value.split(';').next().unwrap_or("").trim().as_bytes();
+    let ends_with = |suffix: &str| {
+        mime.len() >= suffix.len()
+            && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    let starts_with = |prefix: &str| {
+        mime.len() >= prefix.len() && mime[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    mime.eq_ignore_ascii_case(b"application/json")
+        || (starts_with("application/") && ends_with("+json"))
 }
 
+/// Request headers the trigger reads, named once (a name given as text is parsed at every
+/// lookup).
+static IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("idempotency-key");
+static PREFER: header::HeaderName = header::HeaderName::from_static("prefer");
+
 fn prefers_async(headers: &HeaderMap) -> bool {
-    headers.get_all("prefer").iter().any(|v| {
+    headers.get_all(&PREFER).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',')
                 .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
@@ -500,7 +508,7 @@ async fn trigger_run(
         return overloaded(app.config.max_in_flight);
     };
     let run_id = RunId::new();
-    let idempotency_key = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
+    let idempotency_key = match parts.headers.get(&IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
         Some(_) => {
@@ -967,6 +975,37 @@ fn invalid_query(e: &QueryRejection) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_in_any_case_with_parameters() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(value),
+            );
+            is_json(&headers)
+        };
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;q=1",
+            "application/problem+json",
+            "APPLICATION/VND.API+JSON",
+        ] {
+            assert!(with(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/jsonx",
+            "text/json",
+            "application/+jso",
+            "json",
+        ] {
+            assert!(!with(no), "{no}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
 
     #[test]
     fn params_become_typed_values() {
