@@ -724,10 +724,10 @@ impl RunCtx {
             let started = durable.map(|_| (crate::runs::now_ms(), Instant::now()));
             let clock = self.observer.as_ref().map(|_| Instant::now());
             let span = trace::attempt_span(self.run_id, self.workflow, name.step, attempt);
-            let attempt_call = guarded(call(arg), options).instrument(span.clone());
+            let attempt_call = std::pin::pin!(guarded(call(arg), options).instrument(span.clone()));
             let outcome = match &self.control {
                 None => attempt_call.await,
-                Some(control) => control.interrupt(self, attempt_call).await?,
+                Some(control) => control.interrupt_pinned(self, attempt_call).await?,
             };
             let error = outcome.as_ref().err();
             let will_retry = error.is_some_and(|e| !last && e.is_retryable());

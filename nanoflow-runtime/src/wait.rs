@@ -89,9 +89,18 @@ impl RunControl {
         ctx: &RunCtx,
         work: F,
     ) -> Result<F::Output, Error> {
+        self.interrupt_pinned(ctx, std::pin::pin!(work)).await
+    }
+
+    /// [`RunControl::interrupt`] of a future pinned by the caller (a step's attempt, not moved
+    /// again on its way in).
+    pub(crate) async fn interrupt_pinned<F: Future>(
+        &self,
+        ctx: &RunCtx,
+        mut work: std::pin::Pin<&mut F>,
+    ) -> Result<F::Output, Error> {
         self.check(ctx)?;
         // Most steps finish on their first poll (a synchronous node): no race to set up then.
-        let mut work = std::pin::pin!(work);
         if let std::task::Poll::Ready(out) = futures_util::poll!(work.as_mut()) {
             return Ok(out);
         }
