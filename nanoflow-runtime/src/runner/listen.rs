@@ -118,6 +118,10 @@ pub(crate) async fn serve(
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Every handler made into its route once (as `axum::serve` does), not at every request:
+    // a router called as it was built converts the matched handler anew each time (two
+    // allocations and a boxed clone per request; issue 16).
+    let router: Router = router.with_state(());
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
         shed: Notify::new(),
