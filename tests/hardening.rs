@@ -196,12 +196,11 @@ async fn headers_trickled_byte_by_byte_time_out_but_keep_alive_pauses_do_not() {
             break;
         }
         let mut one = [0u8; 1];
-        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut one)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed_after = Some(started.elapsed());
-                break;
-            }
-            _ => {}
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(100), slow.read(&mut one)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
         }
     }
     let closed_after =
