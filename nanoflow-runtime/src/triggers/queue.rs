@@ -27,7 +27,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::Error;
 use crate::ingress::reply::{error_response, json_response};
-use crate::ingress::{Admitted, App, Record, Refused, Submission};
+use crate::ingress::{Admitted, App, Claimed, Record, Refused, Submission};
 use crate::run::RunId;
 use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
@@ -542,7 +542,7 @@ async fn consume_once(
         tracing::info!(workflow = name, subject, stream = %info.config.name, consumer = %durable, "queue trigger consuming");
         Ok::<_, String>((messages, origin))
     };
-    let (mut messages, origin) = match setup.await {
+    let (messages, origin) = match setup.await {
         Ok(s) => s,
         Err(e) => {
             app.services.streams.unset(subject);
@@ -550,62 +550,112 @@ async fn consume_once(
         }
     };
     *failures = 0;
-    while let Some(next) = messages.next().await {
-        let message = match next {
-            Ok(m) => m,
-            Err(e) if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat => {
-                tracing::debug!(
-                    workflow = name,
-                    "missed a JetStream heartbeat; the client pulls again"
-                );
+    // What the pull delivered at once, up to a batch: its keys are looked up in one read.
+    let mut batches = messages.ready_chunks(BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut pulled = Vec::with_capacity(batch.len());
+        for next in batch {
+            match next {
+                Ok(m) => pulled.push(m),
+                Err(e) if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat => {
+                    tracing::debug!(
+                        workflow = name,
+                        "missed a JetStream heartbeat; the client pulls again"
+                    );
+                }
+                Err(e) => return format!("receiving messages: {e}"),
+            }
+        }
+        let pulled: Vec<(jetstream::Message, String)> = pulled
+            .into_iter()
+            .map(|m| {
+                let key = message_key(&m, &origin);
+                (m, key)
+            })
+            .collect();
+        let known = known_keys(app, name, &pulled).await;
+        for (message, key) in pulled {
+            if let Some(original) = known.get(&key) {
+                // A redelivery or a duplicate of a message whose run is recorded: nothing runs.
+                tracing::debug!(workflow = name, %original, key, "message already started a run; acknowledging the duplicate");
+                settle(&message, AckKind::Ack, name).await;
                 continue;
             }
-            Err(e) => return format!("receiving messages: {e}"),
-        };
-        let Ok(permit) = app.limiter.clone().acquire_owned().await else {
-            return "the runner stopped".into();
-        };
-        tokio::spawn(handle(
-            app.clone(),
-            nats.clone(),
-            wf.clone(),
-            message,
-            permit,
-            origin.clone(),
-        ));
+            let Ok(permit) = app.limiter.clone().acquire_owned().await else {
+                return "the runner stopped".into();
+            };
+            tokio::spawn(handle(
+                app.clone(),
+                nats.clone(),
+                wf.clone(),
+                message,
+                permit,
+                key,
+            ));
+        }
     }
     "the message stream ended".into()
 }
 
-/// Starts the run of one message (at most once per message id), then acknowledges it.
+/// The idempotency key of a message: its `Nats-Msg-Id` header, else its stream (with the
+/// stream's creation time: `origin`) and sequence.
+fn message_key(message: &jetstream::Message, origin: &str) -> String {
+    match message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+    {
+        Some(id) => format!("nats-msg-id:{}", id.as_str()),
+        None => {
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            format!("nats:{origin}:{sequence}")
+        }
+    }
+}
+
+/// The messages of a pull batch whose key a recorded run holds, by key: one read for the
+/// batch, so that a redelivered message whose run is recorded starts nothing. (A copy that
+/// gets past it, its original's first record not durable yet, is stopped by the claim.)
+async fn known_keys(
+    app: &App,
+    workflow: &'static str,
+    pulled: &[(jetstream::Message, String)],
+) -> std::collections::HashMap<String, RunId> {
+    let Some(journal) = app.durable() else {
+        // Without a journal the key is claimed before the run starts.
+        return Default::default();
+    };
+    let keys = pulled.iter().map(|(_, key)| key.clone()).collect();
+    match journal.find_keys(workflow, keys).await {
+        Ok(found) => found.into_iter().collect(),
+        Err(e) => {
+            tracing::debug!(workflow, error = %e, "cannot look the messages' keys up; their claims decide");
+            Default::default()
+        }
+    }
+}
+
+/// Starts the run of one message (at most once per message key), then acknowledges it.
 async fn handle(
     app: Arc<App>,
     nats: Nats,
     wf: Arc<dyn DynWorkflow>,
     message: jetstream::Message,
     permit: OwnedSemaphorePermit,
-    origin: Arc<str>,
+    key: String,
 ) {
     let name = wf.graph().name;
     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let key = match message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-    {
-        Some(id) => format!("nats-msg-id:{}", id.as_str()),
-        None => format!("nats:{origin}:{sequence}"),
-    };
     let submission = Submission {
         workflow: wf.clone(),
         input: message.payload.clone(),
         run_id: RunId::new(),
         key: Some(key.clone()),
         trace_parent: None,
-        // Claimed (recorded) before the message is acknowledged.
-        record: Record::Now,
+        // Claimed with the run's first record, in its commit; acknowledged once it is durable.
+        record: Record::Claim,
     };
-    let run = match app.submit(submission).await {
+    let mut run = match app.submit(submission).await {
         Ok(Admitted::New(run)) => run,
         Ok(Admitted::Existing(original)) => {
             tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
@@ -630,9 +680,24 @@ async fn handle(
         }
     };
     if app.durable().is_some() {
-        // Recorded durably: the message may go.
-        settle(&message, AckKind::Ack, name).await;
-        run.spawn(&app, permit);
+        // The run's first node runs before its key is known to be new (a copy of a message
+        // redelivered in that window runs it too, as a node in flight at a crash runs again);
+        // the message goes once the first record is durable, and a copy whose key an earlier
+        // run holds is dropped before anything of it is written.
+        let claim = run.claim();
+        let run_id = run.run_id();
+        drop(run.spawn(&app, permit));
+        match claim.await {
+            Claimed::Recorded => settle(&message, AckKind::Ack, name).await,
+            Claimed::Existing(original) => {
+                tracing::debug!(workflow = name, sequence, %original, dropped = %run_id, "message already started a run; acknowledging the duplicate");
+                settle(&message, AckKind::Ack, name).await;
+            }
+            Claimed::Failed => {
+                tracing::error!(workflow = name, sequence, %run_id, "cannot record the run; the message will be redelivered");
+                settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+            }
+        }
     } else {
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
         let _ = run.spawn(&app, permit).await;
