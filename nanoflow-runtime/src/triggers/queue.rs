@@ -5,7 +5,11 @@
 //! stream that stores its subject (created as `NANOFLOW_<subject>` when there is none). A
 //! message is acknowledged only once its run is recorded in the journal under an idempotency
 //! key taken from the message (its `Nats-Msg-Id` header, else its stream and sequence), so a
-//! redelivery or a duplicate never starts a second run. A payload that does not fit the
+//! redelivery or a duplicate never starts a second run. The key is claimed with the run's
+//! first record (one commit per message fewer than a claim of its own), after the pull
+//! batch's keys were looked up in one read: only a copy that comes while that first record is
+//! not durable yet runs the first node too, and is dropped when its claim finds the key taken
+//! (docs/triggers.md). A payload that does not fit the
 //! workflow's input is published to `nanoflow.dlq.<workflow>` with the error, then
 //! acknowledged. Connection loss is retried forever with a capped exponential backoff.
 
@@ -33,7 +37,8 @@ use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 
 /// How long JetStream waits for an acknowledgement before redelivering a message (to this or
-/// another runner). Runs are acknowledged as soon as they are journaled, not when they end.
+/// another runner). Runs are acknowledged as soon as their first record (holding the key) is
+/// durable, not when they end.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a stream created by nanoflow keeps messages (consumed or not).
