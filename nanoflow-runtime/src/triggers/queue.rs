@@ -698,6 +698,9 @@ async fn handle(
                 tracing::debug!(workflow = name, sequence, %original, dropped = %run_id, "message already started a run; acknowledging the duplicate");
                 settle(&message, AckKind::Ack, name).await;
             }
+            Claimed::Failed if *app.stop.borrow() => {
+                tracing::debug!(workflow = name, sequence, %run_id, "the runner stopped before the run was recorded; the message will be redelivered");
+            }
             Claimed::Failed => {
                 tracing::error!(workflow = name, sequence, %run_id, "cannot record the run; the message will be redelivered");
                 settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
