@@ -669,6 +669,10 @@ impl App {
             Err(Error::Waiting { step, due_ms, .. }) => {
                 tracing::info!(%run_id, workflow, status = "waiting", step = %step, due_ms, "run waits");
             }
+            Err(Error::Duplicate { original, .. }) => {
+                // Nothing of it was recorded: the earlier run is the one.
+                tracing::debug!(%run_id, workflow, %original, "run dropped: its key belongs to an earlier run");
+            }
             Err(error @ Error::Cancelled { .. }) => {
                 tracing::info!(%run_id, workflow, status = "cancelled", duration_ms, error = %error, "run finished");
                 if !self.durable {
