@@ -602,6 +602,15 @@ async fn consume_once(
     "the message stream ended".into()
 }
 
+/// Whether a message's key may be held already: it is delivered again, or carries its own id.
+fn may_repeat(message: &jetstream::Message) -> bool {
+    message.info().map_or(true, |i| i.delivered > 1)
+        || message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(async_nats::header::NATS_MESSAGE_ID).is_some())
+}
+
 /// The idempotency key of a message: its `Nats-Msg-Id` header, else its stream (with the
 /// stream's creation time: `origin`) and sequence.
 fn message_key(message: &jetstream::Message, origin: &str) -> String {
@@ -630,7 +639,17 @@ async fn known_keys(
         // Without a journal the key is claimed before the run starts.
         return Default::default();
     };
-    let keys = pulled.iter().map(|(_, key)| key.clone()).collect();
+    // Only a message JetStream delivers again, or one with an id of its own (published again
+    // past the stream's duplicate window), can find its key taken; a first delivery's stream
+    // sequence is new (but for a consumer made again by hand: its messages' claims decide).
+    let keys: Vec<String> = pulled
+        .iter()
+        .filter(|(m, _)| may_repeat(m))
+        .map(|(_, key)| key.clone())
+        .collect();
+    if keys.is_empty() {
+        return Default::default();
+    }
     match journal.find_keys(workflow, keys).await {
         Ok(found) => found.into_iter().collect(),
         Err(e) => {
@@ -691,20 +710,28 @@ async fn handle(
         // run holds is dropped before anything of it is written.
         let claim = run.claim();
         let run_id = run.run_id();
-        drop(run.spawn(&app, permit));
-        match claim.await {
-            Claimed::Recorded => settle(&message, AckKind::Ack, name).await,
-            Claimed::Existing(original) => {
-                tracing::debug!(workflow = name, sequence, %original, dropped = %run_id, "message already started a run; acknowledging the duplicate");
-                settle(&message, AckKind::Ack, name).await;
+        let answer = async {
+            match claim.await {
+                Claimed::Recorded => settle(&message, AckKind::Ack, name).await,
+                Claimed::Existing(original) => {
+                    tracing::debug!(workflow = name, sequence, %original, dropped = %run_id, "message already started a run; acknowledging the duplicate");
+                    settle(&message, AckKind::Ack, name).await;
+                }
+                Claimed::Failed if *app.stop.borrow() => {
+                    tracing::debug!(workflow = name, sequence, %run_id, "the runner stopped before the run was recorded; the message will be redelivered");
+                }
+                Claimed::Failed => {
+                    tracing::error!(workflow = name, sequence, %run_id, "cannot record the run; the message will be redelivered");
+                    settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+                }
             }
-            Claimed::Failed if *app.stop.borrow() => {
-                tracing::debug!(workflow = name, sequence, %run_id, "the runner stopped before the run was recorded; the message will be redelivered");
-            }
-            Claimed::Failed => {
-                tracing::error!(workflow = name, sequence, %run_id, "cannot record the run; the message will be redelivered");
-                settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
-            }
+        };
+        if run.is_queued() {
+            drop(run.spawn(&app, permit));
+            answer.await;
+        } else {
+            // Driven in this task, beside the wait for its first record: no task of its own.
+            let _ = tokio::join!(run.drive(&app, permit), answer);
         }
     } else {
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
