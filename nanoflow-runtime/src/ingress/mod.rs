@@ -58,6 +58,7 @@ pub(crate) enum Record {
     /// is durable, or that the key is an earlier run's: then nothing of this run was written,
     /// and it stops with [`Error::Duplicate`]. Without a durable journal, or for a queued run
     /// (a workflow with limits), the key is claimed before `submit` returns, as with `Now`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     Claim,
     /// Already recorded by someone else (a chained run, written with its upstream's success).
     Done,
@@ -113,10 +114,12 @@ pub(crate) struct Pending {
     /// a key): recorded at its end if it fails, so that its error's run id can be looked up.
     unrecorded: Option<NewRun>,
     /// `Record::Claim`: how the claim of the run's key with its first record fares.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     claim: Option<tokio::sync::oneshot::Receiver<Created>>,
 }
 
 /// How the claim of a run's idempotency key fared (see [`Record::Claim`]).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claimed {
     /// The run is durably recorded under the key.
@@ -162,12 +165,14 @@ impl std::future::Future for Started {
 
 impl Pending {
     /// The run's id.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn run_id(&self) -> RunId {
         self.run_id
     }
 
     /// For a run submitted with [`Record::Claim`], a future that says how the claim fares (the
     /// run must be driven for it to settle); `Recorded` at once for a run recorded already.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn claim(&mut self) -> impl std::future::Future<Output = Claimed> + Send + 'static {
         let rx = self.claim.take();
         async move {
