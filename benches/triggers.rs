@@ -1,7 +1,8 @@
 //! The event triggers, against real servers, in one run:
 //!
 //! 1. Queue throughput: a queue-triggered 3-node workflow (journaled: each message is recorded
-//!    before it is acknowledged) against a raw JetStream pull consumer that does the same work on
+//!    before it is acknowledged; the journal's writes and transactions per message are read
+//!    from `GET /metrics`) against a raw JetStream pull consumer that does the same work on
 //!    the same messages and acknowledges each one. Both drain the same number of messages that
 //!    were published beforehand.
 //! 2. Database-event latency: from an `INSERT` (autocommit) to the start of the workflow's first
@@ -201,9 +202,28 @@ async fn raw(js: &jetstream::Context, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A counter of the runner's `GET /metrics` at `addr`.
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// The queue trigger draining the same number of messages, with or without the journal.
-/// Returns runs per second.
-async fn triggered(js: &jetstream::Context, nats: &str, n: usize, journal: bool) -> f64 {
+/// Returns runs per second, and the journal's writes and transactions per message.
+async fn triggered(
+    js: &jetstream::Context,
+    nats: &str,
+    n: usize,
+    journal: bool,
+) -> (f64, f64, f64) {
     let stream = fresh_stream(js, "NANOFLOW_bench_orders", "bench.orders").await;
     publish(js, "bench.orders", n).await;
     // The trigger's consumer (as the runner makes it), made here so that it takes the messages
@@ -233,8 +253,19 @@ async fn triggered(js: &jetstream::Context, nats: &str, n: usize, journal: bool)
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    // The last runs' ends are on their way to the journal.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = server.local_addr();
+    let per_message = |name| async move {
+        tokio::task::spawn_blocking(move || metric(addr, name))
+            .await
+            .unwrap()
+            / n as f64
+    };
+    let writes = per_message("nanoflow_journal_writes_total").await;
+    let transactions = per_message("nanoflow_journal_transactions_total").await;
     server.shutdown().await.unwrap();
-    rate
+    (rate, writes, transactions)
 }
 
 async fn db_latency(url: &str, events: usize) -> (Vec<f64>, Vec<f64>) {
@@ -333,11 +364,12 @@ fn main() {
         raw(&js, 2_000).await;
         triggered(&js, &nats, 2_000, true).await;
         let raw_rate = raw(&js, messages).await;
-        let volatile = triggered(&js, &nats, messages, false).await;
-        let durable = triggered(&js, &nats, messages, true).await;
+        let (volatile, ..) = triggered(&js, &nats, messages, false).await;
+        let (durable, writes, transactions) = triggered(&js, &nats, messages, true).await;
         println!("raw JetStream consumer (work inline, ack each)      {raw_rate:>9.0} msg/s");
         println!("queue trigger, 3-node workflow, --journal off       {volatile:>9.0} runs/s   ({:.1}% of raw)", volatile / raw_rate * 100.0);
         println!("queue trigger, 3-node workflow, journaled           {durable:>9.0} runs/s   ({:.1}% of raw)", durable / raw_rate * 100.0);
+        println!("  journal per message: {writes:.2} writes (commits in sequence), {transactions:.3} transactions (group commits)");
         let _ = js.delete_stream("BENCH_RAW").await;
         let _ = js.delete_stream("NANOFLOW_bench_orders").await;
 

@@ -61,6 +61,21 @@ fn count_dup(o: Order) -> String {
     o.id
 }
 
+static IN_FLIGHT_FIRST: AtomicU32 = AtomicU32::new(0);
+static IN_FLIGHT_SECOND: AtomicU32 = AtomicU32::new(0);
+/// Slow enough for a copy of its message to arrive before its record is durable.
+#[node]
+async fn slow_first(o: Order) -> Order {
+    IN_FLIGHT_FIRST.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    o
+}
+#[node]
+fn after_slow(o: Order) -> String {
+    IN_FLIGHT_SECOND.fetch_add(1, Ordering::SeqCst);
+    o.id
+}
+
 static POISON_CALLS: AtomicU32 = AtomicU32::new(0);
 #[node(retries = 2, backoff = "5ms")]
 fn always_down(o: Order) -> Result<String, NodeError> {
@@ -97,6 +112,9 @@ workflow! {
 
     #[trigger(queue = "test.queue.dup")]
     queue_dup: count_dup;
+
+    #[trigger(queue = "test.queue.inflight")]
+    queue_inflight: slow_first -> after_slow;
 
     #[trigger(queue = "test.queue.poison")]
     queue_poison: always_down;
@@ -330,6 +348,80 @@ async fn a_duplicate_message_starts_one_run() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["nats-msg-id:order-7", "nats-msg-id:order-8"]);
+    server.shutdown().await.unwrap();
+}
+
+/// A copy of a message delivered while the first copy's run is in flight, before its first
+/// record is durable: its key is claimed with the run's first record, so the copy runs the
+/// first node too (at-least-once, like a node in flight at a crash), but its claim finds the
+/// key taken and nothing of it is recorded. One run, the nodes after the first run once, and
+/// both copies are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_delivered_while_the_first_copy_runs_starts_one_run() {
+    let Some(url) = services::nats() else { return };
+    let js = services::jetstream(&url).await;
+    services::reset_streams(&js, &["TEST_QUEUE_INFLIGHT"]).await;
+    js.create_stream(jetstream::stream::Config {
+        name: "TEST_QUEUE_INFLIGHT".into(),
+        subjects: vec!["test.queue.inflight".into()],
+        duplicate_window: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server = start(
+        Runner::new().workflow(queue_inflight),
+        Some(&url),
+        Some(temp_journal()),
+    )
+    .await;
+    consuming(&js, "TEST_QUEUE_INFLIGHT", "queue_inflight").await;
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "order-in-flight");
+    let body = r#"{"id":"f-1","qty":1}"#;
+    let first = js
+        .publish_with_headers("test.queue.inflight", headers.clone(), body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Past the stream's duplicate window, within the first node's 700 ms.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = js
+        .publish_with_headers("test.queue.inflight", headers, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        !second.duplicate && second.sequence == first.sequence + 1,
+        "the server stored the message twice"
+    );
+
+    let stream = js.get_stream("TEST_QUEUE_INFLIGHT").await.unwrap();
+    services::eventually(10, "both copies acknowledged", || {
+        let stream = stream.clone();
+        async move {
+            let info = stream.consumer_info("nanoflow_queue_inflight").await.ok()?;
+            (info.delivered.stream_sequence == 2 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await;
+    let all = finished_runs(&server, "queue_inflight", 1).await;
+    assert_eq!(all.len(), 1, "one run for both copies: {all:?}");
+    assert_eq!(all[0]["status"], "succeeded");
+    assert_eq!(all[0]["idempotency_key"], "nats-msg-id:order-in-flight");
+    assert_eq!(
+        IN_FLIGHT_SECOND.load(Ordering::SeqCst),
+        1,
+        "the duplicate stopped at its first record"
+    );
+    assert_eq!(
+        IN_FLIGHT_FIRST.load(Ordering::SeqCst),
+        2,
+        "the copy ran the first node before its claim was refused"
+    );
     server.shutdown().await.unwrap();
 }
 

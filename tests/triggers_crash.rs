@@ -27,8 +27,20 @@ struct Env {
     database: String,
 }
 
+/// The two tests share the example's stream.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn spawn(env: &Env, incarnation: usize) -> Child {
-    Command::new(support::example_binary("events"))
+    spawn_holding(env, incarnation, None)
+}
+
+/// `hold`: the order whose first node holds (for an hour) in this incarnation.
+fn spawn_holding(env: &Env, incarnation: usize, hold: Option<&str>) -> Child {
+    let mut command = Command::new(support::example_binary("events"));
+    if let Some(id) = hold {
+        command.env("NANOFLOW_HOLD", id);
+    }
+    command
         .args(["serve", "--addr", &env.addr.to_string(), "--journal"])
         .arg(env.dir.join("journal.db"))
         .env("NANOFLOW_NATS_URL", &env.nats)
@@ -91,6 +103,7 @@ async fn killed_runners_run_every_message_row_and_chain_exactly_once() {
     let (Some(nats), Some(postgres)) = (services::nats(), services::postgres()) else {
         return;
     };
+    let _serial = SERIAL.lock().await;
     let js = services::jetstream(&nats).await;
     services::reset_streams(&js, &["NANOFLOW_shop_orders"]).await;
     let database = services::fresh_database(&postgres).await;
@@ -300,5 +313,121 @@ async fn killed_runners_run_every_message_row_and_chain_exactly_once() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "the outbox is drained");
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+/// A runner killed while a message's first node runs, before the run's first record (which
+/// claims the message's key) is durable: the message was not acknowledged, so JetStream
+/// delivers it again after its ack wait, and the next runner runs it once: its first node
+/// again (a node in flight at a crash runs again), the others once, one recorded run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_runner_dies_before_its_first_record_runs_once() {
+    let (Some(nats), Some(postgres)) = (services::nats(), services::postgres()) else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let js = services::jetstream(&nats).await;
+    services::reset_streams(&js, &["NANOFLOW_shop_orders"]).await;
+    let database = services::fresh_database(&postgres).await;
+    let db = services::connect_db(&database).await;
+    db.batch_execute("CREATE TABLE returns (id bigint PRIMARY KEY, order_id text NOT NULL)")
+        .await
+        .unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("nanoflow-triggers-hold-{}", nanoflow::RunId::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = Env {
+        addr: TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+        dir,
+        nats,
+        database,
+    };
+    let ledger_path = env.dir.join("ledger.log");
+    let ledger = || -> Vec<String> {
+        std::fs::read_to_string(&ledger_path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let mut child = spawn_holding(&env, 0, Some("o-hold"));
+    support::wait_ready(env.addr, &mut child).await;
+    services::eventually(20, "the queue consumer", || async {
+        js.get_stream("NANOFLOW_shop_orders")
+            .await
+            .ok()?
+            .consumer_info("nanoflow_place_order")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    js.publish("shop.orders", r#"{"id":"o-hold","qty":1}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    services::eventually(20, "the first node running", || async {
+        ledger()
+            .iter()
+            .any(|l| l == "0 o-hold reserve")
+            .then_some(())
+    })
+    .await;
+    let consumer = || async {
+        js.get_stream("NANOFLOW_shop_orders")
+            .await
+            .unwrap()
+            .consumer_info("nanoflow_place_order")
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        consumer().await.num_ack_pending,
+        1,
+        "a message whose first record is not durable is not acknowledged"
+    );
+    child.kill().unwrap(); // SIGKILL, the first node holding
+    child.wait().unwrap();
+
+    let mut child = spawn(&env, 1);
+    support::wait_ready(env.addr, &mut child).await;
+    // JetStream's ack wait (10 s) passes before the message comes back.
+    services::eventually(40, "the redelivered message shipped", || async {
+        ledger()
+            .iter()
+            .any(|l| l.ends_with("o-hold ship"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let placed = all_runs(env.addr, "place_order").await;
+    assert_eq!(placed.len(), 1, "one run for the message: {placed:?}");
+    assert_eq!(placed[0]["status"], "succeeded");
+    assert_eq!(placed[0]["input"]["id"], "o-hold");
+    assert_eq!(
+        ledger(),
+        [
+            "0 o-hold reserve",
+            "1 o-hold reserve",
+            "1 o-hold charge",
+            "1 o-hold confirm",
+            "1 o-hold ship"
+        ],
+        "the first node again, the others once"
+    );
+    assert_eq!(consumer().await.num_ack_pending, 0);
+
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&env.dir);
 }

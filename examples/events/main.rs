@@ -52,6 +52,11 @@ async fn reserve(o: Order) -> Result<Order, NodeError> {
         return Err(NodeError::permanent("qty must be at least 1"));
     }
     ledger(&o.id, "reserve")?;
+    // For `tests/triggers_crash.rs`: the order `NANOFLOW_HOLD` names holds its first node, so
+    // that the runner can be killed before the run's first record.
+    if std::env::var("NANOFLOW_HOLD").is_ok_and(|id| id == o.id) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     tokio::time::sleep(Duration::from_millis(2)).await;
     Ok(o)
 }

@@ -250,10 +250,14 @@ pub async fn with_compensation<T>(
     let result = body.await;
     if let Err(error) = &result {
         // A run parked because the graph changed is not failed: nothing is undone (issue 13).
-        // Nor is a run that waits (a signal, a sleep): it continues later.
+        // Nor is a run that waits (a signal, a sleep): it continues later. A duplicate's
+        // steps are the earlier run's too (at-least-once): undoing them would undo its.
         if !matches!(
             error,
-            Error::Journal(_) | Error::GraphChanged { .. } | Error::Waiting { .. }
+            Error::Journal(_)
+                | Error::GraphChanged { .. }
+                | Error::Waiting { .. }
+                | Error::Duplicate { .. }
         ) {
             ctx.compensate(error).await;
         }

@@ -68,6 +68,18 @@ pub enum Error {
         /// The newer run that replaced it (debounce).
         superseded_by: Option<RunId>,
     },
+    /// The run was dropped before anything of it was recorded: its idempotency key, claimed
+    /// with its first record (a queue message's id), belongs to an earlier run. Not a
+    /// failure: the earlier run is the message's run.
+    #[error("run {run_id} of workflow `{workflow}` was dropped: its idempotency key belongs to run {original}")]
+    Duplicate {
+        /// The workflow.
+        workflow: &'static str,
+        /// The dropped run.
+        run_id: RunId,
+        /// The run that holds the key.
+        original: RunId,
+    },
     /// The whole run took longer than its workflow's `#[timeout(..)]`.
     #[error("run {run_id} of workflow `{workflow}` exceeded its time limit of {limit:?}")]
     WorkflowTimeout {
@@ -136,6 +148,7 @@ impl Error {
             } => "debounced",
             Error::Cancelled { .. } => "cancelled",
             Error::WorkflowTimeout { .. } => "workflow_timeout",
+            Error::Duplicate { .. } => "duplicate",
             Error::UnknownWorkflow(_) => "unknown_workflow",
             Error::Config(_) => "config",
             Error::Io { .. } => "io",

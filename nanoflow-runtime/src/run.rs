@@ -21,10 +21,11 @@ use crate::error::Error;
 use crate::graph::Graph;
 pub(crate) use crate::id::random_u64;
 pub use crate::id::RunId;
-use crate::journal::{FinishWrite, Journal, NewRun, StepWrite};
+use crate::journal::{Created, FinishWrite, Journal, NewRun, StepWrite, StoreError};
 use crate::node::{Accepts, Node, NodeError, NodeOptions};
 use crate::observability::{trace, RunObserver, TraceParent};
 use crate::runs::RunError;
+use tokio::sync::oneshot;
 
 /// The delay before retry number `retry` (1 for the first retry): exponential from
 /// `options.backoff`, capped at `options.max_backoff`, with "equal jitter" (a uniformly random
@@ -324,8 +325,8 @@ pub(crate) struct Durable {
     /// Outputs of steps completed before a crash or a re-drive, by step name.
     pub(crate) resumed: HashMap<String, Bytes>,
     /// The run row, written with the run's first record (runs acknowledged only on completion
-    /// need no commit of their own before they start).
-    pub(crate) pending_create: Mutex<Option<NewRun>>,
+    /// need no commit of their own before they start, nor a queue message's run).
+    pub(crate) pending_create: Mutex<PendingCreate>,
     /// Records sent with the run's next record, in the same transaction: those of completed
     /// `#[node(pure)]` steps (which need no commit of their own: lost in a crash, they are
     /// computed again) and of last steps (written with the run's end).
@@ -335,6 +336,104 @@ pub(crate) struct Durable {
     /// The waits the run recorded (signals, sleeps), by step name: when each is due to end
     /// by itself (`None`: a signal without a timeout).
     pub(crate) waits: HashMap<String, Option<u64>>,
+}
+
+/// A run's row while it waits to be written with the run's first record.
+#[derive(Debug, Default)]
+pub(crate) struct PendingCreate {
+    run: Option<NewRun>,
+    /// For a keyed row (a claim): told, by the first awaited record that carried the row,
+    /// whether the key was this run's (`Created::New`, the row is durable) or another run's
+    /// (nothing of this run was written). Dropped unanswered when that record failed.
+    claim: Option<oneshot::Sender<Created>>,
+}
+
+impl PendingCreate {
+    /// `run` to be written with the first record; `claim` learns how a keyed one fared.
+    pub(crate) fn new(run: Option<NewRun>, claim: Option<oneshot::Sender<Created>>) -> Self {
+        Self { run, claim }
+    }
+
+    /// The row to send with a record, and for an awaited record the claim to answer. A keyed
+    /// row goes with every record until one is known durable (the store applies each only if
+    /// the key is this run's, and the row once): records sent meanwhile (concurrent steps, a
+    /// failed attempt) are never applied for a duplicate.
+    pub(crate) fn for_record(&mut self, awaited: bool) -> Sending {
+        match &self.run {
+            Some(run) if run.idempotency_key.is_some() => Sending {
+                create: Some(run.clone()),
+                claim: Some(if awaited { self.claim.take() } else { None }),
+            },
+            _ => Sending {
+                create: self.run.take(),
+                claim: None,
+            },
+        }
+    }
+}
+
+/// What goes with one record of a run not yet recorded: its row, and for a keyed row
+/// (`claim` is `Some`) the claim's answer to give once the record settles.
+#[derive(Debug)]
+pub(crate) struct Sending {
+    pub(crate) create: Option<NewRun>,
+    claim: Option<Option<oneshot::Sender<Created>>>,
+}
+
+impl Sending {
+    /// The record's commit, to wait for with [`Recorded::wait`].
+    pub(crate) fn sent(self, commit: crate::store::Commit) -> Recorded {
+        Recorded {
+            commit,
+            claim: self.claim,
+        }
+    }
+}
+
+/// A record on its way to the journal.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    commit: crate::store::Commit,
+    claim: Option<Option<oneshot::Sender<Created>>>,
+}
+
+impl Recorded {
+    /// Waits until the record is durable. One that carried the run's keyed row settles the
+    /// claim: the row is written with it (the key was this run's), or nothing of the run was
+    /// and the run stops with [`Error::Duplicate`].
+    pub(crate) async fn wait(self, ctx: &RunCtx, d: &Durable) -> Result<(), Error> {
+        let result = self.commit.await;
+        let Some(answer) = self.claim else {
+            return result.map_err(journal_failed);
+        };
+        match result {
+            Ok(()) => {
+                d.pending_create
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .run = None;
+                if let Some(tx) = answer {
+                    let _ = tx.send(Created::New);
+                }
+                Ok(())
+            }
+            Err(StoreError::KeyTaken(original)) => {
+                if let Some(tx) = answer {
+                    let _ = tx.send(Created::Existing(original));
+                }
+                Err(Error::Duplicate {
+                    workflow: ctx.workflow,
+                    run_id: ctx.run_id,
+                    original,
+                })
+            }
+            Err(e) => Err(journal_failed(e)),
+        }
+    }
+}
+
+fn journal_failed(e: StoreError) -> Error {
+    Error::Journal(format!("journal write failed: {e}"))
 }
 
 /// The outcome of a step's attempts: the value, the attempt that produced it, and when that
@@ -655,8 +754,8 @@ impl RunCtx {
         }
         // A step whose successors would start now must be durable first, so that a crash can
         // never make it run twice.
-        let committed = self.record(d, name, attempt, Ok(bytes), started, None);
-        wait_commit(committed).await?;
+        let recorded = self.record(d, name, attempt, Ok(bytes), started, None);
+        recorded.wait(self, d).await?;
         Ok(output)
     }
 
@@ -794,7 +893,7 @@ impl RunCtx {
                 Err(error) => {
                     if let (Some(d), Some(started)) = (durable, started) {
                         // Failed attempts are recorded without waiting: only successes gate what runs next.
-                        drop(self.record(d, name, attempt, Err(&error), started, None));
+                        drop(self.record_unawaited(d, name, attempt, Err(&error), started));
                     }
                     if last || !error.is_retryable() {
                         return Err(self.node_failed(name, attempt, error));
@@ -874,7 +973,7 @@ impl RunCtx {
         match (self.durable.as_deref(), started) {
             (Some(d), Some(started)) => {
                 let bytes = self.encode(name, attempt, &output)?;
-                let committed = self.record(
+                let recorded = self.record(
                     d,
                     name,
                     attempt,
@@ -883,7 +982,7 @@ impl RunCtx {
                     Some((N::NAME, key, state_bytes)),
                 );
                 // Always durable before the key is released: the next run reads this state.
-                wait_commit(committed).await?;
+                recorded.wait(self, d).await?;
             }
             _ => self.state.set(N::NAME, &key, state_bytes),
         }
@@ -898,17 +997,38 @@ impl RunCtx {
         outcome: Result<Bytes, &NodeError>,
         started: (u64, Instant),
         state: Option<(&'static str, String, Bytes)>,
-    ) -> crate::store::Commit {
+    ) -> Recorded {
         let write = self.step_write(step, attempt, outcome, started, state);
+        self.send_record(d, write, true)
+    }
+
+    /// [`RunCtx::record`] for a record nobody waits for (a failed attempt).
+    fn record_unawaited(
+        &self,
+        d: &Durable,
+        step: &StepName<'_>,
+        attempt: u32,
+        outcome: Result<Bytes, &NodeError>,
+        started: (u64, Instant),
+    ) -> Recorded {
+        let write = self.step_write(step, attempt, outcome, started, None);
+        self.send_record(d, write, false)
+    }
+
+    fn send_record(&self, d: &Durable, write: StepWrite, awaited: bool) -> Recorded {
         // Taking the pending run row and sending under one lock keeps the row ahead of every
         // other record of this run in the writer's queue.
         let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
+        let sending = pending.for_record(awaited);
+        let create = sending.create.clone();
         let mut deferred = take_deferred(d);
-        if deferred.is_empty() {
-            return d.journal.record_step(write, pending.take());
-        }
-        deferred.push(write);
-        d.journal.record_steps(deferred, pending.take())
+        let commit = if deferred.is_empty() {
+            d.journal.record_step(write, create)
+        } else {
+            deferred.push(write);
+            d.journal.record_steps(deferred, create)
+        };
+        sending.sent(commit)
     }
 
     fn step_write(
@@ -959,19 +1079,21 @@ impl RunCtx {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let committed = {
+        let recorded = {
             let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
-            d.journal.finish_with_steps(
+            let sending = pending.for_record(true);
+            let commit = d.journal.finish_with_steps(
                 take_deferred(d),
                 FinishWrite {
                     run_id: self.run_id,
                     outcome,
                     chained,
                 },
-                pending.take(),
-            )
+                sending.create.clone(),
+            );
+            sending.sent(commit)
         };
-        wait_commit(committed).await
+        recorded.wait(self, d).await
     }
 
     pub(crate) fn is_durable(&self) -> bool {
@@ -1007,12 +1129,6 @@ pub(crate) fn queued_entry(graph: &Graph, input: &[u8]) -> Option<crate::store::
 /// The records waiting for the run's next one (see [`Durable::deferred`]).
 fn take_deferred(d: &Durable) -> Vec<StepWrite> {
     std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()))
-}
-
-pub(crate) async fn wait_commit(commit: crate::store::Commit) -> Result<(), Error> {
-    commit
-        .await
-        .map_err(|e| Error::Journal(format!("journal write failed: {e}")))
 }
 
 /// One attempt with the node's timeout, a panic caught as the node's failure.

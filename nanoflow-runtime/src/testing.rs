@@ -243,7 +243,7 @@ impl Harness {
                 journal: self.journal.clone(),
                 graph,
                 resumed,
-                pending_create: Mutex::new(None),
+                pending_create: Mutex::default(),
                 deferred: Mutex::default(),
                 downstream: Vec::new(),
             },
@@ -433,6 +433,14 @@ impl RunStore for CrashStore {
 
     fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRecord>> {
         self.inner.unfinished_runs()
+    }
+
+    fn find_keys(
+        &self,
+        workflow: &'static str,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<(String, RunId)>> {
+        self.inner.find_keys(workflow, keys)
     }
 
     fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use crate::id::RunId;
 use crate::node::Data;
-use crate::run::{wait_commit, RunCtx};
+use crate::run::RunCtx;
 use crate::runs::now_ms;
 use crate::store::{Delivery, StepWrite};
 
@@ -262,15 +262,17 @@ impl RunCtx {
             WAIT_ATTEMPT,
             Ok(Bytes::from(record)),
         );
-        let commit = {
+        let recorded = {
             // The run's row (and the records deferred until its next one) go with it.
             let mut pending = d.pending_create.lock().unwrap_or_else(|p| p.into_inner());
+            let sending = pending.for_record(true);
             let mut writes =
                 std::mem::take(&mut *d.deferred.lock().unwrap_or_else(|p| p.into_inner()));
             writes.push(write);
-            d.journal.record_steps(writes, pending.take())
+            let commit = d.journal.record_steps(writes, sending.create.clone());
+            sending.sent(commit)
         };
-        wait_commit(commit).await?;
+        recorded.wait(self, d).await?;
         Ok(until)
     }
 

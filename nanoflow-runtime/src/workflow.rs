@@ -148,8 +148,9 @@ async fn drive_in_span<W: Workflow>(w: W, ctx: &RunCtx, input: W::Input) -> Resu
         match &result {
             Ok(bytes) => ctx.finish_run(Ok(bytes.clone())).await?,
             // The journal itself failed: the run stays `running` and resumes after a restart.
-            // A run that waits (a signal, a sleep) has not ended either.
-            Err(Error::Journal(_) | Error::Waiting { .. }) => {}
+            // A run that waits (a signal, a sleep) has not ended either, and a duplicate was
+            // never recorded.
+            Err(Error::Journal(_) | Error::Waiting { .. } | Error::Duplicate { .. }) => {}
             Err(error) => ctx.finish_run(Err(RunError::from_error(error).1)).await?,
         }
     }

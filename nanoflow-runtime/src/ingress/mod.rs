@@ -51,8 +51,15 @@ pub(crate) enum Record {
     /// With its first step: a run answered only once it finished needs no commit of its own.
     /// (A run with a key is always recorded before it starts: the key is claimed.)
     WithFirstStep,
-    /// Before `submit` returns: its caller acknowledges it at once (202, a queue ack).
+    /// Before `submit` returns: its caller acknowledges it at once (202).
     Now,
+    /// With its first record, its idempotency key claimed in the same commit (a queue
+    /// message's run: one commit fewer per message). [`Pending::claim`] says when that record
+    /// is durable, or that the key is an earlier run's: then nothing of this run was written,
+    /// and it stops with [`Error::Duplicate`]. Without a durable journal, or for a queued run
+    /// (a workflow with limits), the key is claimed before `submit` returns, as with `Now`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Claim,
     /// Already recorded by someone else (a chained run, written with its upstream's success).
     Done,
 }
@@ -106,6 +113,22 @@ pub(crate) struct Pending {
     /// Without a durable journal, a run the store does not hold yet (a synchronous run without
     /// a key): recorded at its end if it fails, so that its error's run id can be looked up.
     unrecorded: Option<NewRun>,
+    /// `Record::Claim`: how the claim of the run's key with its first record fares.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    claim: Option<tokio::sync::oneshot::Receiver<Created>>,
+}
+
+/// How the claim of a run's idempotency key fared (see [`Record::Claim`]).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// The run is durably recorded under the key.
+    Recorded,
+    /// The key belongs to this earlier run: nothing of the new run was recorded.
+    Existing(RunId),
+    /// The run's first record failed, or the run ended without one: nothing is known to be
+    /// recorded.
+    Failed,
 }
 
 impl std::fmt::Debug for Pending {
@@ -141,6 +164,29 @@ impl std::future::Future for Started {
 }
 
 impl Pending {
+    /// The run's id.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// For a run submitted with [`Record::Claim`], a future that says how the claim fares (the
+    /// run must be driven for it to settle); `Recorded` at once for a run recorded already.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn claim(&mut self) -> impl std::future::Future<Output = Claimed> + Send + 'static {
+        let rx = self.claim.take();
+        async move {
+            match rx {
+                None => Claimed::Recorded,
+                Some(rx) => match rx.await {
+                    Ok(Created::New) => Claimed::Recorded,
+                    Ok(Created::Existing(original)) => Claimed::Existing(original),
+                    Err(_) => Claimed::Failed,
+                },
+            }
+        }
+    }
+
     /// Whether the run is queued (its workflow has limits): it starts when they allow.
     pub(crate) fn is_queued(&self) -> bool {
         self.future.is_none()
@@ -294,7 +340,30 @@ impl App {
     /// to drive. The caller holds a run slot (`limiter`) and passes it to the run.
     pub(crate) async fn submit(&self, s: Submission) -> Result<Admitted, Refused> {
         let graph = s.workflow.graph();
-        let recorded_here = s.key.is_some() || s.record != Record::WithFirstStep;
+        // A key is claimed with the first record only where the record makes it durable, and
+        // for a run that starts now (a queued one is recorded as it is queued).
+        let record = match s.record {
+            Record::Claim
+                if s.key.is_none()
+                    || !self.durable
+                    || crate::run::queued_entry(graph, &s.input).is_some() =>
+            {
+                Record::Now
+            }
+            record => record,
+        };
+        let recorded_here = match record {
+            Record::WithFirstStep => s.key.is_some(),
+            Record::Claim => false,
+            Record::Now | Record::Done => true,
+        };
+        let (claim_tx, claim) = match record {
+            Record::Claim => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         // A run recorded before it starts needs no row written with its first step.
         let ctx = self
             .context_recorded(
@@ -303,6 +372,7 @@ impl App {
                 &s.input,
                 s.key.clone(),
                 recorded_here,
+                claim_tx,
             )
             .with_trace_parent(s.trace_parent);
         let future = s.workflow.start(ctx, &s.input).map_err(|e| {
@@ -318,8 +388,9 @@ impl App {
                 workflow: graph.name,
                 future: None,
                 unrecorded: None,
+                claim: None,
             };
-            if s.record == Record::Done {
+            if record == Record::Done {
                 // A chained run, recorded queued with its upstream's success.
                 self.flow.kick();
                 return Ok(Admitted::New(pending));
@@ -346,8 +417,8 @@ impl App {
             run_id: s.run_id,
             armed: self.durable,
         };
-        match (&s.key, s.record) {
-            (_, Record::Done) => {}
+        match (&s.key, record) {
+            (_, Record::Done | Record::Claim) => {}
             (Some(key), _) => {
                 match self
                     .claim_idempotency_key(graph.name, key, s.run_id, &s.input)
@@ -397,6 +468,7 @@ impl App {
             workflow: graph.name,
             future: Some(future),
             unrecorded,
+            claim,
         }))
     }
 
@@ -410,6 +482,7 @@ impl App {
         input: &Bytes,
         idempotency_key: Option<String>,
         recorded: bool,
+        claim: Option<tokio::sync::oneshot::Sender<Created>>,
     ) -> RunCtx {
         let graph = wf.graph();
         let ctx = match self.durable() {
@@ -422,14 +495,17 @@ impl App {
                     journal: journal.clone(),
                     graph,
                     resumed: Default::default(),
-                    pending_create: Mutex::new((!recorded).then(|| NewRun {
-                        queued: None,
-                        run_id,
-                        workflow: graph.name,
-                        input: input.clone(),
-                        idempotency_key,
-                        fingerprint: Some(graph.fingerprint()),
-                    })),
+                    pending_create: Mutex::new(crate::run::PendingCreate::new(
+                        (!recorded).then(|| NewRun {
+                            queued: None,
+                            run_id,
+                            workflow: graph.name,
+                            input: input.clone(),
+                            idempotency_key,
+                            fingerprint: Some(graph.fingerprint()),
+                        }),
+                        claim,
+                    )),
                     deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.name),
                 },
@@ -598,6 +674,10 @@ impl App {
             Err(Error::Waiting { step, due_ms, .. }) => {
                 tracing::info!(%run_id, workflow, status = "waiting", step = %step, due_ms, "run waits");
             }
+            Err(Error::Duplicate { original, .. }) => {
+                // Nothing of it was recorded: the earlier run is the one.
+                tracing::debug!(%run_id, workflow, %original, "run dropped: its key belongs to an earlier run");
+            }
             Err(error @ Error::Cancelled { .. }) => {
                 tracing::info!(%run_id, workflow, status = "cancelled", duration_ms, error = %error, "run finished");
                 if !self.durable {
@@ -672,7 +752,7 @@ impl App {
                     journal: journal.clone(),
                     graph,
                     resumed,
-                    pending_create: Mutex::new(None),
+                    pending_create: Mutex::default(),
                     deferred: Mutex::default(),
                     downstream: self.downstream_of(graph.finishes().unwrap_or(graph.name)),
                     waits: record.waits(),

@@ -141,6 +141,15 @@ impl Journal {
         Ok(self.store.prune(retention).await?)
     }
 
+    /// The runs of `workflow` that hold any of `keys` (see [`RunStore::find_keys`]).
+    pub async fn find_keys(
+        &self,
+        workflow: &'static str,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, RunId)>, Error> {
+        Ok(self.store.find_keys(workflow, keys).await?)
+    }
+
     /// Reads a stateful node's value for `key`.
     pub async fn get_state(&self, node: &'static str, key: String) -> Result<Option<Bytes>, Error> {
         Ok(self.store.get_state(node, key).await?)

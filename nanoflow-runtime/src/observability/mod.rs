@@ -86,7 +86,9 @@ impl Observability {
     ) {
         let blocked = matches!(result, Err(Error::GraphChanged { .. }));
         let waits = matches!(result, Err(Error::Waiting { .. }));
-        if let Some(w) = self.workflow(workflow) {
+        let duplicate = matches!(result, Err(Error::Duplicate { .. }));
+        // A duplicate is not a run of its own: the earlier run holding its key is counted.
+        if let Some(w) = self.workflow(workflow).filter(|_| !duplicate) {
             if waits {
                 w.run_suspended();
             } else if blocked {
@@ -101,6 +103,7 @@ impl Observability {
                 Err(_) if blocked => "blocked",
                 Err(_) if waits => "waiting",
                 Err(Error::Cancelled { .. }) => "cancelled",
+                Err(Error::Duplicate { .. }) => "duplicate",
                 Err(_) => "failed",
             };
             let mut event = json!({

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 
 use super::{
     Cancel, Created, Delivery, FinishWrite, NewRun, QueueSpec, Queued, Retention, RunFilter,
-    RunStore, StepWrite, WAIT_ATTEMPT,
+    RunStore, StepWrite, StoreError, WAIT_ATTEMPT,
 };
 use crate::id::RunId;
 use crate::runs::{RunError, RunStatus};
@@ -23,6 +23,7 @@ pub async fn check(store: Arc<dyn RunStore>) {
     steps_with_their_state(&*store).await;
     finish_with_chained_runs(&*store).await;
     several_records_at_once(&*store).await;
+    claims_with_the_first_record(&*store).await;
     reopen_only_failed_runs(&*store).await;
     fingerprints_round_trip(&*store).await;
     blocked_runs_stay_until_acted_on(&*store).await;
@@ -120,6 +121,111 @@ pub async fn several_records_at_once(store: &dyn RunStore) {
         assert!(steps.contains(&name), "{name} is missing from {steps:?}");
     }
     assert_eq!(run.completed_steps().len(), 3);
+}
+
+/// A keyed creation sent with a run's first record claims the key: the run and the record
+/// land together; sent again with a later record of the same run it is applied once; a claim
+/// of a key another run holds writes nothing, neither the run nor its records (a queue
+/// message's duplicate).
+pub async fn claims_with_the_first_record(store: &dyn RunStore) {
+    let wf = "conformance_claim";
+    let (a, b, c, d) = (id(95), id(96), id(97), id(98));
+    store
+        .record_step(
+            step(a, "validate", 1, "1"),
+            Some(new_run(a, wf, Some("m-1"))),
+        )
+        .await
+        .expect("the first record claims the key");
+    store
+        .record_steps(
+            vec![step(a, "price", 1, "2")],
+            Some(new_run(a, wf, Some("m-1"))),
+        )
+        .await
+        .expect("the run's own claim, sent again, is applied once");
+    let run = store.get_run(a).await.unwrap().expect("the claiming run");
+    assert_eq!(run.idempotency_key.as_deref(), Some("m-1"));
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.completed_steps().len(), 2, "{:?}", run.timeline);
+
+    let taken = store
+        .record_steps(
+            vec![step(b, "validate", 1, "9")],
+            Some(new_run(b, wf, Some("m-1"))),
+        )
+        .await;
+    assert_eq!(
+        taken,
+        Err(StoreError::KeyTaken(a)),
+        "a claim of a key another run holds names that run"
+    );
+    let taken = store
+        .finish_with_steps(
+            vec![step(c, "validate", 1, "9")],
+            finish(c, Ok("9"), Vec::new()),
+            Some(new_run(c, wf, Some("m-1"))),
+        )
+        .await;
+    assert_eq!(taken, Err(StoreError::KeyTaken(a)), "also with a run's end");
+    for refused in [b, c] {
+        assert!(
+            store.get_run(refused).await.unwrap().is_none(),
+            "a refused claim creates no run"
+        );
+        // Created now without a key: none of the refused records may have landed.
+        store
+            .create_run(new_run(refused, "conformance_claim_check", None))
+            .await
+            .unwrap();
+        let run = store.get_run(refused).await.unwrap().unwrap();
+        assert!(
+            run.timeline.is_empty(),
+            "a refused claim writes none of its records: {:?}",
+            run.timeline
+        );
+    }
+    assert_eq!(
+        store
+            .create_run(new_run(id(99), wf, Some("m-1")))
+            .await
+            .unwrap(),
+        Created::Existing(a),
+        "a claimed key is a key like any other"
+    );
+    let run = store.get_run(a).await.unwrap().unwrap();
+    assert_eq!(run.completed_steps().len(), 2, "the holder is unchanged");
+
+    store
+        .finish_with_steps(
+            vec![step(d, "validate", 1, "1")],
+            finish(d, Ok("1"), Vec::new()),
+            Some(new_run(d, wf, Some("m-2"))),
+        )
+        .await
+        .expect("a run whose first record is its end claims its key too");
+    let run = store.get_run(d).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.idempotency_key.as_deref(), Some("m-2"));
+
+    let mut found = store
+        .find_keys(wf, vec!["m-1".into(), "m-2".into(), "m-3".into()])
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [("m-1".to_owned(), a), ("m-2".to_owned(), d)],
+        "the keys' holders, and no other key"
+    );
+    assert!(
+        store
+            .find_keys("conformance_claim_other", vec!["m-1".into()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "keys are per workflow"
+    );
 }
 
 /// A run is recorded once; a second run with the same workflow and idempotency key finds the

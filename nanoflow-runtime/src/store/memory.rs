@@ -116,6 +116,55 @@ impl Data {
         Created::New
     }
 
+    /// Applies the creation that travels with a record; `Err(KeyTaken)` when it claims a key
+    /// another run holds (nothing applied).
+    fn create_with(&mut self, create: Option<&NewRun>) -> Result<(), StoreError> {
+        match create.map(|run| (run.run_id, self.insert(run))) {
+            Some((run_id, Created::Existing(holder))) if holder != run_id => {
+                Err(StoreError::KeyTaken(holder))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a run's end (a bounded store forgets its oldest finished runs), and the runs it
+    /// chains.
+    fn finish(&mut self, write: FinishWrite, keep_finished: Option<usize>) {
+        if let Some(run) = self.runs.get_mut(&write.run_id) {
+            match write.outcome {
+                Ok(output) => {
+                    run.status = RunStatus::Succeeded;
+                    run.output = Some(output);
+                    run.error = None;
+                }
+                Err(e) => {
+                    run.status = e.status();
+                    run.output = None;
+                    run.error = serde_json::to_value(e).ok();
+                }
+            }
+            run.finished_ms = Some(now_ms());
+            run.due_ms = None;
+            if let Some(keep) = keep_finished {
+                self.finished.push_back(write.run_id);
+                while self.finished.len() > keep {
+                    match self.finished.pop_front() {
+                        // A re-driven run finishes twice: only a finished one is forgotten.
+                        Some(old)
+                            if self.runs.get(&old).is_some_and(|r| r.finished_ms.is_some()) =>
+                        {
+                            self.remove(old)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for chained in &write.chained {
+            self.insert(chained);
+        }
+    }
+
     /// The run with its timeline.
     fn whole(&self, run_id: RunId) -> Option<RunRecord> {
         self.runs.get(&run_id).cloned().map(|mut r| {
@@ -214,53 +263,58 @@ impl RunStore for MemoryStore {
     }
 
     fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit {
-        let mut data = self.data();
-        if let Some(run) = &create {
-            data.insert(run);
+        self.record_steps(vec![write], create)
+    }
+
+    fn record_steps(&self, writes: Vec<StepWrite>, create: Option<NewRun>) -> Commit {
+        if writes.is_empty() {
+            return Commit::done(Ok(()));
         }
-        data.record(write);
+        let mut data = self.data();
+        if let Err(e) = data.create_with(create.as_ref()) {
+            return Commit::done(Err(e));
+        }
+        for write in writes {
+            data.record(write);
+        }
         Commit::done(Ok(()))
     }
 
     fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
+        self.finish_with_steps(Vec::new(), write, create)
+    }
+
+    fn finish_with_steps(
+        &self,
+        steps: Vec<StepWrite>,
+        write: FinishWrite,
+        create: Option<NewRun>,
+    ) -> Commit {
         let mut data = self.data();
-        if let Some(run) = &create {
-            data.insert(run);
+        if let Err(e) = data.create_with(create.as_ref()) {
+            return Commit::done(Err(e));
         }
-        if let Some(run) = data.runs.get_mut(&write.run_id) {
-            match write.outcome {
-                Ok(output) => {
-                    run.status = RunStatus::Succeeded;
-                    run.output = Some(output);
-                    run.error = None;
-                }
-                Err(e) => {
-                    run.status = e.status();
-                    run.output = None;
-                    run.error = serde_json::to_value(e).ok();
-                }
-            }
-            run.finished_ms = Some(now_ms());
-            run.due_ms = None;
-            if let Some(keep) = self.keep_finished {
-                data.finished.push_back(write.run_id);
-                while data.finished.len() > keep {
-                    match data.finished.pop_front() {
-                        // A re-driven run finishes twice: only a finished one is forgotten.
-                        Some(old)
-                            if data.runs.get(&old).is_some_and(|r| r.finished_ms.is_some()) =>
-                        {
-                            data.remove(old)
-                        }
-                        _ => {}
-                    }
-                }
-            }
+        for step in steps {
+            data.record(step);
         }
-        for chained in &write.chained {
-            data.insert(chained);
-        }
+        data.finish(write, self.keep_finished);
         Commit::done(Ok(()))
+    }
+
+    fn find_keys(
+        &self,
+        workflow: &'static str,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<(String, RunId)>> {
+        let data = self.data();
+        let found = keys
+            .into_iter()
+            .filter_map(|key| {
+                let run = *data.keys.get(&(workflow.to_owned(), key.clone()))?;
+                Some((key, run))
+            })
+            .collect();
+        Box::pin(async move { Ok(found) })
     }
 
     fn reopen(&self, run_id: RunId) -> StoreFuture<'_, bool> {

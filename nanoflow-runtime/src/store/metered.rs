@@ -115,6 +115,14 @@ impl RunStore for Metered {
         self.inner.unfinished_runs()
     }
 
+    fn find_keys(
+        &self,
+        workflow: &'static str,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<(String, RunId)>> {
+        self.inner.find_keys(workflow, keys)
+    }
+
     fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {
         self.inner.get_state(node, key)
     }

@@ -13,6 +13,12 @@
 //!   all; a run's finish and the runs it chains are written together or not at all.
 //! - **Idempotency.** Creating a run whose workflow and idempotency key exist returns the
 //!   existing run ([`Created::Existing`]) and changes nothing.
+//! - **Claims with the first record.** A creation with an idempotency key handed to
+//!   `record_step`, `record_steps`, `finish` or `finish_with_steps` is a claim: if another run
+//!   holds its workflow and key, nothing of the write is applied (neither the run nor what
+//!   travels with it) and its commit fails with [`StoreError::KeyTaken`] naming that run. The
+//!   same creation handed again with a later record of the same run (sent before the first one
+//!   was known durable) is applied once.
 //! - **Blocked runs.** A run finished with an error whose code is `graph_changed`
 //!   ([`RunError::blocks`]) is recorded as [`RunStatus::Blocked`], not failed: it is neither
 //!   resumed at start ([`RunStore::unfinished_runs`]) nor pruned, until [`RunStore::reopen`] or
@@ -381,6 +387,10 @@ pub enum StoreError {
     /// The store's worker stopped (the runner is shutting down).
     #[error("the journal's writer stopped")]
     Closed,
+    /// The run's creation, sent with its first record, claims an idempotency key another run
+    /// holds: nothing of the write was applied (see the contract's claims).
+    #[error("the idempotency key belongs to run {0}")]
+    KeyTaken(RunId),
 }
 
 impl From<StoreError> for crate::error::Error {
@@ -473,6 +483,15 @@ impl Future for Commit {
     }
 }
 
+/// For writes split into several: a claim (a keyed creation) goes with each of them, so that
+/// none is applied if the key is another run's; an unkeyed creation goes with the first.
+fn claim_or_take(create: &mut Option<NewRun>) -> Option<NewRun> {
+    match create {
+        Some(run) if run.idempotency_key.is_some() => Some(run.clone()),
+        _ => create.take(),
+    }
+}
+
 /// Where runs are recorded. Implementations: [`sqlite::SqliteStore`], [`memory::MemoryStore`];
 /// every one passes [`conformance::check`].
 pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
@@ -481,7 +500,8 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     fn create_run(&self, run: NewRun) -> StoreFuture<'_, Created>;
 
     /// Records one attempt of one step (with the run's creation first, when given, and the
-    /// node's state, atomically). Resolves when durable.
+    /// node's state, atomically). Resolves when durable. A keyed creation is a claim: see the
+    /// contract.
     fn record_step(&self, write: StepWrite, create: Option<NewRun>) -> Commit;
 
     /// Records a run's end (with its creation first, when given, and the runs it chains,
@@ -497,7 +517,7 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
         };
         let mut create = create;
         for write in writes {
-            drop(self.record_step(write, create.take()));
+            drop(self.record_step(write, claim_or_take(&mut create)));
         }
         self.record_step(last, create)
     }
@@ -513,7 +533,7 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Commit {
         let mut create = create;
         for step in steps {
-            drop(self.record_step(step, create.take()));
+            drop(self.record_step(step, claim_or_take(&mut create)));
         }
         self.finish(write, create)
     }
@@ -543,6 +563,18 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every running run with its timeline, oldest first: what a restart resumes.
     fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRecord>>;
+
+    /// The runs that hold any of `keys` (idempotency keys of `workflow`), as `(key, run)`: a
+    /// read, to drop most duplicates before they start (a queue trigger looks up each pull
+    /// batch's message keys); a claim still decides. The default knows none.
+    fn find_keys(
+        &self,
+        workflow: &'static str,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<(String, RunId)>> {
+        let _ = (workflow, keys);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// A stateful node's value for `key`.
     fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>>;

@@ -356,6 +356,36 @@ impl PostgresStore {
         &self.writes[(run_id.as_u128() % self.writes.len() as u128) as usize]
     }
 
+    /// A record that claims its run's idempotency key (the run's keyed creation travels with
+    /// it): the creation is written first, as `create_run` writes it, and the record once the
+    /// key is known to be this run's (two round trips, as a claim before the run starts costs).
+    /// Sent with a later record of the same run, the creation finds the run and the key its own.
+    fn claim_then(
+        &self,
+        run: NewRun,
+        record: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Write + Send + 'static,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    ) {
+        let run_id = run.run_id;
+        let writer = self.writer(run_id).clone();
+        let (tx, created) = oneshot::channel();
+        // Sent now, so that it is ahead of the run's later writes.
+        let _ = writer.send(Write::Create(run, tx));
+        tokio::spawn(async move {
+            match created.await.unwrap_or(Err(StoreError::Closed)) {
+                Ok(Created::Existing(holder)) if holder != run_id => {
+                    let _ = done.send(Err(StoreError::KeyTaken(holder)));
+                }
+                Ok(_) => {
+                    let _ = writer.send(record(done));
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e));
+                }
+            }
+        });
+    }
+
     fn write<T: Send + 'static>(
         &self,
         run_id: Option<RunId>,
@@ -787,7 +817,14 @@ impl RunStore for PostgresStore {
             return Commit::done(Ok(()));
         };
         let (tx, commit) = Commit::channel();
-        let _ = self.writer(run_id).send(Write::Step(writes, create, tx));
+        match create {
+            Some(run) if run.idempotency_key.is_some() => {
+                self.claim_then(run, move |tx| Write::Step(writes, None, tx), tx)
+            }
+            create => {
+                let _ = self.writer(run_id).send(Write::Step(writes, create, tx));
+            }
+        }
         commit
     }
 
@@ -802,9 +839,16 @@ impl RunStore for PostgresStore {
         create: Option<NewRun>,
     ) -> Commit {
         let (tx, commit) = Commit::channel();
-        let _ = self
-            .writer(write.run_id)
-            .send(Write::Finish(steps, write, create, tx));
+        match create {
+            Some(run) if run.idempotency_key.is_some() => {
+                self.claim_then(run, move |tx| Write::Finish(steps, write, None, tx), tx)
+            }
+            create => {
+                let _ = self
+                    .writer(write.run_id)
+                    .send(Write::Finish(steps, write, create, tx));
+            }
+        }
         commit
     }
 
@@ -846,6 +890,32 @@ impl RunStore for PostgresStore {
                     .await
                     .map_err(|e| s.error(e))?;
                 with_timelines(c, s, rows).await
+            })
+        })
+    }
+
+    fn find_keys(
+        &self,
+        workflow: &'static str,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<(String, RunId)>> {
+        self.read(move |c, s| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT idempotency_key, id FROM nanoflow_journal.runs
+                         WHERE workflow = $1 AND idempotency_key = ANY($2)",
+                        &[&workflow, &keys],
+                    )
+                    .await
+                    .map_err(|e| s.error(e))?;
+                Ok(rows
+                    .iter()
+                    .filter_map(|r| {
+                        let id: String = r.get(1);
+                        Some((r.get(0), id.parse().ok()?))
+                    })
+                    .collect())
             })
         })
     }

@@ -367,6 +367,14 @@ impl RunStore for SqliteStore {
         self.read(Inner::unfinished_runs)
     }
 
+    fn find_keys(
+        &self,
+        workflow: &'static str,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<(String, RunId)>> {
+        self.read(move |inner| inner.find_keys(workflow, keys))
+    }
+
     fn get_state(&self, node: &'static str, key: String) -> StoreFuture<'_, Option<Bytes>> {
         self.read(move |inner| inner.get_state(node, &key))
     }
@@ -696,6 +704,24 @@ impl Inner {
         Ok(runs)
     }
 
+    fn find_keys(&self, workflow: &str, keys: Vec<String>) -> Result<Vec<(String, RunId)>, Error> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2")
+            .map_err(|e| journal_error(&self.path, e))?;
+        let mut found = Vec::new();
+        for key in keys {
+            let id: Option<String> = stmt
+                .query_row(params![workflow, key], |r| r.get(0))
+                .optional()
+                .map_err(|e| journal_error(&self.path, e))?;
+            if let Some(run) = id.and_then(|id| id.parse().ok()) {
+                found.push((key, run));
+            }
+        }
+        Ok(found)
+    }
+
     fn get_state(&self, node: &str, key: &str) -> Result<Option<Bytes>, Error> {
         let conn = self.reader();
         conn.query_row(
@@ -939,6 +965,8 @@ fn writer_loop(
 /// What a write produced, before the reply is typed.
 enum Outcome {
     Created(Created),
+    /// A record's claim found its key held by this other run: nothing was applied.
+    Taken(RunId),
     Unit,
     Bool(bool),
     Count(u64),
@@ -954,7 +982,11 @@ fn reply(write: Write, result: Result<Outcome, String>) {
             }));
         }
         Write::Steps(_, _, tx) | Write::Finish(_, _, _, tx) => {
-            let _ = tx.send(result.map(|_| ()).map_err(StoreError::Unavailable));
+            let _ = tx.send(match result {
+                Ok(Outcome::Taken(holder)) => Err(StoreError::KeyTaken(holder)),
+                Ok(_) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e)),
+            });
         }
         Write::Fork(_, _, _, tx) => {
             let _ = tx.send(result.map(|_| ()));
@@ -998,8 +1030,8 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             Ok(Outcome::Created(Created::New))
         }
         Write::Steps(steps, create, _) => {
-            if let Some(run) = create {
-                insert_run(c, run)?;
+            if let Some(holder) = claim(c, create.as_ref())? {
+                return Ok(Outcome::Taken(holder));
             }
             for step in steps {
                 insert_step(c, step)?;
@@ -1016,8 +1048,8 @@ fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outco
             Ok(Outcome::Unit)
         }
         Write::Finish(steps, finish, create, _) => {
-            if let Some(run) = create {
-                insert_run(c, run)?;
+            if let Some(holder) = claim(c, create.as_ref())? {
+                return Ok(Outcome::Taken(holder));
             }
             for step in steps {
                 insert_step(c, step)?;
@@ -1328,8 +1360,30 @@ fn from_sql_fp(v: i64) -> Fingerprint {
     Fingerprint(v as u64)
 }
 
-fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
-    match &run.queued {
+/// Inserts the run that travels with a record. A keyed one is a claim: `Some(holder)` when
+/// another run holds its key (nothing inserted); inserted before by an earlier record of the
+/// same run, it is left as it is.
+fn claim(c: &Connection, create: Option<&NewRun>) -> rusqlite::Result<Option<RunId>> {
+    let Some(run) = create else { return Ok(None) };
+    // The common case costs the insert alone: the key's index refuses a taken key.
+    if insert_run(c, run)? {
+        return Ok(None);
+    }
+    let Some(key) = &run.idempotency_key else {
+        return Ok(None);
+    };
+    let holder: Option<String> = c
+        .prepare_cached("SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2")?
+        .query_row(params![run.workflow, key], |r| r.get(0))
+        .optional()?;
+    Ok(holder
+        .and_then(|id| id.parse::<RunId>().ok())
+        .filter(|id| *id != run.run_id))
+}
+
+/// Inserts a run unless its id or its workflow and key exist; whether it did.
+fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<bool> {
+    let inserted = match &run.queued {
         None => c
             .prepare_cached(
                 "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
@@ -1360,5 +1414,5 @@ fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<()> {
                 q.due_ms as i64,
             ])?,
     };
-    Ok(())
+    Ok(inserted == 1)
 }

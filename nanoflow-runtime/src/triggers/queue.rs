@@ -5,7 +5,11 @@
 //! stream that stores its subject (created as `NANOFLOW_<subject>` when there is none). A
 //! message is acknowledged only once its run is recorded in the journal under an idempotency
 //! key taken from the message (its `Nats-Msg-Id` header, else its stream and sequence), so a
-//! redelivery or a duplicate never starts a second run. A payload that does not fit the
+//! redelivery or a duplicate never starts a second run. The key is claimed with the run's
+//! first record (one commit per message fewer than a claim of its own), after the pull
+//! batch's keys were looked up in one read: only a copy that comes while that first record is
+//! not durable yet runs the first node too, and is dropped when its claim finds the key taken
+//! (docs/triggers.md). A payload that does not fit the
 //! workflow's input is published to `nanoflow.dlq.<workflow>` with the error, then
 //! acknowledged. Connection loss is retried forever with a capped exponential backoff.
 
@@ -27,13 +31,14 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::Error;
 use crate::ingress::reply::{error_response, json_response};
-use crate::ingress::{Admitted, App, Record, Refused, Submission};
+use crate::ingress::{Admitted, App, Claimed, Record, Refused, Submission};
 use crate::run::RunId;
 use crate::triggers::{reconnect_delay, TriggerDef};
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 
 /// How long JetStream waits for an acknowledgement before redelivering a message (to this or
-/// another runner). Runs are acknowledged as soon as they are journaled, not when they end.
+/// another runner). Runs are acknowledged as soon as their first record (holding the key) is
+/// durable, not when they end.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a stream created by nanoflow keeps messages (consumed or not).
@@ -542,7 +547,7 @@ async fn consume_once(
         tracing::info!(workflow = name, subject, stream = %info.config.name, consumer = %durable, "queue trigger consuming");
         Ok::<_, String>((messages, origin))
     };
-    let (mut messages, origin) = match setup.await {
+    let (messages, origin) = match setup.await {
         Ok(s) => s,
         Err(e) => {
             app.services.streams.unset(subject);
@@ -550,62 +555,131 @@ async fn consume_once(
         }
     };
     *failures = 0;
-    while let Some(next) = messages.next().await {
-        let message = match next {
-            Ok(m) => m,
-            Err(e) if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat => {
-                tracing::debug!(
-                    workflow = name,
-                    "missed a JetStream heartbeat; the client pulls again"
-                );
+    // What the pull delivered at once, up to a batch: its keys are looked up in one read.
+    let mut batches = messages.ready_chunks(BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut pulled = Vec::with_capacity(batch.len());
+        for next in batch {
+            match next {
+                Ok(m) => pulled.push(m),
+                Err(e) if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat => {
+                    tracing::debug!(
+                        workflow = name,
+                        "missed a JetStream heartbeat; the client pulls again"
+                    );
+                }
+                Err(e) => return format!("receiving messages: {e}"),
+            }
+        }
+        let pulled: Vec<(jetstream::Message, String)> = pulled
+            .into_iter()
+            .map(|m| {
+                let key = message_key(&m, &origin);
+                (m, key)
+            })
+            .collect();
+        let known = known_keys(app, name, &pulled).await;
+        for (message, key) in pulled {
+            if let Some(original) = known.get(&key) {
+                // A redelivery or a duplicate of a message whose run is recorded: nothing runs.
+                tracing::debug!(workflow = name, %original, key, "message already started a run; acknowledging the duplicate");
+                settle(&message, AckKind::Ack, name).await;
                 continue;
             }
-            Err(e) => return format!("receiving messages: {e}"),
-        };
-        let Ok(permit) = app.limiter.clone().acquire_owned().await else {
-            return "the runner stopped".into();
-        };
-        tokio::spawn(handle(
-            app.clone(),
-            nats.clone(),
-            wf.clone(),
-            message,
-            permit,
-            origin.clone(),
-        ));
+            let Ok(permit) = app.limiter.clone().acquire_owned().await else {
+                return "the runner stopped".into();
+            };
+            tokio::spawn(handle(
+                app.clone(),
+                nats.clone(),
+                wf.clone(),
+                message,
+                permit,
+                key,
+            ));
+        }
     }
     "the message stream ended".into()
 }
 
-/// Starts the run of one message (at most once per message id), then acknowledges it.
+/// Whether a message's key may be held already: it is delivered again, or carries its own id.
+fn may_repeat(message: &jetstream::Message) -> bool {
+    message.info().map_or(true, |i| i.delivered > 1)
+        || message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(async_nats::header::NATS_MESSAGE_ID).is_some())
+}
+
+/// The idempotency key of a message: its `Nats-Msg-Id` header, else its stream (with the
+/// stream's creation time: `origin`) and sequence.
+fn message_key(message: &jetstream::Message, origin: &str) -> String {
+    match message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+    {
+        Some(id) => format!("nats-msg-id:{}", id.as_str()),
+        None => {
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            format!("nats:{origin}:{sequence}")
+        }
+    }
+}
+
+/// The messages of a pull batch whose key a recorded run holds, by key: one read for the
+/// batch, so that a redelivered message whose run is recorded starts nothing. (A copy that
+/// gets past it, its original's first record not durable yet, is stopped by the claim.)
+async fn known_keys(
+    app: &App,
+    workflow: &'static str,
+    pulled: &[(jetstream::Message, String)],
+) -> std::collections::HashMap<String, RunId> {
+    let Some(journal) = app.durable() else {
+        // Without a journal the key is claimed before the run starts.
+        return Default::default();
+    };
+    // Only a message JetStream delivers again, or one with an id of its own (published again
+    // past the stream's duplicate window), can find its key taken; a first delivery's stream
+    // sequence is new (but for a consumer made again by hand: its messages' claims decide).
+    let keys: Vec<String> = pulled
+        .iter()
+        .filter(|(m, _)| may_repeat(m))
+        .map(|(_, key)| key.clone())
+        .collect();
+    if keys.is_empty() {
+        return Default::default();
+    }
+    match journal.find_keys(workflow, keys).await {
+        Ok(found) => found.into_iter().collect(),
+        Err(e) => {
+            tracing::debug!(workflow, error = %e, "cannot look the messages' keys up; their claims decide");
+            Default::default()
+        }
+    }
+}
+
+/// Starts the run of one message (at most once per message key), then acknowledges it.
 async fn handle(
     app: Arc<App>,
     nats: Nats,
     wf: Arc<dyn DynWorkflow>,
     message: jetstream::Message,
     permit: OwnedSemaphorePermit,
-    origin: Arc<str>,
+    key: String,
 ) {
     let name = wf.graph().name;
     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let key = match message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-    {
-        Some(id) => format!("nats-msg-id:{}", id.as_str()),
-        None => format!("nats:{origin}:{sequence}"),
-    };
     let submission = Submission {
         workflow: wf.clone(),
         input: message.payload.clone(),
         run_id: RunId::new(),
         key: Some(key.clone()),
         trace_parent: None,
-        // Claimed (recorded) before the message is acknowledged.
-        record: Record::Now,
+        // Claimed with the run's first record, in its commit; acknowledged once it is durable.
+        record: Record::Claim,
     };
-    let run = match app.submit(submission).await {
+    let mut run = match app.submit(submission).await {
         Ok(Admitted::New(run)) => run,
         Ok(Admitted::Existing(original)) => {
             tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
@@ -630,9 +704,35 @@ async fn handle(
         }
     };
     if app.durable().is_some() {
-        // Recorded durably: the message may go.
-        settle(&message, AckKind::Ack, name).await;
-        run.spawn(&app, permit);
+        // The run's first node runs before its key is known to be new (a copy of a message
+        // redelivered in that window runs it too, as a node in flight at a crash runs again);
+        // the message goes once the first record is durable, and a copy whose key an earlier
+        // run holds is dropped before anything of it is written.
+        let claim = run.claim();
+        let run_id = run.run_id();
+        let answer = async {
+            match claim.await {
+                Claimed::Recorded => settle(&message, AckKind::Ack, name).await,
+                Claimed::Existing(original) => {
+                    tracing::debug!(workflow = name, sequence, %original, dropped = %run_id, "message already started a run; acknowledging the duplicate");
+                    settle(&message, AckKind::Ack, name).await;
+                }
+                Claimed::Failed if *app.stop.borrow() => {
+                    tracing::debug!(workflow = name, sequence, %run_id, "the runner stopped before the run was recorded; the message will be redelivered");
+                }
+                Claimed::Failed => {
+                    tracing::error!(workflow = name, sequence, %run_id, "cannot record the run; the message will be redelivered");
+                    settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+                }
+            }
+        };
+        if run.is_queued() {
+            drop(run.spawn(&app, permit));
+            answer.await;
+        } else {
+            // Driven in this task, beside the wait for its first record: no task of its own.
+            let _ = tokio::join!(run.drive(&app, permit), answer);
+        }
     } else {
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
         let _ = run.spawn(&app, permit).await;
