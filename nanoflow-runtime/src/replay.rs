@@ -89,7 +89,7 @@ pub struct Replay {
     pub run_id: crate::id::RunId,
     /// Its workflow.
     pub workflow: String,
-    /// Each step, in the order the recording has them, then the new ones.
+    /// Each recorded step, in the graph's order, then the new ones.
     pub steps: Vec<StepReplay>,
     /// The replay's own error, when the current code failed where it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,7 +153,20 @@ pub async fn replay(
             )));
         }
     }
-    let recorded = record.completed_steps();
+    let mut recorded = record.completed_steps();
+    // In the graph's order. A timeline is ordered by start time, in milliseconds: steps that
+    // started within the same millisecond come back in name order, not the order they ran.
+    // Steps of a sub-workflow or a map keep their recorded order under their graph step.
+    let position = |scoped: &str| {
+        let base = crate::fingerprint::unscoped(scoped);
+        let top = base.split('/').next().unwrap_or_default();
+        graph
+            .steps
+            .iter()
+            .position(|s| s.name == top)
+            .unwrap_or(usize::MAX)
+    };
+    recorded.sort_by_key(|(step, _)| position(step));
     let is_stubbed = |scoped: &str| {
         stub.iter()
             .any(|s| crate::fingerprint::unscoped(scoped) == s.as_str())
