@@ -181,7 +181,7 @@ async fn a_schema_1_journal_migrates_and_keeps_its_runs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     drop(conn);
     // Reopening a migrated journal changes nothing.
     let store = SqliteStore::open(&path).unwrap();

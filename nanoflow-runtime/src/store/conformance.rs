@@ -21,6 +21,7 @@ use crate::runs::{RunError, RunStatus};
 pub async fn check(store: Arc<dyn RunStore>) {
     create_and_idempotent_claim(&*store).await;
     steps_with_their_state(&*store).await;
+    steps_of_one_millisecond_in_the_order_written(&*store).await;
     finish_with_chained_runs(&*store).await;
     several_records_at_once(&*store).await;
     claims_with_the_first_record(&*store).await;
@@ -306,6 +307,26 @@ pub async fn steps_with_their_state(store: &dyn RunStore) {
             .unwrap(),
         None
     );
+}
+
+/// Steps that started within the same millisecond (a fast run: each step's record durable, then
+/// the next starts) come back in the order they were written, not in name order.
+pub async fn steps_of_one_millisecond_in_the_order_written(store: &dyn RunStore) {
+    let r = id(15);
+    let at = crate::runs::now_ms();
+    let mut create = Some(new_run(r, "conformance_same_ms", None));
+    for name in ["price", "charge", "receipt"] {
+        let mut s = step(r, name, 1, "1");
+        s.started_ms = at;
+        store.record_step(s, create.take()).await.unwrap();
+    }
+    let run = store.get_run(r).await.unwrap().expect("the run");
+    let order: Vec<&str> = run.timeline.iter().map(|a| a.step.as_str()).collect();
+    assert_eq!(order, ["price", "charge", "receipt"]);
+    store
+        .finish(finish(r, Ok("1"), Vec::new()), None)
+        .await
+        .unwrap();
 }
 
 /// A success records the output and creates the chained runs in the same write; a failure

@@ -31,7 +31,8 @@ struct Data {
     /// `(workflow, idempotency key)` -> run.
     keys: HashMap<(String, String), RunId>,
     /// A run's attempts by `(step, attempt)`: a repeated record replaces the earlier one.
-    steps: HashMap<RunId, BTreeMap<(String, u32), Attempt>>,
+    /// Each run's attempts, with the order they were written in ([`super::next_step_seq`]).
+    steps: HashMap<RunId, BTreeMap<(String, u32), (i64, Attempt)>>,
     state: HashMap<(&'static str, String), Bytes>,
     /// Finished runs in the order they finished (only for a bounded store).
     finished: VecDeque<RunId>,
@@ -177,7 +178,7 @@ impl Data {
     fn has_value(&self, run_id: RunId, step: &str) -> bool {
         self.steps.get(&run_id).is_some_and(|s| {
             s.values()
-                .any(|a| a.step == step && a.status == "succeeded")
+                .any(|(_, a)| a.step == step && a.status == "succeeded")
         })
     }
 
@@ -208,23 +209,23 @@ impl Data {
             duration_us: write.duration_us,
             fingerprint: write.fingerprint,
         };
-        self.steps
-            .entry(write.run_id)
-            .or_default()
-            .insert((attempt.step.clone(), attempt.attempt), attempt);
+        self.steps.entry(write.run_id).or_default().insert(
+            (attempt.step.clone(), attempt.attempt),
+            (super::next_step_seq(), attempt),
+        );
         if let Some((node, key, value)) = write.state {
             self.state.insert((node, key), value);
         }
     }
 
     fn timeline(&self, run_id: RunId) -> Vec<Attempt> {
-        let mut attempts: Vec<Attempt> = self
+        let mut attempts: Vec<(i64, Attempt)> = self
             .steps
             .get(&run_id)
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
-        attempts.sort_by_key(|a| (a.started_ms, a.attempt));
-        attempts
+        attempts.sort_by_key(|(seq, a)| (a.started_ms, *seq, a.attempt));
+        attempts.into_iter().map(|(_, a)| a).collect()
     }
 
     fn remove(&mut self, run_id: RunId) {

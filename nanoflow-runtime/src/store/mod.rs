@@ -410,6 +410,16 @@ pub struct Backlog {
     pub takeovers: u64,
 }
 
+/// The next number of the order in which this process writes step records. A run's timeline is
+/// ordered by start time, in milliseconds, then by this: steps that started within the same
+/// millisecond (one that finished and the next, in a fast run) come back in the order they
+/// ran, not in name order. Only its order within one process matters: steps that started in
+/// the same millisecond were written by one runner.
+pub(crate) fn next_step_seq() -> i64 {
+    static SEQ: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The URL with its password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -37,7 +37,7 @@ use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`nanoflow_journal.meta`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Columns schema 2 added (issue 13: fingerprints, forks); older journals gain them empty.
 const MIGRATE_TO_2: &str = "
@@ -58,6 +58,12 @@ CREATE INDEX IF NOT EXISTS runs_due ON nanoflow_journal.runs (status, due_ms)
     WHERE due_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_limited ON nanoflow_journal.runs (workflow, limit_key, status)
     WHERE limit_key IS NOT NULL;
+";
+
+/// Schema 4: the order in which step records were written, what orders a run's timeline among
+/// steps that started within the same millisecond. Older records have none.
+const MIGRATE_TO_4: &str = "
+ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS seq bigint;
 ";
 
 /// Serializes the flow-control decisions of one workflow across runners (xor the workflow's
@@ -578,8 +584,8 @@ fn deliver_job<'c>(
         let inserted = tx
             .execute(
                 "INSERT INTO nanoflow_journal.steps
-                     (run_id, step, attempt, status, output, started_ms, duration_us)
-                 SELECT $1, $2, $3, 'succeeded', $4, $5, 0
+                     (run_id, step, attempt, status, output, started_ms, duration_us, seq)
+                 SELECT $1, $2, $3, 'succeeded', $4, $5, 0, $6
                  WHERE NOT EXISTS (SELECT 1 FROM nanoflow_journal.steps
                                    WHERE run_id = $1 AND step = $2 AND status = 'succeeded')
                  ON CONFLICT (run_id, step, attempt) DO NOTHING",
@@ -589,6 +595,7 @@ fn deliver_job<'c>(
                     &(write.attempt as i32),
                     &output,
                     &(write.started_ms as i64),
+                    &super::next_step_seq(),
                 ],
             )
             .await?;
@@ -1215,6 +1222,9 @@ async fn install(client: &mut Client, shared: &Shared) -> Result<(), StoreError>
     tx.batch_execute(MIGRATE_TO_3)
         .await
         .map_err(|e| shared.error(format!("cannot migrate the schema: {}", why(e))))?;
+    tx.batch_execute(MIGRATE_TO_4)
+        .await
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {}", why(e))))?;
     tx.execute(
         "INSERT INTO nanoflow_journal.meta (key, value) VALUES ('schema_version', $1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1451,7 +1461,7 @@ impl Statements {
         c.batch_execute("SET enable_seqscan = off").await?;
         Ok(Self {
             apply: c.prepare(APPLY).await?,
-            // [`APPLY`] with the ownership check of `guard` (ids `$31`, epochs `$32`): the check
+            // [`APPLY`] with the ownership check of `guard` (ids `$32`, epochs `$33`): the check
             // locks the runs before the statement's other writes run (a data-modifying `WITH`
             // not read by the query runs after it), and fails the whole statement unless
             // every run is still this runner's at the epoch it holds. Should a run's lock be
@@ -1462,12 +1472,12 @@ impl Statements {
                     ",
 held AS (
     SELECT r.id FROM nanoflow_journal.runs r
-    JOIN unnest($31::text[], $32::int8[]) AS h(id, epoch) ON r.id = h.id AND r.epoch = h.epoch
+    JOIN unnest($32::text[], $33::int8[]) AS h(id, epoch) ON r.id = h.id AND r.epoch = h.epoch
     WHERE r.owner = $1::text
     FOR NO KEY UPDATE OF r)
 SELECT id FROM created
 UNION ALL
-SELECT NULL WHERE 1 / (CASE WHEN (SELECT count(*) FROM held) = cardinality($31::text[])
+SELECT NULL WHERE 1 / (CASE WHEN (SELECT count(*) FROM held) = cardinality($32::text[])
                             THEN 1 ELSE 0 END) = 0",
                 ))
                 .await?,
@@ -1787,13 +1797,14 @@ WITH created AS (
 steps AS (
     INSERT INTO nanoflow_journal.steps
         (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp,
-         place_fp)
+         place_fp, seq)
     SELECT * FROM unnest($14::text[], $15::text[], $16::int4[], $17::text[], $18::bytea[],
-                         $19::text[], $20::int8[], $21::int8[], $22::int8[], $23::int8[])
+                         $19::text[], $20::int8[], $21::int8[], $22::int8[], $23::int8[],
+                         $31::int8[])
     ON CONFLICT (run_id, step, attempt) DO UPDATE SET status = excluded.status,
         output = excluded.output, error = excluded.error, started_ms = excluded.started_ms,
         duration_us = excluded.duration_us, output_fp = excluded.output_fp,
-        place_fp = excluded.place_fp),
+        place_fp = excluded.place_fp, seq = excluded.seq),
 states AS (
     INSERT INTO nanoflow_journal.state (node, key, value)
     SELECT * FROM unnest($24::text[], $25::text[], $26::bytea[])
@@ -1939,6 +1950,7 @@ impl<'b> Group<'b> {
         let mut durations = Vec::with_capacity(n);
         let mut output_fps = Vec::with_capacity(n);
         let mut place_fps = Vec::with_capacity(n);
+        let mut seqs = Vec::with_capacity(n);
         for step in &self.steps {
             let (status, output, error) = match &step.outcome {
                 Ok(out) if step.attempt == super::WAIT_ATTEMPT => {
@@ -1957,6 +1969,7 @@ impl<'b> Group<'b> {
             durations.push(step.duration_us as i64);
             output_fps.push(step.fingerprint.map(|f| f.output.0 as i64));
             place_fps.push(step.fingerprint.map(|f| f.place.0 as i64));
+            seqs.push(super::next_step_seq());
         }
         let mut nodes = Vec::with_capacity(self.states.len());
         let mut state_keys = Vec::with_capacity(self.states.len());
@@ -2009,6 +2022,7 @@ impl<'b> Group<'b> {
             Box::new(end_statuses),
             Box::new(end_outputs),
             Box::new(end_errors),
+            Box::new(seqs),
         ]
     }
 }
@@ -2401,7 +2415,7 @@ fn attempt_row(r: &Row) -> Attempt {
 
 const TIMELINE: &str =
     "SELECT run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp
-     FROM nanoflow_journal.steps WHERE run_id = ANY($1) ORDER BY run_id, started_ms, attempt";
+     FROM nanoflow_journal.steps WHERE run_id = ANY($1) ORDER BY run_id, started_ms, seq, attempt";
 
 /// The runs of `rows`, each with its timeline (one query for all of them).
 async fn with_timelines(

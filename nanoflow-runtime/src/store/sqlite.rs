@@ -21,7 +21,7 @@ use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records, the run
 /// a run was forked from (issue 13). Older records have none, and resume as before.
@@ -39,6 +39,12 @@ ALTER TABLE runs ADD COLUMN limit_key TEXT;
 ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN due_ms INTEGER;
 ALTER TABLE runs ADD COLUMN started_ms INTEGER;
+";
+
+/// From schema 3 to 4: the order in which step records were written, what orders a run's
+/// timeline among steps that started within the same millisecond. Older records have none.
+const MIGRATE_3_TO_4: &str = "
+ALTER TABLE steps ADD COLUMN seq INTEGER;
 ";
 
 /// Most writes committed in one transaction.
@@ -83,6 +89,7 @@ CREATE TABLE IF NOT EXISTS steps (
     duration_us INTEGER NOT NULL,
     output_fp INTEGER,
     place_fp INTEGER,
+    seq INTEGER,
     PRIMARY KEY (run_id, step, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
@@ -501,8 +508,9 @@ impl Inner {
         }
         // Version 0 is a new file; later versions migrate here, step by step.
         let migrate = match version {
-            1 => format!("{MIGRATE_1_TO_2} {MIGRATE_2_TO_3}"),
-            2 => MIGRATE_2_TO_3.to_owned(),
+            1 => format!("{MIGRATE_1_TO_2} {MIGRATE_2_TO_3} {MIGRATE_3_TO_4}"),
+            2 => format!("{MIGRATE_2_TO_3} {MIGRATE_3_TO_4}"),
+            3 => MIGRATE_3_TO_4.to_owned(),
             _ => String::new(),
         };
         writer
@@ -767,7 +775,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
     let mut stmt = conn.prepare_cached(
         "SELECT step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp FROM steps
-         WHERE run_id = ?1 ORDER BY started_ms, attempt",
+         WHERE run_id = ?1 ORDER BY started_ms, seq, attempt",
     )?;
     let rows = stmt.query_map([id], |r| {
         let status: String = r.get(2)?;
@@ -1289,8 +1297,8 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
         Err(e) => ("failed", None, Some(e.to_string())),
     };
     c.prepare_cached(
-        "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         step.run_id.to_string(),
@@ -1303,6 +1311,7 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
         step.duration_us as i64,
         step.fingerprint.map(|f| to_sql_fp(f.output)),
         step.fingerprint.map(|f| to_sql_fp(f.place)),
+        super::next_step_seq(),
     ])?;
     if let Some((node, key, value)) = &step.state {
         c.prepare_cached("INSERT OR REPLACE INTO state (node, key, value) VALUES (?1, ?2, ?3)")?
