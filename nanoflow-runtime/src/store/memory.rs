@@ -16,6 +16,10 @@ use crate::fingerprint::Fingerprint;
 use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
+/// A run's attempts by step and attempt number, each with the order it was written in
+/// ([`super::next_step_seq`]).
+type Attempts = BTreeMap<(String, u32), (i64, Attempt)>;
+
 /// Runs kept in memory, in one lock: each write is applied whole, as a transaction would be.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -31,8 +35,7 @@ struct Data {
     /// `(workflow, idempotency key)` -> run.
     keys: HashMap<(String, String), RunId>,
     /// A run's attempts by `(step, attempt)`: a repeated record replaces the earlier one.
-    /// Each run's attempts, with the order they were written in ([`super::next_step_seq`]).
-    steps: HashMap<RunId, BTreeMap<(String, u32), (i64, Attempt)>>,
+    steps: HashMap<RunId, Attempts>,
     state: HashMap<(&'static str, String), Bytes>,
     /// Finished runs in the order they finished (only for a bounded store).
     finished: VecDeque<RunId>,

@@ -50,10 +50,11 @@ pub(crate) fn inactive(
         ),
         _ => return None,
     };
-    let built = match feature {
-        "nats" => cfg!(feature = "nats"),
-        _ => cfg!(feature = "postgres"),
-    };
+    const BUILT: [(&str, bool); 2] = [
+        ("nats", cfg!(feature = "nats")),
+        ("postgres", cfg!(feature = "postgres")),
+    ];
+    let built = BUILT.iter().any(|&(name, on)| name == feature && on);
     if !built {
         return Some(format!(
             "this program was built without the `{feature}` feature of nanoflow; enable it (`nanoflow = {{ features = [\"{feature}\"] }}`)"
