@@ -256,28 +256,42 @@ async fn a_message_runs_the_workflow_end_to_end() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_message_starts_one_run() {
-    let Some(url) = services::nats() else { return };
-    let js = services::jetstream(&url).await;
-    // A stream of our own, whose short duplicate window lets the server store the same message
-    // id twice: the trigger itself must keep the second from starting a run.
-    services::reset_streams(&js, &["TEST_QUEUE_DUP"]).await;
+/// A stream of its own (`name`, `subject`) whose short duplicate window lets the server store
+/// the same message id twice (the trigger itself must keep the second from starting a run),
+/// and `runner` journaled and consuming it for `workflow`.
+async fn serving_duplicates(
+    url: &str,
+    js: &jetstream::Context,
+    (name, subject): (&str, &str),
+    runner: Runner,
+    workflow: &str,
+) -> Server {
+    services::reset_streams(js, &[name]).await;
     js.create_stream(jetstream::stream::Config {
-        name: "TEST_QUEUE_DUP".into(),
-        subjects: vec!["test.queue.dup".into()],
+        name: name.into(),
+        subjects: vec![subject.into()],
         duplicate_window: Duration::from_millis(100),
         ..Default::default()
     })
     .await
     .unwrap();
-    let server = start(
+    let server = start(runner, Some(url), Some(temp_journal())).await;
+    consuming(js, name, workflow).await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_message_starts_one_run() {
+    let Some(url) = services::nats() else { return };
+    let js = services::jetstream(&url).await;
+    let server = serving_duplicates(
+        &url,
+        &js,
+        ("TEST_QUEUE_DUP", "test.queue.dup"),
         Runner::new().workflow(queue_dup),
-        Some(&url),
-        Some(temp_journal()),
+        "queue_dup",
     )
     .await;
-    consuming(&js, "TEST_QUEUE_DUP", "queue_dup").await;
 
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "order-7");
@@ -360,22 +374,14 @@ async fn a_duplicate_message_starts_one_run() {
 async fn a_duplicate_delivered_while_the_first_copy_runs_starts_one_run() {
     let Some(url) = services::nats() else { return };
     let js = services::jetstream(&url).await;
-    services::reset_streams(&js, &["TEST_QUEUE_INFLIGHT"]).await;
-    js.create_stream(jetstream::stream::Config {
-        name: "TEST_QUEUE_INFLIGHT".into(),
-        subjects: vec!["test.queue.inflight".into()],
-        duplicate_window: Duration::from_millis(100),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let server = start(
+    let server = serving_duplicates(
+        &url,
+        &js,
+        ("TEST_QUEUE_INFLIGHT", "test.queue.inflight"),
         Runner::new().workflow(queue_inflight),
-        Some(&url),
-        Some(temp_journal()),
+        "queue_inflight",
     )
     .await;
-    consuming(&js, "TEST_QUEUE_INFLIGHT", "queue_inflight").await;
 
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "order-in-flight");
