@@ -98,19 +98,33 @@ fn check_ledger(key: &str, lines: &[(usize, usize)], steps: &[&str]) -> usize {
     repeats
 }
 
+/// What the `events` example's shop needs, fresh: its order stream emptied, and a database of
+/// its own with the `returns` table its database trigger watches (its URL and a client).
+async fn shop_services(
+    nats: &str,
+    postgres: &str,
+) -> (
+    async_nats::jetstream::Context,
+    String,
+    tokio_postgres::Client,
+) {
+    let js = services::jetstream(nats).await;
+    services::reset_streams(&js, &["NANOFLOW_shop_orders"]).await;
+    let database = services::fresh_database(postgres).await;
+    let db = services::connect_db(&database).await;
+    db.batch_execute("CREATE TABLE returns (id bigint PRIMARY KEY, order_id text NOT NULL)")
+        .await
+        .unwrap();
+    (js, database, db)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_runners_run_every_message_row_and_chain_exactly_once() {
     let (Some(nats), Some(postgres)) = (services::nats(), services::postgres()) else {
         return;
     };
     let _serial = SERIAL.lock().await;
-    let js = services::jetstream(&nats).await;
-    services::reset_streams(&js, &["NANOFLOW_shop_orders"]).await;
-    let database = services::fresh_database(&postgres).await;
-    let db = services::connect_db(&database).await;
-    db.batch_execute("CREATE TABLE returns (id bigint PRIMARY KEY, order_id text NOT NULL)")
-        .await
-        .unwrap();
+    let (js, database, db) = shop_services(&nats, &postgres).await;
     let dir = std::env::temp_dir().join(format!(
         "nanoflow-triggers-crash-{}",
         nanoflow::RunId::new()
@@ -326,13 +340,7 @@ async fn a_message_whose_runner_dies_before_its_first_record_runs_once() {
         return;
     };
     let _serial = SERIAL.lock().await;
-    let js = services::jetstream(&nats).await;
-    services::reset_streams(&js, &["NANOFLOW_shop_orders"]).await;
-    let database = services::fresh_database(&postgres).await;
-    let db = services::connect_db(&database).await;
-    db.batch_execute("CREATE TABLE returns (id bigint PRIMARY KEY, order_id text NOT NULL)")
-        .await
-        .unwrap();
+    let (js, database, _db) = shop_services(&nats, &postgres).await;
     let dir =
         std::env::temp_dir().join(format!("nanoflow-triggers-hold-{}", nanoflow::RunId::new()));
     std::fs::create_dir_all(&dir).unwrap();
