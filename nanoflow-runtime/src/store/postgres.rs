@@ -1458,7 +1458,8 @@ impl Statements {
         // statistics not yet gathered) scans whole tables, and keeps scanning them as they
         // grow, until the next `ANALYZE`: under load, that scan of `runs` for the ownership
         // check was most of PostgreSQL's time (issue 12).
-        c.batch_execute("SET enable_seqscan = off").await?;
+        c.batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+            .await?;
         Ok(Self {
             apply: c.prepare(APPLY).await?,
             // [`APPLY`] with the ownership check of `guard` (ids `$32`, epochs `$33`): the check
