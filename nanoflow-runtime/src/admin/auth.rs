@@ -171,11 +171,21 @@ impl Throttle {
     }
 }
 
-/// The address the request came from (the connection's peer).
+tokio::task_local! {
+    /// The peer of the connection a request came on: the server loop serves each connection
+    /// within it. Only the throttle of the admin routes reads it, so a request does not carry
+    /// it in its extensions (an allocation and a map per request; issue 16).
+    pub(crate) static PEER: SocketAddr;
+}
+
+/// The address the request came from (the connection's peer): `ConnectInfo` when a server
+/// put it in the request, else the server loop's [`PEER`].
 fn client(req_extensions: &axum::http::Extensions) -> IpAddr {
     req_extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+        .map(|c| c.0)
+        .or_else(|| PEER.try_with(|peer| *peer).ok())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
 }
 
 fn too_many_attempts(wait: Duration) -> Response {

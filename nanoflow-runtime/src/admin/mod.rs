@@ -4,6 +4,7 @@
 
 pub(crate) mod assets;
 mod auth;
+pub(crate) use auth::PEER;
 
 pub use crate::config::AdminToken;
 

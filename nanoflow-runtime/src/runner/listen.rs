@@ -14,19 +14,21 @@
 //! when a request's first byte came, and its periodic check closes it once the headers are
 //! late.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use axum::Router;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -172,18 +174,45 @@ pub(crate) async fn serve(
         if shared.under_pressure() {
             shared.shed.notify_waiters();
         }
-        tokio::spawn(connection(
-            stream,
+        // The peer's address is read by the admin routes' throttle.
+        tokio::spawn(crate::admin::PEER.scope(
             peer,
-            router.clone(),
-            shared.clone(),
-            stop.clone(),
+            connection(stream, peer, router.clone(), shared.clone(), stop.clone()),
         ));
     }
     drop(listener);
     // Every connection task holds a reference: wait for them to close.
     while shared.open.load(Ordering::Relaxed) > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What a connection's task watches besides its I/O.
+enum Event {
+    /// The runner stops.
+    Stop,
+    /// Connections must shed.
+    Shed,
+    /// The periodic check of the header and idle timeouts.
+    Tick,
+}
+
+/// Tells a connection's task that what it watches besides its I/O woke it: the watcher is
+/// polled with this as its waker, and only when it fired.
+#[derive(Default)]
+struct Gate {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
@@ -214,8 +243,7 @@ async fn connection(
         shared: shared.clone(),
     });
     let service = Service {
-        router,
-        peer,
+        router: RefCell::new(router),
         activity: activity.clone(),
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -226,25 +254,57 @@ async fn connection(
     let tick = (shared.limits.idle_timeout.min(shared.limits.header_timeout) / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut closing = false;
+    // The connection's own I/O wakes its task at every request; the runner's stop, shedding
+    // and the periodic check wake it seldom. Those are polled only when one of them woke the
+    // task (`Gate`), not at every request: polling a `Notify` or a `watch` takes a lock shared
+    // by every connection (issue 16).
+    let gate = Arc::new(Gate::default());
+    let gate_waker = Waker::from(gate.clone());
     loop {
-        tokio::select! {
-            result = conn.as_mut() => {
+        let watching = !closing;
+        let watched = async {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped), if watching => Event::Stop,
+                () = shared.shed.notified(), if watching => Event::Shed,
+                () = tokio::time::sleep(tick) => Event::Tick,
+            }
+        };
+        tokio::pin!(watched);
+        // A new watcher is polled once, which registers its wakers.
+        gate.woken.store(true, Ordering::Release);
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Err(result));
+            }
+            gate.task.register(cx.waker());
+            if gate.woken.swap(false, Ordering::AcqRel) {
+                let mut watch_cx = Context::from_waker(&gate_waker);
+                if let Poll::Ready(event) = watched.as_mut().poll(&mut watch_cx) {
+                    return Poll::Ready(Ok(event));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match outcome {
+            Err(result) => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
-            _ = stop.wait_for(|stopped| *stopped), if !closing => {
+            Ok(Event::Stop) => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = shared.shed.notified(), if !closing => {
+            Ok(Event::Shed) => {
                 if idle(&activity, &shared, Duration::from_millis(100)) {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
             }
-            () = tokio::time::sleep(tick) => {
+            Ok(Event::Tick) => {
                 if activity.headers_late(shared.epoch, shared.limits.header_timeout) {
                     // As hyper does: no answer, the connection is closed.
                     tracing::debug!(%peer, "request headers not received within the header timeout; closing the connection");
@@ -273,33 +333,45 @@ fn idle(activity: &Activity, shared: &Shared, limit: Duration) -> bool {
     activity.requests.load(Ordering::Relaxed) == 0 && activity.idle_for(shared.epoch) >= limit
 }
 
-/// The router as a hyper service: adds the peer's address (`ConnectInfo`) and counts requests
-/// in flight on the connection.
-#[derive(Clone)]
+/// The router as a hyper service: counts requests in flight on the connection. (The peer's
+/// address is the task-local `admin::auth::PEER`, set around the connection.)
 struct Service {
-    router: Router,
-    peer: SocketAddr,
+    /// The router's `call` takes `&mut`, hyper's `&self`: borrowed for the call only (the
+    /// future it returns does not borrow it), rather than cloned for every request.
+    router: RefCell<Router>,
     activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Served;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         // The request's headers are complete.
         self.activity.heading_since.store(0, Ordering::Relaxed);
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(self.peer));
         let in_flight = InFlight::new(self.activity.clone());
-        let mut router = self.router.clone();
-        let future = tower_service::Service::call(&mut router, req);
-        Box::pin(async move {
-            let response = future.await;
-            drop(in_flight);
-            response
-        })
+        let future =
+            tower_service::Service::call(&mut *self.router.borrow_mut(), req.map(Body::new));
+        Served {
+            future,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+/// A request being served: the router's future, and the request counted in flight until it
+/// is answered (not boxed: one allocation less per request).
+struct Served {
+    future: RouteFuture<Infallible>,
+    _in_flight: InFlight,
+}
+
+impl Future for Served {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.future).poll(cx)
     }
 }
 
