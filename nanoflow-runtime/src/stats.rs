@@ -2,7 +2,7 @@
 //! figures. Every layer may record into them; `observability` renders them.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the duration histograms, in seconds (`+Inf` is implied).
@@ -11,34 +11,70 @@ pub(crate) const BOUNDS_SECONDS: [f64; 16] = [
     60.0, 300.0,
 ];
 
-/// A monotonically increasing count.
+/// How many copies of each metric there are. Each thread adds to one of them, a cache line of
+/// its own, so that the runtime's threads recording at once do not pass the same line back and
+/// forth (on the hot path, a run's counters and each step's histogram are recorded from both
+/// worker threads; issue 16); reads add the copies up.
+const SHARDS: usize = 8;
+
+/// The copy the calling thread records into.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+/// A value alone on its cache lines (two, for the adjacent-line prefetch).
 #[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
+#[repr(align(128))]
+struct Line<T>(T);
+
+/// A monotonically increasing count.
+#[derive(Debug)]
+pub(crate) struct Counter([Line<AtomicU64>; SHARDS]);
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| Line::default()))
+    }
+}
 
 impl Counter {
     pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0[shard()].0.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.iter().map(|l| l.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// One copy of a histogram's figures.
+#[derive(Debug)]
+struct Buckets {
+    counts: [AtomicU64; BOUNDS_SECONDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
     }
 }
 
 /// A duration histogram with fixed buckets. Buckets are stored non-cumulative and summed when
 /// rendered, so the `+Inf` bucket always equals the count.
 #[derive(Debug)]
-pub(crate) struct Histogram {
-    buckets: [AtomicU64; BOUNDS_SECONDS.len() + 1],
-    sum_nanos: AtomicU64,
-}
+pub(crate) struct Histogram([Line<Buckets>; SHARDS]);
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
-        }
+        Self(std::array::from_fn(|_| Line::default()))
     }
 }
 
@@ -49,23 +85,32 @@ impl Histogram {
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(BOUNDS_SECONDS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
+        let copy = &self.0[shard()].0;
+        copy.counts[i].fetch_add(1, Ordering::Relaxed);
+        copy.sum_nanos.fetch_add(
             u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
     }
 
+    /// Observations in bucket `i` (not cumulative), over every copy.
+    fn bucket(&self, i: usize) -> u64 {
+        self.0
+            .iter()
+            .map(|l| l.0.counts[i].load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// How many observations so far.
     pub(crate) fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+        (0..=BOUNDS_SECONDS.len()).map(|i| self.bucket(i)).sum()
     }
 
     pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
+        for i in 0..=BOUNDS_SECONDS.len() {
+            cumulative += self.bucket(i);
             let le = match BOUNDS_SECONDS.get(i) {
                 Some(b) => format!("{b}"),
                 None => "+Inf".to_owned(),
@@ -75,7 +120,12 @@ impl Histogram {
                 "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
             );
         }
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum_nanos: u64 = self
+            .0
+            .iter()
+            .map(|l| l.0.sum_nanos.load(Ordering::Relaxed))
+            .sum();
+        let sum = sum_nanos as f64 / 1e9;
         let braces = if labels.is_empty() {
             String::new()
         } else {
