@@ -403,7 +403,8 @@ impl App {
                 fingerprint: Some(graph.fingerprint()),
                 queued: Some(queued),
             };
-            return match self.enqueue(graph, run).await {
+            // Boxed: only limited workflows queue (see `after`).
+            return match Box::pin(self.enqueue(graph, run)).await {
                 Ok(Some(original)) => Ok(Admitted::Existing(original)),
                 Ok(None) => Ok(Admitted::New(pending)),
                 Err(e) => Err(Refused::Journal(e)),
@@ -619,7 +620,9 @@ impl App {
     ) {
         self.flow.release(run_id);
         if let Err(Error::Waiting { step, due_ms, .. }) = result {
-            self.suspended(run_id, step, *due_ms).await;
+            // Boxed: a large future, awaited only by runs that wait, which every run's
+            // future would otherwise carry (issue 16).
+            Box::pin(self.suspended(run_id, step, *due_ms)).await;
         }
         self.flow.settle(run_id, || flow::Settled::of(result));
         if self.limited

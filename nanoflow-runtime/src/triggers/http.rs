@@ -48,8 +48,11 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
             let handler = {
                 let app = app.clone();
                 let wf = wf.clone();
-                move |params: RawPathParams, req: Request| async move {
-                    trigger_run(app, wf, params, req).await
+                // Boxed once, here: the handler's future is moved by value through axum's
+                // layers (its boxing, its mapping into a response), and a run's whole future
+                // is some kilobytes (issue 16).
+                move |params: RawPathParams, req: Request| {
+                    Box::pin(trigger_run(app, wf, params, req))
                 }
             };
             let routes = by_path.remove(path).unwrap_or_default();
@@ -536,7 +539,7 @@ async fn trigger_run(
     };
     let run = match app.submit(submission).await {
         Ok(Admitted::New(run)) => run,
-        Ok(Admitted::Existing(original)) => return existing_run(&app, original).await,
+        Ok(Admitted::Existing(original)) => return Box::pin(existing_run(&app, original)).await,
         Err(Refused::Input(e)) => return input_error_in(wf.as_ref(), &e),
         Err(Refused::Journal(e)) => return journal_unavailable(&e),
     };
@@ -552,7 +555,7 @@ async fn trigger_run(
     if run.is_queued() {
         // A limited workflow: answered when the run ends, or stops to wait.
         drop(permit);
-        return match run.settled(&app).await {
+        return match Box::pin(run.settled(&app)).await {
             Settled::Output(output) => json_bytes(StatusCode::OK, output),
             Settled::Waiting => accepted_as(run_id, "waiting"),
             Settled::Failed(status, error) => run_error_response(
@@ -565,7 +568,9 @@ async fn trigger_run(
     match run.drive(&app, permit).await {
         Ok(output) => json_bytes(StatusCode::OK, output),
         Err(Error::Waiting { .. }) => accepted_as(run_id, "waiting"),
-        Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
+        Err(error @ Error::Journal(_)) => {
+            Box::pin(journal_failed_during(&app, &error, run_id)).await
+        }
         Err(error) => failed_run(&error, run_id),
     }
 }
