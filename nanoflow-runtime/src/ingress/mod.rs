@@ -512,7 +512,9 @@ impl App {
                 },
             ),
         };
-        let control = self.flow.control(run_id, crate::runs::now_ms(), graph);
+        // The clock is read only for a workflow with a deadline, the one use of the time.
+        let created_ms = graph.timeout.map_or(0, |_| crate::runs::now_ms());
+        let control = self.flow.control(run_id, created_ms, graph);
         self.isolate(
             ctx.observed(self.observe.observer(graph.name))
                 .with_control(control),
