@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch, Notify};
 
 use crate::error::Error;
 use crate::graph::{Graph, StepKind};
-use crate::id::RunId;
+use crate::id::{RunId, RunIdMap};
 use crate::journal::{NewRun, RunRecord};
 use crate::runs::{now_ms, RunError, RunStatus};
 use crate::store::{Cancel, Delivery, QueueSpec};
@@ -53,7 +53,7 @@ const SHARDS: usize = 16;
 pub(crate) struct Flow {
     /// The runs this runner executes, with what stops them (cancellation, deadline), in
     /// shards by run id: every run passes here twice.
-    controls: [Mutex<HashMap<RunId, Arc<RunControl>>>; SHARDS],
+    controls: [Mutex<RunIdMap<Arc<RunControl>>>; SHARDS],
     /// Callers waiting for a queued run to end (a synchronous HTTP request).
     waiters: Mutex<HashMap<RunId, Vec<oneshot::Sender<Settled>>>>,
     /// How many runs have callers in `waiters`: a run's end looks at the map only if some do.
@@ -77,7 +77,7 @@ impl Flow {
         control
     }
 
-    fn shard(&self, run_id: RunId) -> &Mutex<HashMap<RunId, Arc<RunControl>>> {
+    fn shard(&self, run_id: RunId) -> &Mutex<RunIdMap<Arc<RunControl>>> {
         &self.controls[(run_id.as_u128() as usize) % SHARDS]
     }
 
