@@ -179,6 +179,17 @@ impl fmt::Display for StepName<'_> {
     }
 }
 
+/// What a runner gives a run it executes ([`RunCtx::for_runner`]).
+pub(crate) struct RunnerParts {
+    /// The run's journal, when it is durable.
+    pub(crate) durable: Option<Durable>,
+    pub(crate) containers: Option<Isolated>,
+    pub(crate) state: Arc<crate::state::KeyedState>,
+    pub(crate) observer: RunObserver,
+    pub(crate) control: Arc<crate::wait::RunControl>,
+    pub(crate) trace_parent: Option<TraceParent>,
+}
+
 /// The context of one run, passed to every step. Created by [`Workflow::run`](crate::Workflow::run)
 /// or by the runner.
 pub struct RunCtx {
@@ -529,12 +540,6 @@ impl RunCtx {
         self
     }
 
-    /// Makes the run's span a child of the caller's trace (from a `traceparent` header).
-    pub(crate) fn with_trace_parent(mut self, parent: Option<TraceParent>) -> Self {
-        self.trace_parent = parent;
-        self
-    }
-
     /// The span of this run (see [`crate::observability`]).
     pub(crate) fn run_span(&self) -> tracing::Span {
         trace::run_span(self.run_id, self.workflow, self.trace_parent.as_ref())
@@ -548,6 +553,24 @@ impl RunCtx {
     /// A context for a run with a known id.
     pub fn with_id(workflow: &'static str, run_id: RunId) -> Self {
         Self::from_parts(run_id, workflow, None)
+    }
+
+    /// A run executed by a runner, built at once from what the runner gives it (rather than
+    /// from a plain context's defaults, replaced one by one: each replacement moved the whole
+    /// context, and the process's keyed state was taken only to be dropped).
+    pub(crate) fn for_runner(workflow: &'static str, run_id: RunId, parts: RunnerParts) -> Self {
+        Self {
+            run_id,
+            workflow,
+            durable: parts.durable.map(Arc::new),
+            containers: parts.containers,
+            state: parts.state,
+            compensations: Mutex::new(Vec::new()),
+            observer: Some(parts.observer),
+            trace_parent: parts.trace_parent,
+            scope: Scope::default(),
+            control: Some(parts.control),
+        }
     }
 
     /// A journaled run.

@@ -365,16 +365,15 @@ impl App {
             _ => (None, None),
         };
         // A run recorded before it starts needs no row written with its first step.
-        let ctx = self
-            .context_recorded(
-                &*s.workflow,
-                s.run_id,
-                &s.input,
-                s.key.clone(),
-                recorded_here,
-                claim_tx,
-            )
-            .with_trace_parent(s.trace_parent);
+        let ctx = self.context_recorded(
+            &*s.workflow,
+            s.run_id,
+            &s.input,
+            s.key.clone(),
+            recorded_here,
+            claim_tx,
+            s.trace_parent,
+        );
         let future = s.workflow.start(ctx, &s.input).map_err(|e| {
             self.flow.release(s.run_id);
             Refused::Input(e)
@@ -476,6 +475,7 @@ impl App {
     /// The context of a new run: journaled when the journal is on. `recorded`: the run row is
     /// written before the run starts, not with its first record (input that fails to parse
     /// writes nothing either way).
+    #[allow(clippy::too_many_arguments)]
     fn context_recorded(
         &self,
         wf: &dyn DynWorkflow,
@@ -484,40 +484,41 @@ impl App {
         idempotency_key: Option<String>,
         recorded: bool,
         claim: Option<tokio::sync::oneshot::Sender<Created>>,
+        trace_parent: Option<TraceParent>,
     ) -> RunCtx {
         let graph = wf.graph();
-        let ctx = match self.durable() {
-            None => RunCtx::with_id(graph.name, run_id),
-            Some(journal) => RunCtx::durable(
-                graph.name,
-                run_id,
-                Durable {
-                    waits: Default::default(),
-                    journal: journal.clone(),
-                    graph,
-                    resumed: Default::default(),
-                    pending_create: Mutex::new(crate::run::PendingCreate::new(
-                        (!recorded).then(|| NewRun {
-                            queued: None,
-                            run_id,
-                            workflow: graph.name,
-                            input: input.clone(),
-                            idempotency_key,
-                            fingerprint: Some(graph.fingerprint()),
-                        }),
-                        claim,
-                    )),
-                    deferred: Mutex::default(),
-                    downstream: self.downstream_of(graph.name),
-                },
-            ),
-        };
+        let durable = self.durable().map(|journal| Durable {
+            waits: Default::default(),
+            journal: journal.clone(),
+            graph,
+            resumed: Default::default(),
+            pending_create: Mutex::new(crate::run::PendingCreate::new(
+                (!recorded).then(|| NewRun {
+                    queued: None,
+                    run_id,
+                    workflow: graph.name,
+                    input: input.clone(),
+                    idempotency_key,
+                    fingerprint: Some(graph.fingerprint()),
+                }),
+                claim,
+            )),
+            deferred: Mutex::default(),
+            downstream: self.downstream_of(graph.name),
+        });
         // The clock is read only for a workflow with a deadline, the one use of the time.
         let created_ms = graph.timeout.map_or(0, |_| crate::runs::now_ms());
-        let control = self.flow.control(run_id, created_ms, graph);
-        self.isolate(
-            ctx.observed(self.observe.observer(graph.name))
-                .with_control(control),
+        RunCtx::for_runner(
+            graph.name,
+            run_id,
+            crate::run::RunnerParts {
+                durable,
+                containers: self.containers.clone(),
+                state: self.keyed.clone(),
+                observer: self.observe.observer(graph.name),
+                control: self.flow.control(run_id, created_ms, graph),
+                trace_parent,
+            },
         )
     }
 
