@@ -334,7 +334,7 @@ fn idle(activity: &Activity, shared: &Shared, limit: Duration) -> bool {
 }
 
 /// The router as a hyper service: counts requests in flight on the connection. (The peer's
-/// address is the task-local `admin::auth::PEER`, set around the connection.)
+/// address is the task-local `admin::PEER`, set around the connection.)
 struct Service {
     /// The router's `call` takes `&mut`, hyper's `&self`: borrowed for the call only (the
     /// future it returns does not borrow it), rather than cloned for every request.

@@ -539,7 +539,7 @@ async fn trigger_run(
     };
     let run = match app.submit(submission).await {
         Ok(Admitted::New(run)) => run,
-        Ok(Admitted::Existing(original)) => return Box::pin(existing_run(&app, original)).await,
+        Ok(Admitted::Existing(original)) => return existing_run(&app, original).await,
         Err(Refused::Input(e)) => return input_error_in(wf.as_ref(), &e),
         Err(Refused::Journal(e)) => return journal_unavailable(&e),
     };
@@ -555,7 +555,7 @@ async fn trigger_run(
     if run.is_queued() {
         // A limited workflow: answered when the run ends, or stops to wait.
         drop(permit);
-        return match Box::pin(run.settled(&app)).await {
+        return match run.settled(&app).await {
             Settled::Output(output) => json_bytes(StatusCode::OK, output),
             Settled::Waiting => accepted_as(run_id, "waiting"),
             Settled::Failed(status, error) => run_error_response(
@@ -568,9 +568,7 @@ async fn trigger_run(
     match run.drive(&app, permit).await {
         Ok(output) => json_bytes(StatusCode::OK, output),
         Err(Error::Waiting { .. }) => accepted_as(run_id, "waiting"),
-        Err(error @ Error::Journal(_)) => {
-            Box::pin(journal_failed_during(&app, &error, run_id)).await
-        }
+        Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
         Err(error) => failed_run(&error, run_id),
     }
 }
