@@ -494,7 +494,7 @@
       : [];
     // Re-execute the run's input through the current code and compare step by step.
     const replay = !["running", "queued", "waiting"].includes(run.status) && state.config.journal && wf
-      ? h("button", { type: "button", class: "secondary", id: "replay", onclick: () => replayRun(run.run_id, detail) }, "Replay")
+      ? h("button", { type: "button", class: "secondary", id: "replay", onclick: () => replayRun(view, run.run_id) }, "Replay")
       : null;
     const again = wf && httpTriggers(wf).length
       ? h("button", { type: "button", class: "secondary", id: "run-again", onclick: () => openStart(wf).then(() => prefillStart(run.input)) }, "Run again\u2026")
@@ -521,6 +521,8 @@
     const against = (schema, value, id) => (schema && typeof NanoForm !== "undefined"
       ? h("div", { id }, NanoForm.view(schema, value)) : null);
     detail.append(...[
+      // A replay's report stays when live events re-render the run.
+      view.replay && view.replay.id === run.run_id ? replayReport(view.replay.report) : null,
       ...signals,
       h("h3", {}, "Input"), against(wf && wf.input_schema, run.input, "input-schema"),
       payload(run.input === undefined ? null : run.input),
@@ -551,24 +553,36 @@
     }
   }
 
-  async function replayRun(id, detail) {
+  async function replayRun(view, id) {
     const button = document.getElementById("replay");
     if (button) button.disabled = true;
     try {
       const report = (await api("/runs/" + id + "/replay", { method: "POST" })).body;
-      const rows = report.steps.map((s) => h("tr", { "data-step": s.step },
-        h("td", { class: "mono" }, s.step), h("td", {}, h("span", { class: "badge " + (s.verdict === "same" || s.verdict === "stubbed" ? "succeeded" : "failed") }, s.verdict)),
-        h("td", { class: "mono" }, (s.diff || []).map((d) => h("div", {}, d.path + ": " + JSON.stringify(d.recorded) + " \u2192 " + JSON.stringify(d.replayed))))));
-      detail.prepend(h("div", { id: "replay-report" },
-        h("h3", {}, "Replay: " + (report.reproduces ? "reproduced" : "not reproduced")),
-        report.error ? h("p", { class: "error-text" }, report.error) : null,
-        h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "step"), h("th", {}, "result"), h("th", {}, "differences"))), h("tbody", {}, rows))));
+      // Kept on the view, so the run's next render (a live event) shows it again.
+      view.replay = { id, report };
+      const detail = document.getElementById("detail-panel");
+      if (state.view === view && detail) {
+        const shown = document.getElementById("replay-report");
+        if (shown) shown.remove();
+        detail.prepend(replayReport(report));
+      }
       toast(report.reproduces ? "The run reproduces" : "The run does not reproduce", !report.reproduces);
     } catch (e) {
       toast(e.message, true);
     } finally {
-      if (button) button.disabled = false;
+      const again = document.getElementById("replay");
+      if (again) again.disabled = false;
     }
+  }
+
+  function replayReport(report) {
+    const rows = report.steps.map((s) => h("tr", { "data-step": s.step },
+      h("td", { class: "mono" }, s.step), h("td", {}, h("span", { class: "badge " + (s.verdict === "same" || s.verdict === "stubbed" ? "succeeded" : "failed") }, s.verdict)),
+      h("td", { class: "mono" }, (s.diff || []).map((d) => h("div", {}, d.path + ": " + JSON.stringify(d.recorded) + " \u2192 " + JSON.stringify(d.replayed))))));
+    return h("div", { id: "replay-report" },
+      h("h3", {}, "Replay: " + (report.reproduces ? "reproduced" : "not reproduced")),
+      report.error ? h("p", { class: "error-text" }, report.error) : null,
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "step"), h("th", {}, "result"), h("th", {}, "differences"))), h("tbody", {}, rows)));
   }
 
   // The form sending signal `step.name` to a waiting run: fields from the signal's schema (or
