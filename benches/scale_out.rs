@@ -98,6 +98,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // The databases this run creates, dropped at its end.
+    let made = std::cell::RefCell::new(Vec::new());
     let database = |name: &str| -> String {
         rt.block_on(async {
             let (client, conn) = tokio_postgres::connect(&server_url, tokio_postgres::NoTls)
@@ -109,6 +111,7 @@ fn main() {
                 .batch_execute(&format!("CREATE DATABASE {db}"))
                 .await
                 .unwrap();
+            made.borrow_mut().push(db.clone());
             let base = server_url.rsplit_once('/').unwrap().0;
             format!("{base}/{db}")
         })
@@ -161,4 +164,16 @@ fn main() {
         rt.block_on(s.shutdown()).unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&server_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for db in made.borrow().iter() {
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .await
+                .unwrap();
+        }
+    });
 }
