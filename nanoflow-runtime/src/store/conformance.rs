@@ -24,6 +24,7 @@ pub async fn check(store: Arc<dyn RunStore>) {
     steps_of_one_millisecond_in_the_order_written(&*store).await;
     finish_with_chained_runs(&*store).await;
     several_records_at_once(&*store).await;
+    records_written_again_replace_the_earlier(&*store).await;
     claims_with_the_first_record(&*store).await;
     reopen_only_failed_runs(&*store).await;
     fingerprints_round_trip(&*store).await;
@@ -122,6 +123,65 @@ pub async fn several_records_at_once(store: &dyn RunStore) {
         assert!(steps.contains(&name), "{name} is missing from {steps:?}");
     }
     assert_eq!(run.completed_steps().len(), 3);
+}
+
+/// A record written again (a batch sent again after its answer was lost, a run taken over)
+/// replaces the earlier one, alone or beside new records: an attempt keeps its last outcome,
+/// a run created twice is one run, and the new records of the same write land.
+pub async fn records_written_again_replace_the_earlier(store: &dyn RunStore) {
+    let a = id(91);
+    store
+        .record_step(
+            step(a, "price", 1, "1"),
+            Some(new_run(a, "conformance_again", None)),
+        )
+        .await
+        .expect("the first record");
+    store
+        .record_steps(
+            vec![step(a, "price", 1, "10"), step(a, "tax", 1, "2")],
+            Some(new_run(a, "conformance_again", None)),
+        )
+        .await
+        .expect("an attempt and the run's creation written again, beside a new attempt");
+    store
+        .finish_with_steps(
+            vec![step(a, "tax", 1, "20")],
+            finish(a, Ok("20"), Vec::new()),
+            None,
+        )
+        .await
+        .expect("an attempt written again with the run's end");
+    let run = store.get_run(a).await.unwrap().expect("the run");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let outputs: Vec<(String, u32, Option<String>)> = run
+        .timeline
+        .iter()
+        .map(|t| {
+            let out = t.output.as_ref();
+            (
+                t.step.clone(),
+                t.attempt,
+                out.map(|o| String::from_utf8_lossy(o).into_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outputs,
+        vec![
+            ("price".to_owned(), 1, Some("10".to_owned())),
+            ("tax".to_owned(), 1, Some("20".to_owned())),
+        ],
+        "each attempt once, with its last outcome"
+    );
+    let listed = store
+        .list_runs(RunFilter {
+            workflow: Some("conformance_again".into()),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "one run: {listed:?}");
 }
 
 /// A keyed creation sent with a run's first record claims the key: the run and the record

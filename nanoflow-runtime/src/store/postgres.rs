@@ -37,7 +37,7 @@ use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`nanoflow_journal.meta`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Columns schema 2 added (issue 13: fingerprints, forks); older journals gain them empty.
 const MIGRATE_TO_2: &str = "
@@ -64,6 +64,17 @@ CREATE INDEX IF NOT EXISTS runs_limited ON nanoflow_journal.runs (workflow, limi
 /// steps that started within the same millisecond. Older records have none.
 const MIGRATE_TO_4: &str = "
 ALTER TABLE nanoflow_journal.steps ADD COLUMN IF NOT EXISTS seq bigint;
+";
+
+/// Schema 5: runs are found by status through an index of the runs that have not succeeded,
+/// which a run's end leaves (issue 12): an index of every run by status took an entry for each
+/// run's creation and another for its end, the most written index of the journal. Succeeded
+/// runs, most of a journal, are listed newest first from the primary key (a list asks for a
+/// page of them, which the newest rows fill); the statuses that are rarer keep their index.
+const MIGRATE_TO_5: &str = "
+DROP INDEX IF EXISTS nanoflow_journal.runs_status;
+CREATE INDEX IF NOT EXISTS runs_not_succeeded ON nanoflow_journal.runs (status, id)
+    WHERE status <> 'succeeded';
 ";
 
 /// Serializes the flow-control decisions of one workflow across runners (xor the workflow's
@@ -100,7 +111,6 @@ CREATE TABLE IF NOT EXISTS nanoflow_journal.runs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency
     ON nanoflow_journal.runs (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_status ON nanoflow_journal.runs (status, id);
 CREATE INDEX IF NOT EXISTS runs_workflow ON nanoflow_journal.runs (workflow, id);
 CREATE INDEX IF NOT EXISTS runs_running_owner
     ON nanoflow_journal.runs (owner, id) WHERE status = 'running';
@@ -198,6 +208,17 @@ impl Write {
             Write::Step(s, None, _) => s.first().map(|s| s.run_id),
             Write::Finish(_, f, None, _) => Some(f.run_id),
             _ => None,
+        }
+    }
+
+    /// Whether this write rewrites a row in the normal course: a wait's record (attempt
+    /// [`super::WAIT_ATTEMPT`]), replaced when the wait ends.
+    fn rewrites(&self) -> bool {
+        match self {
+            Write::Step(steps, _, _) | Write::Finish(steps, _, _, _) => {
+                steps.iter().any(|s| s.attempt == super::WAIT_ATTEMPT)
+            }
+            _ => false,
         }
     }
 
@@ -1225,6 +1246,9 @@ async fn install(client: &mut Client, shared: &Shared) -> Result<(), StoreError>
     tx.batch_execute(MIGRATE_TO_4)
         .await
         .map_err(|e| shared.error(format!("cannot migrate the schema: {}", why(e))))?;
+    tx.batch_execute(MIGRATE_TO_5)
+        .await
+        .map_err(|e| shared.error(format!("cannot migrate the schema: {}", why(e))))?;
     tx.execute(
         "INSERT INTO nanoflow_journal.meta (key, value) VALUES ('schema_version', $1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1439,8 +1463,8 @@ impl Readers {
 
 /// The writer's prepared statements.
 struct Statements {
-    apply: Statement,
-    apply_guarded: Statement,
+    /// [`APPLY`] in its variants, by [`Shape::index`].
+    apply: Vec<Statement>,
     create_keyed: Statement,
     find_key: Statement,
     fence: Statement,
@@ -1461,27 +1485,13 @@ impl Statements {
         c.batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
             .await?;
         Ok(Self {
-            apply: c.prepare(APPLY).await?,
-            // [`APPLY`] with the ownership check of `guard` (ids `$32`, epochs `$33`): the check
-            // locks the runs before the statement's other writes run (a data-modifying `WITH`
-            // not read by the query runs after it), and fails the whole statement unless
-            // every run is still this runner's at the epoch it holds. Should a run's lock be
-            // skipped, the count falls short and the batch is applied checked first instead.
-            apply_guarded: c
-                .prepare(&APPLY.replace(
-                    "\nSELECT id FROM created",
-                    ",
-held AS (
-    SELECT r.id FROM nanoflow_journal.runs r
-    JOIN unnest($32::text[], $33::int8[]) AS h(id, epoch) ON r.id = h.id AND r.epoch = h.epoch
-    WHERE r.owner = $1::text
-    FOR NO KEY UPDATE OF r)
-SELECT id FROM created
-UNION ALL
-SELECT NULL WHERE 1 / (CASE WHEN (SELECT count(*) FROM held) = cardinality($32::text[])
-                            THEN 1 ELSE 0 END) = 0",
-                ))
-                .await?,
+            apply: {
+                let mut apply = Vec::with_capacity(Shape::COUNT);
+                for i in 0..Shape::COUNT {
+                    apply.push(c.prepare(&Shape::from_index(i).sql()).await?);
+                }
+                apply
+            },
             create_keyed: c
                 .prepare(
                     "WITH ins AS (
@@ -1763,7 +1773,7 @@ type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 /// What a statement of a batch is, to read its result.
 enum Op {
     /// An [`APPLY`] (`RETURNING` the ids of the runs it inserted).
-    Apply,
+    Apply(Shape),
     /// The creation of a run with a key: its id and whether it is new, or nothing (a
     /// concurrent transaction committed the key after this statement's snapshot).
     CreateKeyed(usize, RunId),
@@ -1820,6 +1830,85 @@ ended AS (
     FROM unnest($27::text[], $28::text[], $29::bytea[], $30::text[]) AS u(id, status, output, error)
     WHERE r.id = ANY($27::text[]) AND r.id = u.id)
 SELECT id FROM created";
+
+/// Which variant of [`APPLY`] a group needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// With the ownership check of [`Statements::guard`] (ids `$32`, epochs `$33`): the check
+    /// locks the runs before the statement's other writes run (a data-modifying `WITH` not
+    /// read by the query runs after it), and fails the whole statement unless every run is
+    /// still this runner's at the epoch it holds. Should a run's lock be skipped, the count
+    /// falls short and the batch is applied checked first instead.
+    guarded: bool,
+    /// Tolerates rows already there: a run row (`ON CONFLICT DO NOTHING`) or an attempt
+    /// (`ON CONFLICT DO UPDATE`). A batch is first sent strict, which spares PostgreSQL the
+    /// speculative insertion of every row (a probe of the unique index before each insert,
+    /// and a lock around it); a row already there (a batch sent again after a lost answer,
+    /// a run taken over) fails it with a unique violation, having written nothing, and it is
+    /// sent again tolerant.
+    tolerant: bool,
+    /// Writes node states (and releases their keys' locks); without them their parameters
+    /// are only typed, and PostgreSQL starts two sub-statements fewer.
+    states: bool,
+}
+
+impl Shape {
+    const COUNT: usize = 8;
+
+    fn index(self) -> usize {
+        usize::from(self.guarded) << 2 | usize::from(self.tolerant) << 1 | usize::from(self.states)
+    }
+
+    fn from_index(i: usize) -> Self {
+        Self {
+            guarded: i & 4 != 0,
+            tolerant: i & 2 != 0,
+            states: i & 1 != 0,
+        }
+    }
+
+    /// The statement's text.
+    fn sql(self) -> String {
+        let mut sql = APPLY.to_owned();
+        if !self.tolerant {
+            sql = sql.replacen(
+                "\n    ON CONFLICT DO NOTHING RETURNING id)",
+                "\n    RETURNING id)",
+                1,
+            );
+            let from = sql
+                .find("\n    ON CONFLICT (run_id, step, attempt)")
+                .expect("APPLY");
+            let to = from + sql[from..].find("seq = excluded.seq)").expect("APPLY");
+            sql.replace_range(from..to + "seq = excluded.seq".len(), "");
+        }
+        if !self.states {
+            let from = sql.find("states AS (").expect("APPLY");
+            let to = sql.find("ended AS (").expect("APPLY");
+            sql.replace_range(
+                from..to,
+                "states AS (SELECT $24::text[], $25::text[], $26::bytea[]),\n",
+            );
+        }
+        if self.guarded {
+            sql = sql.replacen(
+                "\nSELECT id FROM created",
+                ",
+held AS (
+    SELECT r.id FROM nanoflow_journal.runs r
+    JOIN unnest($32::text[], $33::int8[]) AS h(id, epoch) ON r.id = h.id AND r.epoch = h.epoch
+    WHERE r.owner = $1::text
+    FOR NO KEY UPDATE OF r)
+SELECT id FROM created
+UNION ALL
+SELECT NULL WHERE 1 / (CASE WHEN (SELECT count(*) FROM held) = cardinality($32::text[])
+                            THEN 1 ELSE 0 END) = 0",
+                1,
+            );
+        }
+        sql
+    }
+}
 
 /// The records of a batch written by one [`APPLY`]: those whose order does not matter, or is
 /// kept by its sub-statements' fixed order (a run's row before its attempts and its end).
@@ -1893,15 +1982,26 @@ impl<'b> Group<'b> {
         }
     }
 
-    /// Adds the group's [`APPLY`] to `ops`, and starts an empty group.
+    /// Adds the group's [`APPLY`] to `ops` (tolerant of rows already there or not), and starts
+    /// an empty group.
     fn flush<'s>(
         &mut self,
-        apply: &'s Statement,
+        statements: &'s Statements,
+        tolerant: bool,
         shared: &Shared,
         ops: &mut Vec<(&'s Statement, Params, Op)>,
     ) {
         if !self.is_empty() {
-            ops.push((apply, self.params(shared), Op::Apply));
+            let shape = Shape {
+                guarded: false,
+                tolerant,
+                states: !self.states.is_empty(),
+            };
+            ops.push((
+                &statements.apply[shape.index()],
+                self.params(shared),
+                Op::Apply(shape),
+            ));
             *self = Group::default();
         }
     }
@@ -2063,31 +2163,46 @@ async fn commit(
     shared: &Shared,
     batch: &[Write],
 ) -> Result<Outcome, tokio_postgres::Error> {
-    let mut result = commit_pipelined(w, shared, batch, true).await;
-    let guard_failed = result.as_ref().err().and_then(|e| e.code())
-        == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO);
-    if guard_failed && !w.client.is_closed() {
-        // A run of the batch is not this runner's any more: nothing was written; the
-        // checked path finds which, and writes the others.
+    use tokio_postgres::error::SqlState;
+    let mut optimistic = true;
+    let mut tolerant = batch.iter().any(Write::rewrites);
+    loop {
+        let result = commit_pipelined(w, shared, batch, optimistic, tolerant).await;
+        let code = result.as_ref().err().and_then(|e| e.code());
+        if optimistic && code == Some(&SqlState::DIVISION_BY_ZERO) {
+            // A run of the batch is not this runner's any more: nothing was written; the
+            // checked path finds which, and writes the others.
+            optimistic = false;
+        } else if !tolerant && code == Some(&SqlState::UNIQUE_VIOLATION) {
+            // A row of the batch is there already (see [`Shape::tolerant`]): nothing was
+            // written; send it again tolerant.
+            tolerant = true;
+        } else {
+            if result.is_err() && !w.client.is_closed() {
+                // A failed statement aborted the transaction and `COMMIT` rolled it back;
+                // make sure.
+                let _ = w.client.batch_execute("ROLLBACK").await;
+            }
+            return result;
+        }
+        if w.client.is_closed() {
+            return result;
+        }
         let _ = w.client.batch_execute("ROLLBACK").await;
-        result = commit_pipelined(w, shared, batch, false).await;
     }
-    if result.is_err() && !w.client.is_closed() {
-        // A failed statement aborted the transaction and `COMMIT` rolled it back; make sure.
-        let _ = w.client.batch_execute("ROLLBACK").await;
-    }
-    result
 }
 
 /// Applies `batch`. `optimistic`: when this runner holds every run the batch writes (the common
 /// case), their ownership is checked by a statement sent with the others ([`Statements::guard`]),
 /// so the whole batch costs one round trip; the guard fails the transaction if one was taken
-/// over, and the caller runs the batch again checked first.
+/// over, and the caller runs the batch again checked first. `tolerant`: see
+/// [`Shape::tolerant`].
 async fn commit_pipelined(
     w: &mut Writer,
     shared: &Shared,
     batch: &[Write],
     optimistic: bool,
+    tolerant: bool,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let s = &w.statements;
     let c = &w.client;
@@ -2171,7 +2286,7 @@ async fn commit_pipelined(
             Write::Create(run, _) => {
                 match &run.idempotency_key {
                     Some(_) => {
-                        group.flush(&s.apply, shared, &mut ops);
+                        group.flush(s, tolerant, shared, &mut ops);
                         ops.push((
                             &s.create_keyed,
                             keyed_params(shared, run),
@@ -2204,7 +2319,7 @@ async fn commit_pipelined(
                 Done::Unit
             }
             Write::Reopen(run_id, _) => {
-                group.flush(&s.apply, shared, &mut ops);
+                group.flush(s, tolerant, shared, &mut ops);
                 ops.push((
                     &s.reopen,
                     vec![Box::new(run_id.to_string()), Box::new(shared.owner.clone())],
@@ -2213,7 +2328,7 @@ async fn commit_pipelined(
                 Done::Bool(false)
             }
             Write::Reset(run_id, fingerprint, _) => {
-                group.flush(&s.apply, shared, &mut ops);
+                group.flush(s, tolerant, shared, &mut ops);
                 ops.push((
                     &s.reset,
                     vec![
@@ -2226,12 +2341,12 @@ async fn commit_pipelined(
                 Done::Bool(false)
             }
             Write::Fork(run, from, steps, _) => {
-                group.flush(&s.apply, shared, &mut ops);
+                group.flush(s, tolerant, shared, &mut ops);
                 group.run(run);
                 for step in steps {
                     group.step(step);
                 }
-                group.flush(&s.apply, shared, &mut ops);
+                group.flush(s, tolerant, shared, &mut ops);
                 ops.push((
                     &s.forked,
                     vec![Box::new(run.run_id.to_string()), Box::new(from.to_string())],
@@ -2240,7 +2355,7 @@ async fn commit_pipelined(
                 Done::Unit
             }
             Write::Prune(retention, _) => {
-                group.flush(&s.apply, shared, &mut ops);
+                group.flush(s, tolerant, shared, &mut ops);
                 let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64) as i64;
                 let keep = retention.max_runs.min(i64::MAX as u64) as i64;
                 ops.push((
@@ -2253,15 +2368,19 @@ async fn commit_pipelined(
         };
         outcome.results.push(Ok(done));
     }
-    group.flush(&s.apply, shared, &mut ops);
+    group.flush(s, tolerant, shared, &mut ops);
     if let Some(params) = guard {
-        if let [(statement, apply, Op::Apply)] = &mut ops[..] {
+        if let [(statement, apply, Op::Apply(shape))] = &mut ops[..] {
             // The common batch, records only: the check goes in the same statement
-            // ([`Statements::apply_guarded`]), a transaction of its own.
+            // ([`Shape::guarded`]), a transaction of its own.
             let mut params = params.into_iter();
             apply.extend(params.next());
             apply.extend(params.nth(1));
-            *statement = &s.apply_guarded;
+            *shape = Shape {
+                guarded: true,
+                ..*shape
+            };
+            *statement = &s.apply[shape.index()];
         } else {
             ops.insert(0, (&s.guard, params, Op::Plain));
         }
@@ -2306,7 +2425,7 @@ async fn commit_pipelined(
     let mut unresolved = Vec::new();
     for ((_, _, op), rows) in ops.iter().zip(rows_of) {
         match op {
-            Op::Apply => {
+            Op::Apply(_) => {
                 for r in &rows {
                     let id = r.get::<_, Option<String>>(0);
                     if let Some(Ok(id)) = id.map(|id| id.parse()) {
