@@ -714,12 +714,15 @@ async fn run_history_pages_over_100k_runs() {
             }
         }
         tx.commit().unwrap();
-        // The list's queries walk an index in id order and stop at the page: no full scan, no sort.
+        // The list's queries walk an index in id order and stop at the page: no full scan, no
+        // sort. A status other than `succeeded` is read from the index of the runs that have not
+        // succeeded (the store's query states that index's condition, as here).
         for filter in [
             "",
             "workflow = 'calc' AND",
-            "status = 'failed' AND",
-            "workflow = 'calc' AND status = 'failed' AND",
+            "status = 'succeeded' AND",
+            "status = 'failed' AND status <> 'succeeded' AND",
+            "workflow = 'calc' AND status = 'failed' AND status <> 'succeeded' AND",
         ] {
             let sql = format!("EXPLAIN QUERY PLAN SELECT id FROM runs WHERE {filter} id < 'f' ORDER BY id DESC LIMIT 50");
             let plan: Vec<String> = conn
@@ -734,6 +737,9 @@ async fn run_history_pages_over_100k_runs() {
                 plan.contains("USING") && !plan.contains("TEMP B-TREE"),
                 "{filter}: {plan}"
             );
+            if filter.starts_with("status = 'failed'") {
+                assert!(plan.contains("runs_not_succeeded"), "{filter}: {plan}");
+            }
         }
     }
     let server = start(config(Some(path))).await;

@@ -138,8 +138,9 @@ async fn the_sqlite_store_keeps_records_across_reopening_and_refuses_newer_schem
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
-/// A journal written by schema 1 (before fingerprints) opens, migrates to the current schema,
-/// keeps its runs, and reads them back without fingerprints: they resume as before.
+/// A journal written by schema 1 (before fingerprints) opens, migrates to the current schema
+/// (its indexes too), keeps its runs, and reads them back without fingerprints: they resume as
+/// before.
 #[tokio::test]
 async fn a_schema_1_journal_migrates_and_keeps_its_runs() {
     let path = temp_path("old.db");
@@ -149,6 +150,8 @@ async fn a_schema_1_journal_migrates_and_keeps_its_runs() {
         "CREATE TABLE runs (id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
             input BLOB NOT NULL, output BLOB, error TEXT, idempotency_key TEXT,
             created_ms INTEGER NOT NULL, finished_ms INTEGER);
+         CREATE INDEX runs_status ON runs(status, id);
+         CREATE INDEX runs_workflow_status ON runs(workflow, status, id);
          CREATE TABLE steps (run_id TEXT NOT NULL, step TEXT NOT NULL, attempt INTEGER NOT NULL,
             status TEXT NOT NULL, output BLOB, error TEXT, started_ms INTEGER NOT NULL,
             duration_us INTEGER NOT NULL, PRIMARY KEY (run_id, step, attempt)) WITHOUT ROWID;
@@ -181,7 +184,25 @@ async fn a_schema_1_journal_migrates_and_keeps_its_runs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+    // Schema 5: runs are indexed by status only while they have not succeeded.
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND sql IS NOT NULL ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        indexes,
+        [
+            "runs_due",
+            "runs_idempotency",
+            "runs_limited",
+            "runs_not_succeeded",
+            "runs_workflow"
+        ],
+    );
     drop(conn);
     // Reopening a migrated journal changes nothing.
     let store = SqliteStore::open(&path).unwrap();

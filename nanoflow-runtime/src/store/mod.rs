@@ -309,7 +309,13 @@ impl RunFilter {
             add("workflow", w.clone());
         }
         if let Some(s) = self.status {
-            add("status", s.as_str().to_owned());
+            // Written as a literal (a status's name, never the caller's text), with the
+            // condition of the journals' index of the runs that have not succeeded: SQLite uses
+            // a partial index only when the query states its condition.
+            sql.push_str(&format!(" AND status = '{}'", s.as_str()));
+            if s != RunStatus::Succeeded {
+                sql.push_str(" AND status <> 'succeeded'");
+            }
         }
         if let Some(b) = self.before {
             args.push(b.to_string());

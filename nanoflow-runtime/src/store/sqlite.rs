@@ -21,7 +21,7 @@ use crate::id::RunId;
 use crate::runs::{now_ms, RunStatus};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// From schema 1 to 2: the workflow's fingerprint on runs, the step's on step records, the run
 /// a run was forked from (issue 13). Older records have none, and resume as before.
@@ -45,6 +45,16 @@ ALTER TABLE runs ADD COLUMN started_ms INTEGER;
 /// timeline among steps that started within the same millisecond. Older records have none.
 const MIGRATE_3_TO_4: &str = "
 ALTER TABLE steps ADD COLUMN seq INTEGER;
+";
+
+/// From schema 4 to 5: runs are found by status through an index of the runs that have not
+/// succeeded, which a run's end leaves; the two indexes of every run by status (one of them
+/// by workflow too) took two entries at each run's creation and two more at its end. A list
+/// of succeeded runs, most of a journal, reads the runs newest first, or a workflow's from
+/// its index; the schema's new index is made by [`SCHEMA`].
+const MIGRATE_4_TO_5: &str = "
+DROP INDEX IF EXISTS runs_status;
+DROP INDEX IF EXISTS runs_workflow_status;
 ";
 
 /// Most writes committed in one transaction.
@@ -75,9 +85,8 @@ CREATE INDEX IF NOT EXISTS runs_limited ON runs(workflow, limit_key, status)
     WHERE limit_key IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
+CREATE INDEX IF NOT EXISTS runs_not_succeeded ON runs(status, id) WHERE status <> 'succeeded';
 CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, id);
-CREATE INDEX IF NOT EXISTS runs_workflow_status ON runs(workflow, status, id);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL,
     step TEXT NOT NULL,
@@ -508,9 +517,10 @@ impl Inner {
         }
         // Version 0 is a new file; later versions migrate here, step by step.
         let migrate = match version {
-            1 => format!("{MIGRATE_1_TO_2} {MIGRATE_2_TO_3} {MIGRATE_3_TO_4}"),
-            2 => format!("{MIGRATE_2_TO_3} {MIGRATE_3_TO_4}"),
-            3 => MIGRATE_3_TO_4.to_owned(),
+            1 => format!("{MIGRATE_1_TO_2} {MIGRATE_2_TO_3} {MIGRATE_3_TO_4} {MIGRATE_4_TO_5}"),
+            2 => format!("{MIGRATE_2_TO_3} {MIGRATE_3_TO_4} {MIGRATE_4_TO_5}"),
+            3 => format!("{MIGRATE_3_TO_4} {MIGRATE_4_TO_5}"),
+            4 => MIGRATE_4_TO_5.to_owned(),
             _ => String::new(),
         };
         writer
@@ -659,31 +669,7 @@ impl Inner {
 
     fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
-        let (conditions, mut args) = filter.sql_conditions('?');
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1{conditions}");
-        if let Some(q) = filter.search.as_deref().filter(|q| !q.is_empty()) {
-            let lower = q.to_ascii_lowercase();
-            if lower.len() <= 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-                // A run id prefix: a range on the primary key (`g` sorts after every hex digit).
-                args.push(lower.clone());
-                args.push(format!("{lower}g"));
-                let (a, b) = (args.len() - 1, args.len());
-                args.push(q.to_owned());
-                let c = args.len();
-                sql.push_str(&format!(
-                    " AND ((id >= ?{a} AND id < ?{b}) OR instr(idempotency_key, ?{c}) > 0 \
-                     OR instr(CAST(input AS TEXT), ?{c}) > 0 OR instr(error, ?{c}) > 0)"
-                ));
-            } else {
-                args.push(q.to_owned());
-                let c = args.len();
-                sql.push_str(&format!(
-                    " AND (instr(idempotency_key, ?{c}) > 0 OR instr(CAST(input AS TEXT), ?{c}) > 0 \
-                     OR instr(error, ?{c}) > 0)"
-                ));
-            }
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
+        let (sql, args) = list_sql(filter);
         let mut stmt = conn
             .prepare_cached(&sql)
             .map_err(|e| journal_error(&self.path, e))?;
@@ -698,7 +684,7 @@ impl Inner {
         let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND status <> 'succeeded' ORDER BY id"
             ))
             .map_err(|e| journal_error(&self.path, e))?;
         let mut runs = stmt
@@ -1240,10 +1226,7 @@ fn start_queued(
     limit: usize,
 ) -> rusqlite::Result<Vec<RunId>> {
     let queued: Vec<(RunId, String, Option<u64>)> = c
-        .prepare_cached(
-            "SELECT id, limit_key, due_ms FROM runs WHERE workflow = ?1 AND status = 'queued'
-             ORDER BY priority DESC, id LIMIT 10000",
-        )?
+        .prepare_cached(QUEUED_SQL)?
         .query_map([workflow], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -1287,6 +1270,41 @@ fn start_queued(
         .execute(params![id.to_string(), now as i64])?;
     }
     Ok(started)
+}
+
+/// A limited workflow's queued runs, in the order they may start.
+const QUEUED_SQL: &str = "SELECT id, limit_key, due_ms FROM runs
+    WHERE workflow = ?1 AND status = 'queued' AND status <> 'succeeded'
+    ORDER BY priority DESC, id LIMIT 10000";
+
+/// The statement listing the runs `filter` asks for, and its arguments.
+fn list_sql(filter: &RunFilter) -> (String, Vec<String>) {
+    let (conditions, mut args) = filter.sql_conditions('?');
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1{conditions}");
+    if let Some(q) = filter.search.as_deref().filter(|q| !q.is_empty()) {
+        let lower = q.to_ascii_lowercase();
+        if lower.len() <= 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // A run id prefix: a range on the primary key (`g` sorts after every hex digit).
+            args.push(lower.clone());
+            args.push(format!("{lower}g"));
+            let (a, b) = (args.len() - 1, args.len());
+            args.push(q.to_owned());
+            let c = args.len();
+            sql.push_str(&format!(
+                " AND ((id >= ?{a} AND id < ?{b}) OR instr(idempotency_key, ?{c}) > 0 \
+                 OR instr(CAST(input AS TEXT), ?{c}) > 0 OR instr(error, ?{c}) > 0)"
+            ));
+        } else {
+            args.push(q.to_owned());
+            let c = args.len();
+            sql.push_str(&format!(
+                " AND (instr(idempotency_key, ?{c}) > 0 OR instr(CAST(input AS TEXT), ?{c}) > 0 \
+                 OR instr(error, ?{c}) > 0)"
+            ));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
+    (sql, args)
 }
 
 /// One attempt of one step (and the node's state with it).
@@ -1424,4 +1442,60 @@ fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<bool> {
             ])?,
     };
     Ok(inserted == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql`, one line per step.
+    fn plan(c: &Connection, sql: &str) -> String {
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The statuses that are rare (not `succeeded`) are read from their partial index, alone
+    /// or with a workflow, and so are the unfinished and queued runs: a journal of a million
+    /// succeeded runs lists its few failed ones without reading the others.
+    #[test]
+    fn rare_statuses_are_read_from_their_index() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        for status in [RunStatus::Failed, RunStatus::Running, RunStatus::Waiting] {
+            for workflow in [None, Some("checkout".to_owned())] {
+                let filter = RunFilter {
+                    status: Some(status),
+                    workflow: workflow.clone(),
+                    limit: 50,
+                    ..RunFilter::default()
+                };
+                let (sql, args) = list_sql(&filter);
+                // The arguments are the workflow's name only: bind it as text in the plan.
+                let sql = args.iter().enumerate().fold(sql, |sql, (i, a)| {
+                    sql.replace(&format!("?{}", i + 1), &format!("'{a}'"))
+                });
+                let plan = plan(&c, &sql);
+                if workflow.is_none() {
+                    assert!(plan.contains("runs_not_succeeded"), "{sql}\n{plan}");
+                } else {
+                    assert!(plan.contains("USING INDEX"), "{sql}\n{plan}");
+                }
+                assert!(
+                    !plan.contains("SCAN runs\n") && plan != "SCAN runs",
+                    "{sql}\n{plan}"
+                );
+            }
+        }
+        let queued = QUEUED_SQL.replace("?1", "'checkout'");
+        let p = plan(&c, &queued);
+        assert!(
+            p.contains("runs_not_succeeded") || p.contains("runs_limited"),
+            "{p}"
+        );
+        let unfinished = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND status <> 'succeeded' ORDER BY id"
+        );
+        assert!(plan(&c, &unfinished).contains("runs_not_succeeded"));
+    }
 }
