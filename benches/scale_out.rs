@@ -164,12 +164,13 @@ fn main() {
         rt.block_on(s.shutdown()).unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let made = made.into_inner();
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(&server_url, tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(conn);
-        for db in made.borrow().iter() {
+        for db in &made {
             client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .await
