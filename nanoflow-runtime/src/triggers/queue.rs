@@ -735,7 +735,8 @@ async fn handle(
         }
     } else {
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
-        let _ = run.spawn(&app, permit).await;
+        // Driven in this task, the message's own: no task of its own either.
+        let _ = run.drive(&app, permit).await;
         settle(&message, AckKind::Ack, name).await;
     }
 }
