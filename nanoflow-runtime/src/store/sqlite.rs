@@ -683,9 +683,7 @@ impl Inner {
     fn unfinished_runs(&self) -> Result<Vec<RunRecord>, Error> {
         let conn = self.reader();
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND status <> 'succeeded' ORDER BY id"
-            ))
+            .prepare_cached(&unfinished_sql())
             .map_err(|e| journal_error(&self.path, e))?;
         let mut runs = stmt
             .query_map([], run_row)
@@ -1272,6 +1270,12 @@ fn start_queued(
     Ok(started)
 }
 
+/// The runs that have not ended, oldest first (the redundant condition lets SQLite read them
+/// from the index of the runs that have not succeeded).
+fn unfinished_sql() -> String {
+    format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND status <> 'succeeded' ORDER BY id")
+}
+
 /// A limited workflow's queued runs, in the order they may start.
 const QUEUED_SQL: &str = "SELECT id, limit_key, due_ms FROM runs
     WHERE workflow = ?1 AND status = 'queued' AND status <> 'succeeded'
@@ -1493,9 +1497,6 @@ mod tests {
             p.contains("runs_not_succeeded") || p.contains("runs_limited"),
             "{p}"
         );
-        let unfinished = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND status <> 'succeeded' ORDER BY id"
-        );
-        assert!(plan(&c, &unfinished).contains("runs_not_succeeded"));
+        assert!(plan(&c, &unfinished_sql()).contains("runs_not_succeeded"));
     }
 }
