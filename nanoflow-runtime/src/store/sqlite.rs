@@ -1,5 +1,6 @@
-//! The SQLite journal: one file in WAL mode with `synchronous=FULL`, one writer thread doing
-//! group commit, and one reader connection for queries.
+//! The SQLite journal: one file in WAL mode, durable as with `synchronous=FULL`; one writer
+//! thread doing group commit, one thread syncing its commits (overlapping the next one's
+//! work), one checkpoint thread, and one reader connection for queries.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -229,7 +230,7 @@ pub struct SqliteStore {
 struct Inner {
     /// Whether writes succeed now (`GET /readyz`, and new runs are refused while they fail).
     pub(crate) health: Arc<Health>,
-    writes: Mutex<mpsc::Sender<Write>>,
+    writes: Mutex<mpsc::Sender<ToWriter>>,
     reader: Mutex<Connection>,
     path: String,
     stop: Arc<AtomicBool>,
@@ -239,7 +240,13 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The writer thread ends when the sender drops; the checkpointer when told.
+        // The writer thread ends when told, after committing what it holds (the sync thread
+        // also holds a sender, so the channel does not close); the checkpointer when told.
+        let _ = self
+            .writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(ToWriter::Stop);
         self.stop.store(true, Ordering::Relaxed);
     }
 }
@@ -584,13 +591,24 @@ impl Inner {
         writer
             .execute_batch("PRAGMA synchronous=NORMAL")
             .map_err(|e| journal_error(&shown, e))?;
-        let wal = WalSync::new(writer_wal);
+        let wal = WalSync::new(writer_wal.clone());
         let (tx, rx) = mpsc::channel();
         let thread_path = shown.clone();
         let transactions = Arc::new(AtomicU64::new(0));
         let thread_transactions = transactions.clone();
         let health = Arc::new(Health::default());
         let thread_health = health.clone();
+        // The sync thread makes committed batches durable while the writer goes on with the
+        // next one (see `sync_loop`).
+        let (synced_tx, synced_rx) = mpsc::channel();
+        let sync_path = shown.clone();
+        let sync_health = health.clone();
+        let sync_wal = WalSync::new(writer_wal);
+        let to_writer = tx.clone();
+        std::thread::Builder::new()
+            .name("nanoflow-journal-sync".into())
+            .spawn(move || sync_loop(sync_wal, synced_rx, to_writer, &sync_path, &sync_health))
+            .map_err(|e| journal_error(&shown, format!("cannot start the sync thread: {e}")))?;
         std::thread::Builder::new()
             .name("nanoflow-journal".into())
             .spawn(move || {
@@ -598,6 +616,7 @@ impl Inner {
                     writer,
                     wal,
                     rx,
+                    synced_tx,
                     &thread_path,
                     &thread_transactions,
                     &thread_health,
@@ -618,7 +637,7 @@ impl Inner {
         let tx = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         // If the writer thread is gone, the reply sender is dropped with the message and the
         // caller sees a closed channel, reported as a journal error.
-        let _ = tx.send(write);
+        let _ = tx.send(ToWriter::Write(write));
     }
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -830,126 +849,265 @@ impl WalSync {
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
+/// What the writer thread is sent. A write goes by value, as it did before the other two
+/// messages were added: boxing it would allocate once per write.
+#[allow(clippy::large_enum_variant)]
+enum ToWriter {
+    /// A write to apply.
+    Write(Write),
+    /// The sync thread finished a sync: the writer may commit what it applied meanwhile.
+    Synced,
+    /// The store is dropped: commit what is applied, and end.
+    Stop,
+}
+
+/// A committed transaction on its way to the sync thread: its writes and what each produced.
+struct Committed {
+    batch: Vec<Write>,
+    results: Vec<Outcome>,
+}
+
+/// Makes committed transactions durable and answers their callers. Each `fdatasync` covers
+/// every transaction committed before it started. Transactions are answered in the order they
+/// were committed, and one committed after another is durable only with it: the WAL's frames
+/// are checksummed in a chain, so recovery after a crash keeps a prefix of the commits.
+fn sync_loop(
     mut wal: WalSync,
-    rx: mpsc::Receiver<Write>,
+    rx: mpsc::Receiver<Committed>,
+    writer: mpsc::Sender<ToWriter>,
+    path: &str,
+    health: &Health,
+) {
+    let mut failing = Repeated::default();
+    let mut group = Vec::new();
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while let Ok(more) = rx.try_recv() {
+            group.push(more);
+        }
+        let synced = wal.sync_sqlite();
+        // The writer commits what it applied during this sync before the callers below are
+        // answered.
+        let _ = writer.send(ToWriter::Synced);
+        match synced {
+            Ok(()) => {
+                failing.succeeded("journal write", path);
+                health.succeeded(path);
+                for committed in group.drain(..) {
+                    for (write, result) in committed.batch.into_iter().zip(committed.results) {
+                        reply(write, Ok(result));
+                    }
+                }
+            }
+            // Committed but not durable: the writes are in the file, so they are not
+            // retried; every caller is told they failed, and the journal is unhealthy until a
+            // write syncs.
+            Err(e) => {
+                let why = e.to_string();
+                failing.failed("journal write", path, &e);
+                health.failed(&why);
+                for committed in group.drain(..) {
+                    for write in committed.batch {
+                        reply(write, Err(why.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread: applies writes as they come into one open transaction, and commits it
+/// when the sync thread is free, which then makes it durable while the next transaction fills.
+/// So a commit's SQLite work overlaps the previous commit's `fdatasync`, and there is one
+/// commit per sync: each commit rewrites the pages it touched in the WAL, so fewer, larger
+/// commits write less.
+fn writer_loop(
+    conn: Connection,
+    mut wal: WalSync,
+    rx: mpsc::Receiver<ToWriter>,
+    synced: mpsc::Sender<Committed>,
     path: &str,
     transactions: &AtomicU64,
     health: &Health,
 ) {
     let mut failing = Repeated::default();
+    // The writes applied in the open transaction, and what each produced.
+    let mut open: Vec<Write> = Vec::new();
+    let mut results: Vec<Outcome> = Vec::new();
+    // Whether a committed transaction is being synced.
+    let mut syncing = false;
+    let mut stopping = false;
     loop {
-        let first = if health.check().is_err() {
+        if !open.is_empty() && (!syncing || stopping || open.len() >= MAX_BATCH) {
+            match conn.execute_batch("COMMIT") {
+                Ok(()) => {
+                    transactions.fetch_add(1, Ordering::Relaxed);
+                    failing.succeeded("journal write", path);
+                    let batch = std::mem::take(&mut open);
+                    let results = std::mem::take(&mut results);
+                    // The sync thread ends only after this one: it cannot refuse the batch.
+                    let _ = synced.send(Committed { batch, results });
+                    syncing = true;
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    results.clear();
+                    one_by_one(
+                        &conn,
+                        &mut wal,
+                        std::mem::take(&mut open),
+                        e,
+                        path,
+                        transactions,
+                        health,
+                        &mut failing,
+                    );
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+        let message = if open.is_empty() && !syncing && health.check().is_err() {
             match rx.recv_timeout(PROBE_EVERY) {
-                Ok(w) => w,
+                Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // A write transaction that changes nothing but must reach the disk.
-                    let probe = conn
-                        .execute_batch(&format!(
-                            "BEGIN IMMEDIATE; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                        ))
-                        .and_then(|()| wal.sync_sqlite());
-                    match probe {
-                        Ok(()) => {
-                            failing.succeeded("journal write", path);
-                            health.succeeded(path);
-                        }
-                        Err(e) => {
-                            let _ = conn.execute_batch("ROLLBACK");
-                            failing.failed("journal write", path, &e);
-                            health.failed(&e.to_string());
-                        }
-                    }
+                    probe(&conn, &mut wal, path, health, &mut failing);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         } else {
             match rx.recv() {
-                Ok(w) => w,
+                Ok(m) => m,
                 Err(_) => break,
             }
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        // The common case: the whole batch in one transaction, one fsync.
-        let whole = (|| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut results = Vec::with_capacity(batch.len());
-            for write in &batch {
-                results.push(apply(&tx, write)?);
-            }
-            tx.commit()?;
-            Ok::<_, rusqlite::Error>(results)
-        })();
-        // Committed but not durable: the writes are in the file, so they are not retried;
-        // every caller is told they failed, and the journal is unhealthy until a write syncs.
-        let whole = match whole.map(|results| (wal.sync_sqlite(), results)) {
-            Ok((Err(e), _)) => {
-                let why = e.to_string();
-                failing.failed("journal write", path, &e);
-                health.failed(&why);
-                for write in batch {
-                    reply(write, Err(why.clone()));
-                }
-                continue;
-            }
-            Ok((Ok(()), results)) => Ok(results),
-            Err(e) => Err(e),
-        };
-        match whole {
-            Ok(results) => {
-                transactions.fetch_add(1, Ordering::Relaxed);
-                failing.succeeded("journal write", path);
-                health.succeeded(path);
-                for (write, result) in batch.into_iter().zip(results) {
-                    reply(write, Ok(result));
-                }
-            }
-            // One write failed (or the commit did): the transaction rolled back; apply each
-            // write in its own transaction so that only the failing ones fail.
-            Err(first_error) => {
-                tracing::debug!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
-                let mut any_ok = false;
-                let mut last_error = None;
-                for write in batch {
-                    let result = (|| {
-                        let tx = conn
-                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                        let r = apply(&tx, &write)?;
-                        tx.commit()?;
-                        wal.sync_sqlite()?;
-                        Ok::<_, rusqlite::Error>(r)
-                    })();
-                    match &result {
-                        Ok(_) => {
-                            any_ok = true;
-                            transactions.fetch_add(1, Ordering::Relaxed);
+        let mut next = Some(message);
+        while let Some(message) = next {
+            match message {
+                ToWriter::Synced => syncing = false,
+                ToWriter::Stop => stopping = true,
+                ToWriter::Write(write) => {
+                    let applied = if open.is_empty() {
+                        conn.execute_batch("BEGIN IMMEDIATE")
+                            .and_then(|()| apply(&conn, &write))
+                    } else {
+                        apply(&conn, &write)
+                    };
+                    match applied {
+                        Ok(result) => {
+                            open.push(write);
+                            results.push(result);
                         }
-                        Err(e) => last_error = Some(e.to_string()),
-                    }
-                    reply(write, result.map_err(|e| e.to_string()));
-                }
-                match last_error {
-                    // Some writes fail on their own (a constraint), others succeed: the
-                    // journal itself is fine.
-                    Some(e) if !any_ok => {
-                        failing.failed("journal write", path, &e);
-                        health.failed(&e);
-                    }
-                    Some(e) => tracing::error!(journal = path, error = %e, "journal write failed"),
-                    None => {
-                        failing.succeeded("journal write", path);
-                        health.succeeded(path);
+                        // One write failed: roll the transaction back, and apply each write
+                        // in its own transaction so that only the failing ones fail.
+                        Err(e) => {
+                            if !conn.is_autocommit() {
+                                let _ = conn.execute_batch("ROLLBACK");
+                            }
+                            results.clear();
+                            let mut batch = std::mem::take(&mut open);
+                            batch.push(write);
+                            one_by_one(
+                                &conn,
+                                &mut wal,
+                                batch,
+                                e,
+                                path,
+                                transactions,
+                                health,
+                                &mut failing,
+                            );
+                        }
                     }
                 }
             }
+            next = if open.len() < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+    }
+}
+
+/// While the journal fails: a write transaction that changes nothing but must reach the disk.
+fn probe(
+    conn: &Connection,
+    wal: &mut WalSync,
+    path: &str,
+    health: &Health,
+    failing: &mut Repeated,
+) {
+    let probe = conn
+        .execute_batch(&format!(
+            "BEGIN IMMEDIATE; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .and_then(|()| wal.sync_sqlite());
+    match probe {
+        Ok(()) => {
+            failing.succeeded("journal write", path);
+            health.succeeded(path);
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            failing.failed("journal write", path, &e);
+            health.failed(&e.to_string());
+        }
+    }
+}
+
+/// Applies each write of a transaction that failed in its own transaction, synced here (which
+/// also makes every transaction committed before it durable), so that only the failing writes
+/// fail.
+#[allow(clippy::too_many_arguments)]
+fn one_by_one(
+    conn: &Connection,
+    wal: &mut WalSync,
+    batch: Vec<Write>,
+    first_error: rusqlite::Error,
+    path: &str,
+    transactions: &AtomicU64,
+    health: &Health,
+    failing: &mut Repeated,
+) {
+    tracing::debug!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
+    let mut any_ok = false;
+    let mut last_error = None;
+    for write in batch {
+        let result = (|| {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let r = apply(conn, &write).and_then(|r| conn.execute_batch("COMMIT").map(|()| r));
+            if r.is_err() && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            let r = r?;
+            wal.sync_sqlite()?;
+            Ok::<_, rusqlite::Error>(r)
+        })();
+        match &result {
+            Ok(_) => {
+                any_ok = true;
+                transactions.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => last_error = Some(e.to_string()),
+        }
+        reply(write, result.map_err(|e| e.to_string()));
+    }
+    match last_error {
+        // Some writes fail on their own (a constraint), others succeed: the journal itself is
+        // fine.
+        Some(e) if !any_ok => {
+            failing.failed("journal write", path, &e);
+            health.failed(&e);
+        }
+        Some(e) => tracing::error!(journal = path, error = %e, "journal write failed"),
+        None => {
+            failing.succeeded("journal write", path);
+            health.succeeded(path);
         }
     }
 }
@@ -1002,7 +1160,7 @@ fn reply(write: Write, result: Result<Outcome, String>) {
 }
 
 /// Applies one write inside the batch's transaction.
-fn apply(c: &rusqlite::Transaction<'_>, write: &Write) -> rusqlite::Result<Outcome> {
+fn apply(c: &Connection, write: &Write) -> rusqlite::Result<Outcome> {
     match write {
         Write::Create(run, _) => {
             if let Some(key) = &run.idempotency_key {
@@ -1451,6 +1609,72 @@ fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes sent together are applied in one open transaction. One that fails there (a
+    /// trigger refuses its step, as a constraint would) fails alone: the transaction is rolled
+    /// back and its writes applied one by one, so the writes before and after it in the same
+    /// transaction are answered, durable and readable, and the journal stays healthy.
+    #[tokio::test]
+    async fn a_failing_write_fails_alone_among_the_writes_it_was_applied_with() {
+        let dir = std::env::temp_dir().join(format!("nanoflow-sqlite-{}", RunId::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        let store = SqliteStore::open(&path).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON steps WHEN NEW.step = 'refused'
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .unwrap();
+        let before = store.inner.transactions.load(Ordering::Relaxed);
+        // Sent before any is awaited: the writer finds them queued together.
+        let commits: Vec<_> = (0..64)
+            .map(|n| {
+                let run_id = RunId::new();
+                let step = StepWrite {
+                    run_id,
+                    step: if n % 8 == 3 { "refused" } else { "price" }.into(),
+                    attempt: 1,
+                    outcome: Ok(Bytes::from_static(b"1")),
+                    started_ms: now_ms(),
+                    duration_us: 5,
+                    state: None,
+                    fingerprint: None,
+                };
+                let run = NewRun {
+                    run_id,
+                    workflow: "checkout",
+                    input: Bytes::from_static(b"{}"),
+                    idempotency_key: None,
+                    fingerprint: None,
+                    queued: None,
+                };
+                (n, run_id, store.record_step(step, Some(run)))
+            })
+            .collect();
+        for (n, run_id, commit) in commits {
+            let answer = commit.await;
+            let run = store.get_run(run_id).await.unwrap();
+            if n % 8 == 3 {
+                let e = answer.expect_err("the refused step's write fails");
+                assert!(format!("{e:?}").contains("refused by the test"), "{e:?}");
+                assert!(run.is_none(), "the refused write's run was not recorded");
+            } else {
+                answer.unwrap();
+                let run = run.expect("an answered write's run is in the journal");
+                assert_eq!(run.timeline.len(), 1);
+                assert_eq!(run.timeline[0].step, "price");
+            }
+        }
+        assert!(store.inner.health.check().is_ok());
+        // Fewer transactions than writes: the writes were applied together, and the failures
+        // took only the writes of their own transaction one by one.
+        let transactions = store.inner.transactions.load(Ordering::Relaxed) - before;
+        assert!(transactions < 64, "{transactions} transactions");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// SQLite's plan for `sql`, one line per step.
     fn plan(c: &Connection, sql: &str) -> String {
