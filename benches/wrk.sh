@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # HTTP figures from wrk (Debian's `wrk`) beside the in-tree load generator: the `http` bench
 # serves bare axum, nanoflow without the journal and nanoflow with it (BENCH_HOLD), and wrk
-# loads each in turn with the same request, 1 thread, 32 connections, for $SECS seconds.
+# loads each in turn with the same request, 1 thread, 32 connections (BENCH_CONNS), for $SECS
+# seconds.
 #   benches/wrk.sh [SECS]        (default 5; the servers run with 2 worker threads)
+#   BENCH_BIN=/path/to/http benches/wrk.sh [SECS]   (a binary built before, for A/B runs)
+#   BENCH_CONNS=256 benches/wrk.sh [SECS]           (wrk's connections, default 32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
+CONNS="${BENCH_CONNS:-32}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-bin=$(cargo bench -p nanoflow --bench http --no-run --message-format=json 2>/dev/null \
+# BENCH_BIN: an http bench binary built before (to compare two builds in turn).
+bin=${BENCH_BIN:-}
+[ -n "$bin" ] || bin=$(cargo bench -p nanoflow --bench http --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -27,7 +33,7 @@ LUA
 declare -A rps
 declare -A names=([bare]="bare axum" [off]="journal off" [on]="journal on")
 while read -r _ key url; do
-    result=$(wrk -t1 -c32 -d"${SECS}s" --latency -s "$lua" "$url")
+    result=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$lua" "$url")
     r=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$result" | awk '$1=="50%" {print $2}')
     p99=$(echo "$result" | awk '$1=="99%" {print $2}')
