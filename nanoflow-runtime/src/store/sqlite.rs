@@ -237,7 +237,8 @@ pub struct SqliteStore {
 struct Inner {
     /// Whether writes succeed now (`GET /readyz`, and new runs are refused while they fail).
     pub(crate) health: Arc<Health>,
-    writes: Mutex<mpsc::Sender<ToWriter>>,
+    /// The writer thread's queue (a sender is shared by reference: no lock per write).
+    writes: mpsc::Sender<ToWriter>,
     reader: Mutex<Connection>,
     path: String,
     stop: Arc<AtomicBool>,
@@ -249,11 +250,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The writer thread ends when told, after committing what it holds (the sync thread
         // also holds a sender, so the channel does not close); the checkpointer when told.
-        let _ = self
-            .writes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(ToWriter::Stop);
+        let _ = self.writes.send(ToWriter::Stop);
         self.stop.store(true, Ordering::Relaxed);
     }
 }
@@ -634,7 +631,7 @@ impl Inner {
             .map_err(|e| journal_error(&shown, format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             health,
-            writes: Mutex::new(tx),
+            writes: tx,
             reader: Mutex::new(reader),
             path: shown,
             stop,
@@ -643,10 +640,9 @@ impl Inner {
     }
 
     fn send(&self, write: Write) {
-        let tx = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         // If the writer thread is gone, the reply sender is dropped with the message and the
         // caller sees a closed channel, reported as a journal error.
-        let _ = tx.send(ToWriter::Write(write));
+        let _ = self.writes.send(ToWriter::Write(write));
     }
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
