@@ -58,6 +58,10 @@ DROP INDEX IF EXISTS runs_status;
 DROP INDEX IF EXISTS runs_workflow_status;
 ";
 
+/// How long the writer's WAL restart waits for a reader to leave the WAL before it gives up
+/// until the next commit.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The writer connection's page cache, in KiB: the right edges of the tables and indexes it
 /// appends to, and their parents. Small on purpose: when a page split reorders pages, SQLite
 /// parks a page under the number of its lock page (1 GiB in), and the next commit then walks
@@ -563,7 +567,14 @@ impl Inner {
             p.push("-wal");
             std::path::PathBuf::from(p)
         };
-        let writer_wal = wal_path.clone();
+        let writer_wal = wal_path;
+        let page_size: i64 = checkpointer
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| journal_error(&shown, e))?;
+        let restart_frames = (WAL_RESTART_BYTES as i64 / page_size.max(512)).max(1);
+        // Set by the checkpoint thread, taken by the writer (see below).
+        let restart = Arc::new(AtomicBool::new(false));
+        let restart_wanted = restart.clone();
         std::thread::Builder::new()
             .name("nanoflow-checkpoint".into())
             .spawn(move || {
@@ -573,14 +584,22 @@ impl Inner {
                     // A passive checkpoint never makes the writer wait, but under steady
                     // writes the WAL is never copied back whole, so it is never started over:
                     // it grows without end, and every commit appends, which makes each sync
-                    // also write the file's size. Past `WAL_RESTART_BYTES` the checkpoint
-                    // waits for the WAL to be copied and makes the next commit start it over
-                    // (a pause of the writer of about one checkpoint).
-                    let large =
-                        std::fs::metadata(&wal_path).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
-                    let mode = if large { "RESTART" } else { "PASSIVE" };
-                    match checkpointer.execute_batch(&format!("PRAGMA wal_checkpoint({mode})")) {
-                        Ok(()) => failing.succeeded("journal checkpoint", &checkpoint_path),
+                    // also write the file's size. Past `WAL_RESTART_BYTES` in the WAL, the
+                    // writer is asked to make the WAL start over: it holds a transaction open
+                    // for as long as it has writes to apply, so a restart from this thread
+                    // would wait for a moment without one, which steady load never gives.
+                    let passive = checkpointer.query_row(
+                        "PRAGMA wal_checkpoint(PASSIVE)",
+                        [],
+                        |r| r.get::<_, i64>(1),
+                    );
+                    match passive {
+                        Ok(frames) => {
+                            failing.succeeded("journal checkpoint", &checkpoint_path);
+                            if frames > restart_frames {
+                                restart_wanted.store(true, Ordering::Relaxed);
+                            }
+                        }
                         Err(e) => failing.failed("journal checkpoint", &checkpoint_path, &e),
                     }
                 }
@@ -623,6 +642,7 @@ impl Inner {
                     wal,
                     rx,
                     synced_tx,
+                    &restart,
                     &thread_path,
                     &thread_transactions,
                     &thread_health,
@@ -926,16 +946,19 @@ fn sync_loop(
 /// So a commit's SQLite work overlaps the previous commit's `fdatasync`, and there is one
 /// commit per sync: each commit rewrites the pages it touched in the WAL, so fewer, larger
 /// commits write less.
+#[allow(clippy::too_many_arguments)]
 fn writer_loop(
     conn: Connection,
     mut wal: WalSync,
     rx: mpsc::Receiver<ToWriter>,
     synced: mpsc::Sender<Committed>,
+    restart: &AtomicBool,
     path: &str,
     transactions: &AtomicU64,
     health: &Health,
 ) {
     let mut failing = Repeated::default();
+    let mut checkpoints = Repeated::default();
     // The writes applied in the open transaction, and what each produced.
     let mut open: Vec<Write> = Vec::new();
     let mut results: Vec<Outcome> = Vec::new();
@@ -953,6 +976,30 @@ fn writer_loop(
                     // The sync thread ends only after this one: it cannot refuse the batch.
                     let _ = synced.send(Committed { batch, results });
                     syncing = true;
+                    // Between two transactions, when the checkpoint thread asks: copy what is
+                    // left of the WAL into the database and make the next commit start the WAL
+                    // over (a pause of the writer of about one checkpoint; the commit just
+                    // handed over is synced by this checkpoint, and by the sync thread).
+                    if restart.swap(false, Ordering::Relaxed) {
+                        // A reader on the WAL makes it wait: briefly, not the 5 s that writes
+                        // wait for a lock.
+                        let _ = conn.busy_timeout(RESTART_WAIT);
+                        let done = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+                            r.get::<_, i64>(0)
+                        });
+                        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+                        match done {
+                            // Busy: a reader was still on the WAL; ask again at the next
+                            // commit.
+                            Ok(busy) => {
+                                checkpoints.succeeded("journal checkpoint", path);
+                                if busy != 0 {
+                                    restart.store(true, Ordering::Relaxed);
+                                }
+                            }
+                            Err(e) => checkpoints.failed("journal checkpoint", path, &e),
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
