@@ -588,11 +588,10 @@ impl Inner {
                     // writer is asked to make the WAL start over: it holds a transaction open
                     // for as long as it has writes to apply, so a restart from this thread
                     // would wait for a moment without one, which steady load never gives.
-                    let passive = checkpointer.query_row(
-                        "PRAGMA wal_checkpoint(PASSIVE)",
-                        [],
-                        |r| r.get::<_, i64>(1),
-                    );
+                    let passive =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            r.get::<_, i64>(1)
+                        });
                     match passive {
                         Ok(frames) => {
                             failing.succeeded("journal checkpoint", &checkpoint_path);
