@@ -58,6 +58,9 @@ DROP INDEX IF EXISTS runs_status;
 DROP INDEX IF EXISTS runs_workflow_status;
 ";
 
+/// How long a connection waits for a lock held by another.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long the writer's WAL restart waits for a reader to leave the WAL before it gives up
 /// until the next commit.
 const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
@@ -264,7 +267,7 @@ fn journal_error(path: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn configure(conn: &Connection, path: &str) -> Result<(), Error> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| journal_error(path, e))?;
     // Reading the schema fails here if the file is not a SQLite database.
     let mode: String = conn
@@ -886,10 +889,7 @@ enum ToWriter {
 }
 
 /// A committed transaction on its way to the sync thread: its writes and what each produced.
-struct Committed {
-    batch: Vec<Write>,
-    results: Vec<Outcome>,
-}
+struct Committed(Vec<(Write, Outcome)>);
 
 /// Makes committed transactions durable and answers their callers. Each `fdatasync` covers
 /// every transaction committed before it started. Transactions are answered in the order they
@@ -917,10 +917,8 @@ fn sync_loop(
             Ok(()) => {
                 failing.succeeded("journal write", path);
                 health.succeeded(path);
-                for committed in group.drain(..) {
-                    for (write, result) in committed.batch.into_iter().zip(committed.results) {
-                        reply(write, Ok(result));
-                    }
+                for (write, result) in group.drain(..).flat_map(|c| c.0) {
+                    reply(write, Ok(result));
                 }
             }
             // Committed but not durable: the writes are in the file, so they are not
@@ -930,10 +928,8 @@ fn sync_loop(
                 let why = e.to_string();
                 failing.failed("journal write", path, &e);
                 health.failed(&why);
-                for committed in group.drain(..) {
-                    for write in committed.batch {
-                        reply(write, Err(why.clone()));
-                    }
+                for (write, _) in group.drain(..).flat_map(|c| c.0) {
+                    reply(write, Err(why.clone()));
                 }
             }
         }
@@ -958,9 +954,8 @@ fn writer_loop(
 ) {
     let mut failing = Repeated::default();
     let mut checkpoints = Repeated::default();
-    // The writes applied in the open transaction, and what each produced.
-    let mut open: Vec<Write> = Vec::new();
-    let mut results: Vec<Outcome> = Vec::new();
+    // The writes applied in the open transaction, each with what it produced.
+    let mut open: Vec<(Write, Outcome)> = Vec::new();
     // Whether a committed transaction is being synced.
     let mut syncing = false;
     let mut stopping = false;
@@ -970,10 +965,8 @@ fn writer_loop(
                 Ok(()) => {
                     transactions.fetch_add(1, Ordering::Relaxed);
                     failing.succeeded("journal write", path);
-                    let batch = std::mem::take(&mut open);
-                    let results = std::mem::take(&mut results);
                     // The sync thread ends only after this one: it cannot refuse the batch.
-                    let _ = synced.send(Committed { batch, results });
+                    let _ = synced.send(Committed(std::mem::take(&mut open)));
                     syncing = true;
                     // Between two transactions, when the checkpoint thread asks: copy what is
                     // left of the WAL into the database and make the next commit start the WAL
@@ -986,7 +979,7 @@ fn writer_loop(
                         let done = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
                             r.get::<_, i64>(0)
                         });
-                        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+                        let _ = conn.busy_timeout(BUSY_TIMEOUT);
                         match done {
                             // Busy: a reader was still on the WAL; ask again at the next
                             // commit.
@@ -1002,11 +995,10 @@ fn writer_loop(
                 }
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
-                    results.clear();
                     one_by_one(
                         &conn,
                         &mut wal,
-                        std::mem::take(&mut open),
+                        open.drain(..).map(|(write, _)| write).collect(),
                         e,
                         path,
                         transactions,
@@ -1047,18 +1039,15 @@ fn writer_loop(
                         apply(&conn, &write)
                     };
                     match applied {
-                        Ok(result) => {
-                            open.push(write);
-                            results.push(result);
-                        }
+                        Ok(result) => open.push((write, result)),
                         // One write failed: roll the transaction back, and apply each write
                         // in its own transaction so that only the failing ones fail.
                         Err(e) => {
                             if !conn.is_autocommit() {
                                 let _ = conn.execute_batch("ROLLBACK");
                             }
-                            results.clear();
-                            let mut batch = std::mem::take(&mut open);
+                            let mut batch: Vec<Write> =
+                                open.drain(..).map(|(write, _)| write).collect();
                             batch.push(write);
                             one_by_one(
                                 &conn,
