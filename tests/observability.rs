@@ -205,6 +205,13 @@ async fn metrics_count_runs_nodes_retries_and_commits() {
     let transactions = metric(&text, "nanoflow_journal_transactions_total");
     assert!(transactions >= 1.0, "{text}");
     assert!(transactions <= metric(&text, "nanoflow_journal_writes_total"));
+    // The SQLite journal syncs its WAL itself, at most once per transaction, and times it.
+    let syncs = metric(&text, "nanoflow_journal_syncs_total");
+    assert!(syncs >= 1.0 && syncs <= transactions, "{text}");
+    assert!(
+        metric(&text, "nanoflow_journal_sync_seconds_total") > 0.0,
+        "{text}"
+    );
     assert_eq!(metric(&text, "nanoflow_journal_failed_writes_total"), 0.0);
     assert_eq!(metric(&text, r#"nanoflow_run_slots{state="used"}"#), 0.0);
     assert!(text.contains("# TYPE nanoflow_node_duration_seconds histogram"));

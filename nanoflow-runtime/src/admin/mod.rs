@@ -176,7 +176,7 @@ fn metrics(app: &App, shared: &str) -> Response {
     #[allow(unused_mut)]
     let mut text = metrics.render(
         app.durable()
-            .and_then(|j| j.metrics().map(|m| (m, j.transactions()))),
+            .and_then(|j| j.metrics().map(|m| (m, j.transactions(), j.syncs()))),
         app.observe.events.listeners(),
         (max - free, free),
     );

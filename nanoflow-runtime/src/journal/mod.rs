@@ -175,6 +175,11 @@ impl Journal {
         self.store.transactions()
     }
 
+    /// The store's own syncs of its commits to the disk, and their time in all.
+    pub fn syncs(&self) -> (u64, std::time::Duration) {
+        self.store.syncs()
+    }
+
     pub(crate) fn finish(&self, write: FinishWrite, create: Option<NewRun>) -> Commit {
         self.store.finish(write, create)
     }

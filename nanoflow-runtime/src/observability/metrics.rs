@@ -160,7 +160,7 @@ impl Metrics {
     /// The Prometheus text exposition format (version 0.0.4).
     pub(crate) fn render(
         &self,
-        journal: Option<(&JournalMetrics, u64)>,
+        journal: Option<(&JournalMetrics, u64, (u64, Duration))>,
         event_listeners: usize,
         slots: (usize, usize),
     ) -> String {
@@ -349,7 +349,7 @@ impl Metrics {
             }
         }
 
-        if let Some((j, transactions)) = journal {
+        if let Some((j, transactions, (syncs, synced))) = journal {
             header(
                 &mut out,
                 "nanoflow_journal_commit_seconds",
@@ -383,6 +383,24 @@ impl Metrics {
                 "Transactions the journal's store committed (several writes share one).",
             );
             let _ = writeln!(out, "nanoflow_journal_transactions_total {transactions}");
+            header(
+                &mut out,
+                "nanoflow_journal_syncs_total",
+                "counter",
+                "Flushes of the journal's file to the disk (fdatasync) by the runner itself; 0 for a store whose server syncs (PostgreSQL).",
+            );
+            let _ = writeln!(out, "nanoflow_journal_syncs_total {syncs}");
+            header(
+                &mut out,
+                "nanoflow_journal_sync_seconds_total",
+                "counter",
+                "Time spent in those flushes: divided by their count, what the disk costs each commit.",
+            );
+            let _ = writeln!(
+                out,
+                "nanoflow_journal_sync_seconds_total {}",
+                synced.as_secs_f64()
+            );
         }
         header(
             &mut out,

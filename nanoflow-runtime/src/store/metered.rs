@@ -139,6 +139,10 @@ impl RunStore for Metered {
         self.inner.transactions()
     }
 
+    fn syncs(&self) -> (u64, std::time::Duration) {
+        self.inner.syncs()
+    }
+
     fn shared(&self) -> bool {
         self.inner.shared()
     }

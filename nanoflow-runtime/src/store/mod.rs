@@ -690,6 +690,13 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     fn transactions(&self) -> u64 {
         0
     }
+
+    /// How many times the store flushed its commits to the disk itself (`fdatasync`), and how
+    /// long those flushes took in all: the disk's share of each commit. `(0, 0)` when the
+    /// store does not sync a file of its own (memory; PostgreSQL, whose server syncs).
+    fn syncs(&self) -> (u64, std::time::Duration) {
+        (0, std::time::Duration::ZERO)
+    }
 }
 
 #[cfg(test)]

@@ -251,6 +251,8 @@ struct Inner {
     stop: Arc<AtomicBool>,
     /// Transactions committed by the writer thread.
     transactions: Arc<AtomicU64>,
+    /// The WAL's syncs and their time.
+    syncs: Arc<Syncs>,
 }
 
 impl Drop for Inner {
@@ -502,6 +504,10 @@ impl RunStore for SqliteStore {
         self.inner.transactions.load(Ordering::Relaxed)
     }
 
+    fn syncs(&self) -> (u64, std::time::Duration) {
+        self.inner.syncs.get()
+    }
+
     fn durable(&self) -> bool {
         true
     }
@@ -618,7 +624,8 @@ impl Inner {
                 "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{WRITER_CACHE_KIB};"
             ))
             .map_err(|e| journal_error(&shown, e))?;
-        let wal = WalSync::new(writer_wal.clone());
+        let syncs = Arc::new(Syncs::default());
+        let wal = WalSync::new(writer_wal.clone(), syncs.clone());
         let (tx, rx) = mpsc::channel();
         let thread_path = shown.clone();
         let transactions = Arc::new(AtomicU64::new(0));
@@ -630,7 +637,7 @@ impl Inner {
         let (synced_tx, synced_rx) = mpsc::channel();
         let sync_path = shown.clone();
         let sync_health = health.clone();
-        let sync_wal = WalSync::new(writer_wal);
+        let sync_wal = WalSync::new(writer_wal, syncs.clone());
         let to_writer = tx.clone();
         std::thread::Builder::new()
             .name("nanoflow-journal-sync".into())
@@ -658,6 +665,7 @@ impl Inner {
             path: shown,
             stop,
             transactions,
+            syncs,
         })
     }
 
@@ -838,15 +846,43 @@ fn timeline(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
 /// freed on a full disk) is noticed without a run risking its steps on it.
 const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How many times the WAL was synced, and how long those syncs took in all: what the disk
+/// costs each commit (`GET /metrics`, and the durability bench's floor of a run's latency).
+#[derive(Debug, Default)]
+struct Syncs {
+    count: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl Syncs {
+    fn add(&self, took: std::time::Duration) {
+        self.nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (u64, std::time::Duration) {
+        (
+            self.count.load(Ordering::Relaxed),
+            std::time::Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        )
+    }
+}
+
 /// `fdatasync` of the WAL file: what makes a commit durable (see `Inner::open`).
 struct WalSync {
     path: std::path::PathBuf,
     file: Option<(std::fs::File, u64)>,
+    syncs: Arc<Syncs>,
 }
 
 impl WalSync {
-    fn new(path: std::path::PathBuf) -> Self {
-        Self { path, file: None }
+    fn new(path: std::path::PathBuf, syncs: Arc<Syncs>) -> Self {
+        Self {
+            path,
+            file: None,
+            syncs,
+        }
     }
 
     /// Syncs what SQLite wrote to the WAL so far. Reopens the file when it is not the one
@@ -860,7 +896,14 @@ impl WalSync {
             self.file = Some((file, ino));
         }
         match &self.file {
-            Some((file, _)) => file.sync_data(),
+            Some((file, _)) => {
+                let started = std::time::Instant::now();
+                let synced = file.sync_data();
+                if synced.is_ok() {
+                    self.syncs.add(started.elapsed());
+                }
+                synced
+            }
             None => Ok(()),
         }
     }
