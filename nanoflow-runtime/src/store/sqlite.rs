@@ -635,13 +635,24 @@ impl Inner {
         // The sync thread makes committed batches durable while the writer goes on with the
         // next one (see `sync_loop`).
         let (synced_tx, synced_rx) = mpsc::channel();
+        let answered = Arc::new(AtomicU64::new(0));
+        let sync_answered = answered.clone();
         let sync_path = shown.clone();
         let sync_health = health.clone();
         let sync_wal = WalSync::new(writer_wal, syncs.clone());
         let to_writer = tx.clone();
         std::thread::Builder::new()
             .name("nanoflow-journal-sync".into())
-            .spawn(move || sync_loop(sync_wal, synced_rx, to_writer, &sync_path, &sync_health))
+            .spawn(move || {
+                sync_loop(
+                    sync_wal,
+                    synced_rx,
+                    to_writer,
+                    &sync_answered,
+                    &sync_path,
+                    &sync_health,
+                )
+            })
             .map_err(|e| journal_error(&shown, format!("cannot start the sync thread: {e}")))?;
         std::thread::Builder::new()
             .name("nanoflow-journal".into())
@@ -651,6 +662,7 @@ impl Inner {
                     wal,
                     rx,
                     synced_tx,
+                    &answered,
                     &restart,
                     &thread_path,
                     &thread_transactions,
@@ -938,10 +950,12 @@ struct Committed(Vec<(Write, Outcome)>);
 /// every transaction committed before it started. Transactions are answered in the order they
 /// were committed, and one committed after another is durable only with it: the WAL's frames
 /// are checksummed in a chain, so recovery after a crash keeps a prefix of the commits.
+/// `answered` counts the transactions answered, for the writer (see `writer_loop`).
 fn sync_loop(
     mut wal: WalSync,
     rx: mpsc::Receiver<Committed>,
     writer: mpsc::Sender<ToWriter>,
+    answered: &AtomicU64,
     path: &str,
     health: &Health,
 ) {
@@ -956,24 +970,42 @@ fn sync_loop(
         // The writer commits what it applied during this sync before the callers below are
         // answered.
         let _ = writer.send(ToWriter::Synced);
-        match synced {
-            Ok(()) => {
-                failing.succeeded("journal write", path);
-                health.succeeded(path);
-                for (write, result) in group.drain(..).flat_map(|c| c.0) {
-                    reply(write, Ok(result));
-                }
+        let count = group.len() as u64;
+        answer(
+            group.drain(..).flat_map(|c| c.0),
+            synced,
+            path,
+            health,
+            &mut failing,
+        );
+        answered.fetch_add(count, Ordering::Release);
+    }
+}
+
+/// Answers the writes of transactions whose sync returned `synced`.
+fn answer(
+    writes: impl Iterator<Item = (Write, Outcome)>,
+    synced: rusqlite::Result<()>,
+    path: &str,
+    health: &Health,
+    failing: &mut Repeated,
+) {
+    match synced {
+        Ok(()) => {
+            failing.succeeded("journal write", path);
+            health.succeeded(path);
+            for (write, result) in writes {
+                reply(write, Ok(result));
             }
-            // Committed but not durable: the writes are in the file, so they are not
-            // retried; every caller is told they failed, and the journal is unhealthy until a
-            // write syncs.
-            Err(e) => {
-                let why = e.to_string();
-                failing.failed("journal write", path, &e);
-                health.failed(&why);
-                for (write, _) in group.drain(..).flat_map(|c| c.0) {
-                    reply(write, Err(why.clone()));
-                }
+        }
+        // Committed but not durable: the writes are in the file, so they are not retried;
+        // every caller is told they failed, and the journal is unhealthy until a write syncs.
+        Err(e) => {
+            let why = e.to_string();
+            failing.failed("journal write", path, &e);
+            health.failed(&why);
+            for (write, _) in writes {
+                reply(write, Err(why.clone()));
             }
         }
     }
@@ -983,13 +1015,17 @@ fn sync_loop(
 /// when the sync thread is free, which then makes it durable while the next transaction fills.
 /// So a commit's SQLite work overlaps the previous commit's `fdatasync`, and there is one
 /// commit per sync: each commit rewrites the pages it touched in the WAL, so fewer, larger
-/// commits write less.
+/// commits write less. A commit that finds no write waiting and the sync thread done with
+/// every earlier one is synced and answered here: with nothing to overlap, the hand-off to
+/// the other thread would only add its wake-up to the commit (one client's run makes three
+/// such commits).
 #[allow(clippy::too_many_arguments)]
 fn writer_loop(
     conn: Connection,
     mut wal: WalSync,
     rx: mpsc::Receiver<ToWriter>,
     synced: mpsc::Sender<Committed>,
+    answered: &AtomicU64,
     restart: &AtomicBool,
     path: &str,
     transactions: &AtomicU64,
@@ -997,6 +1033,10 @@ fn writer_loop(
 ) {
     let mut failing = Repeated::default();
     let mut checkpoints = Repeated::default();
+    // Transactions handed to the sync thread (it counts those it answered in `answered`).
+    let mut handed: u64 = 0;
+    // A message taken from the queue to see whether it was empty, handled next.
+    let mut pending: Option<ToWriter> = None;
     // The writes applied in the open transaction, each with what it produced.
     let mut open: Vec<(Write, Outcome)> = Vec::new();
     // Whether a committed transaction is being synced.
@@ -1008,13 +1048,30 @@ fn writer_loop(
                 Ok(()) => {
                     transactions.fetch_add(1, Ordering::Relaxed);
                     failing.succeeded("journal write", path);
-                    // The sync thread ends only after this one: it cannot refuse the batch.
-                    let _ = synced.send(Committed(std::mem::take(&mut open)));
-                    syncing = true;
+                    let waiting = if stopping {
+                        Err(mpsc::TryRecvError::Disconnected)
+                    } else {
+                        rx.try_recv()
+                    };
+                    let alone = matches!(waiting, Err(mpsc::TryRecvError::Empty))
+                        && answered.load(Ordering::Acquire) == handed;
+                    pending = waiting.ok();
+                    if alone {
+                        // Nothing to overlap with the sync: sync and answer here, in commit
+                        // order still (the sync thread has answered every earlier commit).
+                        let synced = wal.sync_sqlite();
+                        answer(open.drain(..), synced, path, health, &mut failing);
+                    } else {
+                        // The sync thread ends only after this one: it cannot refuse the
+                        // batch.
+                        let _ = synced.send(Committed(std::mem::take(&mut open)));
+                        handed += 1;
+                        syncing = true;
+                    }
                     // Between two transactions, when the checkpoint thread asks: copy what is
                     // left of the WAL into the database and make the next commit start the WAL
                     // over (a pause of the writer of about one checkpoint; the commit just
-                    // handed over is synced by this checkpoint, and by the sync thread).
+                    // made is synced by this checkpoint too).
                     if restart.swap(false, Ordering::Relaxed) {
                         // A reader on the WAL makes it wait: briefly, not the 5 s that writes
                         // wait for a lock.
@@ -1054,7 +1111,9 @@ fn writer_loop(
         if stopping {
             break;
         }
-        let message = if open.is_empty() && !syncing && health.check().is_err() {
+        let message = if let Some(message) = pending.take() {
+            message
+        } else if open.is_empty() && !syncing && health.check().is_err() {
             match rx.recv_timeout(PROBE_EVERY) {
                 Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
