@@ -621,7 +621,24 @@ async fn a_redelivered_message_runs_once_across_runners() {
             .unwrap();
         }
         if round == 0 {
+            // Past the duplicate window, and every first copy's run recorded: a copy that
+            // comes while its original's first record is not durable yet may run that first
+            // node too (docs/triggers.md), which is not what this test is about. (A fixed wait
+            // alone was too short on a loaded machine: most copies ran twice.)
             tokio::time::sleep(Duration::from_millis(300)).await;
+            let db = services::connect_db(&url).await;
+            services::eventually(30, "the first copies' runs recorded", || async {
+                let recorded: i64 = db
+                    .query_one(
+                        "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = 'scale_queue'",
+                        &[],
+                    )
+                    .await
+                    .ok()?
+                    .get(0);
+                (recorded >= 20).then_some(())
+            })
+            .await;
         }
     }
     let db = services::connect_db(&url).await;
