@@ -1049,18 +1049,22 @@ fn writer_loop(
                 Ok(()) => {
                     transactions.fetch_add(1, Ordering::Relaxed);
                     failing.succeeded("journal write", path);
-                    let waiting = if stopping {
-                        Err(mpsc::TryRecvError::Disconnected)
-                    } else {
-                        rx.try_recv()
-                    };
-                    // One write, none waiting, the sync thread idle: a lone client. (A commit
+                    // One write, the sync thread idle, none waiting: a lone client. (A commit
                     // of many writes goes to the sync thread even then, since load is high
-                    // enough to bring more while it syncs.)
-                    let alone = open.len() == 1
-                        && matches!(waiting, Err(mpsc::TryRecvError::Empty))
-                        && answered.load(Ordering::Acquire) == handed;
-                    pending = waiting.ok();
+                    // enough to bring more while it syncs; the queue is looked at only for a
+                    // commit of one.)
+                    let mut alone =
+                        !stopping && open.len() == 1 && answered.load(Ordering::Acquire) == handed;
+                    if alone {
+                        match rx.try_recv() {
+                            Err(mpsc::TryRecvError::Empty) => {}
+                            Err(mpsc::TryRecvError::Disconnected) => alone = false,
+                            Ok(message) => {
+                                pending = Some(message);
+                                alone = false;
+                            }
+                        }
+                    }
                     if alone {
                         // Nothing to overlap with the sync: sync and answer here, in commit
                         // order still (the sync thread has answered every earlier commit).
