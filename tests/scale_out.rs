@@ -105,6 +105,20 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Sends one shipment to `addr`, asynchronously; the run id of its 202.
+/// How many runs of `workflow` the shared journal holds (only those that succeeded, with
+/// `succeeded`); `None` when the database cannot be read.
+async fn journal_runs(db: &tokio_postgres::Client, workflow: &str, succeeded: bool) -> Option<i64> {
+    let sql = if succeeded {
+        "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = $1 AND status = 'succeeded'"
+    } else {
+        "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = $1"
+    };
+    db.query_one(sql, &[&workflow])
+        .await
+        .ok()
+        .map(|row| row.get(0))
+}
+
 async fn send(addr: SocketAddr, id: &str) -> Option<String> {
     let body = format!(r#"{{"id":"{id}"}}"#);
     let id = id.to_owned();
@@ -606,6 +620,7 @@ async fn a_redelivered_message_runs_once_across_runners() {
             .map(|_| ())
     })
     .await;
+    let db = services::connect_db(&url).await;
     for round in 0..2 {
         for i in 0..20 {
             let mut headers = async_nats::HeaderMap::new();
@@ -626,32 +641,15 @@ async fn a_redelivered_message_runs_once_across_runners() {
             // node too (docs/triggers.md), which is not what this test is about. (A fixed wait
             // alone was too short on a loaded machine: most copies ran twice.)
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let db = services::connect_db(&url).await;
             services::eventually(30, "the first copies' runs recorded", || async {
-                let recorded: i64 = db
-                    .query_one(
-                        "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = 'scale_queue'",
-                        &[],
-                    )
-                    .await
-                    .ok()?
-                    .get(0);
+                let recorded = journal_runs(&db, "scale_queue", false).await?;
                 (recorded >= 20).then_some(())
             })
             .await;
         }
     }
-    let db = services::connect_db(&url).await;
     services::eventually(30, "20 queue runs", || async {
-        let done: i64 = db
-            .query_one(
-                "SELECT count(*) FROM nanoflow_journal.runs
-                 WHERE workflow = 'scale_queue' AND status = 'succeeded'",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
+        let done = journal_runs(&db, "scale_queue", true).await?;
         (done >= 20).then_some(())
     })
     .await;
@@ -659,15 +657,8 @@ async fn a_redelivered_message_runs_once_across_runners() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    let runs: i64 = db
-        .query_one(
-            "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = 'scale_queue'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(runs, 20, "one run per message id");
+    let runs = journal_runs(&db, "scale_queue", false).await;
+    assert_eq!(runs, Some(20), "one run per message id");
     let ran = QUEUED.lock().unwrap().clone().unwrap_or_default();
     assert_eq!(ran.len(), 20);
     assert!(
@@ -719,29 +710,14 @@ async fn each_database_event_runs_once_across_runners() {
             .unwrap();
     }
     services::eventually(30, "60 parcel runs", || async {
-        let done = db
-            .query_one(
-                "SELECT count(*) FROM nanoflow_journal.runs
-                 WHERE workflow = 'parcel_events' AND status = 'succeeded'",
-                &[],
-            )
-            .await
-            .ok()?
-            .get::<_, i64>(0);
+        let done = journal_runs(&db, "parcel_events", true).await?;
         (done >= 60).then_some(())
     })
     .await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    let runs: i64 = db
-        .query_one(
-            "SELECT count(*) FROM nanoflow_journal.runs WHERE workflow = 'parcel_events'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(runs, 60, "one run per event");
+    let runs = journal_runs(&db, "parcel_events", false).await;
+    assert_eq!(runs, Some(60), "one run per event");
     let ran = PARCELS.lock().unwrap().clone().unwrap_or_default();
     assert_eq!(ran.len(), 60);
     assert!(ran.values().all(|&n| n == 1), "an event ran twice: {ran:?}");
