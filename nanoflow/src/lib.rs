@@ -32,6 +32,14 @@ mod manual {
     mod architecture {}
 }
 
+/// The program's allocator: mimalloc (feature `mimalloc`, on by default; docs/operations.md,
+/// "The memory allocator"). Without it, glibc's allocator took about a third of the runtime's
+/// CPU in the queue-trigger benchmark, on the runs' futures that are too large for its
+/// per-thread caches.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[doc(inline)]
 pub use nanoflow_macros::{node, workflow};
 /// Publishing to NATS JetStream (feature `nats`, on by default).
