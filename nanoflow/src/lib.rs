@@ -33,9 +33,9 @@ mod manual {
 }
 
 /// The program's allocator: mimalloc (feature `mimalloc`, on by default; docs/operations.md,
-/// "The memory allocator"). Without it, glibc's allocator took about a third of the runtime's
-/// CPU in the queue-trigger benchmark, on the runs' futures that are too large for its
-/// per-thread caches.
+/// "The memory allocator"). Without it, glibc's allocator took a quarter to a third of the
+/// runtime's CPU in the queue-trigger benchmark, on the runs' futures that are too large for
+/// its per-thread caches.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
