@@ -104,7 +104,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Sends one shipment to `addr`, asynchronously; the run id of its 202.
 /// How many runs of `workflow` the shared journal holds (only those that succeeded, with
 /// `succeeded`); `None` when the database cannot be read.
 async fn journal_runs(db: &tokio_postgres::Client, workflow: &str, succeeded: bool) -> Option<i64> {
@@ -119,6 +118,7 @@ async fn journal_runs(db: &tokio_postgres::Client, workflow: &str, succeeded: bo
         .map(|row| row.get(0))
 }
 
+/// Sends one shipment to `addr`, asynchronously; the run id of its 202.
 async fn send(addr: SocketAddr, id: &str) -> Option<String> {
     let body = format!(r#"{{"id":"{id}"}}"#);
     let id = id.to_owned();
