@@ -454,7 +454,7 @@ pub(crate) async fn start(
             if let TriggerDef::Queue { subject } = trigger {
                 tokio::spawn(consume(
                     app.clone(),
-                    nats.clone(),
+                    Arc::new(nats.clone()),
                     wf.clone(),
                     subject,
                     shutdown.subscribe(),
@@ -468,7 +468,7 @@ pub(crate) async fn start(
 /// Consumes `subject` for `wf` until shutdown, setting the consumer up again after any failure.
 async fn consume(
     app: Arc<App>,
-    nats: Nats,
+    nats: Arc<Nats>,
     wf: Arc<dyn DynWorkflow>,
     subject: &'static str,
     mut shutdown: watch::Receiver<bool>,
@@ -493,7 +493,7 @@ async fn consume(
 /// Sets the consumer up and hands each message to its own task; returns why it stopped.
 async fn consume_once(
     app: &Arc<App>,
-    nats: &Nats,
+    nats: &Arc<Nats>,
     wf: &Arc<dyn DynWorkflow>,
     subject: &'static str,
     failures: &mut u32,
@@ -589,14 +589,16 @@ async fn consume_once(
             let Ok(permit) = app.limiter.clone().acquire_owned().await else {
                 return "the runner stopped".into();
             };
-            tokio::spawn(handle(
+            // Boxed: a message's future is kilobytes, which spawning would copy several times
+            // (into the task, and at each change of the task's stage).
+            tokio::spawn(Box::pin(handle(
                 app.clone(),
                 nats.clone(),
                 wf.clone(),
                 message,
                 permit,
                 key,
-            ));
+            )));
         }
     }
     "the message stream ended".into()
@@ -662,7 +664,7 @@ async fn known_keys(
 /// Starts the run of one message (at most once per message key), then acknowledges it.
 async fn handle(
     app: Arc<App>,
-    nats: Nats,
+    nats: Arc<Nats>,
     wf: Arc<dyn DynWorkflow>,
     message: jetstream::Message,
     permit: OwnedSemaphorePermit,
