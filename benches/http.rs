@@ -5,9 +5,10 @@
 //! Three servers in one process: bare axum, nanoflow without the journal (`--journal off`), and
 //! nanoflow as `serve` starts by default (the SQLite journal, in a temporary file).
 //!
-//! `cargo bench -p nanoflow --bench http` (env `BENCH_SECS`, `BENCH_CONNS` to change the load;
-//! `BENCH_HOLD=60` prints the three addresses and serves them for 60 s instead, for `wrk`:
-//! see `benches/wrk.sh`)
+//! `cargo bench -p nanoflow --bench http` (env `BENCH_SECS`, `BENCH_CONNS`, `BENCH_ROUNDS` to
+//! change the load; `BENCH_HOLD=60` prints the three addresses and serves them for 60 s
+//! instead, for `wrk`: see `benches/wrk.sh`). Each round measures the three in turn; the
+//! summary gives the median of the rounds' ratios, and the best round of each.
 #![allow(missing_docs)]
 
 #[path = "support/mod.rs"]
@@ -131,6 +132,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(32);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4)
+        .max(1);
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -177,9 +183,13 @@ fn main() {
         return;
     }
 
-    println!("HTTP benchmark: {conns} keep-alive connections, {secs} s per round, loopback, 2 server threads");
+    println!("HTTP benchmark: {conns} keep-alive connections, {rounds} rounds of {secs} s each, loopback, 2 server threads");
     let mut best = [(0.0f64, 0.0f64, 0.0f64); 3];
-    for round in 1..=2 {
+    // Each round measures the three in turn; a round's ratios compare measurements made
+    // seconds apart, so a slow spell of the machine (a shared VM) weighs on both sides.
+    let mut ratios: [Vec<[f64; 3]>; 3] = Default::default();
+    for round in 1..=rounds {
+        let mut this = [[0.0f64; 3]; 3];
         for (i, (name, addr)) in contenders.into_iter().enumerate() {
             let s = support::load(addr, &REQUEST, conns, secs);
             let rps = s.requests as f64 / s.secs;
@@ -190,9 +200,29 @@ fn main() {
             if rps > best[i].0 {
                 best[i] = (rps, s.p50_us, s.p99_us);
             }
+            this[i] = [rps, s.p50_us, s.p99_us];
+        }
+        for i in 1..3 {
+            ratios[i].push(std::array::from_fn(|k| this[i][k] / this[0][k]));
         }
     }
     for (i, name) in [(1, "journal off"), (2, "journal on")] {
+        let median = |k: usize| {
+            let mut v: Vec<f64> = ratios[i].iter().map(|r| r[k]).collect();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        };
+        println!(
+            "nanoflow {name} / bare axum: throughput {:.2}x   p50 {:.2}x   p99 {:.2}x   (median of the rounds' ratios)",
+            median(0),
+            median(1),
+            median(2)
+        );
         println!(
             "nanoflow {name} / bare axum: throughput {:.2}x   p50 {:.2}x   p99 {:.2}x   (best round of each)",
             best[i].0 / best[0].0,
