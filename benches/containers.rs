@@ -51,11 +51,6 @@ fn config(mode: IsolationMode, min_warm: usize, service: &str) -> ServeConfig {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -172,7 +167,7 @@ fn main() {
         assert!(ok);
         runs.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let (cold, run) = (median(colds), median(runs));
+    let (cold, run) = (support::median(colds), support::median(runs));
     println!("cold start of a node container    : {cold:>6.0} ms (median of 5)");
     println!("docker run --rm FROM scratch hello: {run:>6.0} ms (median of 5)");
     println!(

@@ -207,16 +207,7 @@ fn main() {
         }
     }
     for (i, name) in [(1, "journal off"), (2, "journal on")] {
-        let median = |k: usize| {
-            let mut v: Vec<f64> = ratios[i].iter().map(|r| r[k]).collect();
-            v.sort_by(f64::total_cmp);
-            let n = v.len();
-            if n % 2 == 1 {
-                v[n / 2]
-            } else {
-                (v[n / 2 - 1] + v[n / 2]) / 2.0
-            }
-        };
+        let median = |k: usize| support::median(ratios[i].iter().map(|r| r[k]).collect());
         println!(
             "nanoflow {name} / bare axum: throughput {:.2}x   p50 {:.2}x   p99 {:.2}x   (median of the rounds' ratios)",
             median(0),

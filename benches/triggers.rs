@@ -17,6 +17,9 @@
 //! the sizes)
 #![allow(missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -370,16 +373,6 @@ async fn db_latency(url: &str, events: usize) -> (Vec<f64>, Vec<f64>) {
     (from_send, from_commit)
 }
 
-/// The median of sorted values.
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -429,21 +422,19 @@ fn main() {
             per_message.0.push(durable.writes);
             per_message.1.push(durable.transactions);
         }
-        for (what, mut r) in ["--journal off", "journaled    "].into_iter().zip(ratios) {
-            r.sort_by(f64::total_cmp);
+        for (what, r) in ["--journal off", "journaled    "].into_iter().zip(ratios) {
+            let (lowest, highest) = r
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
             println!(
-                "queue trigger, {what} / raw consumer: median {:.1}% over {rounds} rounds (lowest {:.1}%, highest {:.1}%)",
-                median(&r),
-                r[0],
-                r[r.len() - 1]
+                "queue trigger, {what} / raw consumer: median {:.1}% over {rounds} rounds (lowest {lowest:.1}%, highest {highest:.1}%)",
+                support::median(r),
             );
         }
-        per_message.0.sort_by(f64::total_cmp);
-        per_message.1.sort_by(f64::total_cmp);
         println!(
             "  journal per message: {:.2} writes (commits in sequence), {:.3} transactions (group commits) (medians)",
-            median(&per_message.0),
-            median(&per_message.1)
+            support::median(per_message.0),
+            support::median(per_message.1)
         );
         let _ = js.delete_stream("BENCH_RAW").await;
         let _ = js.delete_stream("NANOFLOW_bench_orders").await;

@@ -1,11 +1,23 @@
 //! The in-tree HTTP/1.1 load generator shared by the benchmarks: keep-alive connections on
-//! loopback, each sending the same request as soon as the previous answer arrived.
+//! loopback, each sending the same request as soon as the previous answer arrived; and the
+//! median the benchmarks sum their rounds up with.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The median of `v` (the mean of the two middle values when their number is even).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
 
 pub(crate) struct Request {
     pub(crate) path: &'static str,

@@ -449,12 +449,15 @@ pub(crate) async fn start(
     let nats = Nats::connect(url).await?;
     *PUBLISHER.write().unwrap_or_else(|p| p.into_inner()) = Some(nats.clone());
     let _ = app.services.nats.set(nats.clone());
+    // One handle for every consumer and each message's task: a clone of `Nats` copies a
+    // `String` and three handles.
+    let shared = Arc::new(nats);
     for wf in app.workflows.values() {
         for trigger in &wf.graph().triggers {
             if let TriggerDef::Queue { subject } = trigger {
                 tokio::spawn(consume(
                     app.clone(),
-                    Arc::new(nats.clone()),
+                    shared.clone(),
                     wf.clone(),
                     subject,
                     shutdown.subscribe(),
