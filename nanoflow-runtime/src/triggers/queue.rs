@@ -452,12 +452,14 @@ pub(crate) async fn start(
     // One handle for every consumer and each message's task: a clone of `Nats` copies a
     // `String` and three handles.
     let shared = Arc::new(nats);
+    let acks = Acks::start(shared.client.clone());
     for wf in app.workflows.values() {
         for trigger in &wf.graph().triggers {
             if let TriggerDef::Queue { subject } = trigger {
                 tokio::spawn(consume(
                     app.clone(),
                     shared.clone(),
+                    acks.clone(),
                     wf.clone(),
                     subject,
                     shutdown.subscribe(),
@@ -472,6 +474,7 @@ pub(crate) async fn start(
 async fn consume(
     app: Arc<App>,
     nats: Arc<Nats>,
+    acks: Acks,
     wf: Arc<dyn DynWorkflow>,
     subject: &'static str,
     mut shutdown: watch::Receiver<bool>,
@@ -480,7 +483,7 @@ async fn consume(
     let mut failures = 0u32;
     loop {
         let error = tokio::select! {
-            e = consume_once(&app, &nats, &wf, subject, &mut failures) => e,
+            e = consume_once(&app, &nats, &acks, &wf, subject, &mut failures) => e,
             _ = shutdown.wait_for(|stopped| *stopped) => return,
         };
         failures = failures.saturating_add(1);
@@ -497,6 +500,7 @@ async fn consume(
 async fn consume_once(
     app: &Arc<App>,
     nats: &Arc<Nats>,
+    acks: &Acks,
     wf: &Arc<dyn DynWorkflow>,
     subject: &'static str,
     failures: &mut u32,
@@ -586,7 +590,7 @@ async fn consume_once(
             if let Some(original) = known.get(&key) {
                 // A redelivery or a duplicate of a message whose run is recorded: nothing runs.
                 tracing::debug!(workflow = name, %original, key, "message already started a run; acknowledging the duplicate");
-                settle(&message, AckKind::Ack, name).await;
+                acks.send(&message, AckKind::Ack, name);
                 continue;
             }
             let Ok(permit) = app.limiter.clone().acquire_owned().await else {
@@ -597,6 +601,7 @@ async fn consume_once(
             tokio::spawn(Box::pin(handle(
                 app.clone(),
                 nats.clone(),
+                acks.clone(),
                 wf.clone(),
                 message,
                 permit,
@@ -668,6 +673,7 @@ async fn known_keys(
 async fn handle(
     app: Arc<App>,
     nats: Arc<Nats>,
+    acks: Acks,
     wf: Arc<dyn DynWorkflow>,
     message: jetstream::Message,
     permit: OwnedSemaphorePermit,
@@ -688,21 +694,21 @@ async fn handle(
         Ok(Admitted::New(run)) => run,
         Ok(Admitted::Existing(original)) => {
             tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
-            settle(&message, AckKind::Ack, name).await;
+            acks.send(&message, AckKind::Ack, name);
             return;
         }
         Err(Refused::Journal(e)) => {
             tracing::error!(workflow = name, sequence, error = %e, "cannot record the run; the message will be redelivered");
-            settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+            acks.send(&message, AckKind::Nak(Some(Duration::from_secs(5))), name);
             return;
         }
         Err(Refused::Input(error)) => {
             tracing::warn!(workflow = name, subject = %message.subject, sequence, error = %error, "message does not fit the workflow's input; dead-lettering it");
             match dead_letter(&nats, name, &message, sequence, &key, &error).await {
-                Ok(()) => settle(&message, AckKind::Ack, name).await,
+                Ok(()) => acks.send(&message, AckKind::Ack, name),
                 Err(e) => {
                     tracing::error!(workflow = name, sequence, error = %e, "cannot dead-letter the message; it will be redelivered");
-                    settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+                    acks.send(&message, AckKind::Nak(Some(Duration::from_secs(5))), name);
                 }
             }
             return;
@@ -717,17 +723,17 @@ async fn handle(
         let run_id = run.run_id();
         let answer = async {
             match claim.await {
-                Claimed::Recorded => settle(&message, AckKind::Ack, name).await,
+                Claimed::Recorded => acks.send(&message, AckKind::Ack, name),
                 Claimed::Existing(original) => {
                     tracing::debug!(workflow = name, sequence, %original, dropped = %run_id, "message already started a run; acknowledging the duplicate");
-                    settle(&message, AckKind::Ack, name).await;
+                    acks.send(&message, AckKind::Ack, name);
                 }
                 Claimed::Failed if *app.stop.borrow() => {
                     tracing::debug!(workflow = name, sequence, %run_id, "the runner stopped before the run was recorded; the message will be redelivered");
                 }
                 Claimed::Failed => {
                     tracing::error!(workflow = name, sequence, %run_id, "cannot record the run; the message will be redelivered");
-                    settle(&message, AckKind::Nak(Some(Duration::from_secs(5))), name).await;
+                    acks.send(&message, AckKind::Nak(Some(Duration::from_secs(5))), name);
                 }
             }
         };
@@ -742,14 +748,82 @@ async fn handle(
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
         // Driven in this task, the message's own: no task of its own either.
         let _ = run.drive(&app, permit).await;
-        settle(&message, AckKind::Ack, name).await;
+        acks.send(&message, AckKind::Ack, name);
     }
 }
 
-async fn settle(message: &jetstream::Message, kind: AckKind, workflow: &str) {
-    // A lost acknowledgement means a redelivery, which the idempotency key absorbs.
-    if let Err(e) = message.ack_with(kind).await {
-        tracing::warn!(workflow, error = %e, "acknowledging a message failed; it will be redelivered and deduplicated");
+/// Acknowledgements (and negative ones) on their way to the NATS server, sent by one task in
+/// batches. A commit of the journal answers the claims of many runs at once; each acknowledging
+/// in its own task handed the client's connection one message at a time (the connection task
+/// ran next, as the task just woken), so each went out in a write and a packet of its own, and
+/// the server woke to read each. Queued here, they are written together.
+#[derive(Clone)]
+struct Acks(tokio::sync::mpsc::UnboundedSender<Ack>);
+
+/// One acknowledgement: the message's reply subject and what to tell the server.
+struct Ack {
+    reply: async_nats::Subject,
+    kind: AckKind,
+    workflow: &'static str,
+}
+
+/// Most acknowledgements handed to the client at once.
+const ACK_BATCH: usize = 1024;
+
+impl Acks {
+    /// Starts the task that sends them; it ends once every handle is dropped and the queue
+    /// is empty.
+    fn start(client: async_nats::Client) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_acks(client, rx));
+        Self(tx)
+    }
+
+    /// Queues `kind` for `message`. A lost acknowledgement means a redelivery, which the
+    /// idempotency key absorbs.
+    fn send(&self, message: &jetstream::Message, kind: AckKind, workflow: &'static str) {
+        let Some(reply) = message.reply.clone() else {
+            tracing::warn!(workflow, "a message without a reply subject cannot be acknowledged; it will be redelivered and deduplicated");
+            return;
+        };
+        if self
+            .0
+            .send(Ack {
+                reply,
+                kind,
+                workflow,
+            })
+            .is_err()
+        {
+            tracing::warn!(workflow, "the runner is stopping: a message is left unacknowledged; it will be redelivered and deduplicated");
+        }
+    }
+}
+
+async fn send_acks(
+    client: async_nats::Client,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<Ack>,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    while queued.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        // Woken by the first run of a commit: let the others it answered queue theirs.
+        tokio::task::yield_now().await;
+        while batch.len() < ACK_BATCH {
+            match queued.try_recv() {
+                Ok(ack) => batch.push(ack),
+                Err(_) => break,
+            }
+        }
+        for Ack {
+            reply,
+            kind,
+            workflow,
+        } in batch.drain(..)
+        {
+            if let Err(e) = client.publish(reply, kind.into()).await {
+                tracing::warn!(workflow, error = %e, "acknowledging a message failed; it will be redelivered and deduplicated");
+            }
+        }
     }
 }
 
