@@ -250,7 +250,8 @@ async fn triggered(js: &jetstream::Context, nats: &str, n: usize, journal: bool)
     publish(js, "bench.orders", n).await;
     // The trigger's consumer (as the runner makes it), made here so that it takes the messages
     // published before it.
-    let in_flight = env_usize("BENCH_IN_FLIGHT", 1024);
+    // The runner's default unless told (`BENCH_IN_FLIGHT`).
+    let in_flight = env_usize("BENCH_IN_FLIGHT", ServeConfig::default().max_in_flight);
     stream
         .create_consumer(consumer::pull::Config {
             max_ack_pending: in_flight as i64,

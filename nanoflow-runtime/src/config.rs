@@ -16,7 +16,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Largest accepted request body in bytes (`--max-body`; default 1 MiB). Larger: 413.
     pub max_body: usize,
-    /// Most runs in flight at once (`--max-in-flight`; default 1024). Past it: 503.
+    /// Most runs in flight at once (`--max-in-flight`; default 4096). Past it: 503; a queue
+    /// trigger pulls no more messages until a run ends.
     pub max_in_flight: usize,
     /// How long a shutdown waits for in-flight runs (`--grace`; default 30 s).
     pub grace: Duration,
@@ -76,7 +77,10 @@ impl Default for ServeConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body: 1024 * 1024,
-            max_in_flight: 1024,
+            // A journaled run holds its slot across its commits: with 1024, queue-triggered runs
+            // waited for slots while the journal's group commits stayed small (docs/benchmarks.md,
+            // eleventh round). A run in flight costs a few kilobytes.
+            max_in_flight: 4096,
             grace: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
