@@ -48,6 +48,32 @@ impl RunId {
     }
 }
 
+impl RunId {
+    /// The id's 32 hex digits (as [`Display`](fmt::Display) prints them) on the stack: for
+    /// a store that writes ids as text, without a `String` per write.
+    pub(crate) fn hex(self) -> HexId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 32];
+        let mut rest = self.0;
+        for d in digits.iter_mut().rev() {
+            *d = DIGITS[(rest & 0xf) as usize];
+            rest >>= 4;
+        }
+        HexId(digits)
+    }
+}
+
+/// A run id's 32 hex digits ([`RunId::hex`]).
+#[derive(Clone, Copy)]
+pub(crate) struct HexId([u8; 32]);
+
+impl HexId {
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII digits are written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl Default for RunId {
     fn default() -> Self {
         Self::new()
@@ -178,3 +204,20 @@ impl std::hash::Hasher for RunIdHasher {
 /// A map from run ids, hashed by [`RunIdHasher`].
 pub(crate) type RunIdMap<V> =
     std::collections::HashMap<RunId, V, std::hash::BuildHasherDefault<RunIdHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_digits_are_the_displayed_id() {
+        for id in [
+            RunId(0),
+            RunId(u128::MAX),
+            RunId(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+            RunId::new(),
+        ] {
+            assert_eq!(id.hex().as_str(), id.to_string());
+        }
+    }
+}

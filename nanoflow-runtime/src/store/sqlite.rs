@@ -1042,6 +1042,7 @@ fn writer_loop(
     let mut open: Vec<(Write, Outcome)> = Vec::new();
     // Whether a committed transaction is being synced.
     let mut syncing = false;
+    let mut statements = Statements::new(&conn);
     let mut stopping = false;
     loop {
         if !open.is_empty() && (!syncing || stopping || open.len() >= MAX_BATCH) {
@@ -1073,7 +1074,10 @@ fn writer_loop(
                     } else {
                         // The sync thread ends only after this one: it cannot refuse the
                         // batch.
-                        let _ = synced.send(Committed(std::mem::take(&mut open)));
+                        // The next transaction is about as large: sized for it, its writes
+                        // are not moved again as the list grows.
+                        let next = Vec::with_capacity(open.len());
+                        let _ = synced.send(Committed(std::mem::replace(&mut open, next)));
                         handed += 1;
                         syncing = true;
                     }
@@ -1105,7 +1109,7 @@ fn writer_loop(
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
                     one_by_one(
-                        &conn,
+                        &mut statements,
                         &mut wal,
                         open.drain(..).map(|(write, _)| write).collect(),
                         e,
@@ -1145,9 +1149,9 @@ fn writer_loop(
                 ToWriter::Write(write) => {
                     let applied = if open.is_empty() {
                         conn.execute_batch("BEGIN IMMEDIATE")
-                            .and_then(|()| apply(&conn, &write))
+                            .and_then(|()| apply(&mut statements, &write))
                     } else {
-                        apply(&conn, &write)
+                        apply(&mut statements, &write)
                     };
                     match applied {
                         Ok(result) => open.push((write, result)),
@@ -1161,7 +1165,7 @@ fn writer_loop(
                                 open.drain(..).map(|(write, _)| write).collect();
                             batch.push(write);
                             one_by_one(
-                                &conn,
+                                &mut statements,
                                 &mut wal,
                                 batch,
                                 e,
@@ -1216,7 +1220,7 @@ fn probe(
 /// fail.
 #[allow(clippy::too_many_arguments)]
 fn one_by_one(
-    conn: &Connection,
+    statements: &mut Statements<'_>,
     wal: &mut WalSync,
     batch: Vec<Write>,
     first_error: rusqlite::Error,
@@ -1228,10 +1232,12 @@ fn one_by_one(
     tracing::debug!(journal = path, error = %first_error, "journal batch failed; retrying its writes one by one");
     let mut any_ok = false;
     let mut last_error = None;
+    let conn = statements.conn;
     for write in batch {
         let result = (|| {
             conn.execute_batch("BEGIN IMMEDIATE")?;
-            let r = apply(conn, &write).and_then(|r| conn.execute_batch("COMMIT").map(|()| r));
+            let r =
+                apply(statements, &write).and_then(|r| conn.execute_batch("COMMIT").map(|()| r));
             if r.is_err() && !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
@@ -1259,6 +1265,39 @@ fn one_by_one(
         None => {
             failing.succeeded("journal write", path);
             health.succeeded(path);
+        }
+    }
+}
+
+/// The writer's connection with the statements of every run's records, each prepared once
+/// (when first used) and kept. From rusqlite's statement cache each write paid a hash of the
+/// statement's text and two moves in the cache's list (issue 16).
+struct Statements<'c> {
+    conn: &'c Connection,
+    insert_run: Option<rusqlite::Statement<'c>>,
+    insert_step: Option<rusqlite::Statement<'c>>,
+    finish_run: Option<rusqlite::Statement<'c>>,
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            insert_run: None,
+            insert_step: None,
+            finish_run: None,
+        }
+    }
+
+    /// The statement kept in `slot`, prepared from `sql` the first time.
+    fn held<'s>(
+        conn: &'c Connection,
+        slot: &'s mut Option<rusqlite::Statement<'c>>,
+        sql: &str,
+    ) -> rusqlite::Result<&'s mut rusqlite::Statement<'c>> {
+        match slot {
+            Some(statement) => Ok(statement),
+            None => Ok(slot.insert(conn.prepare(sql)?)),
         }
     }
 }
@@ -1311,7 +1350,8 @@ fn reply(write: Write, result: Result<Outcome, String>) {
 }
 
 /// Applies one write inside the batch's transaction.
-fn apply(c: &Connection, write: &Write) -> rusqlite::Result<Outcome> {
+fn apply(s: &mut Statements<'_>, write: &Write) -> rusqlite::Result<Outcome> {
+    let c = s.conn;
     match write {
         Write::Create(run, _) => {
             if let Some(key) = &run.idempotency_key {
@@ -1327,35 +1367,35 @@ fn apply(c: &Connection, write: &Write) -> rusqlite::Result<Outcome> {
                     ));
                 }
             }
-            insert_run(c, run)?;
+            insert_run(s, run)?;
             Ok(Outcome::Created(Created::New))
         }
         Write::Steps(steps, create, _) => {
-            if let Some(holder) = claim(c, create.as_ref())? {
+            if let Some(holder) = claim(s, create.as_ref())? {
                 return Ok(Outcome::Taken(holder));
             }
             for step in steps {
-                insert_step(c, step)?;
+                insert_step(s, step)?;
             }
             Ok(Outcome::Unit)
         }
         Write::Fork(run, from, steps, _) => {
-            insert_run(c, run)?;
+            insert_run(s, run)?;
             c.prepare_cached("UPDATE runs SET forked_from = ?2 WHERE id = ?1")?
                 .execute(params![run.run_id.to_string(), from.to_string()])?;
             for step in steps {
-                insert_step(c, step)?;
+                insert_step(s, step)?;
             }
             Ok(Outcome::Unit)
         }
         Write::Finish(steps, finish, create, _) => {
-            if let Some(holder) = claim(c, create.as_ref())? {
+            if let Some(holder) = claim(s, create.as_ref())? {
                 return Ok(Outcome::Taken(holder));
             }
             for step in steps {
-                insert_step(c, step)?;
+                insert_step(s, step)?;
             }
-            finish_run(c, finish)?;
+            finish_run(s, finish)?;
             Ok(Outcome::Unit)
         }
         Write::Reopen(run_id, _) => {
@@ -1383,7 +1423,7 @@ fn apply(c: &Connection, write: &Write) -> rusqlite::Result<Outcome> {
             Ok(Outcome::Bool(n == 1))
         }
         Write::Prune(retention, _) => prune(c, retention),
-        Write::Flow(op, _) => flow(c, op).map(Outcome::Flow),
+        Write::Flow(op, _) => flow(s, op).map(Outcome::Flow),
     }
 }
 
@@ -1431,7 +1471,8 @@ fn end_cancelled(c: &Connection, id: &str, error: &crate::runs::RunError) -> rus
     Ok(())
 }
 
-fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
+fn flow(s: &mut Statements<'_>, op: &Flow) -> rusqlite::Result<FlowDone> {
+    let c = s.conn;
     match op {
         Flow::Deliver(write) => {
             let id = write.run_id.to_string();
@@ -1440,7 +1481,7 @@ fn flow(c: &Connection, op: &Flow) -> rusqlite::Result<FlowDone> {
                 Some(s) if s.is_finished() || s == RunStatus::Blocked => Delivery::Finished(s),
                 Some(_) if has_value(c, &id, &write.step)? => Delivery::AlreadyDelivered,
                 Some(status) => {
-                    insert_step(c, write)?;
+                    insert_step(s, write)?;
                     if status == RunStatus::Waiting {
                         c.prepare_cached(
                             "UPDATE runs SET status = 'running', due_ms = NULL WHERE id = ?1",
@@ -1621,18 +1662,21 @@ fn list_sql(filter: &RunFilter) -> (String, Vec<String>) {
 }
 
 /// One attempt of one step (and the node's state with it).
-fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
+fn insert_step(s: &mut Statements<'_>, step: &StepWrite) -> rusqlite::Result<()> {
     let (status, output, error) = match &step.outcome {
         Ok(out) if step.attempt == super::WAIT_ATTEMPT => ("waiting", Some(out.as_ref()), None),
         Ok(out) => ("succeeded", Some(out.as_ref()), None),
         Err(e) => ("failed", None, Some(e.to_string())),
     };
-    c.prepare_cached(
+    let c = s.conn;
+    Statements::held(
+        c,
+        &mut s.insert_step,
         "INSERT OR REPLACE INTO steps (run_id, step, attempt, status, output, error, started_ms, duration_us, output_fp, place_fp, seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
-        step.run_id.to_string(),
+        step.run_id.hex().as_str(),
         step.step,
         step.attempt,
         status,
@@ -1652,23 +1696,26 @@ fn insert_step(c: &Connection, step: &StepWrite) -> rusqlite::Result<()> {
 }
 
 /// A run's end, and the runs it chains.
-fn finish_run(c: &Connection, finish: &FinishWrite) -> rusqlite::Result<()> {
+fn finish_run(s: &mut Statements<'_>, finish: &FinishWrite) -> rusqlite::Result<()> {
     let (status, output, error) = match &finish.outcome {
         Ok(out) => ("succeeded", Some(out.as_ref()), None),
         Err(e) => (e.status().as_str(), None, serde_json::to_string(e).ok()),
     };
-    c.prepare_cached(
+    let c = s.conn;
+    Statements::held(
+        c,
+        &mut s.finish_run,
         "UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_ms = ?5, due_ms = NULL WHERE id = ?1",
     )?
     .execute(params![
-        finish.run_id.to_string(),
+        finish.run_id.hex().as_str(),
         status,
         output,
         error,
         now_ms() as i64
     ])?;
     for run in &finish.chained {
-        insert_run(c, run)?;
+        insert_run(s, run)?;
     }
     Ok(())
 }
@@ -1703,16 +1750,17 @@ fn from_sql_fp(v: i64) -> Fingerprint {
 /// Inserts the run that travels with a record. A keyed one is a claim: `Some(holder)` when
 /// another run holds its key (nothing inserted); inserted before by an earlier record of the
 /// same run, it is left as it is.
-fn claim(c: &Connection, create: Option<&NewRun>) -> rusqlite::Result<Option<RunId>> {
+fn claim(s: &mut Statements<'_>, create: Option<&NewRun>) -> rusqlite::Result<Option<RunId>> {
     let Some(run) = create else { return Ok(None) };
     // The common case costs the insert alone: the key's index refuses a taken key.
-    if insert_run(c, run)? {
+    if insert_run(s, run)? {
         return Ok(None);
     }
     let Some(key) = &run.idempotency_key else {
         return Ok(None);
     };
-    let holder: Option<String> = c
+    let holder: Option<String> = s
+        .conn
         .prepare_cached("SELECT id FROM runs WHERE workflow = ?1 AND idempotency_key = ?2")?
         .query_row(params![run.workflow, key], |r| r.get(0))
         .optional()?;
@@ -1722,15 +1770,17 @@ fn claim(c: &Connection, create: Option<&NewRun>) -> rusqlite::Result<Option<Run
 }
 
 /// Inserts a run unless its id or its workflow and key exist; whether it did.
-fn insert_run(c: &Connection, run: &NewRun) -> rusqlite::Result<bool> {
+fn insert_run(s: &mut Statements<'_>, run: &NewRun) -> rusqlite::Result<bool> {
+    let c = s.conn;
     let inserted = match &run.queued {
-        None => c
-            .prepare_cached(
-                "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
+        None => Statements::held(
+            c,
+            &mut s.insert_run,
+            "INSERT OR IGNORE INTO runs (id, workflow, status, input, idempotency_key, created_ms, fingerprint)
                  VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                run.run_id.to_string(),
+        )?
+        .execute(params![
+                run.run_id.hex().as_str(),
                 run.workflow,
                 run.input.as_ref(),
                 run.idempotency_key,
