@@ -609,7 +609,7 @@ async fn consume_once(
 }
 
 /// A pulled message with what its reply subject tells, read once: the subject is parsed at
-/// each `info()`, and that was 1 % of a journaled run's CPU when done three times.
+/// each `info()`, and three of them took 1.3 us of a journaled run's CPU.
 struct Pulled {
     message: jetstream::Message,
     key: String,
@@ -780,7 +780,9 @@ async fn handle(
 /// batches. A commit of the journal answers the claims of many runs at once; each acknowledging
 /// in its own task handed the client's connection one message at a time (the connection task
 /// ran next, as the task just woken), so each went out in a write and a packet of its own, and
-/// the server woke to read each. Queued here, they are written together.
+/// the server woke to read each. Queued here, they are written together. The queue holds at
+/// most one acknowledgement per message pulled and not yet acknowledged, so the run slots and
+/// the consumer's window bound it.
 #[derive(Clone)]
 struct Acks(tokio::sync::mpsc::UnboundedSender<Ack>);
 
