@@ -76,6 +76,15 @@ fn after_slow(o: Order) -> String {
     o.id
 }
 
+static LAST_STARTED: AtomicU32 = AtomicU32::new(0);
+/// Still running when the runner is told to stop.
+#[node]
+async fn slow_last(o: Order) -> String {
+    LAST_STARTED.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    o.id
+}
+
 static POISON_CALLS: AtomicU32 = AtomicU32::new(0);
 #[node(retries = 2, backoff = "5ms")]
 fn always_down(o: Order) -> Result<String, NodeError> {
@@ -118,6 +127,9 @@ workflow! {
 
     #[trigger(queue = "test.queue.poison")]
     queue_poison: always_down;
+
+    #[trigger(queue = "test.queue.last")]
+    queue_last: slow_last;
 
     #[trigger(queue = "test.queue.bad")]
     queue_bad: dead_letter_target;
@@ -525,6 +537,44 @@ async fn a_bad_payload_is_dead_lettered_and_the_consumer_goes_on() {
         "every message, bad ones included, is acknowledged"
     );
     server.shutdown().await.unwrap();
+}
+
+/// A graceful shutdown lets the runs in flight finish, then sends their acknowledgements before
+/// it returns: none of their messages is left to be delivered again (without a journal, that
+/// would run it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_sends_the_acknowledgements_of_the_last_runs() {
+    let Some(url) = services::nats() else { return };
+    let js = services::jetstream(&url).await;
+    services::reset_streams(&js, &["NANOFLOW_test_queue_last"]).await;
+    let server = start(Runner::new().workflow(queue_last), Some(&url), None).await;
+    consuming(&js, "NANOFLOW_test_queue_last", "queue_last").await;
+    for i in 0..50 {
+        nanoflow::publish(
+            "test.queue.last",
+            &json!({"id": format!("last-{i}"), "qty": 1}),
+        )
+        .await
+        .unwrap();
+    }
+    services::eventually(20, "50 runs started", || async {
+        (LAST_STARTED.load(Ordering::SeqCst) == 50).then_some(())
+    })
+    .await;
+    // Every run is in its node: the shutdown waits for them, then for their acknowledgements.
+    server.shutdown().await.unwrap();
+    let info = js
+        .get_stream("NANOFLOW_test_queue_last")
+        .await
+        .unwrap()
+        .consumer_info("nanoflow_queue_last")
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.num_ack_pending, info.num_redelivered, info.num_pending),
+        (0, 0, 0),
+        "every message of a run that ended is acknowledged by the time the shutdown returns"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,8 @@ impl Server {
             let served = (&mut { self.task }).await;
             // Every run holds a permit: when all are back, no run is in flight.
             let _all = limiter.acquire_many(max).await;
+            #[cfg(feature = "nats")]
+            crate::triggers::queue::send_owed(&self.app).await;
             served
         })
         .await;

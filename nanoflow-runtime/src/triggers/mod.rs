@@ -25,6 +25,9 @@ pub use crate::trigger::{DbEvent, DbOp, Overlap, Tick, TriggerDef};
 pub(crate) struct Services {
     #[cfg(feature = "nats")]
     pub(crate) nats: std::sync::OnceLock<queue::Nats>,
+    /// The queue triggers' acknowledgements, which a shutdown sends before it returns.
+    #[cfg(feature = "nats")]
+    pub(crate) acks: std::sync::OnceLock<queue::Acks>,
     /// The queue-trigger subjects whose stream exists (set up by their consumer).
     #[cfg(feature = "nats")]
     pub(crate) streams: queue::StreamsReady,

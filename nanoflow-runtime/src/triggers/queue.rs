@@ -453,6 +453,7 @@ pub(crate) async fn start(
     // `String` and three handles.
     let shared = Arc::new(nats);
     let acks = Acks::start(shared.client.clone());
+    let _ = app.services.acks.set(acks.clone());
     for wf in app.workflows.values() {
         for trigger in &wf.graph().triggers {
             if let TriggerDef::Queue { subject } = trigger {
@@ -587,12 +588,13 @@ async fn consume_once(
             if let Some(original) = known.get(&pulled.key) {
                 // A redelivery or a duplicate of a message whose run is recorded: nothing runs.
                 tracing::debug!(workflow = name, %original, key = pulled.key, "message already started a run; acknowledging the duplicate");
-                acks.send(&pulled.message, AckKind::Ack, name);
+                acks.send(acks.owe(), &pulled.message, AckKind::Ack, name);
                 continue;
             }
             let Ok(permit) = app.limiter.clone().acquire_owned().await else {
                 return "the runner stopped".into();
             };
+            let owed = acks.owe();
             // Boxed: a message's future is kilobytes, which spawning would copy several times
             // (into the task, and at each change of the task's stage).
             tokio::spawn(Box::pin(handle(
@@ -601,6 +603,7 @@ async fn consume_once(
                 acks.clone(),
                 wf.clone(),
                 pulled,
+                owed,
                 permit,
             )));
         }
@@ -696,6 +699,7 @@ async fn handle(
     acks: Acks,
     wf: Arc<dyn DynWorkflow>,
     pulled: Pulled,
+    owed: Owed,
     permit: OwnedSemaphorePermit,
 ) {
     let name = wf.graph().name;
@@ -718,21 +722,31 @@ async fn handle(
         Ok(Admitted::New(run)) => run,
         Ok(Admitted::Existing(original)) => {
             tracing::debug!(workflow = name, sequence, %original, "message already started a run; acknowledging the duplicate");
-            acks.send(&message, AckKind::Ack, name);
+            acks.send(owed, &message, AckKind::Ack, name);
             return;
         }
         Err(Refused::Journal(e)) => {
             tracing::error!(workflow = name, sequence, error = %e, "cannot record the run; the message will be redelivered");
-            acks.send(&message, AckKind::Nak(Some(Duration::from_secs(5))), name);
+            acks.send(
+                owed,
+                &message,
+                AckKind::Nak(Some(Duration::from_secs(5))),
+                name,
+            );
             return;
         }
         Err(Refused::Input(error)) => {
             tracing::warn!(workflow = name, subject = %message.subject, sequence, error = %error, "message does not fit the workflow's input; dead-lettering it");
             match dead_letter(&nats, name, &message, sequence, &key, &error).await {
-                Ok(()) => acks.send(&message, AckKind::Ack, name),
+                Ok(()) => acks.send(owed, &message, AckKind::Ack, name),
                 Err(e) => {
                     tracing::error!(workflow = name, sequence, error = %e, "cannot dead-letter the message; it will be redelivered");
-                    acks.send(&message, AckKind::Nak(Some(Duration::from_secs(5))), name);
+                    acks.send(
+                        owed,
+                        &message,
+                        AckKind::Nak(Some(Duration::from_secs(5))),
+                        name,
+                    );
                 }
             }
             return;
@@ -747,17 +761,22 @@ async fn handle(
         let run_id = run.run_id();
         let answer = async {
             match claim.await {
-                Claimed::Recorded => acks.send(&message, AckKind::Ack, name),
+                Claimed::Recorded => acks.send(owed, &message, AckKind::Ack, name),
                 Claimed::Existing(original) => {
                     tracing::debug!(workflow = name, sequence, %original, dropped = %run_id, "message already started a run; acknowledging the duplicate");
-                    acks.send(&message, AckKind::Ack, name);
+                    acks.send(owed, &message, AckKind::Ack, name);
                 }
                 Claimed::Failed if *app.stop.borrow() => {
                     tracing::debug!(workflow = name, sequence, %run_id, "the runner stopped before the run was recorded; the message will be redelivered");
                 }
                 Claimed::Failed => {
                     tracing::error!(workflow = name, sequence, %run_id, "cannot record the run; the message will be redelivered");
-                    acks.send(&message, AckKind::Nak(Some(Duration::from_secs(5))), name);
+                    acks.send(
+                        owed,
+                        &message,
+                        AckKind::Nak(Some(Duration::from_secs(5))),
+                        name,
+                    );
                 }
             }
         };
@@ -772,7 +791,7 @@ async fn handle(
         // Without a journal nothing survives a crash but the message: acknowledge at the end.
         // Driven in this task, the message's own: no task of its own either.
         let _ = run.drive(&app, permit).await;
-        acks.send(&message, AckKind::Ack, name);
+        acks.send(owed, &message, AckKind::Ack, name);
     }
 }
 
@@ -784,13 +803,52 @@ async fn handle(
 /// most one acknowledgement per message pulled and not yet acknowledged, so the run slots and
 /// the consumer's window bound it.
 #[derive(Clone)]
-struct Acks(tokio::sync::mpsc::UnboundedSender<Ack>);
+pub(crate) struct Acks {
+    queue: tokio::sync::mpsc::UnboundedSender<Ack>,
+    debt: Arc<Debt>,
+}
+
+impl std::fmt::Debug for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acks")
+            .field(
+                "owed",
+                &self.debt.owed.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+/// The acknowledgements owed: one per message handed to a task, until it is given to the client
+/// (or the task ends without one: a run the stopping runner could not record).
+#[derive(Default)]
+struct Debt {
+    owed: std::sync::atomic::AtomicUsize,
+    paid: tokio::sync::Notify,
+}
+
+/// One message's acknowledgement owed, paid when it is given to the client or dropped.
+pub(crate) struct Owed(Arc<Debt>);
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if self
+            .0
+            .owed
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.paid.notify_waiters();
+        }
+    }
+}
 
 /// One acknowledgement: the message's reply subject and what to tell the server.
 struct Ack {
     reply: async_nats::Subject,
     kind: AckKind,
     workflow: &'static str,
+    _owed: Owed,
 }
 
 /// Most acknowledgements handed to the client at once.
@@ -802,22 +860,53 @@ impl Acks {
     fn start(client: async_nats::Client) -> Self {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(send_acks(client, rx));
-        Self(tx)
+        Self {
+            queue: tx,
+            debt: Arc::default(),
+        }
     }
 
-    /// Queues `kind` for `message`. A lost acknowledgement means a redelivery, which the
-    /// idempotency key absorbs.
-    fn send(&self, message: &jetstream::Message, kind: AckKind, workflow: &'static str) {
+    /// One more acknowledgement owed (a message handed to a task).
+    fn owe(&self) -> Owed {
+        self.debt
+            .owed
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Owed(self.debt.clone())
+    }
+
+    /// Returns once every acknowledgement owed is given to the client.
+    pub(crate) async fn paid(&self) {
+        loop {
+            let paid = self.debt.paid.notified();
+            tokio::pin!(paid);
+            paid.as_mut().enable();
+            if self.debt.owed.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            paid.await;
+        }
+    }
+
+    /// Queues `kind` for `message`, paying `owed` once it is given to the client. A lost
+    /// acknowledgement means a redelivery, which the idempotency key absorbs.
+    fn send(
+        &self,
+        owed: Owed,
+        message: &jetstream::Message,
+        kind: AckKind,
+        workflow: &'static str,
+    ) {
         let Some(reply) = message.reply.clone() else {
             tracing::warn!(workflow, "a message without a reply subject cannot be acknowledged; it will be redelivered and deduplicated");
             return;
         };
         if self
-            .0
+            .queue
             .send(Ack {
                 reply,
                 kind,
                 workflow,
+                _owed: owed,
             })
             .is_err()
         {
@@ -825,6 +914,31 @@ impl Acks {
         }
     }
 }
+
+/// At shutdown, once the runs are done: hands every acknowledgement still owed to the client,
+/// then waits until the client has written what it holds. Without it, the acknowledgements of
+/// the last runs could be lost with the process, and their messages delivered again.
+/// Bounded (a server that is gone would hold the shutdown for its whole grace period).
+pub(crate) async fn send_owed(app: &App) {
+    if let Some(acks) = app.services.acks.get() {
+        if tokio::time::timeout(SEND_OWED_WAIT, acks.paid())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some acknowledgements were still owed at shutdown; their messages will be redelivered and deduplicated");
+        }
+    }
+    if let Some(nats) = app.services.nats.get().filter(|n| n.connected()) {
+        match tokio::time::timeout(SEND_OWED_WAIT, nats.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the last acknowledgements to NATS; their messages will be redelivered and deduplicated"),
+            Err(_) => tracing::warn!("flushing the last acknowledgements to NATS timed out; their messages will be redelivered and deduplicated"),
+        }
+    }
+}
+
+/// How long a shutdown waits for each of: the acknowledgements owed, the client's flush.
+const SEND_OWED_WAIT: Duration = Duration::from_secs(2);
 
 async fn send_acks(
     client: async_nats::Client,
@@ -844,11 +958,14 @@ async fn send_acks(
             reply,
             kind,
             workflow,
+            _owed: owed,
         } in batch.drain(..)
         {
             if let Err(e) = client.publish(reply, kind.into()).await {
                 tracing::warn!(workflow, error = %e, "acknowledging a message failed; it will be redelivered and deduplicated");
             }
+            // Given to the client (or lost): a shutdown flushes the client next.
+            drop(owed);
         }
     }
 }
