@@ -395,7 +395,8 @@ impl NodeError {
         self
     }
 
-    /// Gives a runtime fault its own stable code.
+    /// Gives a runtime fault its own stable code (the container pool's faults have one).
+    #[cfg_attr(not(feature = "container"), allow(dead_code))]
     pub(crate) fn with_code(mut self, code: RuntimeCode) -> Self {
         self.code = Some(code);
         self

@@ -101,7 +101,10 @@ impl RunControl {
     ) -> Result<F::Output, Error> {
         self.check(ctx)?;
         // Most steps finish on their first poll (a synchronous node): no race to set up then.
-        if let std::task::Poll::Ready(out) = futures_util::poll!(work.as_mut()) {
+        // (Polled once by hand: `futures_util::poll!` needs a feature of futures-util that
+        // only some builds enable, and without it `--no-default-features` did not compile.)
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(out) = first {
             return Ok(out);
         }
         // Registered before the flag is read again, so that a cancellation between the two
