@@ -49,8 +49,8 @@ impl RunId {
 }
 
 impl RunId {
-    /// The id's 32 hex digits (as [`Display`](fmt::Display) prints them) on the stack: for
-    /// a store that writes ids as text, without a `String` per write.
+    /// The id's 32 hex digits, zero-padded (what [`Display`](fmt::Display) prints), on the
+    /// stack: for a store that writes ids as text, without a `String` per write.
     pub(crate) fn hex(self) -> HexId {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut digits = [0u8; 32];
@@ -82,7 +82,7 @@ impl Default for RunId {
 
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(self.hex().as_str())
     }
 }
 
@@ -217,7 +217,8 @@ mod tests {
             RunId(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
             RunId::new(),
         ] {
-            assert_eq!(id.hex().as_str(), id.to_string());
+            assert_eq!(id.hex().as_str(), format!("{:032x}", id.as_u128()));
+            assert_eq!(id.to_string(), format!("{:032x}", id.as_u128()));
         }
     }
 }
