@@ -219,6 +219,66 @@ async fn bad_input_gets_specific_errors() {
     server.shutdown().await.unwrap();
 }
 
+/// A body sent in chunks, without `Content-Length`, is read whole, within `--max-body`; the
+/// bytes of several frames are put together in order.
+#[tokio::test]
+async fn chunked_bodies_are_read_whole_and_within_the_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(ServeConfig {
+        max_body: 64,
+        ..ServeConfig::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let send = |chunks: Vec<&'static str>| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /checkout HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+              content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        for chunk in chunks {
+            s.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+                .await
+                .unwrap();
+            s.flush().await.unwrap();
+            // Apart, so that the runner reads them as frames of their own.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        s.write_all(b"0\r\n\r\n").await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+            .await
+            .unwrap()
+            .unwrap();
+        support::parse(&raw)
+    };
+    let r = send(vec![
+        r#"{"id":"o-1","#,
+        r#""qty":2,"#,
+        r#""unit_cents":150}"#,
+    ])
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), serde_json::json!(530));
+    // Served without the router, the answer still declares its length.
+    let length = r.body.len().to_string();
+    assert_eq!(r.header("content-length"), Some(length.as_str()));
+
+    // 70 bytes in three chunks of at most 30: over the limit only once put together.
+    let r = send(vec![
+        r#"{"id":"o-1234567890123456789","#,
+        r#""qty":2,"unit_cents":150,"#,
+        r#""x":"123456789"}"#,
+    ])
+    .await;
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "body_too_large");
+    assert_eq!(r.json()["error"]["limit"], 64);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn node_failures_are_json_without_internals() {
     let server = start(ServeConfig::default()).await;

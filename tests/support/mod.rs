@@ -77,7 +77,7 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> Response {
     request(addr, "GET", path, &[], b"").await
 }
 
-fn parse(raw: &[u8]) -> Response {
+pub(crate) fn parse(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

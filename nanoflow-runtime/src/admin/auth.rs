@@ -171,20 +171,34 @@ impl Throttle {
     }
 }
 
-tokio::task_local! {
-    /// The peer of the connection a request came on: the server loop serves each connection
-    /// within it. Only the throttle of the admin routes reads it, so a request does not carry
-    /// it in its extensions (an allocation and a map per request; issue 16).
-    pub(crate) static PEER: SocketAddr;
+thread_local! {
+    /// The peer of the connection whose request is being polled: the server loop sets it
+    /// around each poll of a request's future ([`with_peer`]). Only the throttle of the admin
+    /// routes reads it, so a request does not carry it in its extensions (an allocation and a
+    /// map per request; issue 16).
+    static PEER: std::cell::Cell<Option<SocketAddr>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a poll of a request's future) with `peer` as the request's peer for
+/// [`client`], and puts back what was there before, also if `f` panics.
+pub(crate) fn with_peer<R>(peer: SocketAddr, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<SocketAddr>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PEER.set(self.0);
+        }
+    }
+    let _restore = Restore(PEER.replace(Some(peer)));
+    f()
 }
 
 /// The address the request came from (the connection's peer): `ConnectInfo` when a server
-/// put it in the request, else the server loop's [`PEER`].
+/// put it in the request, else the server loop's peer (see [`with_peer`]).
 fn client(req_extensions: &axum::http::Extensions) -> IpAddr {
     req_extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
-        .or_else(|| PEER.try_with(|peer| *peer).ok())
+        .or_else(|| PEER.get())
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
 }
 

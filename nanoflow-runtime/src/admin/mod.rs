@@ -4,7 +4,7 @@
 
 pub(crate) mod assets;
 mod auth;
-pub(crate) use auth::PEER;
+pub(crate) use auth::with_peer;
 
 pub use crate::config::AdminToken;
 

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use axum::http::HeaderMap;
+use axum::http::HeaderValue;
 use tracing::field::{display, Empty};
 use tracing::Span;
 
@@ -81,16 +81,15 @@ impl TraceParent {
         })
     }
 
-    /// The trace context of an incoming request, if it carries a valid one.
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        static TRACEPARENT: axum::http::HeaderName =
-            axum::http::HeaderName::from_static("traceparent");
-        headers
-            .get(&TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Self::parse)
+    /// The trace context of an incoming request's `traceparent` header, if it is a valid one.
+    pub(crate) fn from_header(value: &HeaderValue) -> Option<Self> {
+        value.to_str().ok().and_then(Self::parse)
     }
 }
+
+/// The W3C trace context's request header.
+pub(crate) static TRACEPARENT: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("traceparent");
 
 /// The span of a run. Its parent is the trigger's trace context when there is one.
 pub(crate) fn run_span(

@@ -35,6 +35,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::graph::BoxFuture;
+use crate::triggers::http::Direct;
+
 /// The limits of the server loop (from [`super::ServeConfig`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -117,6 +120,7 @@ impl Activity {
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
+    direct: Arc<Direct>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -174,10 +178,12 @@ pub(crate) async fn serve(
         if shared.under_pressure() {
             shared.shed.notify_waiters();
         }
-        // The peer's address is read by the admin routes' throttle.
-        tokio::spawn(crate::admin::PEER.scope(
+        tokio::spawn(connection(
+            stream,
             peer,
-            connection(stream, peer, router.clone(), shared.clone(), stop.clone()),
+            (router.clone(), direct.clone()),
+            shared.clone(),
+            stop.clone(),
         ));
     }
     drop(listener);
@@ -220,7 +226,7 @@ impl Wake for Gate {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    (router, direct): (Router, Arc<Direct>),
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -244,7 +250,9 @@ async fn connection(
     });
     let service = Service {
         router: RefCell::new(router),
+        direct,
         activity: activity.clone(),
+        peer,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The header timeout is this loop's (see the module's documentation).
@@ -333,13 +341,16 @@ fn idle(activity: &Activity, shared: &Shared, limit: Duration) -> bool {
     activity.requests.load(Ordering::Relaxed) == 0 && activity.idle_for(shared.epoch) >= limit
 }
 
-/// The router as a hyper service: counts requests in flight on the connection. (The peer's
-/// address is the task-local `admin::PEER`, set around the connection.)
+/// The router as a hyper service: counts requests in flight on the connection, and gives the
+/// admin routes' throttle the connection's peer while a request's future is polled.
 struct Service {
     /// The router's `call` takes `&mut`, hyper's `&self`: borrowed for the call only (the
     /// future it returns does not borrow it), rather than cloned for every request.
     router: RefCell<Router>,
+    /// The trigger routes served without the router.
+    direct: Arc<Direct>,
     activity: Arc<Activity>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
@@ -351,27 +362,46 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         // The request's headers are complete.
         self.activity.heading_since.store(0, Ordering::Relaxed);
         let in_flight = InFlight::new(self.activity.clone());
-        let future =
-            tower_service::Service::call(&mut *self.router.borrow_mut(), req.map(Body::new));
+        let future = match self.direct.route(req.method(), req.uri().path()) {
+            Some(route) => Routed::Trigger(route.call(req.map(Body::new))),
+            None => Routed::Router(Box::new(tower_service::Service::call(
+                &mut *self.router.borrow_mut(),
+                req.map(Body::new),
+            ))),
+        };
         Served {
             future,
+            peer: self.peer,
             _in_flight: in_flight,
         }
     }
 }
 
-/// A request being served: the router's future, and the request counted in flight until it
-/// is answered (not boxed: one allocation less per request).
+/// A request being served: its future, and the request counted in flight until it is
+/// answered.
 struct Served {
-    future: RouteFuture<Infallible>,
+    future: Routed,
+    peer: SocketAddr,
     _in_flight: InFlight,
+}
+
+/// Who answers a request. Both boxed, so that hyper moves a pointer, not the router's future
+/// of some hundred bytes.
+enum Routed {
+    /// A trigger route served without the router (`triggers::http::Direct`).
+    Trigger(BoxFuture<'static, Response>),
+    Router(Box<RouteFuture<Infallible>>),
 }
 
 impl Future for Served {
     type Output = Result<Response, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.future).poll(cx)
+        let peer = self.peer;
+        crate::admin::with_peer(peer, || match &mut self.future {
+            Routed::Trigger(future) => future.as_mut().poll(cx).map(Ok),
+            Routed::Router(future) => Pin::new(&mut **future).poll(cx),
+        })
     }
 }
 

@@ -18,6 +18,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
+use crate::graph::BoxFuture;
 use crate::ingress::flow::Settled;
 use crate::ingress::reply::{error_response, json_bytes, json_response, percent_decode};
 use crate::ingress::{Admitted, App, Record, Refused, Submission};
@@ -52,7 +53,7 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                 // layers (its boxing, its mapping into a response), and a run's whole future
                 // is some kilobytes (issue 16).
                 move |params: RawPathParams, req: Request| {
-                    Box::pin(trigger_run(app, wf, params, req))
+                    Box::pin(trigger_run(app, wf, Some(params), req))
                 }
             };
             let routes = by_path.remove(path).unwrap_or_default();
@@ -171,6 +172,67 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
     Ok((router, operations))
 }
 
+/// The trigger routes without path parameters, served straight from the connection rather than
+/// through the router (issue 16): matching the method and the exact path is all the router
+/// would do for them, and its way (a route table walk, a map of URL parameters in each
+/// request's extensions, a boxed service cloned per request, a response future mapped twice)
+/// costs more than a trigger's own checks. Any other request, including one to such a path
+/// with another method (405), goes to the router, which serves these routes too.
+pub(crate) struct Direct {
+    app: Arc<App>,
+    routes: Vec<(Method, &'static str, Arc<dyn DynWorkflow>)>,
+}
+
+impl Direct {
+    pub(crate) fn new(app: &Arc<App>) -> Self {
+        let mut routes = Vec::new();
+        for wf in app.workflows.values() {
+            for trigger in &wf.graph().triggers {
+                let TriggerDef::Http { method, path } = trigger else {
+                    continue;
+                };
+                // `router` refuses a method that does not parse, before this is built.
+                let Ok(method) = method.parse::<Method>() else {
+                    continue;
+                };
+                if !path.contains('{') {
+                    routes.push((method, *path, wf.clone()));
+                }
+            }
+        }
+        Direct {
+            app: app.clone(),
+            routes,
+        }
+    }
+
+    /// The trigger of `method` on exactly `path`, if it is one of these routes.
+    pub(crate) fn route(&self, method: &Method, path: &str) -> Option<DirectRoute<'_>> {
+        self.routes
+            .iter()
+            .find(|(m, p, _)| p.len() == path.len() && m == method && *p == path)
+            .map(|(_, _, wf)| DirectRoute { direct: self, wf })
+    }
+}
+
+/// A request's trigger, found by [`Direct::route`].
+pub(crate) struct DirectRoute<'a> {
+    direct: &'a Direct,
+    wf: &'a Arc<dyn DynWorkflow>,
+}
+
+impl DirectRoute<'_> {
+    /// Answers `req`: the same as its route in the router.
+    pub(crate) fn call(self, req: Request) -> BoxFuture<'static, Response> {
+        Box::pin(trigger_run(
+            self.direct.app.clone(),
+            self.wf.clone(),
+            None,
+            req,
+        ))
+    }
+}
+
 /// JSON answers for a path no route serves (404) and a method a route does not take (405).
 pub(crate) fn with_fallbacks(router: Router) -> Router {
     router
@@ -274,23 +336,34 @@ pub(crate) fn run_error(error: &Error) -> (StatusCode, RunError) {
     )
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    is_json_type(headers.get(header::CONTENT_TYPE))
+}
+
+/// Whether a `Content-Type` value names JSON: `application/json` or `application/*+json`, in
+/// any case, with or without parameters.
+fn is_json_type(value: Option<&HeaderValue>) -> bool {
+    let Some(value) = value else {
         return false;
     };
-    let mime = value.split(';').next().unwrap_or("").trim().as_bytes();
-    let ends_with = |suffix: &str| {
-        mime.len() >= suffix.len()
-            && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    let value = value.as_bytes();
+    // What nearly every client sends, compared at once.
+    if value.eq_ignore_ascii_case(b"application/json") {
+        return true;
+    }
+    let mime = value
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let ends_with = |suffix: &[u8]| {
+        mime.len() >= suffix.len() && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
     };
-    let starts_with = |prefix: &str| {
-        mime.len() >= prefix.len() && mime[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    let starts_with = |prefix: &[u8]| {
+        mime.len() >= prefix.len() && mime[..prefix.len()].eq_ignore_ascii_case(prefix)
     };
     mime.eq_ignore_ascii_case(b"application/json")
-        || (starts_with("application/") && ends_with("+json"))
+        || (starts_with(b"application/") && ends_with(b"+json"))
 }
 
 /// Request headers the trigger reads, named once (a name given as text is parsed at every
@@ -298,12 +371,43 @@ fn is_json(headers: &HeaderMap) -> bool {
 static IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("idempotency-key");
 static PREFER: header::HeaderName = header::HeaderName::from_static("prefer");
 
-fn prefers_async(headers: &HeaderMap) -> bool {
-    headers.get_all(&PREFER).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
-        })
+/// The headers a trigger reads, found in one pass over the request's few headers rather than
+/// by one hashed lookup each (issue 16). Each is the first value of its name, as
+/// `HeaderMap::get` gives it; `Prefer` is read in all its values.
+#[derive(Default)]
+struct TriggerHeaders<'h> {
+    content_type: Option<&'h HeaderValue>,
+    content_length: Option<&'h HeaderValue>,
+    idempotency_key: Option<&'h HeaderValue>,
+    traceparent: Option<&'h HeaderValue>,
+    respond_async: bool,
+}
+
+impl<'h> TriggerHeaders<'h> {
+    fn of(headers: &'h HeaderMap) -> Self {
+        let mut found = TriggerHeaders::default();
+        for (name, value) in headers {
+            if name == header::CONTENT_TYPE {
+                found.content_type.get_or_insert(value);
+            } else if name == header::CONTENT_LENGTH {
+                found.content_length.get_or_insert(value);
+            } else if name == IDEMPOTENCY_KEY {
+                found.idempotency_key.get_or_insert(value);
+            } else if name == crate::observability::trace::TRACEPARENT {
+                found.traceparent.get_or_insert(value);
+            } else if name == PREFER {
+                found.respond_async |= prefers_async(value);
+            }
+        }
+        found
+    }
+}
+
+/// Whether a `Prefer` value asks for `respond-async`.
+fn prefers_async(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
     })
 }
 
@@ -315,28 +419,49 @@ fn param_value(raw: &str) -> Value {
     }
 }
 
+/// A request's declared `Content-Length`, if it has a valid one.
+pub(crate) fn content_length(value: Option<&HeaderValue>) -> Option<usize> {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 /// Reads a request body within `--max-body` and `--body-timeout`, giving up when the runner
-/// stops (a half-sent body must not hold a shutdown for its grace period).
+/// stops (a half-sent body must not hold a shutdown for its grace period). `declared`: its
+/// `Content-Length`, if it has one.
 pub(crate) async fn read_body(
     app: &App,
     body: Body,
-    headers: &HeaderMap,
+    declared: Option<usize>,
 ) -> Result<Bytes, Response> {
     let limit = app.config.max_body;
-    let timeout = app.config.body_timeout;
-    let mut read = std::pin::pin!(read_body_within(body, headers, limit));
+    if declared.is_some_and(|n| n > limit) {
+        return Err(body_too_large(limit));
+    }
+    let mut read = std::pin::pin!(read_body_within(body, limit));
     // Most bodies arrive with their headers: read them at once, without arming a timer or
     // watching for shutdown (both cost a registration per request on the hot path).
     let first = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))
     })
     .await;
-    if let std::task::Poll::Ready(result) = first {
-        return result;
+    match first {
+        std::task::Poll::Ready(result) => result,
+        // Boxed: its timer and watch must not weigh on every run's future.
+        std::task::Poll::Pending => Box::pin(read_body_slowly(app, read)).await,
     }
+}
+
+/// The rest of a body that did not come with its headers: within `--body-timeout`, and given
+/// up when the runner stops.
+async fn read_body_slowly(
+    app: &App,
+    read: std::pin::Pin<&mut (impl std::future::Future<Output = Result<Bytes, Response>> + ?Sized)>,
+) -> Result<Bytes, Response> {
+    let timeout = app.config.body_timeout;
     let mut stop = app.stop.subscribe();
     tokio::select! {
-        read = tokio::time::timeout(timeout, read.as_mut()) => match read {
+        read = tokio::time::timeout(timeout, read) => match read {
             Ok(result) => result,
             Err(_) => Err(error_response(
                 StatusCode::REQUEST_TIMEOUT,
@@ -361,79 +486,102 @@ pub(crate) async fn read_body(
     }
 }
 
-async fn read_body_within(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, Response> {
-    let too_large = || {
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is larger than the limit of {limit} bytes"),
-            |e| {
-                e.insert("limit".into(), limit.into());
-            },
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return too_large();
+fn body_too_large(limit: usize) -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("the request body is larger than the limit of {limit} bytes"),
+        |e| {
+            e.insert("limit".into(), limit.into());
+        },
+    )
+}
+
+/// The body's data frames, at most `limit` bytes in all. A body that comes in one frame (most
+/// do: hyper hands over what one read brought) is that frame's bytes, neither copied nor
+/// gathered in a list first (issue 16).
+async fn read_body_within(mut body: Body, limit: usize) -> Result<Bytes, Response> {
+    use axum::body::HttpBody as _;
+    let mut whole: Option<Bytes> = None;
+    let mut gathered: Option<Vec<u8>> = None;
+    let mut len = 0usize;
+    while !body.is_end_stream() {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    &format!("could not read the request body: {e}"),
+                    |_| {},
+                ))
             }
-            source = err.source();
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers carry no input.
+                Err(_) => continue,
+            },
+        };
+        len += data.len();
+        if len > limit {
+            return Err(body_too_large(limit));
         }
-        error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            &format!("could not read the request body: {e}"),
-            |_| {},
-        )
+        match (&mut gathered, whole.take()) {
+            (Some(all), _) => all.extend_from_slice(&data),
+            (None, None) => whole = Some(data),
+            (None, Some(first)) => {
+                let mut all = Vec::with_capacity(first.len() + data.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                gathered = Some(all);
+            }
+        }
+    }
+    Ok(match gathered {
+        Some(all) => Bytes::from(all),
+        None => whole.unwrap_or_default(),
     })
 }
 
-/// Builds the input document: the JSON body (for methods with a body) with path parameters
-/// (and, without a body, query parameters) merged in as fields.
-#[allow(clippy::result_large_err)] // an error response, built once per bad request
-fn input_document(
-    body: &Bytes,
-    has_body: bool,
-    params: &RawPathParams,
-    query: Option<&str>,
-) -> Result<Bytes, Response> {
+/// The fields a trigger adds to its input: path parameters, and (for a request without a
+/// body) query parameters, a path parameter first when both have a name.
+fn fields(params: Option<&RawPathParams>, query: Option<&str>) -> Vec<(String, Value)> {
     let mut fields: Vec<(String, Value)> = params
-        .iter()
+        .into_iter()
+        .flat_map(RawPathParams::iter)
         .map(|(k, v)| (k.to_owned(), param_value(v)))
         .collect();
-    if !has_body {
-        if let Some(q) = query {
-            for pair in q.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let k = percent_decode(k);
-                if !fields.iter().any(|(name, _)| *name == k) {
-                    fields.push((k, param_value(&percent_decode(v))));
-                }
+    if let Some(q) = query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_decode(k);
+            if !fields.iter().any(|(name, _)| *name == k) {
+                fields.push((k, param_value(&percent_decode(v))));
             }
         }
     }
+    fields
+}
+
+/// Builds the input document: the JSON body (for methods with a body) with `fields` (see
+/// [`fields`]) merged in.
+#[allow(clippy::result_large_err)] // an error response, built once per bad request
+fn input_document(
+    body: Bytes,
+    has_body: bool,
+    fields: Vec<(String, Value)>,
+) -> Result<Bytes, Response> {
     if fields.is_empty() {
         // The body itself, shared rather than copied.
         return Ok(if has_body {
-            body.clone()
+            body
         } else {
             Bytes::from_static(b"null")
         });
     }
     let mut object = if has_body && !body.iter().all(u8::is_ascii_whitespace) {
-        match serde_json::from_slice::<Value>(body) {
+        match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(map)) => map,
             Ok(_) => {
                 return Err(error_response(
@@ -466,110 +614,156 @@ fn input_document(
     ))
 }
 
-async fn trigger_run(
+/// Answers a request to a trigger: reads its head at once, so that the run's future holds what
+/// it needs of the request rather than the request (issue 16), and returns the rest of the
+/// work, which reads the body and runs the workflow.
+fn trigger_run(
     app: Arc<App>,
     wf: Arc<dyn DynWorkflow>,
-    params: RawPathParams,
+    params: Option<RawPathParams>,
     req: Request,
-) -> Response {
+) -> impl std::future::Future<Output = Response> + Send + 'static {
     let (parts, body) = req.into_parts();
+    let headers = TriggerHeaders::of(&parts.headers);
     let has_body = !matches!(parts.method, Method::GET | Method::DELETE | Method::HEAD);
-    let bytes = if has_body {
-        let declared_empty = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v == "0");
-        if !is_json(&parts.headers) && !declared_empty {
-            return error_response(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the input as JSON with `Content-Type: application/json`",
-                |_| {},
-            );
-        }
-        match read_body(&app, body, &parts.headers).await {
-            Ok(b) => b,
+    let head = Head {
+        has_body,
+        json: is_json_type(headers.content_type)
+            || headers.content_length.is_some_and(|v| v == "0"),
+        content_length: content_length(headers.content_length),
+        fields: fields(
+            params.as_ref(),
+            (!has_body).then(|| parts.uri.query()).flatten(),
+        ),
+        idempotency_key: match headers.idempotency_key.map(|v| v.to_str()) {
+            None => Ok(None),
+            Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_owned())),
+            Some(_) => Err(()),
+        },
+        asynchronous: headers.respond_async,
+        trace_parent: headers.traceparent.and_then(TraceParent::from_header),
+    };
+    run_request(app, wf, head, body)
+}
+
+/// What a trigger needs of a request's head.
+struct Head {
+    has_body: bool,
+    /// Whether the body is JSON, or declared empty.
+    json: bool,
+    /// The declared `Content-Length`.
+    content_length: Option<usize>,
+    /// Path parameters, and query parameters of a request without a body.
+    fields: Vec<(String, Value)>,
+    /// `Idempotency-Key`; `Err`: not 1 to 255 visible ASCII characters.
+    idempotency_key: Result<Option<String>, ()>,
+    /// `Prefer: respond-async`.
+    asynchronous: bool,
+    trace_parent: Option<TraceParent>,
+}
+
+/// The work of a trigger's request once its head is read. A function that returns a block
+/// rather than an `async fn`, which would keep its arguments twice in its future (issue 16).
+#[allow(clippy::manual_async_fn)] // an `async fn` holds its arguments twice
+fn run_request(
+    app: Arc<App>,
+    wf: Arc<dyn DynWorkflow>,
+    head: Head,
+    body: Body,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
+    async move {
+        let bytes = if head.has_body {
+            if !head.json {
+                return error_response(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the input as JSON with `Content-Type: application/json`",
+                    |_| {},
+                );
+            }
+            match read_body(&app, body, head.content_length).await {
+                Ok(b) => b,
+                Err(response) => return response,
+            }
+        } else {
+            drop(body);
+            Bytes::new()
+        };
+        let document = match input_document(bytes, head.has_body, head.fields) {
+            Ok(d) => d,
             Err(response) => return response,
+        };
+        // While the journal cannot write, a run would execute steps it cannot record: refuse it
+        // before any step runs, so that "not started" is true.
+        if let Err(why) = app.journal.health() {
+            // Not logged per request: the journal logs its failures (at a falling rate).
+            tracing::debug!(error = %why, "journal unavailable; refusing a run");
+            return journal_refusal();
         }
-    } else {
-        Bytes::new()
-    };
-    let document = match input_document(&bytes, has_body, &params, parts.uri.query()) {
-        Ok(d) => d,
-        Err(response) => return response,
-    };
-    // While the journal cannot write, a run would execute steps it cannot record: refuse it
-    // before any step runs, so that "not started" is true.
-    if let Err(why) = app.journal.health() {
-        // Not logged per request: the journal logs its failures (at a falling rate).
-        tracing::debug!(error = %why, "journal unavailable; refusing a run");
-        return journal_refusal();
-    }
-    // A run slot only once the whole request is here: clients that send slowly (or never
-    // finish) must not hold the slots that complete requests need.
-    let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
-        return overloaded(app.config.max_in_flight);
-    };
-    let run_id = RunId::new();
-    let idempotency_key = match parts.headers.get(&IDEMPOTENCY_KEY).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
-        Some(_) => {
+        // A run slot only once the whole request is here: clients that send slowly (or never
+        // finish) must not hold the slots that complete requests need.
+        let Ok(permit) = app.limiter.clone().try_acquire_owned() else {
+            return overloaded(app.config.max_in_flight);
+        };
+        let run_id = RunId::new();
+        let Ok(idempotency_key) = head.idempotency_key else {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "invalid_idempotency_key",
                 "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
                 |_| {},
-            )
+            );
+        };
+        let asynchronous = head.asynchronous;
+        let submission = Submission {
+            workflow: wf.clone(),
+            input: document,
+            run_id,
+            key: idempotency_key,
+            trace_parent: head.trace_parent,
+            // 202 promises the run survives a crash: recorded before answering.
+            record: if asynchronous {
+                Record::Now
+            } else {
+                Record::WithFirstStep
+            },
+        };
+        let run = match app.submit(submission).await {
+            Ok(Admitted::New(run)) => run,
+            Ok(Admitted::Existing(original)) => return existing_run(&app, original).await,
+            Err(Refused::Input(e)) => return input_error_in(wf.as_ref(), &e),
+            Err(Refused::Journal(e)) => return journal_unavailable(&e),
+        };
+        if asynchronous {
+            let queued = run.is_queued();
+            drop(run.spawn(&app, permit));
+            return if queued {
+                accepted_as(run_id, "queued")
+            } else {
+                accepted(run_id)
+            };
         }
-    };
-    let asynchronous = prefers_async(&parts.headers);
-    let submission = Submission {
-        workflow: wf.clone(),
-        input: document,
-        run_id,
-        key: idempotency_key,
-        trace_parent: TraceParent::from_headers(&parts.headers),
-        // 202 promises the run survives a crash: recorded before answering.
-        record: if asynchronous {
-            Record::Now
-        } else {
-            Record::WithFirstStep
-        },
-    };
-    let run = match app.submit(submission).await {
-        Ok(Admitted::New(run)) => run,
-        Ok(Admitted::Existing(original)) => return existing_run(&app, original).await,
-        Err(Refused::Input(e)) => return input_error_in(wf.as_ref(), &e),
-        Err(Refused::Journal(e)) => return journal_unavailable(&e),
-    };
-    if asynchronous {
-        let queued = run.is_queued();
-        drop(run.spawn(&app, permit));
-        return if queued {
-            accepted_as(run_id, "queued")
-        } else {
-            accepted(run_id)
-        };
-    }
-    if run.is_queued() {
-        // A limited workflow: answered when the run ends, or stops to wait.
-        drop(permit);
-        return match run.settled(&app).await {
-            Settled::Output(output) => json_bytes(StatusCode::OK, output),
-            Settled::Waiting => accepted_as(run_id, "waiting"),
-            Settled::Failed(status, error) => run_error_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                &error,
-                run_id,
-            ),
-        };
-    }
-    match run.drive(&app, permit).await {
-        Ok(output) => json_bytes(StatusCode::OK, output),
-        Err(Error::Waiting { .. }) => accepted_as(run_id, "waiting"),
-        Err(error @ Error::Journal(_)) => journal_failed_during(&app, &error, run_id).await,
-        Err(error) => failed_run(&error, run_id),
+        if run.is_queued() {
+            // A limited workflow: answered when the run ends, or stops to wait.
+            drop(permit);
+            return match Box::pin(run.settled(&app)).await {
+                Settled::Output(output) => json_bytes(StatusCode::OK, output),
+                Settled::Waiting => accepted_as(run_id, "waiting"),
+                Settled::Failed(status, error) => run_error_response(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &error,
+                    run_id,
+                ),
+            };
+        }
+        match run.drive(&app, permit).await {
+            Ok(output) => json_bytes(StatusCode::OK, output),
+            Err(Error::Waiting { .. }) => accepted_as(run_id, "waiting"),
+            Err(error @ Error::Journal(_)) => {
+                Box::pin(journal_failed_during(&app, &error, run_id)).await
+            }
+            Err(error) => failed_run(&error, run_id),
+        }
     }
 }
 

@@ -1056,20 +1056,7 @@ async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
         );
     };
     let (parts, body) = req.into_parts();
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|m| {
-            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-        });
+    let is_json = crate::triggers::http::is_json(&parts.headers);
     if !is_json {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -1078,7 +1065,13 @@ async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
             |_| {},
         );
     }
-    let bytes = match crate::triggers::http::read_body(app, body, &parts.headers).await {
+    let bytes = match crate::triggers::http::read_body(
+        app,
+        body,
+        crate::triggers::http::content_length(parts.headers.get(header::CONTENT_LENGTH)),
+    )
+    .await
+    {
         Ok(b) => b,
         Err(response) => return response,
     };
