@@ -128,16 +128,25 @@ impl<W: Workflow> DynWorkflow for W {
     }
 }
 
-async fn drive<W: Workflow>(w: W, ctx: RunCtx, input: W::Input) -> Result<Bytes, Error> {
-    let span = ctx.run_span();
-    if span.is_disabled() {
-        // No subscriber records runs (`serve`'s default log level): the run's future is not
-        // wrapped in the span, one move of it less (issue 16).
-        return drive_in_span(w, &ctx, input).await;
+/// A run of `w` on `input`. A function that returns a block rather than an `async fn`, which
+/// would keep its arguments (the run's context among them) twice in the run's future (issue 16).
+#[allow(clippy::manual_async_fn)] // an `async fn` holds its arguments twice
+fn drive<W: Workflow>(
+    w: W,
+    ctx: RunCtx,
+    input: W::Input,
+) -> impl Future<Output = Result<Bytes, Error>> + Send + 'static {
+    async move {
+        let span = ctx.run_span();
+        if span.is_disabled() {
+            // No subscriber records runs (`serve`'s default log level): the run's future is not
+            // wrapped in the span, one move of it less (issue 16).
+            return drive_in_span(w, &ctx, input).await;
+        }
+        let result = drive_in_span(w, &ctx, input).instrument(span.clone()).await;
+        crate::observability::trace::record_run(&span, &result);
+        result
     }
-    let result = drive_in_span(w, &ctx, input).instrument(span.clone()).await;
-    crate::observability::trace::record_run(&span, &result);
-    result
 }
 
 async fn drive_in_span<W: Workflow>(w: W, ctx: &RunCtx, input: W::Input) -> Result<Bytes, Error> {

@@ -154,7 +154,10 @@ impl Metrics {
     }
 
     pub(crate) fn workflow(&self, name: &str) -> Option<&Arc<WorkflowMetrics>> {
-        self.workflows.iter().find(|w| w.name == name)
+        // A run's name is its graph's: the same address, compared before the bytes.
+        self.workflows
+            .iter()
+            .find(|w| std::ptr::eq(w.name, name) || w.name == name)
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
