@@ -6,10 +6,13 @@
 #   benches/wrk.sh [SECS]        (default 5; the servers run with 2 worker threads)
 #   BENCH_BIN=/path/to/http benches/wrk.sh [SECS]   (a binary built before, for A/B runs)
 #   BENCH_CONNS=256 benches/wrk.sh [SECS]           (wrk's connections, default 32)
+#   BENCH_ROUNDS=5 benches/wrk.sh [SECS]            (rounds of the three, default 3; the
+#                                                    median of the rounds' ratios is printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
 CONNS="${BENCH_CONNS:-32}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 # BENCH_BIN: an http bench binary built before (to compare two builds in turn).
 bin=${BENCH_BIN:-}
@@ -20,7 +23,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "http" and m.get("executable"):
         print(m["executable"])')
 out=$(mktemp)
-BENCH_HOLD=$((SECS * 3 + 10)) "$bin" >"$out" &
+BENCH_HOLD=$((SECS * 3 * ROUNDS + 10)) "$bin" >"$out" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$out" "$lua"' EXIT
 for _ in $(seq 1 100); do [ "$(wc -l <"$out")" -ge 3 ] && break; sleep 0.1; done
@@ -30,19 +33,30 @@ wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.body = '{"id":"o-1","customer":"ada","items":[{"sku":"apple","qty":3},{"sku":"pear","qty":2}]}'
 LUA
-declare -A rps
 declare -A names=([bare]="bare axum" [off]="journal off" [on]="journal on")
-while read -r _ key url; do
-    result=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$lua" "$url")
-    r=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
-    p50=$(echo "$result" | awk '$1=="50%" {print $2}')
-    p99=$(echo "$result" | awk '$1=="99%" {print $2}')
-    rps[$key]=$r
-    printf 'wrk %-12s: %10s req/s   p50 %8s   p99 %8s\n' "${names[$key]}" "$r" "$p50" "$p99"
-done < <(grep '^serving' "$out")
-python3 - "${rps[bare]:-0}" "${rps[off]:-0}" "${rps[on]:-0}" <<'PY'
-import sys
-bare, off, on = map(float, sys.argv[1:])
-if bare:
-    print(f"wrk: journal off / bare axum {off / bare:.2f}x   journal on / bare axum {on / bare:.2f}x")
-PY
+mapfile -t servers < <(grep '^serving' "$out")
+# Each round loads the three in turn; the ratios of a round compare runs made seconds apart,
+# and the median of the rounds' ratios is printed at the end (this machine's speed drifts).
+ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+    declare -A rps=()
+    for line in "${servers[@]}"; do
+        read -r _ key url <<<"$line"
+        result=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$lua" "$url")
+        r=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
+        p50=$(echo "$result" | awk '$1=="50%" {print $2}')
+        p99=$(echo "$result" | awk '$1=="99%" {print $2}')
+        rps[$key]=$r
+        printf 'round %s wrk %-12s: %10s req/s   p50 %8s   p99 %8s\n' "$round" "${names[$key]}" "$r" "$p50" "$p99"
+    done
+    ratios+=("${rps[bare]:-0} ${rps[off]:-0} ${rps[on]:-0}")
+done
+printf '%s\n' "${ratios[@]}" | python3 -c '
+import statistics, sys
+rounds = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+rounds = [r for r in rounds if r[0] > 0]
+if rounds:
+    off = statistics.median(r[1] / r[0] for r in rounds)
+    on = statistics.median(r[2] / r[0] for r in rounds)
+    print(f"wrk: journal off / bare axum {off:.2f}x   journal on / bare axum {on:.2f}x   (median of {len(rounds)} rounds)")
+'
