@@ -336,13 +336,9 @@ pub(crate) fn run_error(error: &Error) -> (StatusCode, RunError) {
     )
 }
 
-pub(crate) fn is_json(headers: &HeaderMap) -> bool {
-    is_json_type(headers.get(header::CONTENT_TYPE))
-}
-
 /// Whether a `Content-Type` value names JSON: `application/json` or `application/*+json`, in
 /// any case, with or without parameters.
-fn is_json_type(value: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_json_type(value: Option<&HeaderValue>) -> bool {
     let Some(value) = value else {
         return false;
     };
@@ -1181,7 +1177,7 @@ mod tests {
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(value),
             );
-            is_json(&headers)
+            is_json_type(headers.get(header::CONTENT_TYPE))
         };
         for yes in [
             "application/json",
@@ -1201,7 +1197,7 @@ mod tests {
         ] {
             assert!(!with(no), "{no}");
         }
-        assert!(!is_json(&HeaderMap::new()));
+        assert!(!is_json_type(None));
     }
 
     #[test]

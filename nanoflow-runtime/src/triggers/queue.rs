@@ -1056,7 +1056,7 @@ async fn publish_route(app: &App, subject: &str, req: Request) -> Response {
         );
     };
     let (parts, body) = req.into_parts();
-    let is_json = crate::triggers::http::is_json(&parts.headers);
+    let is_json = crate::triggers::http::is_json_type(parts.headers.get(header::CONTENT_TYPE));
     if !is_json {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
