@@ -518,4 +518,26 @@ mod tests {
         );
         assert_eq!(form_field(b"a=1", "token"), None);
     }
+
+    #[test]
+    fn the_peer_is_the_polled_request_s_and_only_while_it_is_polled() {
+        let none = axum::http::Extensions::new();
+        let peer: SocketAddr = "192.0.2.7:4321".parse().unwrap();
+        let other: SocketAddr = "198.51.100.1:80".parse().unwrap();
+        assert_eq!(client(&none), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let seen = with_peer(peer, || {
+            // A request polled within another's poll sees its own peer, then the outer one's.
+            let inner = with_peer(other, || client(&none));
+            (inner, client(&none))
+        });
+        assert_eq!(seen, (other.ip(), peer.ip()));
+        assert_eq!(client(&none), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // Put back also when the poll panics.
+        let _ = std::panic::catch_unwind(|| with_peer(peer, || panic!("a node panicked")));
+        assert_eq!(client(&none), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // `ConnectInfo`, when a server sets it, wins.
+        let mut with_info = axum::http::Extensions::new();
+        with_info.insert(ConnectInfo(other));
+        assert_eq!(with_peer(peer, || client(&with_info)), other.ip());
+    }
 }
