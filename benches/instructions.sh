@@ -11,15 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-2000}"
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
-bin=${BENCH_BIN:-}
-[ -n "$bin" ] || bin=$(cargo bench -p nanoflow --bench http --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "http" and m.get("executable"):
-        print(m["executable"])')
+bin=$(benches/http-bin.sh)
 dir=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 BENCH_HOLD=3600 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" "$bin" >"$dir/out" 2>"$dir/valgrind.log" &
 pid=$!
 for _ in $(seq 1 600); do [ "$(grep -c '^serving' "$dir/out" 2>/dev/null)" -ge 3 ] && break; sleep 0.5; done

@@ -14,14 +14,7 @@ SECS="${1:-5}"
 CONNS="${BENCH_CONNS:-32}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-# BENCH_BIN: an http bench binary built before (to compare two builds in turn).
-bin=${BENCH_BIN:-}
-[ -n "$bin" ] || bin=$(cargo bench -p nanoflow --bench http --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "http" and m.get("executable"):
-        print(m["executable"])')
+bin=$(benches/http-bin.sh)
 out=$(mktemp)
 BENCH_HOLD=$((SECS * 3 * ROUNDS + 10)) "$bin" >"$out" &
 pid=$!
