@@ -120,6 +120,11 @@ async fn journal_runs(db: &tokio_postgres::Client, workflow: &str, succeeded: bo
 
 /// Sends one shipment to `addr`, asynchronously; the run id of its 202.
 async fn send(addr: SocketAddr, id: &str) -> Option<String> {
+    send_or_why(addr, id).await.ok()
+}
+
+/// [`send`], with what happened when the answer is not a 202.
+async fn send_or_why(addr: SocketAddr, id: &str) -> Result<String, String> {
     let body = format!(r#"{{"id":"{id}"}}"#);
     let id = id.to_owned();
     // `support::request` panics on a refused connection: run it on a task of its own.
@@ -136,12 +141,21 @@ async fn send(addr: SocketAddr, id: &str) -> Option<String> {
             body.as_bytes(),
         )
         .await;
-        (r.status == 202).then(|| r.json()["run_id"].as_str().unwrap().to_owned())
+        if r.status == 202 {
+            Ok(r.json()["run_id"].as_str().unwrap().to_owned())
+        } else {
+            Err(format!(
+                "answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ))
+        }
     });
     // A killed runner's connections fail: the request counts as not acknowledged.
     match tokio::spawn(sent).await {
-        Ok(Ok(v)) => v,
-        _ => None,
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err("no answer within 5 s".into()),
+        Err(e) => Err(format!("the request failed: {e}")),
     }
 }
 
@@ -178,14 +192,27 @@ async fn three_runners_lose_no_run_when_one_is_killed_mid_load() {
 
     // One idempotency key sent to two runners at once: one run.
     let (a, b) = tokio::join!(
-        send(runners[0].addr, "dup-1"),
-        send(runners[1].addr, "dup-1")
+        send_or_why(runners[0].addr, "dup-1"),
+        send_or_why(runners[1].addr, "dup-1")
     );
-    assert_eq!(
-        a.as_deref().unwrap(),
-        b.as_deref().unwrap(),
-        "one key, one run"
+    // The runner that records the run answers 202 with its id; the other answers the same id
+    // (202) while the run goes on, or its output (200) once it has ended, which on a loaded
+    // machine can come first (`docs/durability.md`, idempotency).
+    let same_run = |answer: &Result<String, String>| match answer {
+        Ok(_) => true,
+        Err(why) => why == r#"answered 200: "shipped dup-1""#,
+    };
+    assert!(
+        same_run(&a) && same_run(&b),
+        "one key, one run: {a:?} {b:?}"
     );
+    assert!(
+        a.is_ok() || b.is_ok(),
+        "no 202 for the new run: {a:?} {b:?}"
+    );
+    if let (Ok(a), Ok(b)) = (&a, &b) {
+        assert_eq!(a, b, "one key, one run");
+    }
 
     // 300 runs sent round-robin by 6 senders; runner r2 is killed after the 150th
     // acknowledgement (later sends to it fail and go to the next runner).
