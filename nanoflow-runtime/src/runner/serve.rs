@@ -136,7 +136,7 @@ impl Runner {
         let task = tokio::spawn(super::listen::serve(
             listener,
             router,
-            Arc::new(http::Direct::new(&app)),
+            Arc::new(http::Direct::new(&app)?),
             limits,
             shutdown.subscribe(),
         ));

@@ -29,10 +29,12 @@ use crate::runs::{RunError, RunStatus};
 use crate::triggers::TriggerDef;
 use crate::workflow::{DynWorkflow, InputError, InputErrorKind};
 
-/// Builds the router of every HTTP trigger of `app`'s workflows with `/healthz` and `/readyz`,
-/// and, apart, the run API (`/workflows`, `/runs*`) that the runner puts behind the admin token.
-pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
-    let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
+/// An HTTP trigger: its method, its path and its workflow.
+type HttpTrigger = (Method, &'static str, Arc<dyn DynWorkflow>);
+
+/// Every HTTP trigger of `app`'s workflows.
+fn http_triggers(app: &App) -> Result<Vec<HttpTrigger>, Error> {
+    let mut triggers = Vec::new();
     for wf in app.workflows.values() {
         for trigger in &wf.graph().triggers {
             let TriggerDef::Http { method, path } = trigger else {
@@ -44,21 +46,30 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
                     wf.graph().name
                 ))
             })?;
-            let filter = MethodFilter::try_from(method.clone())
-                .map_err(|_| Error::Config(format!("unsupported HTTP method `{method}`")))?;
-            let handler = {
-                let app = app.clone();
-                let wf = wf.clone();
-                // Boxed once, here: the handler's future is moved by value through axum's
-                // layers (its boxing, its mapping into a response), and a run's whole future
-                // is some kilobytes (issue 16).
-                move |params: RawPathParams, req: Request| {
-                    Box::pin(trigger_run(app, wf, Some(params), req))
-                }
-            };
-            let routes = by_path.remove(path).unwrap_or_default();
-            by_path.insert(path, routes.on(filter, handler));
+            triggers.push((method, *path, wf.clone()));
         }
+    }
+    Ok(triggers)
+}
+
+/// Builds the router of every HTTP trigger of `app`'s workflows with `/healthz` and `/readyz`,
+/// and, apart, the run API (`/workflows`, `/runs*`) that the runner puts behind the admin token.
+pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
+    let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
+    for (method, path, wf) in http_triggers(app)? {
+        let filter = MethodFilter::try_from(method.clone())
+            .map_err(|_| Error::Config(format!("unsupported HTTP method `{method}`")))?;
+        let handler = {
+            let app = app.clone();
+            // Boxed once, here: the handler's future is moved by value through axum's
+            // layers (its boxing, its mapping into a response), and a run's whole future
+            // is some kilobytes (issue 16).
+            move |params: RawPathParams, req: Request| {
+                Box::pin(trigger_run(app, wf, Some(params), req))
+            }
+        };
+        let routes = by_path.remove(path).unwrap_or_default();
+        by_path.insert(path, routes.on(filter, handler));
     }
     let mut router = Router::new();
     for (path, routes) in by_path {
@@ -180,30 +191,17 @@ pub(crate) fn router(app: &Arc<App>) -> Result<(Router, Router), Error> {
 /// with another method (405), goes to the router, which serves these routes too.
 pub(crate) struct Direct {
     app: Arc<App>,
-    routes: Vec<(Method, &'static str, Arc<dyn DynWorkflow>)>,
+    routes: Vec<HttpTrigger>,
 }
 
 impl Direct {
-    pub(crate) fn new(app: &Arc<App>) -> Self {
-        let mut routes = Vec::new();
-        for wf in app.workflows.values() {
-            for trigger in &wf.graph().triggers {
-                let TriggerDef::Http { method, path } = trigger else {
-                    continue;
-                };
-                // `router` refuses a method that does not parse, before this is built.
-                let Ok(method) = method.parse::<Method>() else {
-                    continue;
-                };
-                if !path.contains('{') {
-                    routes.push((method, *path, wf.clone()));
-                }
-            }
-        }
-        Direct {
+    pub(crate) fn new(app: &Arc<App>) -> Result<Self, Error> {
+        let mut routes = http_triggers(app)?;
+        routes.retain(|(_, path, _)| !path.contains('{'));
+        Ok(Direct {
             app: app.clone(),
             routes,
-        }
+        })
     }
 
     /// The trigger of `method` on exactly `path`, if it is one of these routes.
