@@ -910,7 +910,7 @@ impl Acks {
             })
             .is_err()
         {
-            tracing::warn!(workflow, "the runner is stopping: a message is left unacknowledged; it will be redelivered and deduplicated");
+            tracing::warn!(workflow, "the acknowledgement task has ended (the runtime is shutting down): a message is left unacknowledged; it will be redelivered and deduplicated");
         }
     }
 }
